@@ -1,0 +1,46 @@
+# The two commands: `make run` (the system) and `make test` (the whole suite). See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export EHR_VENV := $(abspath $(VENV))
+export PYTHONPATH := $(CURDIR)/scripts:$(CURDIR)/plugin:$(CURDIR)
+
+.PHONY: install run up down status token samples test lint unit integration bench clean
+
+install:
+	@scripts/install.sh
+
+run: install            ## the stack in the foreground, samples loaded; Ctrl-C stops it
+	@$(PY) -m ehr_stack run
+
+up: install             ## the same stack in the background; returns once healthy
+	@$(PY) -m ehr_stack up
+
+down:                   ## stop the background stack
+	@if [ -x $(PY) ]; then $(PY) -m ehr_stack down; fi
+
+status:
+	@$(PY) -m ehr_stack status
+
+ROLE ?= ehr-service
+token: install          ## a development JWT: make token ROLE=doctor
+	@$(PY) -m ehr_stack token --role $(ROLE)
+
+samples: install        ## build the sample studies into var/samples
+	@$(PY) samples/build_samples.py --out var/samples
+
+lint: install
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
+
+test: install lint      ## everything CI runs: lint, types, unit, integration and end-to-end tests
+	@$(PY) -m pytest
+
+unit: install
+	@$(PY) -m pytest tests/unit
+
+bench: install          ## benchmarks: plugin vs plain Orthanc, side by side (not part of make test)
+	@$(PY) -m benchmarks
+
+clean: down
+	rm -rf var test-artifacts

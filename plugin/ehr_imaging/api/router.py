@@ -1,0 +1,139 @@
+"""A small router for Orthanc REST callbacks: paths, methods, roles, JSON answers and errors.
+
+Independent of ``orthanc``: ``plugin.py`` turns Orthanc's callback arguments into a ``Request``
+and writes the ``Response`` back, so routing and authorization are unit-testable.
+Every route must say who may call it (``roles``); there is no default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.auth import AuthError, Authenticator, Principal
+
+PUBLIC: frozenset[str] = frozenset({"<public>"})
+ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
+
+
+class ApiError(Exception):
+    """An error answered to the caller as ``{"detail": ...}`` with an HTTP status."""
+
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    principal: Principal | None = None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status=status, body=json.dumps(payload, default=str).encode())
+
+
+def error_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    response = json_response({"detail": detail}, status)
+    response.headers.update(headers or {})
+    return response
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str
+    handler: Handler
+    roles: frozenset[str]
+
+    @property
+    def regex(self) -> str:
+        return template_regex(self.template)
+
+    @property
+    def param_names(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.template)
+
+
+def template_regex(template: str) -> str:
+    """``/orders/{order_id}`` -> ``/orders/([^/]+)``: Orthanc hands back the groups in order."""
+    return re.sub(r"{\w+}", "([^/]+)", template)
+
+
+class Router:
+    def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None]) -> None:
+        self._authenticator = authenticator
+        self._log_error = log_error
+        self._routes: dict[str, list[Route]] = {}
+
+    def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str]) -> None:
+        roles = frozenset(roles)
+        if not roles:
+            raise ValueError(f"route {method} {template} must say who may call it")
+        self._routes.setdefault(template, []).append(Route(method.upper(), template, handler, roles))
+
+    def templates(self) -> list[str]:
+        """Templates with literal segments first, so ``/studies/patient/{id}`` wins over ``/studies/{uid}``."""
+        return sorted(self._routes, key=lambda t: (t.count("{"), -len(t)))
+
+    def routes(self) -> list[Route]:
+        return [route for template in self.templates() for route in self._routes[template]]
+
+    def dispatch(self, template: str, request: Request, groups: Iterable[str] = ()) -> Response:
+        """Answer one request for a path that matched ``template``; never raises."""
+        try:
+            routes = self._routes.get(template, [])
+            route = next((r for r in routes if r.method == request.method), None)
+            if route is None:
+                allowed = ", ".join(sorted(r.method for r in routes))
+                return error_response(405, f"method {request.method} not allowed", {"Allow": allowed})
+            request.params = dict(zip(route.param_names, groups, strict=False))
+            self._authorize(route, request)
+            return route.handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.detail, exc.headers)
+        except Exception:  # noqa: BLE001 - the last line of defence: never crash Orthanc's thread
+            self._log_error(f"{request.method} {request.path} failed:\n{traceback.format_exc()}")
+            return error_response(500, "internal error")
+
+    def _authorize(self, route: Route, request: Request) -> None:
+        if route.roles == PUBLIC:
+            return
+        try:
+            principal = self._authenticator.authenticate(request.headers)
+        except AuthError as exc:
+            raise ApiError(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        if principal is None:
+            raise ApiError(401, "authentication required", {"WWW-Authenticate": "Bearer"})
+        if route.roles != ANY_ROLE and not principal.has_any_role(route.roles):
+            raise ApiError(403, f"role not allowed for {route.method} {route.template}")
+        request.principal = principal

@@ -1,0 +1,85 @@
+"""Builds the plugin's services from its settings: keys, token verifiers, database engine.
+
+Kept apart from ``plugin.py`` (which talks to ``orthanc``) so the construction is testable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .config import ConfigError, Settings
+from .core.auth import Authenticator, BasicAuthenticator, TokenVerifier
+from .services import Pacs, Services
+from .store import db
+
+ADMIN_SESSION_AUDIENCE = "ehr-imaging-admin-session"
+
+
+def load_public_keys(settings: Settings) -> dict[str | None, Any]:
+    """Public keys by ``kid`` (None: the key for tokens without ``kid``)."""
+    keys: dict[str | None, Any] = {}
+    if settings.JwtPublicKeyFile:
+        key = load_pem_public_key(Path(settings.JwtPublicKeyFile).read_bytes())
+        if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise ConfigError("JwtPublicKeyFile must hold an RSA or EC public key")
+        keys[None] = key
+    if settings.JwksFile:
+        for jwk in jwt.PyJWKSet.from_json(Path(settings.JwksFile).read_text()).keys:
+            keys[jwk.key_id] = jwk.key
+    return keys
+
+
+def signing_secret(settings: Settings) -> tuple[str, bool]:
+    """The HMAC key the plugin signs its own tokens with, and whether it is shared (not random)."""
+    if settings.SigningSecret:
+        return settings.SigningSecret, True
+    if settings.JwtSecret:
+        return settings.JwtSecret, True
+    return secrets.token_urlsafe(32), False
+
+
+def build_authenticator(settings: Settings, session_secret: str) -> Authenticator:
+    public_keys = load_public_keys(settings)
+    if not settings.JwtSecret and not public_keys:
+        raise ConfigError("set EhrImaging.JwtSecret (development) or JwtPublicKeyFile / JwksFile")
+    users = TokenVerifier(
+        issuer=settings.JwtIssuer,
+        audience=settings.JwtAudience,
+        secret=settings.JwtSecret,
+        public_keys=public_keys,
+        leeway_seconds=settings.JwtLeewaySeconds,
+        cache_size=settings.TokenCacheSize,
+    )
+    sessions = TokenVerifier(
+        issuer=settings.JwtIssuer,
+        audience=ADMIN_SESSION_AUDIENCE,
+        secret=session_secret,
+        leeway_seconds=settings.JwtLeewaySeconds,
+        cache_size=settings.TokenCacheSize,
+    )
+    return Authenticator(users=users, admins=BasicAuthenticator(settings.AdminUsers), sessions=sessions)
+
+
+def build_services(settings: Settings, pacs: Pacs) -> Services:
+    if not settings.DatabaseUrl:
+        raise ConfigError("set EhrImaging.DatabaseUrl (or EHR_IMAGING_DATABASE_URL)")
+    secret, _shared = signing_secret(settings)
+    engine = db.create_db_engine(
+        settings.DatabaseUrl,
+        pool_size=settings.DatabasePoolSize,
+        connect_timeout=settings.DatabaseConnectTimeoutSeconds,
+        schema=settings.DatabaseSchema,
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        pacs=pacs,
+        authenticator=build_authenticator(settings, secret),
+        signing_secret=secret,
+    )

@@ -1,0 +1,120 @@
+"""One typed settings object for the plugin.
+
+Values come from the ``EhrImaging`` section of Orthanc's JSON configuration; each key can be
+overridden by an environment variable ``EHR_IMAGING_<KEY_IN_UPPER_SNAKE_CASE>`` (``JwtSecret`` ->
+``EHR_IMAGING_JWT_SECRET``), so containers and clusters can inject secrets without editing files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SECTION = "EhrImaging"
+ENV_PREFIX = "EHR_IMAGING_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every plugin setting with its default. ``README.md`` documents each one."""
+
+    DatabaseUrl: str = ""
+    DatabaseSchema: str = "ehr_imaging"
+    DatabasePoolSize: int = 5
+    DatabaseConnectTimeoutSeconds: int = 3
+    JwtSecret: str = ""
+    SigningSecret: str = ""
+    AdminSessionTtlSeconds: int = 28800
+    JwtPublicKeyFile: str = ""
+    JwksFile: str = ""
+    JwtIssuer: str = "ehr-imaging-dev"
+    JwtAudience: str = "ehr-imaging"
+    JwtLeewaySeconds: int = 30
+    TokenCacheSize: int = 10000
+    AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
+    VirtualEnv: str = ""
+    PublicBaseUrl: str = ""
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict that is safe to log: secrets and passwords are masked."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _SECRET_FIELDS:
+                value = "***" if value else ""
+            elif field.name == "AdminUsers":
+                value = {user: "***" for user in value}
+            elif field.name == "DatabaseUrl":
+                value = redact_url_password(value)
+            out[field.name] = value
+        return out
+
+
+_SECRET_FIELDS = {"JwtSecret", "SigningSecret"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value of the wrong type or shape."""
+
+
+def env_name(key: str) -> str:
+    """``JwtSecret`` -> ``EHR_IMAGING_JWT_SECRET``."""
+    return ENV_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
+
+
+def redact_url_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def load_settings(orthanc_config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from Orthanc's parsed configuration and the environment."""
+    environ = os.environ if environ is None else environ
+    section = orthanc_config.get(SECTION, {}) or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"configuration section {SECTION} must be an object")
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown keys in {SECTION}: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, field in known.items():
+        raw: Any
+        if env_name(name) in environ:
+            raw = _parse_env(name, environ[env_name(name)], _kind(field))
+        elif name in section:
+            raw = section[name]
+        else:
+            continue
+        values[name] = _check_type(name, raw, _kind(field))
+    return Settings(**values)
+
+
+def _kind(field: dataclasses.Field[Any]) -> type:
+    if field.default_factory is not dataclasses.MISSING:
+        return type(field.default_factory())
+    return type(field.default)
+
+
+def _parse_env(name: str, text: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            return text.strip().lower() in {"1", "true", "yes", "on"}
+        if kind is int:
+            return int(text)
+        if kind is dict:
+            return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {env_name(name)} is not a valid {kind.__name__}") from exc
+    return text
+
+
+def _check_type(name: str, value: Any, kind: type) -> Any:
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{SECTION}.{name} must be a {kind.__name__}")
+    if kind is dict and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{SECTION}.{name} must map strings to strings")
+    return value

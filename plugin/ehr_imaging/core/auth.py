@@ -1,0 +1,237 @@
+"""Who is calling: JWT verification, roles, and HTTP basic credentials for admins.
+
+Pure logic: keys arrive as strings or key objects, nothing is read from disk here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ADMIN = "admin"
+RADIOLOGIST = "radiologist"
+DOCTOR = "doctor"
+NURSE = "nurse"
+TECHNICIAN = "technician"
+EHR_SERVICE = "ehr-service"
+ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVICE})
+
+HMAC_ALGORITHMS = ("HS256",)
+PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
+
+
+class AuthError(Exception):
+    """The caller is not authenticated (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    subject: str
+    roles: frozenset[str]
+    via: str  # "jwt" or "basic"
+    expires_at: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+    def has_any_role(self, roles: Iterable[str]) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (headers with lower-case names)."""
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class TokenVerifier:
+    """Verifies user JWTs: signature, ``exp``, ``nbf``, ``iss``, ``aud``, ``sub`` and ``role``.
+
+    The accepted algorithms follow the configured keys: HS256 only with a shared secret, RS256/ES256
+    only with public keys. So ``alg: none`` and HS256-signed-with-the-public-key (algorithm
+    confusion) are refused. Verified tokens are cached (bounded, never past their ``exp``) because
+    the HTTP filter runs on every request, frames included.
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        secret: str = "",
+        public_keys: Mapping[str | None, Any] | None = None,
+        leeway_seconds: int = 30,
+        cache_size: int = 10000,
+        clock: Any = time.time,
+    ) -> None:
+        if not secret and not public_keys:
+            raise ValueError("a JWT secret or at least one public key is required")
+        self._issuer = issuer
+        self._audience = audience
+        self._secret = secret
+        self._public_keys = dict(public_keys or {})
+        self._leeway = leeway_seconds
+        self._clock = clock
+        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal:
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(token)
+            if cached is not None:
+                if cached.expires_at is not None and cached.expires_at + self._leeway > now:
+                    self._cache.move_to_end(token)
+                    return cached
+                del self._cache[token]
+        principal = self._decode(token, now)
+        with self._lock:
+            self._cache[token] = principal
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str, now: float) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError("malformed token") from exc
+        alg = header.get("alg")
+        key: Any
+        if alg in HMAC_ALGORITHMS and self._secret:
+            key = self._secret
+        elif alg in PUBLIC_KEY_ALGORITHMS and self._public_keys:
+            kid = header.get("kid")
+            key = self._public_keys.get(kid) if kid in self._public_keys else self._public_keys.get(None)
+            if key is None:
+                raise AuthError("unknown signing key")
+        else:
+            raise AuthError("token algorithm not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        roles = roles_from_claims(claims)
+        if not roles:
+            raise AuthError("token carries no known role")
+        return Principal(subject=str(claims["sub"]), roles=roles, via="jwt", expires_at=float(claims["exp"]))
+
+
+def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
+    """Known roles from ``role`` (a string) and/or ``roles`` (a list); unknown names are ignored."""
+    found: set[str] = set()
+    role = claims.get("role")
+    if isinstance(role, str):
+        found.add(role)
+    roles = claims.get("roles")
+    if isinstance(roles, list):
+        found.update(r for r in roles if isinstance(r, str))
+    return frozenset(found & ALL_ROLES)
+
+
+class BasicAuthenticator:
+    """Checks ``Authorization: Basic`` against the configured admin users, in constant time."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = {name: password.encode() for name, password in users.items() if password}
+
+    def verify(self, headers: Mapping[str, str]) -> Principal | None:
+        value = headers.get("authorization", "")
+        scheme, _, encoded = value.partition(" ")
+        if scheme.lower() != "basic" or not self._users:
+            return None
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthError("malformed basic credentials") from None
+        expected = self._users.get(user)
+        # Compare against a dummy when the user is unknown so timing does not reveal user names.
+        ok = hmac.compare_digest(password.encode(), expected if expected is not None else b"\0" * 32)
+        if not sep or expected is None or not ok:
+            raise AuthError("invalid credentials")
+        return Principal(subject=user, roles=frozenset({ADMIN}), via="basic")
+
+
+SESSION_COOKIE = "ehr_imaging_session"
+
+
+def cookie_value(headers: Mapping[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name and value:
+            return value
+    return None
+
+
+class Authenticator:
+    """Every way a caller can prove who they are, tried in one place.
+
+    ``authenticate`` returns None when no credentials were presented and raises ``AuthError`` when
+    credentials were presented but are wrong, so callers can answer 401 with a reason.
+    """
+
+    def __init__(
+        self, *, users: TokenVerifier, admins: BasicAuthenticator, sessions: TokenVerifier | None
+    ) -> None:
+        self.users = users
+        self.admins = admins
+        self.sessions = sessions
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        token = bearer_token(headers)
+        if token is not None:
+            return self.users.verify(token)
+        principal = self.admins.verify(headers)
+        if principal is not None:
+            return principal
+        session = cookie_value(headers, SESSION_COOKIE)
+        if session is not None and self.sessions is not None:
+            return self.sessions.verify(session)
+        if headers.get("authorization"):
+            raise AuthError("unsupported authorization scheme")
+        return None
+
+
+def mint_token(
+    *, secret: str, issuer: str, audience: str, subject: str, roles: Iterable[str], ttl_seconds: int,
+    now: float | None = None, extra: Mapping[str, Any] | None = None,
+) -> str:
+    """An HS256 JWT. The plugin signs admin sessions with it; development tooling mints user tokens."""
+    issued = int(time.time() if now is None else now)
+    role_list = list(roles)
+    if not role_list:
+        raise ValueError("a token needs at least one role")
+    claims: dict[str, Any] = {
+        "iss": issuer, "aud": audience, "sub": subject, "iat": issued, "nbf": issued,
+        "exp": issued + ttl_seconds, "role": role_list[0],
+    }
+    if len(role_list) > 1:
+        claims["roles"] = role_list
+    claims.update(extra or {})
+    return jwt.encode(claims, secret, algorithm="HS256")

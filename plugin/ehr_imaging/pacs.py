@@ -1,0 +1,40 @@
+"""Orthanc, in process: the one module (with ``plugin.py`` and ``hooks/``) that imports ``orthanc``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orthanc
+
+
+def configuration() -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(orthanc.GetConfiguration())
+    return parsed
+
+
+def log_info(message: str) -> None:
+    orthanc.LogInfo(message)
+
+
+def log_warning(message: str) -> None:
+    orthanc.LogWarning(message)
+
+
+def log_error(message: str) -> None:
+    orthanc.LogError(message)
+
+
+class OrthancPacs:
+    """Orthanc's REST API called in process (no HTTP, no HTTP filter)."""
+
+    def get_json(self, uri: str) -> Any:
+        return json.loads(orthanc.RestApiGet(uri))
+
+    def system(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get_json("/system")
+        return result
+
+    def statistics(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get_json("/statistics")
+        return result

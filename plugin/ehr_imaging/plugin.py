@@ -1,0 +1,87 @@
+"""Wires the plugin into Orthanc: settings, services, routes, hooks. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import orthanc
+
+from . import __version__, pacs
+from .api import admin_session, system
+from .api.router import Request, Response, Router, error_response, template_regex
+from .bootstrap import build_services, signing_secret
+from .config import load_settings
+from .hooks.http_filter import make_filter
+from .services import Services
+from .store import migrations
+
+_METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
+API_CATCH_ALL = "/api/v1/dicom(/.*)?"
+
+
+def register() -> None:
+    settings = load_settings(pacs.configuration())
+    pacs.log_warning(f"ehr-imaging {__version__} starting with {json.dumps(settings.redacted())}")
+    if not signing_secret(settings)[1]:
+        pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
+    services = build_services(settings, pacs.OrthancPacs())
+    router = Router(services.authenticator, pacs.log_error)
+    system.register(router, services)
+    admin_session.register(router, services)
+    for template in router.templates():
+        orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
+    # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
+    orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
+    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services.authenticator, pacs.log_warning))
+    threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
+
+
+def _migrate_until_done(services: Services) -> None:
+    """Apply migrations, retrying while PostgreSQL is unreachable: Orthanc keeps serving meanwhile."""
+    delay = 1.0
+    while True:
+        try:
+            applied = migrations.migrate(services.engine, services.settings.DatabaseSchema)
+            pacs.log_warning(f"ehr-imaging: schema at version {migrations.LATEST_VERSION} (applied {applied})")
+            return
+        except Exception as exc:  # noqa: BLE001 - keep trying; health reports the state
+            pacs.log_error(f"ehr-imaging: migrations failed ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _rest_callback(router: Router, template: str) -> Any:
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        req = Request(
+            method=str(request.get("method", "GET")),
+            path=uri,
+            query=dict(request.get("get") or {}),
+            headers=dict(request.get("headers") or {}),
+            body=request.get("body") or b"",
+        )
+        _answer(output, router.dispatch(template, req, request.get("groups") or ()))
+
+    return callback
+
+
+def _not_found(output: Any, uri: str, **request: Any) -> None:
+    _answer(output, error_response(404, f"no route {uri}"))
+
+
+def _answer(output: Any, response: Response) -> None:
+    if response.status == 405:
+        # Orthanc refuses SendHttpStatus(405): its dedicated call answers with the Allow header.
+        output.SendMethodNotAllowed(response.headers.get("Allow", ""))
+        return
+    for name, value in response.headers.items():
+        output.SetHttpHeader(name, value)
+    if response.status == 200:
+        output.AnswerBuffer(response.body, response.content_type)
+    else:
+        # orthanc-python 4.0 takes the body of a non-200 answer as text only.
+        body = response.body.decode("utf-8", "replace")
+        output.SetHttpHeader("Content-Type", response.content_type)
+        output.SendHttpStatus(response.status, body, len(body.encode()))

@@ -1,0 +1,1 @@
+"""PostgreSQL: engine and sessions, schema migrations, models. The only package that speaks SQL."""

@@ -1,0 +1,161 @@
+"""Versioned schema migrations, applied at start-up.
+
+Each migration runs once, in order, inside one transaction that holds a PostgreSQL advisory lock,
+so several Orthanc nodes starting at the same moment apply each migration exactly once and none
+of them sees a half-built schema. A migration is never edited once released: add a new one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+# pg_advisory_xact_lock key: an arbitrary constant that belongs to this plugin.
+MIGRATION_LOCK_KEY = 0x45485249  # "EHRI"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "orders, upload log, deletion log",
+        """
+        CREATE TABLE imaging_orders (
+            order_id            TEXT PRIMARY KEY,
+            accession_number    TEXT,
+            patient_id          TEXT,
+            mrn                 TEXT,
+            patient_family_name TEXT,
+            patient_given_name  TEXT,
+            birth_date          DATE,
+            sex                 TEXT CHECK (sex IN ('M', 'F', 'O')),
+            modality            TEXT,
+            scheduled_start     TIMESTAMPTZ,
+            description         TEXT,
+            referring_physician TEXT,
+            status              TEXT NOT NULL DEFAULT 'scheduled'
+                CHECK (status IN ('scheduled', 'in-progress', 'completed', 'cancelled')),
+            study_instance_uid  TEXT UNIQUE,
+            orthanc_study_id    TEXT,
+            number_of_series    INTEGER,
+            number_of_images    INTEGER,
+            study_date          DATE,
+            study_time          TIME,
+            uploaded_by         TEXT,
+            uploaded_at         TIMESTAMPTZ,
+            upload_source       TEXT,
+            match_rule          TEXT,
+            created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_imaging_orders_accession ON imaging_orders (accession_number);
+        CREATE INDEX ix_imaging_orders_mrn ON imaging_orders (mrn);
+        CREATE INDEX ix_imaging_orders_patient ON imaging_orders (patient_id);
+        CREATE INDEX ix_imaging_orders_status ON imaging_orders (status);
+
+        CREATE TABLE dicom_upload_logs (
+            id                        UUID PRIMARY KEY,
+            patient_id                TEXT,
+            order_id                  TEXT REFERENCES imaging_orders (order_id),
+            uploaded_by               TEXT,
+            study_instance_uid        TEXT NOT NULL,
+            orthanc_study_id          TEXT,
+            number_of_files           INTEGER NOT NULL DEFAULT 0,
+            total_size_bytes          BIGINT NOT NULL DEFAULT 0,
+            file_names                JSONB NOT NULL DEFAULT '[]',
+            original_patient_id       TEXT,
+            original_patient_name     TEXT,
+            original_accession_number TEXT,
+            original_study_date       TEXT,
+            original_modality         TEXT,
+            modified_patient_id       TEXT,
+            modified_patient_name     TEXT,
+            modified_accession_number TEXT,
+            tags_modified             BOOLEAN NOT NULL DEFAULT false,
+            upload_status             TEXT NOT NULL CHECK (upload_status IN ('success', 'failed', 'partial')),
+            error_message             TEXT,
+            uploaded_at               TIMESTAMPTZ NOT NULL DEFAULT now(),
+            upload_source             TEXT NOT NULL,
+            upload_duration_seconds   DOUBLE PRECISION,
+            is_deleted                BOOLEAN NOT NULL DEFAULT false
+        );
+        CREATE INDEX ix_dicom_upload_logs_study_uid ON dicom_upload_logs (study_instance_uid);
+        CREATE INDEX ix_dicom_upload_logs_orthanc_id ON dicom_upload_logs (orthanc_study_id);
+        CREATE INDEX ix_dicom_upload_logs_patient_id ON dicom_upload_logs (patient_id);
+        CREATE INDEX ix_dicom_upload_logs_order_id ON dicom_upload_logs (order_id);
+
+        CREATE TABLE dicom_deletion_logs (
+            id                  UUID PRIMARY KEY,
+            study_instance_uid  TEXT NOT NULL,
+            orthanc_study_id    TEXT,
+            order_id            TEXT,
+            patient_id          TEXT,
+            patient_name        TEXT,
+            accession_number    TEXT,
+            study_date          TEXT,
+            modalities          TEXT,
+            number_of_series    INTEGER,
+            number_of_instances INTEGER,
+            deleted_by          TEXT NOT NULL,
+            reason              TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+            deleted_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_dicom_deletion_logs_study_uid ON dicom_deletion_logs (study_instance_uid);
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def migrate(engine: Engine, schema: str) -> list[int]:
+    """Bring the schema to ``LATEST_VERSION``; return the versions this call applied."""
+    check_schema_name(schema)
+    applied: list[int] = []
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+        conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+        )
+        done = {row[0] for row in conn.execute(text("SELECT version FROM schema_migrations"))}
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            conn.exec_driver_sql(migration.sql)
+            conn.execute(
+                text("INSERT INTO schema_migrations (version, name) VALUES (:v, :n)"),
+                {"v": migration.version, "n": migration.name},
+            )
+            applied.append(migration.version)
+    return applied
+
+
+def check_schema_name(schema: str) -> None:
+    """The schema name is interpolated into DDL, so it must be a plain identifier."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+
+
+def current_version(engine: Engine, schema: str) -> int | None:
+    check_schema_name(schema)
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT to_regclass(:t)"), {"t": f'"{schema}".schema_migrations'}
+        ).scalar()
+        if exists is None:
+            return None
+        return conn.execute(text(f'SELECT max(version) FROM "{schema}".schema_migrations')).scalar()

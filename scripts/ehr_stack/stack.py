@@ -1,0 +1,245 @@
+"""The whole local stack: PostgreSQL, then Orthanc with the plugin, plus ``var/stack.env``.
+
+Ports and names come from the environment (documented in README.md) so that two stacks can run side
+by side: give each its own ``EHR_VAR_DIR`` and ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from .postgres import PostgresCluster
+from .procs import pid_alive, port_in_use, stop_pid, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_CONFIG = REPO / "orthanc-config" / "orthanc.json"
+ENTRY_SCRIPT = REPO / "plugin" / "orthanc_entry.py"
+PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+
+
+@dataclass
+class StackConfig:
+    var_dir: Path
+    http_port: int = 8042
+    dicom_port: int = 4242
+    pg_port: int = 55432
+    orthanc_aet: str = "EHRIMAGING"
+    modality_aet: str = "EHRMODALITY"
+    index: str = "sqlite"  # or "postgresql": Orthanc's own index in the shared PostgreSQL
+    venv: Path = field(default_factory=lambda: Path(sys.prefix))
+    stable_age: int | None = None  # seconds; None keeps orthanc-config's value
+    extra_settings: dict[str, Any] = field(default_factory=dict)  # EhrImaging overrides (tests)
+
+    @classmethod
+    def from_environment(cls) -> StackConfig:
+        env = os.environ
+        return cls(
+            var_dir=Path(env.get("EHR_VAR_DIR", REPO / "var")).resolve(),
+            http_port=int(env.get("ORTHANC_HTTP_PORT", 8042)),
+            dicom_port=int(env.get("ORTHANC_DICOM_PORT", 4242)),
+            pg_port=int(env.get("PG_PORT", 55432)),
+            orthanc_aet=env.get("ORTHANC_AET", "EHRIMAGING"),
+            modality_aet=env.get("MODALITY_AET", "EHRMODALITY"),
+            index=env.get("ORTHANC_INDEX", "sqlite"),
+            venv=Path(env.get("EHR_VENV", sys.prefix)),
+        )
+
+
+@dataclass(frozen=True)
+class Secrets:
+    pg_password: str
+    jwt_secret: str
+    admin_user: str
+    admin_password: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Secrets:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        created = cls(
+            pg_password=secrets.token_urlsafe(18),
+            jwt_secret=secrets.token_urlsafe(32),
+            admin_user="admin",
+            admin_password=secrets.token_urlsafe(12),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(created.__dict__, handle)
+        return created
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        config.var_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets = Secrets.load_or_create(config.var_dir / "secrets.json")
+        self.postgres = PostgresCluster(config.var_dir / "postgres", config.pg_port, self.secrets.pg_password)
+
+    # --- paths and derived values -------------------------------------------------------------
+    @property
+    def orthanc_dir(self) -> Path:
+        return self.config.var_dir / "orthanc"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.orthanc_dir / "orthanc.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.orthanc_dir / "orthanc.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}"
+
+    @property
+    def admin_auth(self) -> tuple[str, str]:
+        return (self.secrets.admin_user, self.secrets.admin_password)
+
+    def env_values(self) -> dict[str, str]:
+        """The contract of ``var/stack.env`` (README lists each key)."""
+        c, s = self.config, self.secrets
+        return {
+            "ORTHANC_URL": self.url,
+            "API_BASE_URL": f"{self.url}/api/v1/dicom",
+            "EXPLORER_URL": f"{self.url}/api/v1/dicom/admin/login",
+            "DICOM_HOST": "127.0.0.1",
+            "DICOM_PORT": str(c.dicom_port),
+            "DICOM_AET": c.orthanc_aet,
+            "MODALITY_AET": c.modality_aet,
+            "DATABASE_URL": self.postgres.url,
+            "JWT_SECRET": s.jwt_secret,
+            "JWT_ISSUER": self.settings_value("JwtIssuer"),
+            "JWT_AUDIENCE": self.settings_value("JwtAudience"),
+            "ADMIN_USER": s.admin_user,
+            "ADMIN_PASSWORD": s.admin_password,
+            "PG_PORT": str(c.pg_port),
+            "ORTHANC_INDEX": c.index,
+        }
+
+    def settings_value(self, key: str) -> str:
+        value = self.config.extra_settings.get(key) or _base_config()["EhrImaging"].get(key, "")
+        return str(value)
+
+    # --- configuration ------------------------------------------------------------------------
+    def orthanc_config(self) -> dict[str, Any]:
+        c = self.config
+        cfg = _base_config()
+        cfg.update({
+            "HttpPort": c.http_port,
+            "DicomPort": c.dicom_port,
+            "DicomAet": c.orthanc_aet,
+            "StorageDirectory": str(self.orthanc_dir / "storage"),
+            "IndexDirectory": str(self.orthanc_dir / "index"),
+            "PythonScript": str(ENTRY_SCRIPT),
+            # Only this modality may C-STORE, and only from loopback (DicomCheckModalityHost).
+            "DicomModalities": {"modality": [c.modality_aet, "127.0.0.1", 11112]},
+        })
+        if c.stable_age is not None:
+            cfg["StableAge"] = c.stable_age
+        # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
+        cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
+                             "PublicBaseUrl": self.url, **c.extra_settings}
+        if c.index == "postgresql":
+            cfg["Plugins"] = [*cfg["Plugins"], str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so")]
+            cfg["PostgreSQL"] = {
+                "EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1", "Port": c.pg_port,
+                "Database": self.postgres.database, "Username": "ehr", "Password": "${EHR_PG_PASSWORD}",
+                "Lock": False, "EnableSsl": False,
+            }
+        elif c.index != "sqlite":
+            raise ValueError(f"ORTHANC_INDEX must be sqlite or postgresql, not {c.index!r}")
+        return cfg
+
+    def orthanc_environment(self) -> dict[str, str]:
+        s = self.secrets
+        return {
+            **os.environ,
+            "TCP_NODELAY": "1",  # DCMTK otherwise delays every C-STORE reply (ARCHITECTURE.md)
+            "EHR_IMAGING_DATABASE_URL": self.postgres.url,
+            "EHR_IMAGING_JWT_SECRET": s.jwt_secret,
+            "EHR_IMAGING_ADMIN_USERS": json.dumps({s.admin_user: s.admin_password}),
+            "EHR_PG_PASSWORD": s.pg_password,
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def orthanc_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/api/v1/dicom/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def start(self, *, foreground_output: IO[str] | None = None, timeout: float = 90) -> subprocess.Popen[str] | None:
+        """Start PostgreSQL and Orthanc unless already up; wait until the plugin answers healthy."""
+        self.postgres.start()
+        if self.orthanc_pid() is not None:
+            wait_until(self.healthy, timeout, "the running Orthanc to be healthy")
+            return None
+        for port in (self.config.http_port, self.config.dicom_port):
+            if port_in_use(port):
+                raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT")
+        self.orthanc_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.orthanc_dir / "orthanc.json"
+        config_path.write_text(json.dumps(self.orthanc_config(), indent=2))
+        output: IO[str] = foreground_output or open(self.log_file, "a")  # noqa: SIM115
+        proc = subprocess.Popen(
+            ["Orthanc", str(config_path)], env=self.orthanc_environment(), stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=foreground_output is None, text=True,
+        )
+        self.pid_file.write_text(str(proc.pid))
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {proc.returncode}; see {self.log_file}")
+            return self.healthy()
+
+        try:
+            wait_until(ready, timeout, "Orthanc and the plugin to answer healthy")
+        except BaseException:
+            stop_pid(proc.pid)
+            raise
+        self.write_env_file()
+        return proc
+
+    def stop(self) -> None:
+        pid = self.orthanc_pid()
+        if pid is not None:
+            stop_pid(pid)
+        self.pid_file.unlink(missing_ok=True)
+        self.postgres.stop()
+
+    def write_env_file(self) -> Path:
+        path = self.config.var_dir / "stack.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            for key, value in self.env_values().items():
+                handle.write(f"{key}={_shell_quote(value)}\n")
+        return path
+
+
+def _shell_quote(value: str) -> str:
+    if value and all(ch.isalnum() or ch in "-_./:@=+,%" for ch in value):
+        return value
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _base_config() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(BASE_CONFIG.read_text())
+    return loaded

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what is missing, and nothing else: the Debian packages (Orthanc and its plugins, dcmtk,
+# PostgreSQL if absent) and the project's virtual environment. Safe to run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${EHR_VENV:-.venv}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+packages=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk)
+missing=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Orthanc embeds Debian's Python 3.11: the venv must be a 3.11 so that compiled wheels load there.
+pick_python() {
+  for candidate in /usr/bin/python3.11 python3.11 python3; do
+    if command -v "$candidate" >/dev/null &&
+       "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "no CPython 3.11 with venv found (apt-get install python3.11-venv)" >&2; return 1
+}
+
+stamp="$VENV/.requirements.sha256"
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python=$(pick_python)
+  echo "preparing the virtual environment $VENV with $python"
+  "$python" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  "$VENV/bin/python" -c 'import pydicom, sqlalchemy, psycopg, jwt, pytest' # fail loudly if pip did
+  echo "$want" > "$stamp"
+fi
