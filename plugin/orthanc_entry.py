@@ -18,10 +18,10 @@ def _site_packages() -> str:
         or section.get("VirtualEnv")
         or os.path.join(os.path.dirname(_HERE), ".venv")
     )
-    wanted = "python%d.%d" % sys.version_info[:2]
+    wanted = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     found = glob.glob(os.path.join(venv, "lib", wanted, "site-packages"))
     if not found:
-        raise RuntimeError("ehr-imaging: no %s virtual environment at %s" % (wanted, venv))
+        raise RuntimeError(f"ehr-imaging: no {wanted} virtual environment at {venv}")
     return found[0]
 
 

@@ -113,8 +113,8 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{SECTION}.{name} must be a {kind.__name__}")
-    if kind is dict and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(f"{SECTION}.{name} must map strings to strings")
     return value

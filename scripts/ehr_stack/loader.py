@@ -13,7 +13,7 @@ from .stack import Stack
 
 
 def samples_dir(stack: Stack) -> Path:
-    return stack.config.var_dir / "samples"
+    return stack.config.samples_dir or stack.config.var_dir / "samples"
 
 
 def store_studies(stack: Stack, manifest: dict[str, Any], root: Path) -> int:

@@ -26,6 +26,14 @@ def pg_bin(name: str) -> str:
     return candidates[-1]
 
 
+def run_checked(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    """Run a command; on failure raise with its output, which says what PostgreSQL disliked."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed ({result.returncode}): {result.stderr.strip()[-1500:]}")
+    return result.stdout
+
+
 def _version_key(path: str) -> int:
     part = path.split("/")[4]
     return int(part) if part.isdigit() else 0
@@ -62,13 +70,10 @@ class PostgresCluster:
             pwfile.write(self.password + "\n")
         chown_for_unprivileged(Path(pwfile.name))
         try:
-            subprocess.run(
-                as_unprivileged([
-                    pg_bin("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile.name}",
-                    "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
-                ]),
-                check=True, capture_output=True, text=True,
-            )
+            run_checked(as_unprivileged([
+                pg_bin("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile.name}",
+                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
+            ]))
         finally:
             os.unlink(pwfile.name)
 
@@ -83,28 +88,18 @@ class PostgresCluster:
         if self.is_running():
             return
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        subprocess.run(
-            as_unprivileged([
-                pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-                "-o", options, "start",
-            ]),
-            check=True, capture_output=True, text=True,
-        )
+        run_checked(as_unprivileged([
+            pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+            "-o", options, "start",
+        ]))
         self.ensure_database()
 
     def ensure_database(self) -> None:
         psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres", "-tAc"]
-        exists = subprocess.run(
-            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-            env=self._env(), check=True, capture_output=True, text=True,
-        ).stdout.strip()
-        if exists != "1":
-            subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], env=self._env(), check=True,
-                           capture_output=True, text=True)
+        exists = run_checked([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"], self._env())
+        if exists.strip() != "1":
+            run_checked([*psql, f'CREATE DATABASE "{self.database}"'], self._env())
 
     def stop(self) -> None:
         if self.data_dir.exists() and self.is_running():
-            subprocess.run(
-                as_unprivileged([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
-                check=True, capture_output=True,
-            )
+            run_checked(as_unprivileged([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]))

@@ -36,6 +36,8 @@ class StackConfig:
     modality_aet: str = "EHRMODALITY"
     index: str = "sqlite"  # or "postgresql": Orthanc's own index in the shared PostgreSQL
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
+    samples_dir: Path | None = None  # None: <var_dir>/samples
+    with_plugin: bool = True  # False: plain Orthanc, the baseline benchmarks compare against
     stable_age: int | None = None  # seconds; None keeps orthanc-config's value
     extra_settings: dict[str, Any] = field(default_factory=dict)  # EhrImaging overrides (tests)
 
@@ -51,6 +53,7 @@ class StackConfig:
             modality_aet=env.get("MODALITY_AET", "EHRMODALITY"),
             index=env.get("ORTHANC_INDEX", "sqlite"),
             venv=Path(env.get("EHR_VENV", sys.prefix)),
+            samples_dir=Path(env["EHR_SAMPLES_DIR"]).resolve() if env.get("EHR_SAMPLES_DIR") else None,
         )
 
 
@@ -150,6 +153,9 @@ class Stack:
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
                              "PublicBaseUrl": self.url, **c.extra_settings}
+        if not c.with_plugin:
+            cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
+            del cfg["PythonScript"], cfg["EhrImaging"]
         if c.index == "postgresql":
             cfg["Plugins"] = [*cfg["Plugins"], str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so")]
             cfg["PostgreSQL"] = {
@@ -180,15 +186,21 @@ class Stack:
             return None
         return pid if pid_alive(pid) else None
 
+    @property
+    def needs_postgres(self) -> bool:
+        return self.config.with_plugin or self.config.index == "postgresql"
+
     def healthy(self) -> bool:
+        path = "/api/v1/dicom/health" if self.config.with_plugin else "/system"
         try:
-            return requests.get(f"{self.url}/api/v1/dicom/health", timeout=2).status_code == 200
+            return requests.get(self.url + path, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     def start(self, *, foreground_output: IO[str] | None = None, timeout: float = 90) -> subprocess.Popen[str] | None:
         """Start PostgreSQL and Orthanc unless already up; wait until the plugin answers healthy."""
-        self.postgres.start()
+        if self.needs_postgres:
+            self.postgres.start()
         if self.orthanc_pid() is not None:
             wait_until(self.healthy, timeout, "the running Orthanc to be healthy")
             return None

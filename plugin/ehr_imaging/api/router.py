@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.auth import AuthError, Authenticator, Principal
+from ..core.auth import Authenticator, AuthError, Principal
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
 ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..core import access
-from ..core.auth import AuthError, Authenticator
+from ..core.auth import Authenticator, AuthError
 
 
 def make_filter(

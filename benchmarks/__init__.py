@@ -1,0 +1,1 @@
+"""Benchmarks: the plugin against plain Orthanc, side by side in one run (``make bench``)."""

@@ -1,0 +1,118 @@
+"""Ingest, QIDO and WADO-RS with the plugin loaded vs plain Orthanc 1.10.1, side by side.
+
+Both servers run at once on this machine and the rounds alternate, so machine noise hits both;
+the figures that matter are the ratios (plugin / plain). Prints medians; exits 0 unless a server fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import requests
+
+from ehr_stack.dicom import storescu
+from ehr_stack.procs import free_port
+from ehr_stack.stack import REPO, Stack, StackConfig
+from samples.build_samples import build_samples
+from tests.conftest import stack_dir
+
+SAMPLES = REPO / "var" / "test-samples"
+
+
+def start(with_plugin: bool) -> Stack:
+    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), pg_port=free_port(),
+                         with_plugin=with_plugin)
+    stack = Stack(config)
+    stack.start()
+    return stack
+
+
+def session_for(stack: Stack) -> requests.Session:
+    """The plugin stack is reached as an admin (basic auth through the filter); plain Orthanc is open."""
+    session = requests.Session()
+    if stack.config.with_plugin:
+        session.auth = stack.admin_auth
+    return session
+
+
+def ingest_seconds(stack: Stack, session: requests.Session, files: list[Any]) -> float:
+    for study in session.get(f"{stack.url}/studies", timeout=30).json():
+        session.delete(f"{stack.url}/studies/{study}", timeout=60)
+    began = time.perf_counter()
+    result = storescu(files, host="127.0.0.1", port=stack.config.dicom_port,
+                      calling_aet=stack.config.modality_aet, called_aet=stack.config.orthanc_aet)
+    elapsed = time.perf_counter() - began
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return elapsed
+
+
+def latencies(call: Callable[[], requests.Response], count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        began = time.perf_counter()
+        answer = call()
+        out.append(time.perf_counter() - began)
+        answer.raise_for_status()
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    manifest = build_samples(SAMPLES)
+    ct = next(s for s in manifest["studies"] if s["modality"] == "CT" and s["instance_count"] >= 100)
+    files = [SAMPLES / f for f in ct["series"][0]["files"]]
+    series_uid = ct["series"][0]["series_instance_uid"]
+    sop_uid = ct["series"][0]["sop_instance_uids"][0]
+    stacks = {"plugin": start(True), "plain": start(False)}
+    try:
+        sessions = {name: session_for(stack) for name, stack in stacks.items()}
+        ingest: dict[str, list[float]] = {name: [] for name in stacks}
+        for _ in range(args.rounds):
+            for name, stack in stacks.items():
+                ingest[name].append(ingest_seconds(stack, sessions[name], files))
+        qido: dict[str, list[float]] = {name: [] for name in stacks}
+        wado: dict[str, list[float]] = {name: [] for name in stacks}
+        frame = f"/dicom-web/studies/{ct['study_instance_uid']}/series/{series_uid}/instances/{sop_uid}/frames/1"
+        for _ in range(args.rounds):
+            for name, stack in stacks.items():
+                qido[name] += latencies(partial(
+                    sessions[name].get, f"{stack.url}/dicom-web/studies",
+                    params={"PatientID": ct["patient_id_dicom"]}, timeout=30), args.requests // args.rounds)
+                wado[name] += latencies(partial(
+                    sessions[name].get, stack.url + frame,
+                    headers={"Accept": "multipart/related; type=application/octet-stream"}, timeout=30),
+                    args.requests // args.rounds)
+        n = len(files)
+        rate = {name: n / statistics.median(v) for name, v in ingest.items()}
+        fps = {name: 1 / statistics.median(v) for name, v in wado.items()}
+        print(f"C-STORE ingest of {n} CT slices, median of {args.rounds} rounds (instances/s):")
+        print(f"  plugin {rate['plugin']:.1f}   plain {rate['plain']:.1f}   ratio {rate['plugin'] / rate['plain']:.2f}")
+        print("QIDO-RS studies?PatientID= latency (ms, p50 / p95):")
+        for name in stacks:
+            print(f"  {name:6} {p(qido[name], .5) * 1e3:.2f} / {p(qido[name], .95) * 1e3:.2f}")
+        print(f"  p50 ratio {p(qido['plugin'], .5) / p(qido['plain'], .5):.2f}")
+        print("WADO-RS single frame, sequential (frames/s from the median latency):")
+        print(f"  plugin {fps['plugin']:.0f}   plain {fps['plain']:.0f}   ratio {fps['plugin'] / fps['plain']:.2f}")
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+            shutil.rmtree(stack.config.var_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real stack (PostgreSQL + Orthanc with the plugin) on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from ehr_stack.procs import free_port
+from ehr_stack.stack import REPO, Stack, StackConfig
+from ehr_stack.tokens import mint_dev_token
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+# Samples are deterministic: build them once per checkout, under var/ (not in git).
+SAMPLES_CACHE = REPO / "var" / "test-samples"
+
+
+def start_stack(var_dir: Path, **overrides: object) -> Stack:
+    config = StackConfig(
+        var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), pg_port=free_port(), stable_age=2,
+        samples_dir=SAMPLES_CACHE,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    stack = Stack(config)
+    stack.start()
+    return stack
+
+
+def keep_log(stack: Stack, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    if stack.log_file.exists():
+        shutil.copy(stack.log_file, ARTIFACTS / f"{name}-orthanc.log")
+
+
+def stack_dir() -> Path:
+    """A fresh directory the postgres user can reach (pytest's tmp dirs are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="ehr-stack-"))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    var_dir = stack_dir()
+    started = start_stack(var_dir)
+    try:
+        yield started
+    finally:
+        keep_log(started, "session")
+        started.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+class Client:
+    """HTTP as the EHR backend calls the plugin: base URL plus a bearer token per role."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.base = stack.url
+        self.session = requests.Session()
+
+    def token(self, role: str, subject: str = "tester") -> str:
+        return mint_dev_token(self.stack, role=role, subject=subject, ttl_seconds=600)
+
+    def headers(self, role: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role)}"} if role else {}
+
+    def request(self, method: str, path: str, role: str | None = None, **kwargs: object) -> requests.Response:
+        headers = {**self.headers(role), **dict(kwargs.pop("headers", {}) or {})}  # type: ignore[call-overload]
+        return self.session.request(method, self.base + path, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+    def get(self, path: str, role: str | None = None, **kwargs: object) -> requests.Response:
+        return self.request("GET", path, role, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def client(stack: Stack) -> Client:
+    return Client(stack)
