@@ -1,0 +1,90 @@
+"""Imaging orders pushed by the EHR: PUT (idempotent upsert), GET, list, DELETE (cancel, kept for audit)."""
+
+from __future__ import annotations
+
+from ..core import auth
+from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
+from ..services import Services
+from ..store import orders as order_store
+from .router import ApiError, Request, Response, Router, json_response
+
+WRITERS = (auth.EHR_SERVICE, auth.ADMIN)
+READERS = (auth.EHR_SERVICE, auth.ADMIN, auth.RADIOLOGIST, auth.DOCTOR, auth.NURSE, auth.TECHNICIAN)
+MAX_PAGE = 500
+
+
+def register(router: Router, services: Services) -> None:
+    engine = services.engine
+
+    def put_order(request: Request) -> Response:
+        try:
+            order = parse_order(request.params["order_id"], request.json())
+        except OrderValidationError as exc:
+            raise ApiError(422, str(exc)) from None
+        saved, created = order_store.upsert(engine, order)
+        return json_response(saved, 201 if created else 200)
+
+    def get_order(request: Request) -> Response:
+        return json_response(_existing(request.params["order_id"]))
+
+    def cancel_order(request: Request) -> Response:
+        order_id = _checked_id(request.params["order_id"])
+        cancelled = order_store.cancel(engine, order_id)
+        if cancelled is None:
+            raise ApiError(404, f"order {order_id} not found")
+        return json_response(cancelled)
+
+    def list_orders(request: Request) -> Response:
+        q = request.query
+        status = q.get("status") or None
+        if status is not None and status not in ORDER_STATUSES:
+            raise ApiError(422, f"status: must be one of {', '.join(ORDER_STATUSES)}")
+        where = order_store.OrderFilter(
+            status=status, unmatched=_bool(q, "unmatched"), mrn=q.get("mrn") or None,
+            accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
+            limit=_int(q, "limit", 50, 1, MAX_PAGE), offset=_int(q, "offset", 0, 0, 10**9),
+        )
+        total, items = order_store.search(engine, where)
+        return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+
+    def _existing(order_id: str) -> dict[str, object]:
+        order = order_store.get(engine, _checked_id(order_id))
+        if order is None:
+            raise ApiError(404, f"order {order_id} not found")
+        return order
+
+    router.add("PUT", "/api/v1/dicom/orders/{order_id}", put_order, roles=WRITERS)
+    router.add("GET", "/api/v1/dicom/orders/{order_id}", get_order, roles=READERS)
+    router.add("DELETE", "/api/v1/dicom/orders/{order_id}", cancel_order, roles=WRITERS)
+    router.add("GET", "/api/v1/dicom/orders", list_orders, roles=READERS)
+
+
+def _checked_id(order_id: str) -> str:
+    try:
+        return validate_order_id(order_id)
+    except OrderValidationError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _bool(query: dict[str, str], name: str) -> bool | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError(422, f"{name}: must be true or false")
+
+
+def _int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiError(422, f"{name}: must be an integer") from None
+    if not low <= number <= high:
+        raise ApiError(422, f"{name}: must be between {low} and {high}")
+    return number

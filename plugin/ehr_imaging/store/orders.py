@@ -1,0 +1,86 @@
+"""Imaging orders in PostgreSQL: idempotent upsert, read, list, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ..core.orders import OrderInput
+from .models import ImagingOrder
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    status: str | None = None
+    unmatched: bool | None = None
+    mrn: str | None = None
+    accession: str | None = None
+    patient_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
+    """Insert or replace the EHR's fields of an order; match fields are left alone. Returns (order, created)."""
+    row = order.as_row()
+    values = insert(ImagingOrder).values(**row)
+    statement = values.on_conflict_do_update(
+        index_elements=[ImagingOrder.order_id],
+        set_={**{name: values.excluded[name] for name in ImagingOrder.EHR_FIELDS}, "updated_at": func.now()},
+    ).returning(ImagingOrder, (ImagingOrder.created_at == ImagingOrder.updated_at).label("created"))
+    with Session(engine) as session, session.begin():
+        result = session.execute(statement).one()
+        return to_dict(result[0]), bool(result[1])
+
+
+def get(engine: Engine, order_id: str) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        order = session.get(ImagingOrder, order_id)
+        return to_dict(order) if order else None
+
+
+def search(engine: Engine, where: OrderFilter) -> tuple[int, list[dict[str, Any]]]:
+    query = select(ImagingOrder)
+    if where.status:
+        query = query.where(ImagingOrder.status == where.status)
+    if where.unmatched is not None:
+        linked = ImagingOrder.study_instance_uid.is_(None)
+        query = query.where(linked if where.unmatched else ~linked)
+    if where.mrn:
+        query = query.where(ImagingOrder.mrn == where.mrn)
+    if where.accession:
+        query = query.where(ImagingOrder.accession_number == where.accession)
+    if where.patient_id:
+        query = query.where(ImagingOrder.patient_id == where.patient_id)
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(
+            query.order_by(ImagingOrder.scheduled_start.desc().nulls_last(), ImagingOrder.order_id)
+            .limit(where.limit).offset(where.offset)
+        ).all()
+        return total, [to_dict(row) for row in rows]
+
+
+def cancel(engine: Engine, order_id: str) -> dict[str, Any] | None:
+    with Session(engine) as session, session.begin():
+        order = session.get(ImagingOrder, order_id, with_for_update=True)
+        if order is None:
+            return None
+        order.status = "cancelled"
+        order.updated_at = func.now()
+        session.flush()
+        session.refresh(order)
+        return to_dict(order)
+
+
+def to_dict(order: ImagingOrder) -> dict[str, Any]:
+    fields = ("order_id", *ImagingOrder.EHR_FIELDS, *ImagingOrder.MATCH_FIELDS, "created_at", "updated_at")
+    return {name: _json_value(getattr(order, name)) for name in fields}
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
