@@ -36,6 +36,7 @@ class Settings:
     JwtLeewaySeconds: int = 30
     TokenCacheSize: int = 10000
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
+    MatchWindowDays: int = 3
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""
 
@@ -67,7 +68,9 @@ def env_name(key: str) -> str:
 
 
 def redact_url_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    # The user name may be empty (``postgresql://:secret@host``) and libpq also takes ``?password=``.
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def load_settings(orthanc_config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

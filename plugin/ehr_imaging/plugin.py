@@ -15,6 +15,7 @@ from .api.router import Request, Response, Router, error_response, template_rege
 from .bootstrap import build_services, signing_secret
 from .config import load_settings
 from .hooks.http_filter import make_filter
+from .hooks.ingest import IngestWorker
 from .services import Services
 from .store import migrations
 
@@ -37,6 +38,9 @@ def register() -> None:
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     orthanc.RegisterIncomingHttpRequestFilter(make_filter(services.authenticator, pacs.log_warning))
+    worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
+    worker.start()
+    orthanc.RegisterOnChangeCallback(worker.on_change)
     threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
 
 

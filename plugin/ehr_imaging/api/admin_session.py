@@ -18,7 +18,12 @@ DEFAULT_LANDING = "/app/explorer.html"
 
 def safe_next(target: str | None) -> str:
     """Only same-origin absolute paths: never an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Browsers drop tabs and newlines inside URLs ("/\t/evil.example" becomes "//evil.example"), so no
+    # control characters at all.
+    if (
+        target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
         return target
     return DEFAULT_LANDING
 

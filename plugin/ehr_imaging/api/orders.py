@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..core import auth
 from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
 from ..services import Services
+from ..store import links
 from ..store import orders as order_store
 from .router import ApiError, Request, Response, Router, json_response
 
@@ -22,6 +23,9 @@ def register(router: Router, services: Services) -> None:
         except OrderValidationError as exc:
             raise ApiError(422, str(exc)) from None
         saved, created = order_store.upsert(engine, order)
+        # A study that arrived before its order links now (the order is the missing piece).
+        if links.rematch_for_order(engine, order.order_id, window_days=services.settings.MatchWindowDays):
+            saved = order_store.get(engine, order.order_id) or saved
         return json_response(saved, 201 if created else 200)
 
     def get_order(request: Request) -> Response:

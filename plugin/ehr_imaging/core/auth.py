@@ -137,6 +137,10 @@ class TokenVerifier:
             raise AuthError("token expired") from exc
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
+        except TypeError as exc:
+            # PyJWT raises TypeError (not PyJWTError) when the header's alg does not fit the key type,
+            # e.g. alg RS256 against an EC key: still a bad token, not a server error.
+            raise AuthError("token algorithm does not match the signing key") from exc
         roles = roles_from_claims(claims)
         if not roles:
             raise AuthError("token carries no known role")

@@ -113,6 +113,45 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        2,
+        "study links: the matching state of every study",
+        """
+        CREATE TABLE study_links (
+            study_instance_uid  TEXT PRIMARY KEY,
+            orthanc_study_id    TEXT NOT NULL,
+            patient_id          TEXT,
+            patient_name        TEXT,
+            accession_number    TEXT,
+            study_date          DATE,
+            study_time          TIME,
+            study_description   TEXT,
+            modalities          TEXT[] NOT NULL DEFAULT '{}',
+            number_of_series    INTEGER NOT NULL DEFAULT 0,
+            number_of_instances INTEGER NOT NULL DEFAULT 0,
+            total_size_bytes    BIGINT NOT NULL DEFAULT 0,
+            explicit_order_id   TEXT,
+            order_id            TEXT REFERENCES imaging_orders (order_id),
+            match_rule          TEXT,
+            match_reason        TEXT,
+            candidates          JSONB NOT NULL DEFAULT '[]',
+            upload_source       TEXT,
+            uploaded_by         TEXT,
+            first_seen_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_study_links_unmatched ON study_links (first_seen_at) WHERE order_id IS NULL;
+        CREATE INDEX ix_study_links_accession ON study_links (accession_number);
+        CREATE INDEX ix_study_links_patient ON study_links (patient_id);
+        CREATE INDEX ix_study_links_order ON study_links (order_id);
+        -- matching compares normalized identifiers
+        CREATE INDEX ix_imaging_orders_accession_norm ON imaging_orders (upper(accession_number));
+        CREATE INDEX ix_imaging_orders_mrn_norm ON imaging_orders (upper(mrn));
+        """,
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

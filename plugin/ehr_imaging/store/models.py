@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, time
 
-from sqlalchemy import DateTime, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -50,3 +52,62 @@ class ImagingOrder(Base):
         "study_instance_uid", "orthanc_study_id", "number_of_series", "number_of_images", "study_date",
         "study_time", "uploaded_at", "uploaded_by", "upload_source", "match_rule",
     )
+
+
+class StudyLink(Base):
+    """The matching state of one study: its facts, and its order or why it has none."""
+
+    __tablename__ = "study_links"
+
+    study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
+    orthanc_study_id: Mapped[str]
+    patient_id: Mapped[str | None]
+    patient_name: Mapped[str | None]
+    accession_number: Mapped[str | None]
+    study_date: Mapped[date | None]
+    study_time: Mapped[time | None]
+    study_description: Mapped[str | None]
+    modalities: Mapped[list[str]] = mapped_column(ARRAY(String), default=list)
+    number_of_series: Mapped[int] = mapped_column(default=0)
+    number_of_instances: Mapped[int] = mapped_column(default=0)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    explicit_order_id: Mapped[str | None]
+    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id"))
+    match_rule: Mapped[str | None]
+    match_reason: Mapped[str | None]
+    candidates: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    upload_source: Mapped[str | None]
+    uploaded_by: Mapped[str | None]
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DicomUploadLog(Base):
+    """One row per ingest of a study (the seed plan's columns)."""
+
+    __tablename__ = "dicom_upload_logs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[str | None]
+    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id"))
+    uploaded_by: Mapped[str | None]
+    study_instance_uid: Mapped[str]
+    orthanc_study_id: Mapped[str | None]
+    number_of_files: Mapped[int] = mapped_column(default=0)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    file_names: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    original_patient_id: Mapped[str | None]
+    original_patient_name: Mapped[str | None]
+    original_accession_number: Mapped[str | None]
+    original_study_date: Mapped[str | None]
+    original_modality: Mapped[str | None]
+    modified_patient_id: Mapped[str | None]
+    modified_patient_name: Mapped[str | None]
+    modified_accession_number: Mapped[str | None]
+    tags_modified: Mapped[bool] = mapped_column(default=False)
+    upload_status: Mapped[str]
+    error_message: Mapped[str | None]
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    upload_source: Mapped[str]
+    upload_duration_seconds: Mapped[float | None]
+    is_deleted: Mapped[bool] = mapped_column(default=False)

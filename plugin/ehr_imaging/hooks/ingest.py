@@ -1,0 +1,89 @@
+"""Orthanc change events -> the ingest worker.
+
+Orthanc's storage path stays untouched (no OnStoredInstance work at all): Orthanc itself records
+each instance's origin in its metadata, and on STABLE_STUDY the callback only queues the study.
+One worker thread reads the study and does the database work; while PostgreSQL is down it waits
+and retries, so no ingest is lost and none is slowed. At start-up it catches up with studies
+Orthanc holds that the database does not know yet (stored while the plugin was down).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from ..ingest import process_stable_study
+from ..services import Services
+from ..store import links
+
+MAX_ATTEMPTS = 5
+
+
+class IngestWorker:
+    def __init__(self, services: Services, log_warning: Callable[[str], None],
+                 log_error: Callable[[str], None]) -> None:
+        self._services = services
+        self._log_warning = log_warning
+        self._log_error = log_error
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ehr-ingest", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, orthanc_study_id: str) -> None:
+        self._queue.put(orthanc_study_id)
+
+    def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
+        import orthanc  # only here: keeps the worker testable without Orthanc
+
+        if change_type == orthanc.ChangeType.STABLE_STUDY:
+            self.submit(resource_id)
+        elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
+            self.submit_unknown_studies()
+
+    def submit_unknown_studies(self) -> None:
+        threading.Thread(target=self._catch_up, name="ehr-ingest-catch-up", daemon=True).start()
+
+    def _catch_up(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                known = links.known_orthanc_ids(self._services.engine)
+                break
+            except Exception:  # noqa: BLE001 - database not reachable yet: wait for it
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        missing = [s for s in self._services.pacs.get_json("/studies") if s not in known]
+        if missing:
+            self._log_warning(f"ehr-imaging: catching up with {len(missing)} studies not yet recorded")
+        for study in missing:
+            self.submit(study)
+
+    def _run(self) -> None:
+        while True:
+            study = self._queue.get()
+            delay, attempts = 1.0, 0
+            while True:
+                attempts += 1
+                try:
+                    outcome = process_stable_study(self._services, study)
+                    if outcome is not None and outcome.decision.order_id is None:
+                        self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.decision.reason}")
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried below, never lost silently
+                    # An unreachable database is waited for indefinitely; anything else is a bug or a bad
+                    # study: a few retries, then the study waits for the catch-up at the next start.
+                    transient = isinstance(exc, OperationalError)
+                    self._log_error(f"ehr-imaging: ingest of {study} failed (attempt {attempts},"
+                                    f" {type(exc).__name__}: {exc})")
+                    if not transient and attempts >= MAX_ATTEMPTS:
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+            self._queue.task_done()

@@ -1,0 +1,94 @@
+"""What happens when a study becomes stable: read it from Orthanc, record the ingest, match it.
+
+Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage path.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+from .services import Services
+from .store import links
+
+# Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
+ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",
+                    "WebDav": "manual"}
+
+
+def observe_study(services: Services, orthanc_study_id: str) -> links.StudyObservation | None:
+    """The study's facts as Orthanc holds them; None if it is gone (deleted meanwhile)."""
+    pacs = services.pacs
+    try:
+        study = pacs.get_json(f"/studies/{orthanc_study_id}")
+        stats = pacs.get_json(f"/studies/{orthanc_study_id}/statistics")
+        series = pacs.get_json(f"/studies/{orthanc_study_id}/series")
+    except Exception:  # noqa: BLE001 - Orthanc answers 404 for a study deleted before we got to it
+        return None
+    tags = study.get("MainDicomTags", {})
+    patient = study.get("PatientMainDicomTags", {})
+    modalities = sorted({s.get("MainDicomTags", {}).get("Modality", "").strip().upper() for s in series} - {""})
+    source, uploaded_by = _origin(pacs, series)
+    return links.StudyObservation(
+        study_instance_uid=tags.get("StudyInstanceUID", ""),
+        orthanc_study_id=orthanc_study_id,
+        patient_id=_text(patient.get("PatientID")),
+        patient_name=_text(patient.get("PatientName")),
+        accession_number=_text(tags.get("AccessionNumber")),
+        study_date=parse_da(tags.get("StudyDate")),
+        study_time=parse_tm(tags.get("StudyTime")),
+        study_description=_text(tags.get("StudyDescription")),
+        modalities=tuple(modalities),
+        number_of_series=len(series),
+        number_of_instances=int(stats.get("CountInstances", 0)),
+        total_size_bytes=int(stats.get("DiskSize", 0)),
+        upload_source=source,
+        uploaded_by=uploaded_by,
+    )
+
+
+def process_stable_study(services: Services, orthanc_study_id: str) -> links.LinkOutcome | None:
+    seen = observe_study(services, orthanc_study_id)
+    if seen is None or not seen.study_instance_uid:
+        return None
+    return links.record_ingest(services.engine, seen, window_days=services.settings.MatchWindowDays)
+
+
+def _origin(pacs: Any, series: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """Who sent the study, from the first instance's metadata (Origin, RemoteAET / RemoteIP)."""
+    instances = series[0].get("Instances", []) if series else []
+    if not instances:
+        return "manual", None
+    metadata = pacs.get_json(f"/instances/{instances[0]}/metadata?expand")
+    origin = metadata.get("Origin", "")
+    source = ORIGIN_TO_SOURCE.get(origin, "manual")
+    if origin == "DicomProtocol":
+        return source, metadata.get("RemoteAET") or None
+    return source, metadata.get("HttpUsername") or metadata.get("RemoteIP") or None
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def parse_da(value: Any) -> date | None:
+    """DICOM DA (YYYYMMDD); None when absent or malformed (matching then skips the date rule)."""
+    try:
+        return datetime.strptime(str(value).strip(), "%Y%m%d").date() if value else None
+    except ValueError:
+        return None
+
+
+def parse_tm(value: Any) -> time | None:
+    """DICOM TM (HHMMSS.FFFFFF, any trailing part optional)."""
+    text = str(value or "").strip().split(".")[0]
+    if not text.isdigit() or len(text) not in (2, 4, 6):
+        return None
+    parts = [int(text[i:i + 2]) for i in range(0, len(text), 2)] + [0, 0]
+    try:
+        return time(parts[0], parts[1], parts[2])
+    except ValueError:
+        return None
