@@ -1,0 +1,158 @@
+"""Studies sent by a modality (dcmtk storescu) are linked to the right order, and never to a wrong one."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from ehr_imaging.store.db import normalize_url
+from tests.conftest import Client
+from tests.dicom_factory import make_study, send
+from tests.integration.test_orders import order_fields
+
+pytestmark = pytest.mark.integration
+
+STABLE_WAIT = 30.0  # StableAge is 2 s in tests; Orthanc checks stability about once a second
+
+
+def put_order(client: Client, **fields: Any) -> str:
+    order_id = str(uuid.uuid4())
+    answer = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=order_fields(**fields))
+    assert answer.status_code == 201, answer.text
+    return order_id
+
+
+def order(client: Client, order_id: str) -> dict[str, Any]:
+    answer = client.get(f"/api/v1/dicom/orders/{order_id}", "ehr-service")
+    assert answer.status_code == 200
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def query(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Read the plugin's tables directly, as an auditor would."""
+    engine = create_engine(normalize_url(client.stack.postgres.url))
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def wait_for_ingest(client: Client, study_uid: str, instances: int) -> None:
+    """Until the plugin has recorded the study with this many instances (after STABLE_STUDY)."""
+    deadline = time.monotonic() + STABLE_WAIT
+    while time.monotonic() < deadline:
+        rows = query(client, "SELECT number_of_instances FROM ehr_imaging.study_links WHERE study_instance_uid = :u",
+                     u=study_uid)
+        if rows and rows[0][0] == instances:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"study {study_uid} not ingested with {instances} instances in {STABLE_WAIT} s")
+
+
+def mrn() -> str:
+    return "MRN-M-" + uuid.uuid4().hex[:8].upper()
+
+
+def accession() -> str:
+    return "A" + uuid.uuid4().hex[:12].upper()
+
+
+def test_accession_match_links_and_fills_the_order(client: Client, tmp_path: Path) -> None:
+    patient, acc = mrn(), accession()
+    order_id = put_order(client, mrn=patient, accession_number=acc, modality="CT",
+                         scheduled_start="2026-03-10T09:00:00Z")
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20260310", instances=3)
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 3)
+    linked = order(client, order_id)
+    assert linked["study_instance_uid"] == uid
+    assert linked["match_rule"] == "accession"
+    assert (linked["number_of_series"], linked["number_of_images"]) == (1, 3)
+    assert linked["study_date"] == "2026-03-10"
+    assert linked["upload_source"] == "modality"
+    assert linked["uploaded_by"] == client.stack.config.modality_aet
+    assert linked["orthanc_study_id"]
+
+
+def test_mrn_modality_and_date_link_a_study_without_accession(client: Client, tmp_path: Path) -> None:
+    patient = mrn()
+    order_id = put_order(client, mrn=patient, modality="MR", scheduled_start="2026-04-01T15:00:00Z")
+    uid, files = make_study(tmp_path, patient_id=patient, accession=None, study_date="20260403", modality="MR")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    linked = order(client, order_id)
+    assert linked["study_instance_uid"] == uid
+    assert linked["match_rule"] == "mrn_modality_date"
+
+
+def test_two_candidate_orders_leave_the_study_unmatched(client: Client, tmp_path: Path) -> None:
+    patient = mrn()
+    first = put_order(client, mrn=patient, modality="CT", scheduled_start="2026-05-05T08:00:00Z")
+    second = put_order(client, mrn=patient, modality="CT", scheduled_start="2026-05-05T13:00:00Z")
+    uid, files = make_study(tmp_path, patient_id=patient, accession=None, study_date="20260505")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    assert order(client, first)["study_instance_uid"] is None
+    assert order(client, second)["study_instance_uid"] is None
+
+
+def test_patient_mismatch_is_never_linked(client: Client, tmp_path: Path) -> None:
+    acc = accession()
+    order_id = put_order(client, mrn=mrn(), accession_number=acc, modality="CT")
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=acc, study_date="20261120")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    assert order(client, order_id)["study_instance_uid"] is None
+
+
+def test_study_before_its_order_links_when_the_order_is_pushed(client: Client, tmp_path: Path) -> None:
+    patient, acc = mrn(), accession()
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20261120")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    order_id = str(uuid.uuid4())
+    answer = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                            json=order_fields(mrn=patient, accession_number=acc))
+    assert answer.status_code == 201
+    assert answer.json()["study_instance_uid"] == uid
+    assert order(client, order_id)["match_rule"] == "accession"
+
+
+def test_a_second_batch_updates_counts_without_a_second_link(client: Client, tmp_path: Path) -> None:
+    patient, acc = mrn(), accession()
+    order_id = put_order(client, mrn=patient, accession_number=acc)
+    uid, first = make_study(tmp_path / "a", patient_id=patient, accession=acc, study_date="20261120", instances=2)
+    send(client.stack, first)
+    wait_for_ingest(client, uid, 2)
+    _, second = make_study(tmp_path / "b", patient_id=patient, accession=acc, study_date="20261120", instances=3,
+                           study_uid=uid)
+    send(client.stack, second)
+    wait_for_ingest(client, uid, 5)
+    linked = order(client, order_id)
+    assert linked["study_instance_uid"] == uid
+    assert (linked["number_of_series"], linked["number_of_images"]) == (2, 5)
+    listed = client.get("/api/v1/dicom/orders", "ehr-service", params={"accession": acc}).json()
+    assert listed["total"] == 1
+    uploads = query(client, "SELECT number_of_files, order_id, upload_source, uploaded_by, upload_status,"
+                    " original_patient_id, original_accession_number FROM ehr_imaging.dicom_upload_logs"
+                    " WHERE study_instance_uid = :u ORDER BY uploaded_at", u=uid)
+    aet = client.stack.config.modality_aet
+    assert uploads == [(2, order_id, "modality", aet, "success", patient, acc),
+                       (3, order_id, "modality", aet, "success", patient, acc)]
+
+
+def test_cancelled_orders_receive_no_link(client: Client, tmp_path: Path) -> None:
+    patient, acc = mrn(), accession()
+    order_id = put_order(client, mrn=patient, accession_number=acc)
+    assert client.request("DELETE", f"/api/v1/dicom/orders/{order_id}", "ehr-service").status_code == 200
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20261120")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    assert order(client, order_id)["study_instance_uid"] is None
