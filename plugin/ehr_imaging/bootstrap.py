@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -69,6 +70,10 @@ def build_authenticator(settings: Settings, session_secret: str) -> Authenticato
 def build_services(settings: Settings, pacs: Pacs) -> Services:
     if not settings.DatabaseUrl:
         raise ConfigError("set EhrImaging.DatabaseUrl (or EHR_IMAGING_DATABASE_URL)")
+    try:
+        ZoneInfo(settings.Timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"Timezone: unknown zone {settings.Timezone!r}") from exc
     secret, _shared = signing_secret(settings)
     engine = db.create_db_engine(
         settings.DatabaseUrl,

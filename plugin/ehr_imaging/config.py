@@ -37,6 +37,7 @@ class Settings:
     TokenCacheSize: int = 10000
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
     MatchWindowDays: int = 3
+    Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""
 
@@ -115,9 +116,16 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
     return text
 
 
+# Lower bounds of the numeric settings: a zero pool or a negative cache would break every request.
+_MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
+             "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0}
+
+
 def _check_type(name: str, value: Any, kind: type) -> Any:
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{SECTION}.{name} must be a {kind.__name__}")
+    if kind is int and value < _MINIMUMS.get(name, 0):
+        raise ConfigError(f"{SECTION}.{name} must be at least {_MINIMUMS.get(name, 0)}")
     if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(f"{SECTION}.{name} must map strings to strings")
     return value

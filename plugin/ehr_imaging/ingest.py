@@ -51,7 +51,7 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     seen = observe_study(services, orthanc_study_id)
     if seen is None or not seen.study_instance_uid:
         return None
-    return links.record_ingest(services.engine, seen, window_days=services.settings.MatchWindowDays)
+    return links.record_ingest(services.engine, seen, services.match_policy)
 
 
 def _origin(pacs: Any, series: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from .config import Settings
 from .core.auth import Authenticator
+from .store.links import MatchPolicy
 
 
 class Pacs(Protocol):
@@ -28,3 +30,7 @@ class Services:
     pacs: Pacs
     authenticator: Authenticator
     signing_secret: str  # HMAC key for the plugin's own tokens (admin sessions)
+
+    @property
+    def match_policy(self) -> MatchPolicy:
+        return MatchPolicy(window_days=self.settings.MatchWindowDays, timezone=ZoneInfo(self.settings.Timezone))

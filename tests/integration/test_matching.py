@@ -156,3 +156,68 @@ def test_cancelled_orders_receive_no_link(client: Client, tmp_path: Path) -> Non
     send(client.stack, files)
     wait_for_ingest(client, uid, 2)
     assert order(client, order_id)["study_instance_uid"] is None
+
+
+def unmatched_item(client: Client, study_uid: str) -> dict[str, Any] | None:
+    page = client.get("/api/v1/dicom/unmatched", "technician", params={"limit": 500}).json()
+    return next((item for item in page["items"] if item["study_instance_uid"] == study_uid), None)
+
+
+def test_reconciliation_queue_link_and_unlink(client: Client, tmp_path: Path) -> None:
+    patient = mrn()
+    first = put_order(client, mrn=patient, modality="CT", scheduled_start="2026-06-06T08:00:00Z")
+    second = put_order(client, mrn=patient, modality="CT", scheduled_start="2026-06-06T14:00:00Z")
+    uid, files = make_study(tmp_path / "a", patient_id=patient, accession=None, study_date="20260606")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+
+    item = unmatched_item(client, uid)
+    assert item is not None
+    assert item["reason"] == "ambiguous"
+    assert item["candidate_order_ids"] == sorted([first, second])
+    assert client.get("/api/v1/dicom/unmatched", "nurse").status_code == 403
+
+    path = f"/api/v1/dicom/studies/{uid}"
+    linked = client.request("POST", f"{path}/link", "technician", json={"order_id": second})
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["order"]["study_instance_uid"] == uid
+    assert order(client, second)["match_rule"] == "manual"
+    assert unmatched_item(client, uid) is None
+    taken = client.request("POST", f"{path}/link", "technician", json={"order_id": first})
+    assert taken.status_code == 409
+
+    unlinked = client.request("POST", f"{path}/unlink", "radiologist", json={"reason": "wrong order"})
+    assert unlinked.status_code == 200
+    assert order(client, second)["study_instance_uid"] is None
+    assert unmatched_item(client, uid)["reason"] == "unlinked manually"  # type: ignore[index]
+
+    # More images for the unlinked study: counted, but no automatic re-link behind the person's back.
+    _, more = make_study(tmp_path / "b", patient_id=patient, accession=None, study_date="20260606", study_uid=uid)
+    send(client.stack, more)
+    wait_for_ingest(client, uid, 4)
+    assert order(client, first)["study_instance_uid"] is None
+    assert order(client, second)["study_instance_uid"] is None
+    audit = query(client, "SELECT action, order_id, actor, reason FROM ehr_imaging.link_audit"
+                  " WHERE study_instance_uid = :u ORDER BY id", u=uid)
+    assert audit == [("link", second, "tester", None), ("unlink", second, "tester", "wrong order")]
+
+
+def test_manual_link_across_patients_needs_force_by_admin_or_radiologist(client: Client, tmp_path: Path) -> None:
+    order_id = put_order(client, mrn=mrn())
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    path = f"/api/v1/dicom/studies/{uid}/link"
+    refused = client.request("POST", path, "technician", json={"order_id": order_id})
+    assert refused.status_code == 409
+    assert "patient mismatch" in refused.json()["detail"]
+    assert client.request("POST", path, "technician", json={"order_id": order_id, "force": True}).status_code == 403
+    assert client.request("POST", path, "admin", json={"order_id": order_id, "force": True}).status_code == 200
+    assert order(client, order_id)["study_instance_uid"] == uid
+
+
+def test_link_errors(client: Client) -> None:
+    unknown = client.request("POST", "/api/v1/dicom/studies/1.2.3.4.5/link", "admin", json={"order_id": "x"})
+    assert unknown.status_code == 404
+    assert client.request("POST", "/api/v1/dicom/studies/1.2.3/link", "admin", json={}).status_code == 422
+    assert client.request("POST", "/api/v1/dicom/studies/1.2.3/unlink", "admin").status_code == 404

@@ -8,6 +8,7 @@ from ..services import Services
 from ..store import links
 from ..store import orders as order_store
 from .router import ApiError, Request, Response, Router, json_response
+from .validation import query_bool, query_int
 
 WRITERS = (auth.EHR_SERVICE, auth.ADMIN)
 READERS = (auth.EHR_SERVICE, auth.ADMIN, auth.RADIOLOGIST, auth.DOCTOR, auth.NURSE, auth.TECHNICIAN)
@@ -24,7 +25,7 @@ def register(router: Router, services: Services) -> None:
             raise ApiError(422, str(exc)) from None
         saved, created = order_store.upsert(engine, order)
         # A study that arrived before its order links now (the order is the missing piece).
-        if links.rematch_for_order(engine, order.order_id, window_days=services.settings.MatchWindowDays):
+        if links.rematch_for_order(engine, order.order_id, services.match_policy):
             saved = order_store.get(engine, order.order_id) or saved
         return json_response(saved, 201 if created else 200)
 
@@ -44,9 +45,9 @@ def register(router: Router, services: Services) -> None:
         if status is not None and status not in ORDER_STATUSES:
             raise ApiError(422, f"status: must be one of {', '.join(ORDER_STATUSES)}")
         where = order_store.OrderFilter(
-            status=status, unmatched=_bool(q, "unmatched"), mrn=q.get("mrn") or None,
+            status=status, unmatched=query_bool(q, "unmatched"), mrn=q.get("mrn") or None,
             accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
-            limit=_int(q, "limit", 50, 1, MAX_PAGE), offset=_int(q, "offset", 0, 0, 10**9),
+            limit=query_int(q, "limit", 50, 1, MAX_PAGE), offset=query_int(q, "offset", 0, 0, 10**9),
         )
         total, items = order_store.search(engine, where)
         return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
@@ -68,27 +69,3 @@ def _checked_id(order_id: str) -> str:
         return validate_order_id(order_id)
     except OrderValidationError as exc:
         raise ApiError(422, str(exc)) from None
-
-
-def _bool(query: dict[str, str], name: str) -> bool | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return None
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ApiError(422, f"{name}: must be true or false")
-
-
-def _int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ApiError(422, f"{name}: must be an integer") from None
-    if not low <= number <= high:
-        raise ApiError(422, f"{name}: must be between {low} and {high}")
-    return number

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import threading
 import time
@@ -175,8 +176,10 @@ class BasicAuthenticator:
         except (binascii.Error, UnicodeDecodeError):
             raise AuthError("malformed basic credentials") from None
         expected = self._users.get(user)
-        # Compare against a dummy when the user is unknown so timing does not reveal user names.
-        ok = hmac.compare_digest(password.encode(), expected if expected is not None else b"\0" * 32)
+        # Compare fixed-length digests (length and user existence stay hidden from timing).
+        given_digest = hashlib.sha256(password.encode()).digest()
+        expected_digest = hashlib.sha256(expected if expected is not None else b"\0").digest()
+        ok = hmac.compare_digest(given_digest, expected_digest)
         if not sep or expected is None or not ok:
             raise AuthError("invalid credentials")
         return Principal(subject=user, roles=frozenset({ADMIN}), via="basic")

@@ -59,7 +59,9 @@ class IngestWorker:
             except Exception:  # noqa: BLE001 - database not reachable yet: wait for it
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        missing = [s for s in self._services.pacs.get_json("/studies") if s not in known]
+        # Only stable studies: the others will announce themselves with STABLE_STUDY.
+        studies = self._services.pacs.get_json("/studies?expand")
+        missing = [s["ID"] for s in studies if s.get("IsStable") and s["ID"] not in known]
         if missing:
             self._log_warning(f"ehr-imaging: catching up with {len(missing)} studies not yet recorded")
         for study in missing:
@@ -73,8 +75,8 @@ class IngestWorker:
                 attempts += 1
                 try:
                     outcome = process_stable_study(self._services, study)
-                    if outcome is not None and outcome.decision.order_id is None:
-                        self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.decision.reason}")
+                    if outcome is not None and outcome.order_id is None:
+                        self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
                     break
                 except Exception as exc:  # noqa: BLE001 - retried below, never lost silently
                     # An unreachable database is waited for indefinitely; anything else is a bug or a bad

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import UTC, date, time, tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
-from .models import DicomUploadLog, ImagingOrder, StudyLink
+from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,31 @@ class StudyObservation:
 
 @dataclass(frozen=True)
 class LinkOutcome:
-    decision: Decision
+    order_id: str | None
+    reason: str | None  # why unmatched
     new_instances: int
 
 
-def record_ingest(engine: Engine, seen: StudyObservation, *, window_days: int) -> LinkOutcome:
+class LinkError(Exception):
+    """A link or unlink a person asked for cannot be done; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    window_days: int = 3
+    timezone: tzinfo = UTC
+
+
+SYSTEM_ACTOR = "ehr-imaging"
+MANUAL_RULE = "manual"
+
+
+def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy) -> LinkOutcome:
     """Record what arrived (upload log), keep the study's facts current, and link it if a rule allows."""
     with Session(engine) as session, session.begin():
         _lock_study(session, seen.study_instance_uid)
@@ -55,11 +75,13 @@ def record_ingest(engine: Engine, seen: StudyObservation, *, window_days: int) -
         previous_instances = link.number_of_instances if link else 0
         previous_bytes = link.total_size_bytes if link else 0
         if link is None:
+            # Column defaults apply only at INSERT; matching reads these before that.
             link = StudyLink(study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
-                             upload_source=seen.upload_source, uploaded_by=seen.uploaded_by)
+                             upload_source=seen.upload_source, uploaded_by=seen.uploaded_by, auto_match=True,
+                             candidates=[], number_of_instances=0, total_size_bytes=0)
             session.add(link)
         _copy_facts(link, seen)
-        decision = _match(session, link, window_days)
+        _match(session, link, policy)
         new_instances = max(seen.number_of_instances - previous_instances, 0)
         if new_instances:
             session.add(DicomUploadLog(
@@ -72,10 +94,10 @@ def record_ingest(engine: Engine, seen: StudyObservation, *, window_days: int) -
                 original_modality=",".join(seen.modalities) or None, upload_status="success",
                 upload_source=seen.upload_source,
             ))
-        return LinkOutcome(decision, new_instances)
+        return LinkOutcome(link.order_id, link.match_reason, new_instances)
 
 
-def rematch_for_order(engine: Engine, order_id: str, *, window_days: int) -> list[str]:
+def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> list[str]:
     """After an order changed, try again the unmatched studies it could concern; return those linked."""
     with Session(engine) as session:
         order = session.get(ImagingOrder, order_id)
@@ -93,7 +115,7 @@ def rematch_for_order(engine: Engine, order_id: str, *, window_days: int) -> lis
         with Session(engine) as session, session.begin():
             _lock_study(session, uid)
             link = session.get(StudyLink, uid)
-            if link is not None and link.order_id is None and _match(session, link, window_days).linked:
+            if link is not None and link.order_id is None and _match(session, link, policy):
                 linked.append(uid)
     return linked
 
@@ -112,31 +134,47 @@ def _copy_facts(link: StudyLink, seen: StudyObservation) -> None:
     link.updated_at = func.now()
 
 
-def _match(session: Session, link: StudyLink, window_days: int) -> Decision:
-    """Decide on the study's link with the candidate orders locked, then write the outcome."""
-    study = StudyFacts(
+def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
+    """Decide on the study's link with the candidate orders locked, then write the outcome.
+
+    A link is final once made (only a person unlinks), and a study a person unlinked is not
+    matched automatically again; either way the linked order's counts are kept current.
+    """
+    if link.order_id is not None:
+        linked = session.get(ImagingOrder, link.order_id, with_for_update=True)
+        if linked is not None:
+            _fill_order(linked, link)
+        return True
+    if not link.auto_match:
+        return False
+    study = _study_facts(link)
+    orders = _candidate_orders(session, study)
+    decision = decide(study, [_facts(o, policy.timezone) for o in orders], window_days=policy.window_days)
+    _apply(link, decision)
+    if decision.order_id is not None:
+        order = next(o for o in orders if o.order_id == decision.order_id)
+        _fill_order(order, link)
+        session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=order.order_id,
+                              action="auto-link", rule=decision.rule, actor=SYSTEM_ACTOR))
+    return decision.linked
+
+
+def _study_facts(link: StudyLink) -> StudyFacts:
+    return StudyFacts(
         study_instance_uid=link.study_instance_uid, patient_id=link.patient_id,
         accession_number=link.accession_number, modalities=frozenset(link.modalities or ()),
         study_date=link.study_date, explicit_order_id=link.explicit_order_id,
     )
-    orders = _candidate_orders(session, study, link.order_id)
-    if link.order_id is not None:
-        # A link is final once made (a person may unlink it); keep the order's counts current.
-        decision = Decision(order_id=link.order_id, rule=link.match_rule, reason=None,
-                            candidates=(link.order_id,))
-    else:
-        decision = decide(study, [_facts(o) for o in orders], window_days=window_days)
+
+
+def _apply(link: StudyLink, decision: Decision) -> None:
     link.order_id = decision.order_id
     link.match_rule = decision.rule
     link.match_reason = decision.reason
     link.candidates = list(decision.candidates)
-    if decision.order_id is not None:
-        order = next(o for o in orders if o.order_id == decision.order_id)
-        _fill_order(order, link)
-    return decision
 
 
-def _candidate_orders(session: Session, study: StudyFacts, linked_order: str | None) -> Sequence[ImagingOrder]:
+def _candidate_orders(session: Session, study: StudyFacts) -> Sequence[ImagingOrder]:
     conditions: list[Any] = [ImagingOrder.study_instance_uid == study.study_instance_uid]
     accession = normalize_identifier(study.accession_number)
     mrn = normalize_identifier(study.patient_id)
@@ -144,17 +182,18 @@ def _candidate_orders(session: Session, study: StudyFacts, linked_order: str | N
         conditions.append(func.upper(ImagingOrder.accession_number) == accession)
     if mrn:
         conditions.append(func.upper(ImagingOrder.mrn) == mrn)
-    for order_id in (study.explicit_order_id, linked_order):
-        if order_id:
-            conditions.append(ImagingOrder.order_id == order_id)
+    if study.explicit_order_id:
+        conditions.append(ImagingOrder.order_id == study.explicit_order_id)
     query = select(ImagingOrder).where(or_(*conditions)).order_by(ImagingOrder.order_id).with_for_update()
     return session.scalars(query).all()
 
 
-def _facts(order: ImagingOrder) -> OrderFacts:
+def _facts(order: ImagingOrder, timezone: tzinfo) -> OrderFacts:
+    # StudyDate is the site's local calendar date: compare it with the order's date in the same zone.
+    start = order.scheduled_start.astimezone(timezone) if order.scheduled_start else None
     return OrderFacts(
         order_id=order.order_id, accession_number=order.accession_number, mrn=order.mrn, modality=order.modality,
-        scheduled_start=order.scheduled_start, status=order.status, linked_study_uid=order.study_instance_uid,
+        scheduled_start=start, status=order.status, linked_study_uid=order.study_instance_uid,
     )
 
 
@@ -176,3 +215,76 @@ def _fill_order(order: ImagingOrder, link: StudyLink) -> None:
 def known_orthanc_ids(engine: Engine) -> set[str]:
     with Session(engine) as session:
         return set(session.scalars(select(StudyLink.orthanc_study_id)).all())
+
+
+def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> None:
+    """A person links a study to an order. Refused (409) when either side is taken, the order is
+    cancelled, or the patient differs (unless ``force``: an admin or radiologist who checked)."""
+    with Session(engine) as session, session.begin():
+        _lock_study(session, study_uid)
+        link = session.get(StudyLink, study_uid)
+        if link is None:
+            raise LinkError(404, f"study {study_uid} is not known")
+        order = session.get(ImagingOrder, order_id, with_for_update=True)
+        if order is None:
+            raise LinkError(404, f"order {order_id} not found")
+        if link.order_id == order_id:
+            return
+        if link.order_id is not None:
+            raise LinkError(409, f"study is linked to order {link.order_id}: unlink it first")
+        if order.study_instance_uid not in (None, study_uid):
+            raise LinkError(409, f"order is linked to study {order.study_instance_uid}")
+        if order.status == "cancelled":
+            raise LinkError(409, "order is cancelled")
+        same_patient = normalize_identifier(order.mrn) == normalize_identifier(link.patient_id)
+        if not same_patient and not force:
+            raise LinkError(409, "patient mismatch: the study's PatientID differs from the order's MRN")
+        link.order_id, link.match_rule, link.match_reason, link.candidates = order_id, MANUAL_RULE, None, [order_id]
+        _fill_order(order, link)
+        session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="link", rule=MANUAL_RULE,
+                              actor=actor, reason=None if same_patient else "patient mismatch accepted"))
+
+
+def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) -> str:
+    """A person removes a link; the study then waits for a person (no automatic re-link)."""
+    with Session(engine) as session, session.begin():
+        _lock_study(session, study_uid)
+        link = session.get(StudyLink, study_uid)
+        if link is None:
+            raise LinkError(404, f"study {study_uid} is not known")
+        if link.order_id is None:
+            raise LinkError(409, "study is not linked")
+        order_id = link.order_id
+        order = session.get(ImagingOrder, order_id, with_for_update=True)
+        if order is not None:
+            for name in ImagingOrder.MATCH_FIELDS:
+                setattr(order, name, None)
+            order.updated_at = func.now()
+        link.order_id, link.match_rule, link.match_reason = None, None, "unlinked manually"
+        link.auto_match = False
+        session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="unlink", actor=actor,
+                              reason=reason))
+        return order_id
+
+
+def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """The reconciliation queue: studies without an order, oldest first."""
+    query = select(StudyLink).where(StudyLink.order_id.is_(None))
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(query.order_by(StudyLink.first_seen_at, StudyLink.study_instance_uid)
+                               .limit(limit).offset(offset)).all()
+        return total, [_unmatched_item(row) for row in rows]
+
+
+def _unmatched_item(link: StudyLink) -> dict[str, Any]:
+    return {
+        "study_instance_uid": link.study_instance_uid, "orthanc_study_id": link.orthanc_study_id,
+        "patient_id": link.patient_id, "patient_name": link.patient_name,
+        "accession_number": link.accession_number,
+        "study_date": link.study_date.isoformat() if link.study_date else None,
+        "modalities": list(link.modalities or []), "number_of_series": link.number_of_series,
+        "number_of_instances": link.number_of_instances, "reason": link.match_reason,
+        "candidate_order_ids": list(link.candidates or []), "upload_source": link.upload_source,
+        "uploaded_by": link.uploaded_by, "first_seen_at": link.first_seen_at.isoformat(),
+    }

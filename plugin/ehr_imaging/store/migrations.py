@@ -116,7 +116,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 MIGRATIONS += (
     Migration(
         2,
-        "study links: the matching state of every study",
+        "study links, link audit: the matching state of every study",
         """
         CREATE TABLE study_links (
             study_instance_uid  TEXT PRIMARY KEY,
@@ -138,6 +138,7 @@ MIGRATIONS += (
             candidates          JSONB NOT NULL DEFAULT '[]',
             upload_source       TEXT,
             uploaded_by         TEXT,
+            auto_match          BOOLEAN NOT NULL DEFAULT true,  -- false once a person unlinked it
             first_seen_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
             updated_at          TIMESTAMPTZ NOT NULL DEFAULT now()
         );
@@ -145,6 +146,17 @@ MIGRATIONS += (
         CREATE INDEX ix_study_links_accession ON study_links (accession_number);
         CREATE INDEX ix_study_links_patient ON study_links (patient_id);
         CREATE INDEX ix_study_links_order ON study_links (order_id);
+        CREATE TABLE link_audit (
+            id                  BIGSERIAL PRIMARY KEY,
+            study_instance_uid  TEXT NOT NULL,
+            order_id            TEXT,
+            action              TEXT NOT NULL CHECK (action IN ('auto-link', 'link', 'unlink')),
+            rule                TEXT,
+            actor               TEXT NOT NULL,
+            reason              TEXT,
+            at                  TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_link_audit_study ON link_audit (study_instance_uid);
         -- matching compares normalized identifiers
         CREATE INDEX ix_imaging_orders_accession_norm ON imaging_orders (upper(accession_number));
         CREATE INDEX ix_imaging_orders_mrn_norm ON imaging_orders (upper(mrn));

@@ -78,8 +78,24 @@ class StudyLink(Base):
     candidates: Mapped[list[str]] = mapped_column(JSONB, default=list)
     upload_source: Mapped[str | None]
     uploaded_by: Mapped[str | None]
+    auto_match: Mapped[bool] = mapped_column(default=True)
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LinkAudit(Base):
+    """Every link and unlink, automatic or by a person."""
+
+    __tablename__ = "link_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    study_instance_uid: Mapped[str]
+    order_id: Mapped[str | None]
+    action: Mapped[str]
+    rule: Mapped[str | None]
+    actor: Mapped[str]
+    reason: Mapped[str | None]
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class DicomUploadLog(Base):
