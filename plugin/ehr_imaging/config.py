@@ -124,7 +124,7 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
 def _check_type(name: str, value: Any, kind: type) -> Any:
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{SECTION}.{name} must be a {kind.__name__}")
-    if kind is int and value < _MINIMUMS.get(name, 0):
+    if isinstance(value, int) and value < _MINIMUMS.get(name, 0):
         raise ConfigError(f"{SECTION}.{name} must be at least {_MINIMUMS.get(name, 0)}")
     if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(f"{SECTION}.{name} must map strings to strings")
