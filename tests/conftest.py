@@ -26,6 +26,8 @@ def start_stack(var_dir: Path, **overrides: object) -> Stack:
     config = StackConfig(
         var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), pg_port=free_port(), stable_age=2,
         samples_dir=SAMPLES_CACHE,
+        # A site on US Central time, as the EHR in the matching corpus (its orders carry -05:00 in March).
+        extra_settings={"Timezone": "America/Chicago"},
     )
     for key, value in overrides.items():
         setattr(config, key, value)
