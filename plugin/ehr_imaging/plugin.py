@@ -16,6 +16,7 @@ from .bootstrap import build_services, signing_secret
 from .config import load_settings
 from .hooks.http_filter import make_filter
 from .hooks.ingest import IngestWorker
+from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import migrations
 
@@ -42,6 +43,7 @@ def register() -> None:
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     orthanc.RegisterOnChangeCallback(worker.on_change)
+    orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
 
 

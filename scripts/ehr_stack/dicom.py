@@ -39,3 +39,18 @@ def group_by_transfer_syntax(items: Iterable[tuple[str, Path]]) -> dict[str, lis
     for syntax, path in items:
         groups.setdefault(syntax, []).append(path)
     return groups
+
+
+def findscu_worklist(
+    keys: Sequence[str], *, host: str, port: int, calling_aet: str, called_aet: str, out_dir: Path,
+) -> list[Path]:
+    """Modality worklist C-FIND (``findscu -W``); returns the answer files, one per worklist item."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = ["findscu", "-W", "-aet", calling_aet, "-aec", called_aet, "-X", "-od", str(out_dir)]
+    for key in keys:
+        cmd += ["-k", key]
+    result = subprocess.run([*cmd, host, str(port)], capture_output=True, text=True, timeout=60)
+    # findscu exits 0 even when the association is refused: read what it says.
+    if result.returncode != 0 or "Find Failed" in result.stderr or "Association Rejected" in result.stderr:
+        raise RuntimeError(f"findscu failed ({result.returncode}): {result.stderr[-2000:]}")
+    return sorted(out_dir.glob("rsp*.dcm"))

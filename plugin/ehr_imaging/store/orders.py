@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ..core.orders import OrderInput
+from ..core.orders import OPEN_STATUSES, OrderInput
 from .models import ImagingOrder
 
 
@@ -84,3 +85,24 @@ def to_dict(order: ImagingOrder) -> dict[str, Any]:
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def open_orders(engine: Engine, zone: tzinfo, *, limit: int, mrn: str | None = None, accession: str | None = None,
+                modality: str | None = None) -> list[dict[str, Any]]:
+    """Scheduled and in-progress orders not yet performed (no study linked), times in the site's zone."""
+    query = select(ImagingOrder).where(ImagingOrder.status.in_(OPEN_STATUSES),
+                                       ImagingOrder.study_instance_uid.is_(None))
+    if mrn:
+        query = query.where(ImagingOrder.mrn == mrn)
+    if accession:
+        query = query.where(ImagingOrder.accession_number == accession)
+    if modality:
+        query = query.where(ImagingOrder.modality == modality.upper())
+    with Session(engine) as session:
+        rows = session.scalars(query.order_by(ImagingOrder.scheduled_start).limit(limit)).all()
+        items = []
+        for row in rows:
+            item = to_dict(row)
+            item["scheduled_start"] = row.scheduled_start.astimezone(zone) if row.scheduled_start else None
+            items.append(item)
+        return items

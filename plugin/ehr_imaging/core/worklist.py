@@ -1,0 +1,63 @@
+"""Modality worklist items from imaging orders (pure): what a modality gets before it scans.
+
+The accession number, patient identity and requested procedure come from the EHR's order, so the
+images come back carrying them and match by accession without anyone typing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
+
+def worklist_item(order: dict[str, Any]) -> Dataset:
+    """An MWL item (PS3.4 K.6) for one order given as the store's order dict."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.AccessionNumber = order.get("accession_number") or ""
+    ds.PatientID = order.get("mrn") or ""
+    ds.PatientName = "^".join(filter(None, [order.get("patient_family_name"), order.get("patient_given_name")]))
+    ds.PatientBirthDate = (order.get("birth_date") or "").replace("-", "")
+    ds.PatientSex = order.get("sex") or ""
+    ds.ReferringPhysicianName = order.get("referring_physician") or ""
+    ds.RequestedProcedureDescription = (order.get("description") or "")[:64]
+    ds.RequestedProcedureID = order["order_id"][:16]
+    ds.StudyInstanceUID = ""
+    step = Dataset()
+    step.Modality = order.get("modality") or ""
+    step.ScheduledStationAETitle = ""
+    start = _datetime(order.get("scheduled_start"))
+    step.ScheduledProcedureStepStartDate = start.strftime("%Y%m%d") if start else ""
+    step.ScheduledProcedureStepStartTime = start.strftime("%H%M%S") if start else ""
+    step.ScheduledProcedureStepDescription = (order.get("description") or "")[:64]
+    step.ScheduledProcedureStepID = order["order_id"][:16]
+    step.ScheduledPerformingPhysicianName = ""
+    ds.ScheduledProcedureStepSequence = [step]
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    """A DICOM file in memory: Orthanc's worklist matcher parses a complete file."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(MODALITY_WORKLIST_FIND)
+    meta.MediaStorageSOPInstanceUID = UID("1.2.3")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    out = BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None
