@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orthanc
@@ -20,7 +21,7 @@ from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import migrations
 
-_METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
+EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
 
 
@@ -44,6 +45,7 @@ def register() -> None:
     worker.start()
     orthanc.RegisterOnChangeCallback(worker.on_change)
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
+    orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
 
 

@@ -221,3 +221,21 @@ def test_link_errors(client: Client) -> None:
     assert unknown.status_code == 404
     assert client.request("POST", "/api/v1/dicom/studies/1.2.3/link", "admin", json={}).status_code == 422
     assert client.request("POST", "/api/v1/dicom/studies/1.2.3/unlink", "admin").status_code == 404
+
+
+def test_match_status_and_the_explorer_extension(client: Client, tmp_path: Path) -> None:
+    patient, acc = mrn(), accession()
+    order_id = put_order(client, mrn=patient, accession_number=acc)
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20261120")
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 2)
+    status = client.get(f"/api/v1/dicom/studies/{uid}/match", "doctor").json()
+    assert (status["status"], status["order_id"], status["match_rule"]) == ("linked", order_id, "accession")
+    assert status["order"]["accession_number"] == acc
+    unknown = client.get("/api/v1/dicom/studies/1.2.3.999/match", "doctor").json()
+    assert unknown["status"] == "unknown"
+    # Orthanc Explorer carries the extension that shows this on a study's page (admins only).
+    script = client.get("/plugins/explorer.js", auth=client.stack.admin_auth)
+    assert script.status_code == 200
+    assert "ehr-imaging: on a study's page in Orthanc Explorer" in script.text
+    assert client.get("/plugins/explorer.js").status_code == 403

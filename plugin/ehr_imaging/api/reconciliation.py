@@ -13,6 +13,7 @@ from .validation import query_int
 
 RECONCILERS = (auth.ADMIN, auth.RADIOLOGIST, auth.TECHNICIAN, auth.EHR_SERVICE)
 MAY_FORCE = frozenset({auth.ADMIN, auth.RADIOLOGIST})
+READERS = (*RECONCILERS, auth.DOCTOR, auth.NURSE)
 
 
 def register(router: Router, services: Services) -> None:
@@ -53,7 +54,11 @@ def register(router: Router, services: Services) -> None:
         return json_response({"status": "unlinked", "study_instance_uid": request.params["study_uid"],
                               "order_id": order_id})
 
+    def match(request: Request) -> Response:
+        return json_response(links.match_status(engine, request.params["study_uid"]))
+
     router.add("GET", "/api/v1/dicom/unmatched", list_unmatched, roles=RECONCILERS)
+    router.add("GET", "/api/v1/dicom/studies/{study_uid}/match", match, roles=READERS)
     router.add("POST", "/api/v1/dicom/studies/{study_uid}/link", link, roles=RECONCILERS)
     router.add("POST", "/api/v1/dicom/studies/{study_uid}/unlink", unlink, roles=RECONCILERS)
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
+from .orders import to_dict as order_dict
 
 
 @dataclass(frozen=True)
@@ -288,3 +289,18 @@ def _unmatched_item(link: StudyLink) -> dict[str, Any]:
         "candidate_order_ids": list(link.candidates or []), "upload_source": link.upload_source,
         "uploaded_by": link.uploaded_by, "first_seen_at": link.first_seen_at.isoformat(),
     }
+
+
+def match_status(engine: Engine, study_uid: str) -> dict[str, Any]:
+    """Where a study stands: linked (with its order), unmatched (why, candidates) or unknown yet."""
+    with Session(engine) as session:
+        link = session.get(StudyLink, study_uid)
+        if link is None:
+            return {"study_instance_uid": study_uid, "status": "unknown", "order_id": None, "match_rule": None,
+                    "reason": None, "candidate_order_ids": [], "order": None}
+        order = session.get(ImagingOrder, link.order_id) if link.order_id else None
+        return {
+            "study_instance_uid": study_uid, "status": "linked" if order else "unmatched",
+            "order_id": link.order_id, "match_rule": link.match_rule, "reason": link.match_reason,
+            "candidate_order_ids": list(link.candidates or []), "order": order_dict(order) if order else None,
+        }

@@ -1,0 +1,52 @@
+/* ehr-imaging: on a study's page in Orthanc Explorer, show its EHR order (or why it has none)
+   and let an administrator link it to an order. Calls the plugin's API with the admin session cookie. */
+(function () {
+  var API = '../api/v1/dicom';
+
+  function text(value) { return $('<div>').text(value == null ? '' : String(value)).html(); }
+
+  function render(block, match) {
+    var html = '<li data-role="list-divider">EHR order (ehr-imaging)</li>';
+    if (match.status === 'linked') {
+      var o = match.order || {};
+      html += '<li>Linked to order <b>' + text(match.order_id) + '</b> (' + text(match.match_rule) + ')<br>'
+        + 'Accession ' + text(o.accession_number) + ', MRN ' + text(o.mrn) + ', ' + text(o.modality) + ', '
+        + text(o.description) + '</li>';
+    } else {
+      html += '<li><b>' + (match.status === 'unknown' ? 'not processed yet' : 'unmatched') + '</b>'
+        + (match.reason ? ': ' + text(match.reason) : '')
+        + (match.candidate_order_ids && match.candidate_order_ids.length
+           ? '<br>Candidates: ' + match.candidate_order_ids.map(text).join(', ') : '')
+        + '<br><input type="text" id="ehr-imaging-order-id" placeholder="order id">'
+        + '<button id="ehr-imaging-link">Link to order</button></li>';
+    }
+    block.html(html);
+    if (block.listview) { try { block.listview('refresh'); } catch (e) { /* not yet enhanced */ } }
+    $('#ehr-imaging-link').click(function () {
+      $.ajax({
+        url: API + '/studies/' + encodeURIComponent(match.study_instance_uid) + '/link',
+        type: 'POST', contentType: 'application/json',
+        data: JSON.stringify({ order_id: $('#ehr-imaging-order-id').val() }),
+        success: function () { load(block, match.study_instance_uid); },
+        error: function (xhr) { alert('Link refused: ' + ((xhr.responseJSON || {}).detail || xhr.status)); }
+      });
+    });
+  }
+
+  function load(block, studyUid) {
+    $.getJSON(API + '/studies/' + encodeURIComponent(studyUid) + '/match', function (match) {
+      render(block, match);
+    });
+  }
+
+  $('#study').live('pagebeforeshow', function () {
+    var studyId = $.mobile.pageData && $.mobile.pageData.uuid;
+    $('#ehr-imaging-match').remove();
+    if (!studyId) { return; }
+    var block = $('<ul data-role="listview" data-inset="true" id="ehr-imaging-match"></ul>');
+    block.insertAfter($('#study-info'));
+    $.getJSON('../studies/' + studyId, function (study) {
+      load(block, study.MainDicomTags.StudyInstanceUID);
+    });
+  });
+})();
