@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-packages=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk)
+# chromium: the browser end-to-end tests drive (Debian's build; no browser download at test time).
+packages=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk chromium)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
@@ -43,4 +44,12 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     | grep -v "is ignored: it is neither a file nor a directory" || true
   "$VENV/bin/python" -c 'import pydicom, sqlalchemy, psycopg, jwt, pytest' # fail loudly if pip did
   echo "$want" > "$stamp"
+fi
+
+# Playwright (library only) for the browser tests, pinned by tests/e2e/package-lock.json.
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  if ! command -v npm >/dev/null; then
+    echo "npm not found: install Node.js (apt-get install nodejs npm) for the browser tests" >&2; exit 1
+  fi
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi

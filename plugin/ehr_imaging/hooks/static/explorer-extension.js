@@ -21,7 +21,7 @@
         + '<button id="ehr-imaging-link">Link to order</button></li>';
     }
     block.html(html);
-    if (block.listview) { try { block.listview('refresh'); } catch (e) { /* not yet enhanced */ } }
+    if (block.listview) { try { block.listview().listview('refresh'); } catch (e) { /* jQuery Mobile absent */ } }
     $('#ehr-imaging-link').click(function () {
       $.ajax({
         url: API + '/studies/' + encodeURIComponent(match.study_instance_uid) + '/link',
