@@ -37,6 +37,7 @@ class Settings:
     TokenCacheSize: int = 10000
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
     MatchWindowDays: int = 3
+    CoerceTags: bool = False
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""

@@ -5,9 +5,11 @@ Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage p
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time
 from typing import Any
 
+from .core.coercion import COERCED_TAGS, tag_changes
 from .services import Services
 from .store import links
 
@@ -51,7 +53,54 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     seen = observe_study(services, orthanc_study_id)
     if seen is None or not seen.study_instance_uid:
         return None
-    return links.record_ingest(services.engine, seen, services.match_policy)
+    outcome = links.record_ingest(services.engine, seen, services.match_policy)
+    if services.settings.CoerceTags and outcome.order_id is not None:
+        coerce_tags(services, seen)
+    return outcome
+
+
+def coerce_tags(services: Services, seen: links.StudyObservation) -> None:
+    """Make a linked study's PatientID, PatientName and AccessionNumber agree with its order.
+
+    Orthanc's modify keeps the UIDs and replaces the stored instances (KeepSource false); Orthanc gives
+    the result a new study ID, whose STABLE_STUDY comes back here and finds nothing left to change.
+    The current values are the study's *shared* tags: a tag missing there differs between instances
+    (a later batch with the old values), so the whole study is modified again. Checked at each
+    STABLE_STUDY, so every node converges without an in-memory cache; it reads the study's files,
+    which is why coercion is off by default and never runs on the storage path.
+    """
+    order = links.linked_order(services.engine, seen.study_instance_uid)
+    if order is None:
+        return
+    shared = services.pacs.get_json(f"/studies/{seen.orthanc_study_id}/shared-tags?simplify")
+    current = {tag: shared.get(tag) if isinstance(shared.get(tag), str) else None for tag in COERCED_TAGS}
+    changes = tag_changes(current, order)
+    if not changes:
+        return
+    modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+                    "Force": True}
+    if "PatientID" in changes:
+        new_study_id = _move_to_patient(services, seen.orthanc_study_id, modification)
+    else:
+        # Same PatientID: Orthanc's IDs (hashes of PatientID and the UIDs) do not change, the modified
+        # copies overwrite the originals, so the source must be kept (deleting it would delete them).
+        result = services.pacs.post_json(f"/studies/{seen.orthanc_study_id}/modify",
+                                         {**modification, "KeepSource": True, "Synchronous": True})
+        new_study_id = result["ID"]
+    links.record_coercion(services.engine, seen.study_instance_uid, new_study_id, current, changes)
+
+
+def _move_to_patient(services: Services, orthanc_study_id: str, modification: dict[str, Any]) -> str:
+    """Orthanc 1.10 refuses a new PatientID in a study-level modify: rewrite instance by instance,
+    store every copy, and only then delete the originals (a failure part-way loses nothing)."""
+    pacs = services.pacs
+    new_study_id = ""
+    for instance in pacs.get_json(f"/studies/{orthanc_study_id}/instances"):
+        modified = pacs.post_bytes(f"/instances/{instance['ID']}/modify", json.dumps(modification))
+        stored = json.loads(pacs.post_bytes("/instances", modified))
+        new_study_id = stored["ParentStudy"]
+    pacs.delete(f"/studies/{orthanc_study_id}")
+    return new_study_id
 
 
 def _origin(pacs: Any, series: list[dict[str, Any]]) -> tuple[str, str | None]:

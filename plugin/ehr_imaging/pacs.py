@@ -31,6 +31,16 @@ class OrthancPacs:
     def get_json(self, uri: str) -> Any:
         return json.loads(orthanc.RestApiGet(uri))
 
+    def post_json(self, uri: str, body: Any) -> Any:
+        return json.loads(self.post_bytes(uri, json.dumps(body)))
+
+    def post_bytes(self, uri: str, body: bytes | str) -> bytes:
+        answer: bytes = orthanc.RestApiPost(uri, body)
+        return answer
+
+    def delete(self, uri: str) -> None:
+        orthanc.RestApiDelete(uri)
+
     def system(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get_json("/system")
         return result

@@ -14,7 +14,7 @@ from . import __version__, pacs
 from .api import admin_session, orders, reconciliation, system
 from .api.router import Request, Response, Router, error_response, template_regex
 from .bootstrap import build_services, signing_secret
-from .config import load_settings
+from .config import ConfigError, load_settings
 from .hooks.http_filter import make_filter
 from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
@@ -26,7 +26,11 @@ API_CATCH_ALL = "/api/v1/dicom(/.*)?"
 
 
 def register() -> None:
-    settings = load_settings(pacs.configuration())
+    orthanc_config = pacs.configuration()
+    settings = load_settings(orthanc_config)
+    if settings.CoerceTags and not orthanc_config.get("OverwriteInstances", False):
+        # Coercion keeps the UIDs, and so Orthanc's instance IDs: the modified copy must replace the original.
+        raise ConfigError("EhrImaging.CoerceTags needs Orthanc's OverwriteInstances: true")
     pacs.log_warning(f"ehr-imaging {__version__} starting with {json.dumps(settings.redacted())}")
     if not signing_secret(settings)[1]:
         pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
@@ -43,6 +47,7 @@ def register() -> None:
     orthanc.RegisterIncomingHttpRequestFilter(make_filter(services.authenticator, pacs.log_warning))
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
+    services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(worker.on_change)
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())

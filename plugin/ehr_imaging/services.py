@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -18,9 +19,19 @@ class Pacs(Protocol):
 
     def get_json(self, uri: str) -> Any: ...
 
+    def post_json(self, uri: str, body: Any) -> Any: ...
+
+    def post_bytes(self, uri: str, body: bytes | str) -> bytes: ...
+
+    def delete(self, uri: str) -> None: ...
+
     def system(self) -> dict[str, Any]: ...
 
     def statistics(self) -> dict[str, Any]: ...
+
+
+def _ignore(orthanc_study_id: str) -> None:
+    return None
 
 
 @dataclass
@@ -30,6 +41,9 @@ class Services:
     pacs: Pacs
     authenticator: Authenticator
     signing_secret: str  # HMAC key for the plugin's own tokens (admin sessions)
+    # Called with an Orthanc study ID after a link made outside ingest (a person, a late order), so the
+    # ingest worker revisits it (tag coercion). plugin.py connects it to the worker.
+    revisit_study: Callable[[str], None] = _ignore
 
     @property
     def match_policy(self) -> MatchPolicy:

@@ -40,6 +40,7 @@ class StackConfig:
     with_plugin: bool = True  # False: plain Orthanc, the baseline benchmarks compare against
     stable_age: int | None = None  # seconds; None keeps orthanc-config's value
     extra_settings: dict[str, Any] = field(default_factory=dict)  # EhrImaging overrides (tests)
+    orthanc_overrides: dict[str, Any] = field(default_factory=dict)  # top-level Orthanc settings (tests)
 
     @classmethod
     def from_environment(cls) -> StackConfig:
@@ -150,6 +151,7 @@ class Stack:
         })
         if c.stable_age is not None:
             cfg["StableAge"] = c.stable_age
+        cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
                              "PublicBaseUrl": self.url, **c.extra_settings}

@@ -25,7 +25,10 @@ def register(router: Router, services: Services) -> None:
             raise ApiError(422, str(exc)) from None
         saved, created = order_store.upsert(engine, order)
         # A study that arrived before its order links now (the order is the missing piece).
-        if links.rematch_for_order(engine, order.order_id, services.match_policy):
+        linked = links.rematch_for_order(engine, order.order_id, services.match_policy)
+        for orthanc_id in linked:
+            services.revisit_study(orthanc_id)
+        if linked:
             saved = order_store.get(engine, order.order_id) or saved
         return json_response(saved, 201 if created else 200)
 

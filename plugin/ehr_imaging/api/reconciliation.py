@@ -35,9 +35,11 @@ def register(router: Router, services: Services) -> None:
         if force and not principal.has_any_role(MAY_FORCE):
             raise ApiError(403, "force: only admins and radiologists may link across a patient mismatch")
         try:
-            links.link_manually(engine, request.params["study_uid"], order_id, actor=principal.subject, force=force)
+            orthanc_id = links.link_manually(engine, request.params["study_uid"], order_id,
+                                             actor=principal.subject, force=force)
         except links.LinkError as exc:
             raise ApiError(exc.status, exc.detail) from None
+        services.revisit_study(orthanc_id)
         return json_response({"status": "linked", "study_instance_uid": request.params["study_uid"],
                               "order": order_store.get(engine, order_id)})
 

@@ -99,7 +99,8 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy) -
 
 
 def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> list[str]:
-    """After an order changed, try again the unmatched studies it could concern; return those linked."""
+    """After an order changed, try again the unmatched studies it could concern; return the Orthanc IDs of
+    those it linked."""
     with Session(engine) as session:
         order = session.get(ImagingOrder, order_id)
         if order is None:
@@ -117,7 +118,7 @@ def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> lis
             _lock_study(session, uid)
             link = session.get(StudyLink, uid)
             if link is not None and link.order_id is None and _match(session, link, policy):
-                linked.append(uid)
+                linked.append(link.orthanc_study_id)
     return linked
 
 
@@ -218,7 +219,7 @@ def known_orthanc_ids(engine: Engine) -> set[str]:
         return set(session.scalars(select(StudyLink.orthanc_study_id)).all())
 
 
-def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> None:
+def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> str:
     """A person links a study to an order. Refused (409) when either side is taken, the order is
     cancelled, or the patient differs (unless ``force``: an admin or radiologist who checked)."""
     with Session(engine) as session, session.begin():
@@ -230,7 +231,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
         if order is None:
             raise LinkError(404, f"order {order_id} not found")
         if link.order_id == order_id:
-            return
+            return link.orthanc_study_id
         if link.order_id is not None:
             raise LinkError(409, f"study is linked to order {link.order_id}: unlink it first")
         if order.study_instance_uid not in (None, study_uid):
@@ -244,6 +245,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
         _fill_order(order, link)
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="link", rule=MANUAL_RULE,
                               actor=actor, reason=None if same_patient else "patient mismatch accepted"))
+        return link.orthanc_study_id
 
 
 def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) -> str:
@@ -304,3 +306,39 @@ def match_status(engine: Engine, study_uid: str) -> dict[str, Any]:
             "order_id": link.order_id, "match_rule": link.match_rule, "reason": link.match_reason,
             "candidate_order_ids": list(link.candidates or []), "order": order_dict(order) if order else None,
         }
+
+
+def linked_order(engine: Engine, study_uid: str) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        link = session.get(StudyLink, study_uid)
+        order = session.get(ImagingOrder, link.order_id) if link and link.order_id else None
+        return order_dict(order) if order else None
+
+
+def record_coercion(engine: Engine, study_uid: str, orthanc_study_id: str, original: dict[str, str | None],
+                    changes: dict[str, str]) -> None:
+    """Audit a coercion: original and new values on the study's latest upload row, and in link_audit."""
+    with Session(engine) as session, session.begin():
+        _lock_study(session, study_uid)
+        link = session.get(StudyLink, study_uid)
+        if link is None:
+            return
+        link.orthanc_study_id = orthanc_study_id
+        link.patient_id = changes.get("PatientID", link.patient_id)
+        link.patient_name = changes.get("PatientName", link.patient_name)
+        link.accession_number = changes.get("AccessionNumber", link.accession_number)
+        if link.order_id:
+            order = session.get(ImagingOrder, link.order_id, with_for_update=True)
+            if order is not None:
+                order.orthanc_study_id = orthanc_study_id
+        upload = session.scalars(select(DicomUploadLog).where(DicomUploadLog.study_instance_uid == study_uid)
+                                 .order_by(DicomUploadLog.uploaded_at.desc()).limit(1)).first()
+        if upload is not None:
+            upload.tags_modified = True
+            upload.orthanc_study_id = orthanc_study_id
+            upload.modified_patient_id = changes.get("PatientID")
+            upload.modified_patient_name = changes.get("PatientName")
+            upload.modified_accession_number = changes.get("AccessionNumber")
+        described = ", ".join(f"{tag}: {original.get(tag)!r} -> {value!r}" for tag, value in sorted(changes.items()))
+        session.add(LinkAudit(study_instance_uid=study_uid, order_id=link.order_id, action="coerce",
+                              actor=SYSTEM_ACTOR, reason=described))

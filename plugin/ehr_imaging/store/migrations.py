@@ -150,7 +150,7 @@ MIGRATIONS += (
             id                  BIGSERIAL PRIMARY KEY,
             study_instance_uid  TEXT NOT NULL,
             order_id            TEXT,
-            action              TEXT NOT NULL CHECK (action IN ('auto-link', 'link', 'unlink')),
+            action              TEXT NOT NULL CHECK (action IN ('auto-link', 'link', 'unlink', 'coerce')),
             rule                TEXT,
             actor               TEXT NOT NULL,
             reason              TEXT,
