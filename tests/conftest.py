@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,16 +50,23 @@ def stack_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+@contextmanager
+def running_stack(name: str, **overrides: object) -> Iterator[Stack]:
+    """A stack in a fresh directory, stopped and removed afterwards (its Orthanc log kept as an artefact)."""
     var_dir = stack_dir()
-    started = start_stack(var_dir)
+    started = start_stack(var_dir, **overrides)
     try:
         yield started
     finally:
-        keep_log(started, "session")
+        keep_log(started, name)
         started.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with running_stack("session") as started:
+        yield started
 
 
 class Client:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ehr_stack.stack import Stack
-from tests.conftest import Client, keep_log, stack_dir, start_stack
+from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.test_matching import order, put_order, query, wait_for_ingest
 
@@ -18,15 +16,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def coercing_client() -> Iterator[Client]:
-    var_dir = stack_dir()
-    stack: Stack = start_stack(var_dir, extra_settings={"Timezone": "America/Chicago", "CoerceTags": True},
-                               orthanc_overrides={"OverwriteInstances": True})
-    try:
+    with running_stack("coercion", extra_settings={"Timezone": "America/Chicago", "CoerceTags": True},
+                       orthanc_overrides={"OverwriteInstances": True}) as stack:
         yield Client(stack)
-    finally:
-        keep_log(stack, "coercion")
-        stack.stop()
-        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def stored_tags(client: Client, study_uid: str) -> list[tuple[str, str, str]]:

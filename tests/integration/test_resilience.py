@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from ehr_stack.stack import Stack
-from tests.conftest import Client, keep_log, stack_dir, start_stack
+from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.test_matching import order, put_order, wait_for_ingest
 
@@ -21,14 +20,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def own_stack() -> Iterator[Stack]:
     """A stack of its own: this test stops its database."""
-    var_dir = stack_dir()
-    stack = start_stack(var_dir)
-    try:
+    with running_stack("resilience") as stack:
         yield stack
-    finally:
-        keep_log(stack, "resilience")
-        stack.stop()
-        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def test_database_outage_loses_no_ingest(own_stack: Stack, tmp_path: Path) -> None:
