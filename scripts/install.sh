@@ -23,6 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# PostgreSQL refuses to run as root: the stack runs it as the postgres user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
 # Orthanc embeds Debian's Python 3.11: the venv must be a 3.11 so that compiled wheels load there.
 pick_python() {
   for candidate in /usr/bin/python3.11 python3.11 python3; do

@@ -239,3 +239,16 @@ def test_match_status_and_the_explorer_extension(client: Client, tmp_path: Path)
     assert script.status_code == 200
     assert "ehr-imaging: on a study's page in Orthanc Explorer" in script.text
     assert client.get("/plugins/explorer.js").status_code == 403
+
+
+def test_an_admin_upload_through_orthancs_rest_api_is_matched_too(client: Client, tmp_path: Path) -> None:
+    """Explorer's upload and scripts use Orthanc's POST /instances: the same matching applies."""
+    patient, acc = mrn(), accession()
+    order_id = put_order(client, mrn=patient, accession_number=acc)
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20261120")
+    for path in files:
+        stored = client.request("POST", "/instances", auth=client.stack.admin_auth, data=path.read_bytes())
+        assert stored.status_code == 200
+    wait_for_ingest(client, uid, 2)
+    linked = order(client, order_id)
+    assert (linked["study_instance_uid"], linked["match_rule"], linked["upload_source"]) == (uid, "accession", "manual")
