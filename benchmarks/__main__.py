@@ -63,6 +63,12 @@ def latencies(call: Callable[[], requests.Response], count: int) -> list[float]:
     return out
 
 
+def alternating(stacks: dict[str, Stack], round_no: int) -> list[tuple[str, Stack]]:
+    """Who goes first changes every round, so warm caches and drift favour neither side."""
+    items = list(stacks.items())
+    return items if round_no % 2 == 0 else items[::-1]
+
+
 def p(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
@@ -81,14 +87,14 @@ def main() -> int:
     try:
         sessions = {name: session_for(stack) for name, stack in stacks.items()}
         ingest: dict[str, list[float]] = {name: [] for name in stacks}
-        for _ in range(args.rounds):
-            for name, stack in stacks.items():
+        for round_no in range(args.rounds):
+            for name, stack in alternating(stacks, round_no):
                 ingest[name].append(ingest_seconds(stack, sessions[name], files))
         qido: dict[str, list[float]] = {name: [] for name in stacks}
         wado: dict[str, list[float]] = {name: [] for name in stacks}
         frame = f"/dicom-web/studies/{ct['study_instance_uid']}/series/{series_uid}/instances/{sop_uid}/frames/1"
-        for _ in range(args.rounds):
-            for name, stack in stacks.items():
+        for round_no in range(args.rounds):
+            for name, stack in alternating(stacks, round_no):
                 qido[name] += latencies(partial(
                     sessions[name].get, f"{stack.url}/dicom-web/studies",
                     params={"PatientID": ct["patient_id_dicom"]}, timeout=30), args.requests // args.rounds)
