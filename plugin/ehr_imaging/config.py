@@ -36,6 +36,7 @@ class Settings:
     JwtLeewaySeconds: int = 30
     TokenCacheSize: int = 10000
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
+    MaxFileSizeMb: int = 100
     MatchWindowDays: int = 3
     CoerceTags: bool = False
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute

@@ -38,6 +38,10 @@ class OrthancPacs:
         answer: bytes = orthanc.RestApiPost(uri, body)
         return answer
 
+    def post_json_bytes(self, uri: str, body: bytes) -> Any:
+        """POST raw bytes (a DICOM file), answer parsed as JSON."""
+        return json.loads(self.post_bytes(uri, body))
+
     def delete(self, uri: str) -> None:
         orthanc.RestApiDelete(uri)
 

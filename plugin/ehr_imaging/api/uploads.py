@@ -1,0 +1,88 @@
+"""DICOM uploads by the EHR and its users: a file goes into Orthanc and through the same matching.
+
+An upload may name its order (``X-Order-Id``): the explicit rule, still subject to the patient check.
+A rejected file stores nothing and leaves a failed audit row.
+
+The file is the raw request body (``Content-Type: application/dicom``). Orthanc 1.10's HTTP server
+splits ``multipart/form-data`` bodies itself, calls a plugin once per part without the request's
+headers (so without its Authorization) and discards the answers: a form upload cannot reach a
+plugin route intact. Query strings are dropped for POST too, hence headers for the options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+
+from .. import ingest
+from ..core import auth
+from ..services import Services
+from ..store import links, uploads
+from .router import ApiError, Request, Response, Router, json_response
+
+UPLOADERS = (auth.DOCTOR, auth.TECHNICIAN, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+SOURCE = "api"
+ACCEPTED_TYPES = ("application/dicom", "application/octet-stream")
+
+
+def register(router: Router, services: Services) -> None:
+    settings = services.settings
+
+    def upload(request: Request) -> Response:
+        began = time.monotonic()
+        principal = request.principal
+        assert principal is not None
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ACCEPTED_TYPES:
+            raise ApiError(415, "send the DICOM file as the body with Content-Type: application/dicom")
+        data = request.body
+        order_id = request.headers.get("x-order-id", "").strip() or None
+        file_name = request.headers.get("x-file-name", "").strip() or "upload.dcm"
+
+        def reject(status: int, detail: str, study_uid: str | None = None) -> ApiError:
+            uploads.record_failed(services.engine, uploaded_by=principal.subject, source=SOURCE,
+                                  file_names=[file_name], size=len(data), error=detail, study_uid=study_uid,
+                                  patient_id=request.headers.get("x-patient-id"), duration=time.monotonic() - began)
+            return ApiError(status, detail)
+
+        if len(data) > settings.MaxFileSizeMb * 1024 * 1024:
+            raise reject(413, f"file larger than {settings.MaxFileSizeMb} MB")
+        header = _check_dicom(data, reject)
+        study_uid = str(header.StudyInstanceUID)
+        try:
+            stored = services.pacs.post_json_bytes("/instances", data)
+        except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, store nothing
+            raise reject(400, f"Orthanc refused the file: {exc}", study_uid) from None
+        seen = ingest.observe_study(services, stored["ParentStudy"])
+        if seen is None:
+            raise reject(409, "the study was deleted while it was being uploaded", study_uid)
+        seen = dataclasses.replace(seen, upload_source=SOURCE, uploaded_by=principal.subject,
+                                   explicit_order_id=order_id)
+        outcome = links.record_ingest(services.engine, seen, services.match_policy)
+        services.revisit_study(stored["ParentStudy"])  # coercion, when enabled, on the worker
+        return json_response({
+            "status": "uploaded", "already_stored": stored.get("Status") == "AlreadyStored",
+            "study_instance_uid": study_uid, "orthanc_study_id": stored["ParentStudy"],
+            "series_instance_uid": str(header.SeriesInstanceUID), "sop_instance_uid": str(header.SOPInstanceUID),
+            "orthanc_instance_id": stored["ID"], "order_id": outcome.order_id,
+            "match": {"status": "linked" if outcome.order_id else "unmatched", "reason": outcome.reason},
+        })
+
+    router.add("POST", "/api/v1/dicom/upload", upload, roles=UPLOADERS)
+
+
+def _check_dicom(data: bytes, reject: Callable[..., ApiError]) -> Dataset:
+    """A readable DICOM file with the UIDs Orthanc needs; returns its header (no pixel data)."""
+    try:
+        ds = dcmread(DicomBytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, OSError) as exc:
+        raise reject(422, f"file: not a valid DICOM file ({type(exc).__name__})") from None
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "")).strip():
+            raise reject(422, f"file: {keyword} is missing")
+    return ds
