@@ -38,6 +38,8 @@ class StackConfig:
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     samples_dir: Path | None = None  # None: <var_dir>/samples
     with_plugin: bool = True  # False: plain Orthanc, the baseline benchmarks compare against
+    # Another stack's var_dir: run one more Orthanc node on its PostgreSQL, secrets and storage (a cluster).
+    node_of: Path | None = None
     stable_age: int | None = None  # seconds; None keeps orthanc-config's value
     extra_settings: dict[str, Any] = field(default_factory=dict)  # EhrImaging overrides (tests)
     orthanc_overrides: dict[str, Any] = field(default_factory=dict)  # top-level Orthanc settings (tests)
@@ -86,8 +88,10 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         config.var_dir.mkdir(parents=True, exist_ok=True)
-        self.secrets = Secrets.load_or_create(config.var_dir / "secrets.json")
-        self.postgres = PostgresCluster(config.var_dir / "postgres", config.pg_port, self.secrets.pg_password)
+        shared = config.node_of or config.var_dir
+        self.secrets = Secrets.load_or_create(shared / "secrets.json")
+        self.postgres = PostgresCluster(shared / "postgres", config.pg_port, self.secrets.pg_password)
+        self.storage_dir = shared / "orthanc" / "storage"
 
     # --- paths and derived values -------------------------------------------------------------
     @property
@@ -143,7 +147,7 @@ class Stack:
             "HttpPort": c.http_port,
             "DicomPort": c.dicom_port,
             "DicomAet": c.orthanc_aet,
-            "StorageDirectory": str(self.orthanc_dir / "storage"),
+            "StorageDirectory": str(self.storage_dir),
             "IndexDirectory": str(self.orthanc_dir / "index"),
             "PythonScript": str(ENTRY_SCRIPT),
             # Only this modality may C-STORE, and only from loopback (DicomCheckModalityHost).
@@ -237,7 +241,8 @@ class Stack:
         if pid is not None:
             stop_pid(pid)
         self.pid_file.unlink(missing_ok=True)
-        self.postgres.stop()
+        if self.config.node_of is None:  # a cluster's extra node leaves the shared database running
+            self.postgres.stop()
 
     def write_env_file(self) -> Path:
         path = self.config.var_dir / "stack.env"

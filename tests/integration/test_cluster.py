@@ -1,0 +1,57 @@
+"""Two Orthanc nodes with the plugin share one PostgreSQL (Orthanc's index and the plugin's schema) and one
+storage: a study stored through both at once is linked exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ehr_stack.procs import free_port
+from ehr_stack.stack import Stack, StackConfig
+from tests.conftest import Client, keep_log, running_stack, stack_dir
+from tests.dicom_factory import make_study, send
+from tests.integration.test_matching import accession, mrn, order, put_order, query, wait_for_ingest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[tuple[Stack, Stack]]:
+    with running_stack("cluster-node-a", index="postgresql") as first:
+        var_dir = stack_dir()
+        second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(),
+                                   pg_port=first.config.pg_port, index="postgresql", stable_age=2,
+                                   node_of=first.config.var_dir, extra_settings=first.config.extra_settings))
+        second.start()
+        try:
+            yield first, second
+        finally:
+            keep_log(second, "cluster-node-b")
+            second.stop()
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def test_one_study_through_two_nodes_is_linked_once(two_nodes: tuple[Stack, Stack], tmp_path: Path) -> None:
+    first, second = two_nodes
+    a, b = Client(first), Client(second)
+    patient, acc = mrn(), accession()
+    order_id = put_order(a, mrn=patient, accession_number=acc)
+    uid, files = make_study(tmp_path, patient_id=patient, accession=acc, study_date="20261120", instances=6)
+    senders = [threading.Thread(target=send, args=(node, half))
+               for node, half in ((first, files[:3]), (second, files[3:]))]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    wait_for_ingest(a, uid, 6)
+    assert order(b, order_id)["study_instance_uid"] == uid
+    assert order(a, order_id)["number_of_images"] == 6
+    audit = query(a, "SELECT action FROM ehr_imaging.link_audit WHERE study_instance_uid = :u", u=uid)
+    assert audit == [("auto-link",)]
+    # Both nodes see the same study (one shared index).
+    for client in (a, b):
+        assert client.get("/api/v1/dicom/stats", "admin").json()["total_instances"] >= 6
