@@ -11,7 +11,7 @@ from typing import Any
 import orthanc
 
 from . import __version__, pacs
-from .api import admin_session, orders, reconciliation, system, uploads
+from .api import admin_session, openapi, orders, reconciliation, system, uploads
 from .api.router import Request, Response, Router, error_response, template_regex
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
@@ -41,6 +41,7 @@ def register() -> None:
     orders.register(router, services)
     reconciliation.register(router, services)
     uploads.register(router, services)
+    openapi.register(router)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.

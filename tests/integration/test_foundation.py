@@ -187,3 +187,16 @@ def test_c_store_from_an_unknown_calling_aet_is_refused(client: Client) -> None:
     assert result.returncode != 0
     after = client.get("/api/v1/dicom/stats", "ehr-service").json()
     assert after["total_instances"] == before["total_instances"]
+
+
+def test_openapi_document_lists_every_route_with_its_roles(client: Client) -> None:
+    answer = client.get("/api/v1/dicom/openapi.json")
+    assert answer.status_code == 200
+    doc = answer.json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    assert paths["/api/v1/dicom/health"]["get"]["x-roles"] == ["public"]
+    assert paths["/api/v1/dicom/orders/{order_id}"]["put"]["x-roles"] == ["admin", "ehr-service"]
+    assert paths["/api/v1/dicom/orders/{order_id}"]["put"]["parameters"][0]["name"] == "order_id"
+    assert "post" in paths["/api/v1/dicom/upload"]
+    assert paths["/api/v1/dicom/stats"]["get"]["security"] == [{"bearer": []}]
