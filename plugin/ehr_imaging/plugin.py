@@ -25,7 +25,32 @@ EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-exte
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
 
 
+def _deny_everything(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+# Fail closed: the filter is registered before anything can go wrong and refuses every request until
+# the plugin is fully set up. Orthanc's own authentication is off, so a plugin that failed to start
+# must not leave Orthanc open.
+_current_filter: Any = _deny_everything
+
+
+def _filter(*args: Any, **kwargs: Any) -> bool:
+    return bool(_current_filter(*args, **kwargs))
+
+
 def register() -> None:
+    global _current_filter
+    orthanc.RegisterIncomingHttpRequestFilter(_filter)
+    try:
+        _current_filter = _set_up()
+    except Exception:
+        pacs.log_error("ehr-imaging: start-up failed; every HTTP request is refused until it is fixed")
+        raise
+
+
+def _set_up() -> Any:
+    """Everything the plugin registers; returns the HTTP filter to put in force."""
     orthanc_config = pacs.configuration()
     settings = load_settings(orthanc_config)
     if settings.CoerceTags and not orthanc_config.get("OverwriteInstances", False):
@@ -46,7 +71,6 @@ def register() -> None:
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
-    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services.authenticator, pacs.log_warning))
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     services.revisit_study = worker.submit
@@ -54,6 +78,7 @@ def register() -> None:
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
+    return make_filter(services.authenticator, pacs.log_warning)
 
 
 def _migrate_until_done(services: Services) -> None:
