@@ -125,8 +125,11 @@ def _text(value: Any) -> str | None:
 
 def parse_da(value: Any) -> date | None:
     """DICOM DA (YYYYMMDD); None when absent or malformed (matching then skips the date rule)."""
+    text = str(value or "").strip()
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
+        return None  # strptime alone would read "202611" as 2026-01-01
     try:
-        return datetime.strptime(str(value).strip(), "%Y%m%d").date() if value else None
+        return datetime.strptime(text, "%Y%m%d").date()
     except ValueError:
         return None
 
@@ -134,7 +137,7 @@ def parse_da(value: Any) -> date | None:
 def parse_tm(value: Any) -> time | None:
     """DICOM TM (HHMMSS.FFFFFF, any trailing part optional)."""
     text = str(value or "").strip().split(".")[0]
-    if not text.isdigit() or len(text) not in (2, 4, 6):
+    if not (text.isascii() and text.isdigit()) or len(text) not in (2, 4, 6):
         return None
     parts = [int(text[i:i + 2]) for i in range(0, len(text), 2)] + [0, 0]
     try:

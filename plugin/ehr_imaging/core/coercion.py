@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .orders import person_name
+
 COERCED_TAGS = ("PatientID", "PatientName", "AccessionNumber")
 
 
 def order_tags(order: Mapping[str, str | None]) -> dict[str, str]:
     """The DICOM values an order implies; a tag the order says nothing about is left alone."""
-    name = "^".join(filter(None, [order.get("patient_family_name"), order.get("patient_given_name")]))
-    wanted = {"PatientID": order.get("mrn"), "PatientName": name or None,
+    wanted = {"PatientID": order.get("mrn"), "PatientName": person_name(order) or None,
               "AccessionNumber": order.get("accession_number")}
     return {tag: value for tag, value in wanted.items() if value}
 

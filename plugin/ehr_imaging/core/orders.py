@@ -7,6 +7,7 @@ coercion): AccessionNumber is SH (16 chars), PatientID LO (64), names PN compone
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,7 +21,7 @@ MODALITIES = frozenset({
     "RF", "RG", "SM", "US", "XA", "XC",
 })
 ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_DICOM_TEXT_FORBIDDEN = re.compile(r"[\\\x00-\x1f]")
+_DICOM_TEXT_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
 
 
 class OrderValidationError(ValueError):
@@ -55,6 +56,13 @@ _FIELDS = (
     "accession_number", "patient_id", "mrn", "patient_family_name", "patient_given_name", "birth_date", "sex",
     "modality", "scheduled_start", "description", "referring_physician", "status",
 )
+
+
+def person_name(order: Mapping[str, Any]) -> str:
+    """DICOM PN ``Family^Given`` from an order; a given name alone stays in its component (``^Jan``)."""
+    family = order.get("patient_family_name") or ""
+    given = order.get("patient_given_name") or ""
+    return f"{family}^{given}" if given else family
 
 
 def validate_order_id(order_id: str) -> str:
@@ -106,8 +114,8 @@ def _text(payload: dict[str, Any], field: str, max_length: int, *, required: boo
         raise OrderValidationError(field, "contains a backslash or control character")
     if identifier and not re.fullmatch(r"[\x21-\x7e]+", value):
         raise OrderValidationError(field, "must be printable ASCII without spaces")
-    if name and "^" in value:
-        raise OrderValidationError(field, "must not contain '^'")
+    if name and ("^" in value or "=" in value):
+        raise OrderValidationError(field, "must not contain '^' or '=' (DICOM name separators)")
     return value
 
 

@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from .orders import person_name
+
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 
@@ -23,7 +25,7 @@ def worklist_item(order: dict[str, Any]) -> Dataset:
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.AccessionNumber = order.get("accession_number") or ""
     ds.PatientID = order.get("mrn") or ""
-    ds.PatientName = "^".join(filter(None, [order.get("patient_family_name"), order.get("patient_given_name")]))
+    ds.PatientName = person_name(order)
     ds.PatientBirthDate = (order.get("birth_date") or "").replace("-", "")
     ds.PatientSex = order.get("sex") or ""
     ds.ReferringPhysicianName = order.get("referring_physician") or ""
