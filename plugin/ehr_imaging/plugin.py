@@ -73,7 +73,8 @@ def _set_up() -> Any:
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
-    services.revisit_study = worker.submit
+    if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
+        services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(worker.on_change)
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())

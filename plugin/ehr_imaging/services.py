@@ -43,8 +43,9 @@ class Services:
     pacs: Pacs
     authenticator: Authenticator
     signing_secret: str  # HMAC key for the plugin's own tokens (admin sessions)
-    # Called with an Orthanc study ID after a link made outside ingest (a person, a late order), so the
-    # ingest worker revisits it (tag coercion). plugin.py connects it to the worker.
+    # Called with an Orthanc study ID after a link made outside ingest (a person, a late order, an upload),
+    # so the ingest worker revisits it for tag coercion. plugin.py connects it to the worker only when
+    # CoerceTags is on: otherwise the study is already recorded and revisiting would repeat the work.
     revisit_study: Callable[[str], None] = _ignore
 
     @property

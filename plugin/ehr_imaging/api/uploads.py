@@ -64,7 +64,7 @@ def register(router: Router, services: Services) -> None:
         seen = dataclasses.replace(seen, upload_source=SOURCE, uploaded_by=principal.subject,
                                    explicit_order_id=order_id)
         outcome = links.record_ingest(services.engine, seen, services.match_policy)
-        services.revisit_study(stored["ParentStudy"])  # coercion, when enabled, on the worker
+        services.revisit_study(stored["ParentStudy"])
         return json_response({
             "status": "uploaded", "already_stored": stored.get("Status") == "AlreadyStored",
             "study_instance_uid": study_uid, "orthanc_study_id": stored["ParentStudy"],
