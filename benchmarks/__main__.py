@@ -26,7 +26,8 @@ SAMPLES = REPO / "var" / "test-samples"
 
 
 def start(with_plugin: bool) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), pg_port=free_port(),
+    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(),
+        api_port=free_port(), pg_port=free_port(),
                          with_plugin=with_plugin)
     stack = Stack(config)
     stack.start()

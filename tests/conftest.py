@@ -25,7 +25,8 @@ SAMPLES_CACHE = REPO / "var" / "test-samples"
 
 def start_stack(var_dir: Path, **overrides: object) -> Stack:
     config = StackConfig(
-        var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), pg_port=free_port(), stable_age=2,
+        var_dir=var_dir, http_port=free_port(), dicom_port=free_port(),
+        api_port=free_port(), pg_port=free_port(), stable_age=2,
         samples_dir=SAMPLES_CACHE,
         # A site on US Central time, as the EHR in the matching corpus (its orders carry -05:00 in March).
         extra_settings={"Timezone": "America/Chicago"},
@@ -72,9 +73,9 @@ def stack() -> Iterator[Stack]:
 class Client:
     """HTTP as the EHR backend calls the plugin: base URL plus a bearer token per role."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, base: str | None = None) -> None:
         self.stack = stack
-        self.base = stack.url
+        self.base = base or stack.url
         self.session = requests.Session()
 
     def token(self, role: str, subject: str = "tester") -> str:
@@ -93,4 +94,11 @@ class Client:
 
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> Client:
+    """The EHR API through Orthanc's own HTTP port."""
     return Client(stack)
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Client:
+    """The EHR API through the plugin's own listener (form uploads, query strings on every method)."""
+    return Client(stack, stack.api_url)

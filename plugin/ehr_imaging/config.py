@@ -37,6 +37,9 @@ class Settings:
     TokenCacheSize: int = 10000
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
     MaxFileSizeMb: int = 100
+    MaxUploadSizeMb: int = 2048  # one request's body on the API port (a ZIP, a form of many files)
+    ApiPort: int = 0  # the plugin's own HTTP listener for the EHR API; 0: none (Orthanc's port only)
+    ApiListenAddress: str = "0.0.0.0"
     MatchWindowDays: int = 3
     CoerceTags: bool = False
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
@@ -120,7 +123,8 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 
 # Lower bounds of the numeric settings: a zero pool or a negative cache would break every request.
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
-             "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0}
+             "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
+             "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:

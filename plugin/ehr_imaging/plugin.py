@@ -12,6 +12,7 @@ import orthanc
 
 from . import __version__, pacs
 from .api import admin_session, openapi, orders, reconciliation, system, uploads
+from .api.listener import ApiListener
 from .api.router import Request, Response, Router, error_response, template_regex
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
@@ -79,6 +80,11 @@ def _set_up() -> Any:
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
+    if settings.ApiPort:
+        listener = ApiListener(router, host=settings.ApiListenAddress, port=settings.ApiPort,
+                               max_body_bytes=settings.MaxUploadSizeMb * 1024 * 1024, log_error=pacs.log_error)
+        listener.start()
+        pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
     return make_filter(services.authenticator, pacs.log_warning)
 
 

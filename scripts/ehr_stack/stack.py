@@ -31,6 +31,7 @@ class StackConfig:
     var_dir: Path
     http_port: int = 8042
     dicom_port: int = 4242
+    api_port: int = 8044  # the plugin's own listener for the EHR API (form uploads, query strings on POST)
     pg_port: int = 55432
     orthanc_aet: str = "EHRIMAGING"
     modality_aet: str = "EHRMODALITY"
@@ -51,6 +52,7 @@ class StackConfig:
             var_dir=Path(env.get("EHR_VAR_DIR", REPO / "var")).resolve(),
             http_port=int(env.get("ORTHANC_HTTP_PORT", 8042)),
             dicom_port=int(env.get("ORTHANC_DICOM_PORT", 4242)),
+            api_port=int(env.get("EHR_API_PORT", 8044)),
             pg_port=int(env.get("PG_PORT", 55432)),
             orthanc_aet=env.get("ORTHANC_AET", "EHRIMAGING"),
             modality_aet=env.get("MODALITY_AET", "EHRMODALITY"),
@@ -111,6 +113,11 @@ class Stack:
         return f"http://127.0.0.1:{self.config.http_port}"
 
     @property
+    def api_url(self) -> str:
+        """The plugin's own API listener (the EHR API with full HTTP; see api/listener.py)."""
+        return f"http://127.0.0.1:{self.config.api_port}"
+
+    @property
     def admin_auth(self) -> tuple[str, str]:
         return (self.secrets.admin_user, self.secrets.admin_password)
 
@@ -119,7 +126,8 @@ class Stack:
         c, s = self.config, self.secrets
         return {
             "ORTHANC_URL": self.url,
-            "API_BASE_URL": f"{self.url}/api/v1/dicom",
+            "API_BASE_URL": f"{self.api_url}/api/v1/dicom",
+            "API_PORT": str(c.api_port),
             "EXPLORER_URL": f"{self.url}/api/v1/dicom/admin/login",
             "DICOM_HOST": "127.0.0.1",
             "DICOM_PORT": str(c.dicom_port),
@@ -158,7 +166,7 @@ class Stack:
         cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
-                             "PublicBaseUrl": self.url, **c.extra_settings}
+                             "PublicBaseUrl": self.url, "ApiPort": c.api_port, **c.extra_settings}
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
             del cfg["PythonScript"], cfg["EhrImaging"]
@@ -210,9 +218,13 @@ class Stack:
         if self.orthanc_pid() is not None:
             wait_until(self.healthy, timeout, "the running Orthanc to be healthy")
             return None
-        for port in (self.config.http_port, self.config.dicom_port):
+        ports = [self.config.http_port, self.config.dicom_port]
+        if self.config.with_plugin:
+            ports.append(self.config.api_port)
+        for port in ports:
             if port_in_use(port):
-                raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT")
+                raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT"
+                                   " / EHR_API_PORT")
         self.orthanc_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.orthanc_dir / "orthanc.json"
         config_path.write_text(json.dumps(self.orthanc_config(), indent=2))

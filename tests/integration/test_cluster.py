@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def two_nodes() -> Iterator[tuple[Stack, Stack]]:
     with running_stack("cluster-node-a", index="postgresql") as first:
         var_dir = stack_dir()
-        second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(),
+        second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
                                    pg_port=first.config.pg_port, index="postgresql", stable_age=2,
                                    node_of=first.config.var_dir, extra_settings=first.config.extra_settings))
         second.start()

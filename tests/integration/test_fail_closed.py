@@ -20,7 +20,8 @@ def test_a_misconfigured_plugin_keeps_orthanc_closed() -> None:
     ever logs such an error and carries on."""
     var_dir = stack_dir()
     # CoerceTags without OverwriteInstances is refused at start-up.
-    stack = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), pg_port=free_port(),
+    stack = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(),
+        api_port=free_port(), pg_port=free_port(),
                               extra_settings={"CoerceTags": True}))
     try:
         with pytest.raises(RuntimeError, match="Orthanc exited"):

@@ -12,7 +12,8 @@ import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from ..core.auth import Authenticator, AuthError, Principal
 
@@ -31,6 +32,36 @@ class ApiError(Exception):
 
 
 @dataclass
+class UploadedFile:
+    """One file of a request: a ``multipart/form-data`` part (spooled to disk by the API listener) or a
+    raw request body. Exactly one of ``path`` and ``data`` is set."""
+
+    field: str
+    filename: str
+    content_type: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    def open(self) -> IO[bytes]:
+        """A binary stream of the content, without reading it all into memory when it is on disk."""
+        if self.path is not None:
+            return self.path.open("rb")
+        import io
+
+        return io.BytesIO(self.data or b"")
+
+
+RAW_FILE_TYPES = ("application/dicom", "application/octet-stream", "application/zip", "application/x-zip-compressed")
+
+
+@dataclass
 class Request:
     method: str
     path: str
@@ -39,12 +70,44 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
     principal: Principal | None = None
+    form: dict[str, str] = field(default_factory=dict)  # the text fields of a multipart/form-data body
+    files: list[UploadedFile] = field(default_factory=list)  # its file parts, in order
+    body_path: Path | None = None  # a large raw body the API listener spooled to disk instead of ``body``
+    client_ip: str = ""
 
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def uploaded_files(self, field_name: str) -> list[UploadedFile]:
+        """The files sent under ``field_name`` in a form, or the raw body as one file (Content-Type
+        ``application/dicom``, ``application/zip`` or ``application/octet-stream``; name in ``X-File-Name``).
+        Empty when the request carries neither."""
+        if self.files or self.content_type == "multipart/form-data":
+            return [f for f in self.files if f.field == field_name]
+        if self.content_type not in RAW_FILE_TYPES:
+            return []
+        name = self.headers.get("x-file-name", "").strip() or "upload"
+        if self.body_path is not None:
+            return [UploadedFile(field_name, name, self.content_type, self.body_path.stat().st_size,
+                                 path=self.body_path)]
+        return [UploadedFile(field_name, name, self.content_type, len(self.body), data=self.body)]
+
+    def option(self, name: str) -> str | None:
+        """An option of the request: a form field, a query parameter or an ``X-<Name>`` header
+        (``order_id`` -> ``X-Order-Id``), in that order. Orthanc's own HTTP server drops query strings on
+        anything but GET, so the header form is what works there for POST and DELETE."""
+        header = "x-" + name.replace("_", "-").lower()
+        for value in (self.form.get(name), self.query.get(name), self.headers.get(header)):
+            if value is not None and value.strip():
+                return value.strip()
+        return None
 
 
 @dataclass
@@ -89,6 +152,16 @@ def template_regex(template: str) -> str:
     return re.sub(r"{\w+}", "([^/]+)", template)
 
 
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(template: str) -> re.Pattern[str]:
+    pattern = _REGEX_CACHE.get(template)
+    if pattern is None:
+        pattern = _REGEX_CACHE[template] = re.compile(template_regex(template))
+    return pattern
+
+
 class Router:
     def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None]) -> None:
         self._authenticator = authenticator
@@ -107,6 +180,14 @@ class Router:
 
     def routes(self) -> list[Route]:
         return [route for template in self.templates() for route in self._routes[template]]
+
+    def resolve(self, path: str) -> tuple[str, tuple[str, ...]] | None:
+        """The template a path belongs to and its parameters, in the order Orthanc would try them."""
+        for template in self.templates():
+            match = _compiled(template).fullmatch(path)
+            if match is not None:
+                return template, match.groups()
+        return None
 
     def dispatch(self, template: str, request: Request, groups: Iterable[str] = ()) -> Response:
         """Answer one request for a path that matched ``template``; never raises."""

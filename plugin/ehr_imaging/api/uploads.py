@@ -3,10 +3,11 @@
 An upload may name its order (``X-Order-Id``): the explicit rule, still subject to the patient check.
 A rejected file stores nothing and leaves a failed audit row.
 
-The file is the raw request body (``Content-Type: application/dicom``). Orthanc 1.10's HTTP server
-splits ``multipart/form-data`` bodies itself, calls a plugin once per part without the request's
-headers (so without its Authorization) and discards the answers: a form upload cannot reach a
-plugin route intact. Query strings are dropped for POST too, hence headers for the options.
+On the plugin's API port the file is the multipart field ``file`` (options as form fields
+``order_id``, ``patient_id``), or the raw body. On Orthanc's own port only the raw body works
+(``Content-Type: application/dicom``, options as ``X-Order-Id``/``X-Patient-Id`` headers): Orthanc 1.10's
+HTTP server splits ``multipart/form-data`` bodies itself and answers them without asking the plugin
+(see api/listener.py).
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ def register(router: Router, services: Services) -> None:
         began = time.monotonic()
         principal = request.principal
         assert principal is not None
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in ACCEPTED_TYPES:
-            raise ApiError(415, "send the DICOM file as the body with Content-Type: application/dicom")
-        data = request.body
-        order_id = request.headers.get("x-order-id", "").strip() or None
-        file_name = request.headers.get("x-file-name", "").strip() or "upload.dcm"
+        if request.content_type not in (*ACCEPTED_TYPES, "multipart/form-data"):
+            raise ApiError(415, "send the DICOM file as the multipart field 'file', or as the body with"
+                                " Content-Type: application/dicom")
+        files = request.uploaded_files("file")
+        if len(files) != 1:
+            raise ApiError(400, "send exactly one file in the field 'file'")
+        data = files[0].read_bytes()
+        order_id = request.option("order_id")
+        patient_id = request.option("patient_id")
+        file_name = files[0].filename
 
         def reject(status: int, detail: str, study_uid: str | None = None) -> ApiError:
             uploads.record_failed(services.engine, uploaded_by=principal.subject, source=SOURCE,
                                   file_names=[file_name], size=len(data), error=detail, study_uid=study_uid,
-                                  patient_id=request.headers.get("x-patient-id"), duration=time.monotonic() - began)
+                                  patient_id=patient_id, duration=time.monotonic() - began)
             return ApiError(status, detail)
 
         if len(data) > settings.MaxFileSizeMb * 1024 * 1024:
