@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings
 from .core.auth import Authenticator, BasicAuthenticator, TokenVerifier
+from .core.viewer_tokens import VIEWER_AUDIENCE, viewer_principal
 from .services import Pacs, Services
 from .store import db
 
@@ -87,4 +88,20 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
         pacs=pacs,
         authenticator=build_authenticator(settings, secret),
         signing_secret=secret,
+        viewer_tokens=build_viewer_verifier(settings, secret),
+    )
+
+
+def build_viewer_verifier(settings: Settings, secret: str) -> TokenVerifier:
+    """Viewer tokens are the plugin's own: HS256 with the signing secret, their own audience, ``typ``,
+    ``jti`` and a study list required."""
+    return TokenVerifier(
+        issuer=settings.JwtIssuer,
+        audience=VIEWER_AUDIENCE,
+        secret=secret,
+        # The plugin issues these itself: only the nodes' clock skew to allow for, not a foreign issuer's.
+        leeway_seconds=min(settings.JwtLeewaySeconds, 5),
+        cache_size=settings.TokenCacheSize,
+        principal_from_claims=viewer_principal,
+        required_claims=("exp", "iss", "aud", "sub", "jti", "nbf"),
     )

@@ -45,6 +45,8 @@ class Settings:
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""
+    ViewerTokenMaxTtlSeconds: int = 3600  # viewer tokens live this long at most (and by default)
+    ViewerPath: str = "/ohif/viewer"  # where OHIF's viewer route is served, joined to PublicBaseUrl
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -124,7 +126,7 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 # Lower bounds of the numeric settings: a zero pool or a negative cache would break every request.
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
-             "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1}
+             "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "ViewerTokenMaxTtlSeconds": 60}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:

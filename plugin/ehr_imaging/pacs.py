@@ -31,6 +31,15 @@ class OrthancPacs:
     def get_json(self, uri: str) -> Any:
         return json.loads(orthanc.RestApiGet(uri))
 
+    def get_bytes(self, uri: str) -> bytes:
+        """GET through the REST API as plugins extend it (DICOMweb's routes included)."""
+        answer: bytes = orthanc.RestApiGetAfterPlugins(uri)
+        return answer
+
+    def find_study_ids(self, study_uid: str) -> list[str]:
+        matches = json.loads(orthanc.RestApiPost("/tools/lookup", study_uid))
+        return [m["ID"] for m in matches if m.get("Type") == "Study"]
+
     def post_json(self, uri: str, body: Any) -> Any:
         return json.loads(self.post_bytes(uri, json.dumps(body)))
 

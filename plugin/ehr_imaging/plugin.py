@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orthanc
 
 from . import __version__, pacs
-from .api import admin_session, openapi, orders, reconciliation, system, uploads
+from .api import admin_session, openapi, orders, reconciliation, system, uploads, viewer
 from .api.listener import ApiListener
-from .api.router import Request, Response, Router, error_response, template_regex
+from .api.router import Request, Response, Router, decode_query, error_response, template_regex
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .hooks.http_filter import make_filter
@@ -21,9 +22,16 @@ from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import migrations
+from .store import viewer as viewer_store
+from .viewer.access_log import AccessLog
+from .viewer.gate import ViewerGate
+from .viewer.hierarchy import StudyHierarchy
+from .viewer.qido import ScopedQido
+from .viewer.revocations import RevocationList
 
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
+SCOPED_QIDO_PATHS = "/ehr-imaging/dicom-web/(.*)"
 
 
 def _deny_everything(*args: Any, **kwargs: Any) -> bool:
@@ -62,6 +70,8 @@ def _set_up() -> Any:
         pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
     services = build_services(settings, pacs.OrthancPacs())
     router = Router(services.authenticator, pacs.log_error)
+    gate = _viewer_gate(services)
+    viewer.register(router, services, gate.revocations)
     system.register(router, services)
     admin_session.register(router, services)
     orders.register(router, services)
@@ -70,31 +80,69 @@ def _set_up() -> Any:
     openapi.register(router)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
+    qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
+    orthanc.RegisterRestCallback(SCOPED_QIDO_PATHS, _scoped_qido_callback(qido))
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
-    orthanc.RegisterOnChangeCallback(worker.on_change)
+    orthanc.RegisterOnChangeCallback(_on_change(worker, gate))
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
-    threading.Thread(target=_migrate_until_done, args=(services,), name="ehr-migrate", daemon=True).start()
+    threading.Thread(target=_migrate_until_done, args=(services, gate.revocations.refresh), name="ehr-migrate",
+                     daemon=True).start()
     if settings.ApiPort:
         listener = ApiListener(router, host=settings.ApiListenAddress, port=settings.ApiPort,
                                max_body_bytes=settings.MaxUploadSizeMb * 1024 * 1024, log_error=pacs.log_error)
         listener.start()
         pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
-    return make_filter(services.authenticator, pacs.log_warning)
+    return make_filter(services.authenticator, gate, pacs.log_warning)
 
 
-def _migrate_until_done(services: Services) -> None:
-    """Apply migrations, retrying while PostgreSQL is unreachable: Orthanc keeps serving meanwhile."""
+def _viewer_gate(services: Services) -> ViewerGate:
+    engine = services.engine
+    revocations = RevocationList(lambda: viewer_store.revoked_token_ids(engine), log_error=pacs.log_error)
+    access_log = AccessLog(lambda counts: viewer_store.add_access_counts(engine, counts), log_error=pacs.log_error)
+    revocations.start()
+    access_log.start()
+    return ViewerGate(services.viewer_tokens, revocations, StudyHierarchy(services.pacs), access_log)
+
+
+def _on_change(worker: IngestWorker, gate: ViewerGate) -> Any:
+    def on_change(change_type: Any, level: Any, resource_id: str) -> None:
+        worker.on_change(change_type, level, resource_id)
+        if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            try:
+                gate.access_log.flush()  # the last seconds of viewer access counts
+            except Exception as exc:  # noqa: BLE001 - stopping anyway; say what is lost
+                pacs.log_error(f"ehr-imaging: viewer access counts not written at stop ({type(exc).__name__})")
+
+    return on_change
+
+
+def _scoped_qido_callback(qido: ScopedQido) -> Any:
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        headers = {str(k).lower(): str(v) for k, v in dict(request.get("headers") or {}).items()}
+        query = decode_query(request.get("get") or {})
+        _answer(output, qido.answer(str(request.get("method", "GET")), uri, query, headers))
+
+    return callback
+
+
+def _migrate_until_done(services: Services, then: Callable[[], None]) -> None:
+    """Apply migrations, retrying while PostgreSQL is unreachable: Orthanc keeps serving meanwhile.
+    ``then`` runs once the schema is there (loading what depends on it without waiting for a poll)."""
     delay = 1.0
     while True:
         try:
             applied = migrations.migrate(services.engine, services.settings.DatabaseSchema)
             pacs.log_warning(f"ehr-imaging: schema at version {migrations.LATEST_VERSION} (applied {applied})")
+            try:
+                then()
+            except Exception as exc:  # noqa: BLE001 - its own poll retries
+                pacs.log_error(f"ehr-imaging: after migrations: {type(exc).__name__}: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - keep trying; health reports the state
             pacs.log_error(f"ehr-imaging: migrations failed ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
@@ -107,7 +155,7 @@ def _rest_callback(router: Router, template: str) -> Any:
         req = Request(
             method=str(request.get("method", "GET")),
             path=uri,
-            query=dict(request.get("get") or {}),
+            query=decode_query(request.get("get") or {}),
             headers=dict(request.get("headers") or {}),
             body=request.get("body") or b"",
         )

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from .config import Settings
-from .core.auth import Authenticator
+from .core.auth import Authenticator, TokenVerifier
 from .store.links import MatchPolicy
 
 
@@ -18,6 +18,14 @@ class Pacs(Protocol):
     """What the plugin asks of Orthanc (implemented in-process by ``pacs.OrthancPacs``)."""
 
     def get_json(self, uri: str) -> Any: ...
+
+    def get_bytes(self, uri: str) -> bytes:
+        """Orthanc's REST API including the routes of other plugins (DICOMweb); no query string."""
+        ...
+
+    def find_study_ids(self, study_uid: str) -> list[str]:
+        """Orthanc's IDs of the studies with this StudyInstanceUID (one, or more if UIDs collide)."""
+        ...
 
     def post_json(self, uri: str, body: Any) -> Any: ...
 
@@ -42,7 +50,8 @@ class Services:
     engine: Engine
     pacs: Pacs
     authenticator: Authenticator
-    signing_secret: str  # HMAC key for the plugin's own tokens (admin sessions)
+    signing_secret: str  # HMAC key for the plugin's own tokens (admin sessions, viewer tokens)
+    viewer_tokens: TokenVerifier  # verifies the viewer tokens the plugin issued
     # Called with an Orthanc study ID after a link made outside ingest (a person, a late order, an upload),
     # so the ingest worker revisits it for tag coercion. plugin.py connects it to the worker only when
     # CoerceTags is on: otherwise the study is already recorded and revisiting would repeat the work.

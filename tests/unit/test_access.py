@@ -33,8 +33,11 @@ def test_plugin_api_paths(uri: str) -> None:
         "/instances",
         "/studies/abc/archive",
         "/app/explorer.html",
-        "/dicom-web/studies",
         "/tools/execute-script",
+        "/dicom-web//studies",
+        "/dicom-web/../tools/execute-script",
+        "/wado/x",
+        "/ehr-imaging/dicom-web/../../instances",
         # Look-alikes of our prefix.
         "/api/v1/dicomx",
         "/api/v1/dicom-web/studies",
@@ -89,3 +92,12 @@ def test_is_canonical(path: str, canonical: bool) -> None:
 def test_prefix_shape() -> None:
     # classify relies on the trailing slash to tell "/api/v1/dicom/..." from "/api/v1/dicomx".
     assert API_PREFIX.startswith("/") and API_PREFIX.endswith("/")
+
+
+@pytest.mark.parametrize("uri", ["/dicom-web/studies", "/dicom-web/studies/1.2/series", "/wado", "/wado?x=1"])
+def test_dicomweb_paths_are_for_viewers_and_admins(uri: str) -> None:
+    assert classify(uri) is Area.DICOMWEB
+
+
+def test_the_scoped_qido_root() -> None:
+    assert classify("/ehr-imaging/dicom-web/studies") is Area.SCOPED_QIDO

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 from ..core.auth import Authenticator, AuthError, Principal
 
@@ -145,6 +146,12 @@ class Route:
     @property
     def param_names(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.template)
+
+
+def decode_query(raw: Mapping[str, str]) -> dict[str, str]:
+    """Orthanc 1.10 hands plugins the query string's keys and values still percent-encoded: decode them
+    as a form would (``+`` is a space), as the API listener's parser does."""
+    return {unquote_plus(str(key)): unquote_plus(str(value)) for key, value in raw.items()}
 
 
 def template_regex(template: str) -> str:

@@ -1,19 +1,30 @@
-"""Which credentials a request to Orthanc's HTTP server needs: the HTTP filter's decision.
+"""Which credentials a request to Orthanc's HTTP server needs, and what a viewer token may read.
 
-Deny by default: a path that is not recognised, or that is not in canonical form (dot segments,
-double slashes, backslashes), needs an administrator.
+Pure logic: the HTTP filter (hooks/http_filter.py) adapts Orthanc's arguments and supplies the facts
+(the token's studies, which series and instances belong to a study). Deny by default: a path that is
+not recognised, or that is not in canonical form (dot segments, double slashes, backslashes), needs an
+administrator; a viewer request is allowed only when every UID it names is inside the token's studies.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 API_PREFIX = "/api/v1/dicom/"
+DICOMWEB_ROOT = "/dicom-web/"
+WADO_URI_ROOT = "/wado"
+# The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (viewer/qido.py).
+SCOPED_QIDO_ROOT = "/ehr-imaging/dicom-web/"
 
 
 class Area(enum.Enum):
     PLUGIN_API = "plugin-api"  # our routes: each one authenticates and answers 401/403 itself
-    ADMIN_ONLY = "admin-only"  # Orthanc's REST API, Explorer, DICOMweb until viewer scopes exist
+    SCOPED_QIDO = "scoped-qido"  # our viewer QIDO root: the callback authenticates the viewer token
+    DICOMWEB = "dicomweb"  # Orthanc's DICOMweb and WADO-URI: administrators, or a viewer token in scope
+    ADMIN_ONLY = "admin-only"  # Orthanc's REST API, Explorer, and anything not recognised
 
 
 def is_canonical(path: str) -> bool:
@@ -22,8 +33,160 @@ def is_canonical(path: str) -> bool:
     return all(segment not in {".", ".."} for segment in path.split("/"))
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path.startswith(prefix) or path == prefix.rstrip("/")
+
+
 def classify(uri: str) -> Area:
     path = uri.split("?", 1)[0]
-    if is_canonical(path) and (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
+    if not is_canonical(path):
+        return Area.ADMIN_ONLY
+    if _under(path, API_PREFIX):
         return Area.PLUGIN_API
+    if _under(path, SCOPED_QIDO_ROOT):
+        return Area.SCOPED_QIDO
+    if _under(path, DICOMWEB_ROOT) or path == WADO_URI_ROOT:
+        return Area.DICOMWEB
     return Area.ADMIN_ONLY
+
+
+# --- viewer requests -----------------------------------------------------------------------------
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5})*")
+_BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+# Query parameters a viewer may send with a WADO-RS retrieval or a scoped QIDO query. Anything else
+# (above all a UID attribute, which could widen a query beyond its path) makes the request refused.
+WADO_RS_PARAMETERS = frozenset({"accept", "quality", "viewport", "window", "annotation", "charset", "iccprofile"})
+QIDO_PARAMETERS = frozenset({
+    "limit", "offset", "includefield", "fuzzymatching",
+    # Matching keys OHIF sends (keywords and their tags): they narrow, the study scope is added anyway.
+    "patientid", "00100020", "patientname", "00100010", "studydate", "00080020", "studytime", "00080030",
+    "accessionnumber", "00080050", "modalitiesinstudy", "00080061", "modality", "00080060",
+    "studydescription", "00081030", "seriesnumber", "00200011", "instancenumber", "00200013",
+    "studyinstanceuid", "0020000d",
+})
+WADO_URI_PARAMETERS = frozenset({
+    "requesttype", "studyuid", "seriesuid", "objectuid", "contenttype", "charset", "anonymize", "annotation",
+    "rows", "columns", "region", "windowcenter", "windowwidth", "framenumber", "imagequality", "presentationuid",
+    "presentationseriesuid", "transfersyntax",
+})
+_STUDY_UID_KEYS = frozenset({"studyinstanceuid", "0020000d"})
+
+
+@dataclass(frozen=True)
+class ViewerTarget:
+    """The DICOM resources one viewer request names (UIDs; None for a level it does not name)."""
+
+    study: str
+    series: str | None = None
+    instance: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    target: ViewerTarget | None = None
+
+
+# Facts the filter looks up (cached): does this series / instance belong to that study?
+Membership = Callable[[str, str | None, str | None], bool]
+
+
+def split_uid_list(value: str) -> list[str]:
+    """QIDO UID lists: comma- or backslash-separated (both are seen in the wild)."""
+    return [part.strip() for part in re.split(r"[,\\]", value) if part.strip()]
+
+
+def _deny(reason: str) -> Decision:
+    return Decision(False, reason)
+
+
+def decide_viewer(method: str, path: str, query: Mapping[str, str], studies: frozenset[str],
+                  belongs: Membership) -> Decision:
+    """May a viewer token scoped to ``studies`` make this request on Orthanc's DICOMweb or WADO-URI?
+
+    Only reads: WADO-RS retrievals (study, series, instance, metadata, frames, rendered, thumbnail,
+    bulk data) and QIDO-RS inside one allowed study, plus WADO-URI of an allowed instance. Queries that
+    are not bounded by the path (``/studies``, ``/series``, ``/instances``) go to the scoped QIDO root.
+    """
+    if method not in ("GET", "HEAD"):
+        return _deny(f"{method} is not a read")
+    if not is_canonical(path):
+        return _deny("path not in canonical form")
+    keys = {key.lower() for key in query}
+    if path == WADO_URI_ROOT:
+        return _decide_wado_uri(query, keys, studies, belongs)
+    if not path.startswith(DICOMWEB_ROOT):
+        return _deny("not a DICOMweb path")
+    parts = path[len(DICOMWEB_ROOT):].split("/")
+    found = _wado_rs_target(parts)
+    if found is None:
+        return _deny("not a viewer read (queries go to the scoped QIDO root)")
+    target, is_query = found
+    unexpected = keys - (QIDO_PARAMETERS - _STUDY_UID_KEYS if is_query else WADO_RS_PARAMETERS)
+    if unexpected:
+        return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
+    return _in_scope(target, studies, belongs)
+
+
+def _wado_rs_target(parts: list[str]) -> tuple[ViewerTarget, bool] | None:
+    """``studies/S[/series/SE[/instances/I]]`` plus what follows; (target, is_query) or None."""
+    if len(parts) < 2 or parts[0] != "studies" or not _UID.fullmatch(parts[1]):
+        return None
+    study, rest = parts[1], parts[2:]
+    if rest in ([], ["metadata"], ["rendered"], ["thumbnail"]):
+        return ViewerTarget(study), False
+    if rest in (["series"], ["instances"]):
+        return ViewerTarget(study), True
+    if rest[0] != "series" or len(rest) < 2 or not _UID.fullmatch(rest[1]):
+        return None
+    series, rest = rest[1], rest[2:]
+    if rest in ([], ["metadata"], ["rendered"], ["thumbnail"]):
+        return ViewerTarget(study, series), False
+    if rest == ["instances"]:
+        return ViewerTarget(study, series), True
+    if rest[0] != "instances" or len(rest) < 2 or not _UID.fullmatch(rest[1]):
+        return None
+    instance, rest = rest[1], rest[2:]
+    target = ViewerTarget(study, series, instance)
+    if rest in ([], ["metadata"], ["rendered"], ["thumbnail"]):
+        return target, False
+    if rest[0] == "frames" and len(rest) in (2, 3) and _FRAMES.fullmatch(rest[1]) and rest[2:] in ([], ["rendered"]):
+        return target, False
+    if rest[0] == "bulk" and len(rest) >= 2 and all(_BULK_TAG.fullmatch(p) or p.isdigit() for p in rest[1:]):
+        return target, False
+    return None
+
+
+def _decide_wado_uri(query: Mapping[str, str], keys: set[str], studies: frozenset[str],
+                     belongs: Membership) -> Decision:
+    unexpected = keys - WADO_URI_PARAMETERS
+    if unexpected:
+        return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
+    values = {key.lower(): value.strip() for key, value in query.items()}
+    if values.get("requesttype", "").upper() != "WADO":
+        return _deny("WADO-URI needs requestType=WADO")
+    if "presentationuid" in values or "presentationseriesuid" in values:
+        return _deny("presentation states are not served to viewers")
+    study, series, instance = values.get("studyuid", ""), values.get("seriesuid", ""), values.get("objectuid", "")
+    if not all(_UID.fullmatch(uid) for uid in (study, series, instance)):
+        return _deny("WADO-URI needs studyUID, seriesUID and objectUID")
+    return _in_scope(ViewerTarget(study, series, instance), studies, belongs)
+
+
+def _in_scope(target: ViewerTarget, studies: frozenset[str], belongs: Membership) -> Decision:
+    if target.study not in studies:
+        return _deny("study outside the token's scope")
+    if (target.series or target.instance) and not belongs(target.study, target.series, target.instance):
+        return _deny("series or instance not in the study")
+    return Decision(True, "in scope", target)
+
+
+def narrow_study_uids(requested: str | None, studies: frozenset[str]) -> list[str]:
+    """The studies a scoped QIDO query may see: the requested ones (if any) within the token's scope."""
+    if requested is None:
+        return sorted(studies)
+    return [uid for uid in dict.fromkeys(split_uid_list(requested)) if uid in studies]

@@ -12,7 +12,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,10 @@ class Principal:
 
     subject: str
     roles: frozenset[str]
-    via: str  # "jwt" or "basic"
+    via: str  # "jwt", "basic" or "viewer"
     expires_at: float | None = None
+    scope: frozenset[str] | None = None  # a viewer token's StudyInstanceUIDs; None for people and services
+    token_id: str | None = None  # a viewer token's ``jti`` (revocation, access audit)
 
     @property
     def is_admin(self) -> bool:
@@ -79,6 +81,8 @@ class TokenVerifier:
         leeway_seconds: int = 30,
         cache_size: int = 10000,
         clock: Any = time.time,
+        principal_from_claims: Callable[[Mapping[str, Any]], Principal] | None = None,
+        required_claims: Iterable[str] = ("exp", "iss", "aud", "sub"),
     ) -> None:
         if not secret and not public_keys:
             raise ValueError("a JWT secret or at least one public key is required")
@@ -91,6 +95,8 @@ class TokenVerifier:
         self._cache: OrderedDict[str, Principal] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._principal_from_claims = principal_from_claims or user_principal
+        self._required = list(required_claims)
 
     def verify(self, token: str) -> Principal:
         now = self._clock()
@@ -132,7 +138,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                options={"require": self._required},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
@@ -142,10 +148,15 @@ class TokenVerifier:
             # PyJWT raises TypeError (not PyJWTError) when the header's alg does not fit the key type,
             # e.g. alg RS256 against an EC key: still a bad token, not a server error.
             raise AuthError("token algorithm does not match the signing key") from exc
-        roles = roles_from_claims(claims)
-        if not roles:
-            raise AuthError("token carries no known role")
-        return Principal(subject=str(claims["sub"]), roles=roles, via="jwt", expires_at=float(claims["exp"]))
+        return self._principal_from_claims(claims)
+
+
+def user_principal(claims: Mapping[str, Any]) -> Principal:
+    """A person's or the EHR's token: it must carry at least one known role."""
+    roles = roles_from_claims(claims)
+    if not roles:
+        raise AuthError("token carries no known role")
+    return Principal(subject=str(claims["sub"]), roles=roles, via="jwt", expires_at=float(claims["exp"]))
 
 
 def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:

@@ -1,7 +1,8 @@
 """The incoming-HTTP-request filter: runs for every request Orthanc receives, frames included.
 
-Returning False makes Orthanc answer 403. The decision itself is ``core.access``; this module only
-adapts Orthanc's arguments and keeps the hot path short (cached token checks, no database).
+Returning False makes Orthanc answer 403. The decisions are ``core.access`` (which area a path is in,
+what a viewer token may read) and ``viewer.gate``; this module only adapts Orthanc's arguments and keeps
+the hot path short: cached token checks, in-memory revocations and hierarchy, no database.
 """
 
 from __future__ import annotations
@@ -9,25 +10,52 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..core import access
-from ..core.auth import Authenticator, AuthError
+from ..core.auth import Authenticator, AuthError, bearer_token
+from ..viewer.gate import ViewerGate
 
 
 def make_filter(
-    authenticator: Authenticator, log_warning: Callable[[str], None]
+    authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None]
 ) -> Callable[..., bool]:
     def http_filter(
-        uri: str, method: object, ip: str, headers: Mapping[str, str], get: object = None
+        uri: str, method: object, ip: str, headers: Mapping[str, str], get: Mapping[str, str] | None = None
     ) -> bool:
-        if access.classify(uri) is access.Area.PLUGIN_API:
-            return True  # the route authenticates and answers 401/403 with a JSON detail
+        area = access.classify(uri)
+        if area is access.Area.PLUGIN_API or area is access.Area.SCOPED_QIDO:
+            return True  # the callback authenticates and answers 401/403 with a JSON detail
+        viewer_refusal = ""
+        if area is access.Area.DICOMWEB:
+            token = bearer_token(headers)
+            if token is not None:
+                try:
+                    principal = gate.principal(token)
+                except AuthError as exc:
+                    principal = None  # not a viewer token: perhaps an administrator's JWT
+                    viewer_refusal = f"not a valid viewer token ({exc}); "
+                if principal is not None:
+                    decision = gate.decide(principal, method_name(method), uri.split("?", 1)[0], get or {})
+                    if not decision.allowed:
+                        log_warning(f"refused {uri} from {ip} to viewer token of {principal.subject}:"
+                                    f" {decision.reason}")
+                    return decision.allowed
         try:
-            principal = authenticator.authenticate(headers)
+            caller = authenticator.authenticate(headers)
         except AuthError as exc:
-            log_warning(f"refused {uri} from {ip}: {exc}")
+            log_warning(f"refused {uri} from {ip}: {viewer_refusal}{exc}")
             return False
-        if principal is not None and principal.is_admin:
+        if caller is not None and caller.is_admin:
             return True
-        log_warning(f"refused {uri} from {ip}: administrator credentials required")
+        log_warning(f"refused {uri} from {ip}: {viewer_refusal}administrator credentials required")
         return False
 
     return http_filter
+
+
+def method_name(method: object) -> str:
+    """Orthanc passes an ``orthanc.HttpMethod`` member; tests may pass the name."""
+    if isinstance(method, str):
+        return method.upper()
+    name = getattr(method, "name", None)
+    if isinstance(name, str):
+        return name.upper()
+    return {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}.get(int(method), "UNKNOWN")  # type: ignore[call-overload]

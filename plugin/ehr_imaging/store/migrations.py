@@ -164,7 +164,42 @@ MIGRATIONS += (
     ),
 )
 
-LATEST_VERSION = MIGRATIONS[-1].version
+MIGRATIONS += (
+    Migration(
+        3,
+        "viewer tokens (issued, revoked) and the aggregated viewer access log",
+        """
+        CREATE TABLE viewer_tokens (
+            token_id        TEXT PRIMARY KEY,           -- the JWT's jti
+            subject         TEXT NOT NULL,              -- who asked for it
+            study_uids      TEXT[] NOT NULL,
+            order_id        TEXT,
+            patient_id      TEXT,
+            issued_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+            expires_at      TIMESTAMPTZ NOT NULL,
+            revoked_at      TIMESTAMPTZ,
+            revoked_by      TEXT,
+            revoke_reason   TEXT
+        );
+        CREATE INDEX ix_viewer_tokens_revoked ON viewer_tokens (expires_at) WHERE revoked_at IS NOT NULL;
+        CREATE TABLE viewer_access_log (
+            token_id            TEXT NOT NULL,
+            study_instance_uid  TEXT NOT NULL,
+            subject             TEXT NOT NULL,
+            first_access_at     TIMESTAMPTZ NOT NULL,
+            last_access_at      TIMESTAMPTZ NOT NULL,
+            request_count       BIGINT NOT NULL DEFAULT 0,
+            denied_count        BIGINT NOT NULL DEFAULT 0,
+            bytes               BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (token_id, study_instance_uid)
+        );
+        CREATE INDEX ix_viewer_access_log_study ON viewer_access_log (study_instance_uid);
+        CREATE INDEX ix_viewer_access_log_subject ON viewer_access_log (subject);
+        """,
+    ),
+)
+
+LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 
 def migrate(engine: Engine, schema: str) -> list[int]:
@@ -183,7 +218,7 @@ def migrate(engine: Engine, schema: str) -> list[int]:
             )
         )
         done = {row[0] for row in conn.execute(text("SELECT version FROM schema_migrations"))}
-        for migration in MIGRATIONS:
+        for migration in sorted(MIGRATIONS, key=lambda m: m.version):
             if migration.version in done:
                 continue
             conn.exec_driver_sql(migration.sql)

@@ -127,3 +127,35 @@ class DicomUploadLog(Base):
     upload_source: Mapped[str]
     upload_duration_seconds: Mapped[float | None]
     is_deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class ViewerTokenRecord(Base):
+    """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
+
+    __tablename__ = "viewer_tokens"
+
+    token_id: Mapped[str] = mapped_column(primary_key=True)
+    subject: Mapped[str]
+    study_uids: Mapped[list[str]] = mapped_column(ARRAY(String))
+    order_id: Mapped[str | None]
+    patient_id: Mapped[str | None]
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None]
+    revoke_reason: Mapped[str | None]
+
+
+class ViewerAccess(Base):
+    """Viewer reads aggregated per token and study (not a row per frame)."""
+
+    __tablename__ = "viewer_access_log"
+
+    token_id: Mapped[str] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
+    subject: Mapped[str]
+    first_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    denied_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,146 @@
+"""Viewer tokens and viewer URLs: what the EHR asks for to open OHIF on exactly the studies a user may see.
+
+A token is scoped to StudyInstanceUIDs; an order or a patient is expanded to its studies when the token
+is minted (a study stored later needs a new token). Every token issued is recorded (who asked, for what)
+and can be revoked before it expires.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..core import auth
+from ..core.auth import AuthError
+from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
+from ..services import Services
+from ..store import viewer as store
+from ..viewer.revocations import RevocationList
+from .router import ApiError, Request, Response, Router, json_response
+
+VIEWERS = (auth.DOCTOR, auth.NURSE, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+
+
+def register(router: Router, services: Services, revocations: RevocationList) -> None:
+    settings = services.settings
+
+    def ttl_of(value: Any) -> int:
+        if value is None or value == "":
+            return settings.ViewerTokenMaxTtlSeconds
+        try:
+            ttl = int(value)
+        except (TypeError, ValueError):
+            raise ApiError(422, "ttl_seconds: must be an integer number of seconds") from None
+        if isinstance(value, bool) or ttl < 1:
+            raise ApiError(422, "ttl_seconds: must be at least 1")
+        return min(ttl, settings.ViewerTokenMaxTtlSeconds)
+
+    def studies_for(*, study_uids: Any = None, order_id: Any = None, patient_id: Any = None) -> list[str]:
+        given = [name for name, value in (("study_uids", study_uids), ("order_id", order_id),
+                                          ("patient_id", patient_id)) if value not in (None, "", [])]
+        if len(given) != 1:
+            raise ApiError(422, "give exactly one of study_uids, order_id, patient_id")
+        if study_uids is not None:
+            if not isinstance(study_uids, list) or not all(isinstance(u, str) for u in study_uids):
+                raise ApiError(422, "study_uids: must be a list of StudyInstanceUIDs")
+            uids = list(dict.fromkeys(u.strip() for u in study_uids))
+            bad = [u for u in uids if not valid_uid(u)]
+            if bad:
+                raise ApiError(422, f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
+            unknown = [u for u in uids if not services.pacs.find_study_ids(u)]
+            if unknown:
+                raise ApiError(404, f"unknown studies: {', '.join(unknown[:5])}")
+            return uids
+        if order_id is not None:
+            exists, uids = store.studies_of_order(services.engine, str(order_id))
+            if not exists:
+                raise ApiError(404, f"unknown order {order_id}")
+            if not uids:
+                raise ApiError(404, f"order {order_id} has no study yet")
+            return uids
+        uids = store.studies_of_patient(services.engine, str(patient_id))
+        if not uids:
+            raise ApiError(404, f"no studies for patient {patient_id}")
+        return uids
+
+    def issue(request: Request, uids: list[str], ttl: int, *, order_id: str | None = None,
+              patient_id: str | None = None) -> dict[str, Any]:
+        assert request.principal is not None
+        if len(uids) > MAX_STUDIES:
+            raise ApiError(422, f"at most {MAX_STUDIES} studies per viewer token ({len(uids)} asked)")
+        minted = mint_viewer_token(secret=services.signing_secret, issuer=settings.JwtIssuer,
+                                   subject=request.principal.subject, study_uids=uids, ttl_seconds=ttl)
+        store.record_issued(services.engine, token_id=minted.token_id, subject=request.principal.subject,
+                            study_uids=minted.study_uids, expires_at=minted.expires_at, order_id=order_id,
+                            patient_id=patient_id)
+        return {"token": minted.token, "token_id": minted.token_id, "expires_at": _iso(minted.expires_at),
+                "study_uids": list(minted.study_uids)}
+
+    def viewer_token(request: Request) -> Response:
+        """A viewer token for studies, an order's studies or a patient's studies."""
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ApiError(422, "body: expected a JSON object")
+        unknown = sorted(set(body) - {"study_uids", "order_id", "patient_id", "ttl_seconds"})
+        if unknown:
+            raise ApiError(422, f"{unknown[0]}: unknown field")
+        uids = studies_for(study_uids=body.get("study_uids"), order_id=body.get("order_id"),
+                           patient_id=body.get("patient_id"))
+        return json_response(issue(request, uids, ttl_of(body.get("ttl_seconds")),
+                                   order_id=_text(body.get("order_id")), patient_id=_text(body.get("patient_id"))))
+
+    def url_answer(request: Request, uids: list[str], **scope: str) -> Response:
+        issued = issue(request, uids, ttl_of(request.query.get("ttl_seconds")), **scope)
+        base = settings.PublicBaseUrl.rstrip("/")
+        url = (f"{base}{settings.ViewerPath}?StudyInstanceUIDs={quote(','.join(uids), safe=',')}"
+               f"&token={quote(issued['token'], safe='')}")
+        return json_response({"url": url, "study_count": len(uids), **issued})
+
+    def viewer_url_study(request: Request) -> Response:
+        """The viewer URL (with a fresh token) for one study."""
+        return url_answer(request, studies_for(study_uids=[request.params["study_uid"]]))
+
+    def viewer_url_order(request: Request) -> Response:
+        """The viewer URL for an order's studies."""
+        order_id = request.params["order_id"]
+        return url_answer(request, studies_for(order_id=order_id), order_id=order_id)
+
+    def viewer_url_patient(request: Request) -> Response:
+        """The viewer URL for a patient's studies (by the EHR patient id)."""
+        patient_id = request.params["patient_id"]
+        return url_answer(request, studies_for(patient_id=patient_id), patient_id=patient_id)
+
+    def revoke(request: Request) -> Response:
+        """Revoke a viewer token before it expires (its owner or an admin)."""
+        assert request.principal is not None
+        body = request.json()
+        if not isinstance(body, dict) or not (body.get("token") or body.get("token_id")):
+            raise ApiError(422, "give the viewer token as token, or its token_id")
+        token_id = body.get("token_id")
+        if body.get("token"):
+            try:
+                token_id = services.viewer_tokens.verify(str(body["token"])).token_id
+            except AuthError as exc:
+                raise ApiError(422, f"token: {exc}") from None
+        try:
+            expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
+                                   roles=request.principal.roles, reason=_text(body.get("reason")))
+        except store.RevokeError as exc:
+            raise ApiError(exc.status, exc.detail) from None
+        revocations.add(str(token_id), expires.timestamp())
+        return json_response({"status": "revoked", "token_id": token_id, "expires_at": expires.isoformat()})
+
+    router.add("POST", "/api/v1/dicom/viewer-token", viewer_token, roles=VIEWERS)
+    router.add("POST", "/api/v1/dicom/viewer-token/revoke", revoke, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/viewer-url/{study_uid}", viewer_url_study, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/viewer-url/order/{order_id}", viewer_url_order, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/viewer-url/patient/{patient_id}", viewer_url_patient, roles=VIEWERS)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None

@@ -1,0 +1,66 @@
+"""Viewer tokens: short-lived JWTs the plugin signs, scoped to StudyInstanceUIDs.
+
+They are told apart from user tokens by their own audience (so a viewer token is refused by every
+``/api/v1`` route, whose verifier expects the user audience) and by ``typ: viewer``. They carry their
+studies (an order or a patient is expanded at minting time), so the HTTP filter decides locally,
+without a database or network call; ``jti`` lets them be revoked before they expire.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .auth import AuthError, Principal
+
+VIEWER_AUDIENCE = "ehr-imaging-viewer"
+VIEWER_TYPE = "viewer"
+MAX_STUDIES = 200  # a URL carries the token: keep it well under common URL limits
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True)
+class ViewerToken:
+    token: str
+    token_id: str
+    expires_at: int
+    study_uids: tuple[str, ...]
+
+
+def valid_uid(uid: str) -> bool:
+    return len(uid) <= 64 and _UID.fullmatch(uid) is not None
+
+
+def mint_viewer_token(*, secret: str, issuer: str, subject: str, study_uids: Iterable[str], ttl_seconds: int,
+                      now: float | None = None) -> ViewerToken:
+    studies = tuple(dict.fromkeys(study_uids))
+    if not studies:
+        raise ValueError("a viewer token needs at least one study")
+    if len(studies) > MAX_STUDIES:
+        raise ValueError(f"a viewer token holds at most {MAX_STUDIES} studies")
+    bad = [uid for uid in studies if not valid_uid(uid)]
+    if bad:
+        raise ValueError(f"not a DICOM UID: {bad[0]!r}")
+    issued = int(time.time() if now is None else now)
+    token_id = secrets.token_urlsafe(16)
+    claims = {"iss": issuer, "aud": VIEWER_AUDIENCE, "sub": subject, "typ": VIEWER_TYPE, "jti": token_id,
+              "iat": issued, "nbf": issued, "exp": issued + ttl_seconds, "studies": list(studies)}
+    return ViewerToken(jwt.encode(claims, secret, algorithm="HS256"), token_id, issued + ttl_seconds, studies)
+
+
+def viewer_principal(claims: Mapping[str, Any]) -> Principal:
+    """The principal of a verified viewer token; refuses anything that is not one of ours, complete."""
+    studies = claims.get("studies")
+    if claims.get("typ") != VIEWER_TYPE or not isinstance(claims.get("jti"), str):
+        raise AuthError("not a viewer token")
+    if not isinstance(studies, list) or not studies or not all(isinstance(u, str) and valid_uid(u) for u in studies):
+        raise AuthError("viewer token without valid studies")
+    return Principal(subject=str(claims["sub"]), roles=frozenset(), via="viewer", expires_at=float(claims["exp"]),
+                     scope=frozenset(studies), token_id=str(claims["jti"]))
+

@@ -1,0 +1,113 @@
+"""Viewer tokens and viewer access in PostgreSQL: issued tokens, revocations, the aggregated access log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from ..core.auth import ADMIN
+from .models import ImagingOrder, StudyLink, ViewerTokenRecord
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def record_issued(engine: Engine, *, token_id: str, subject: str, study_uids: Sequence[str], expires_at: float,
+                  order_id: str | None = None, patient_id: str | None = None) -> None:
+    with Session(engine) as session, session.begin():
+        session.add(ViewerTokenRecord(token_id=token_id, subject=subject, study_uids=list(study_uids),
+                                      order_id=order_id, patient_id=patient_id, expires_at=_utc(expires_at)))
+
+
+class RevokeError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def revoke(engine: Engine, *, token_id: str, by: str, roles: frozenset[str], reason: str | None) -> datetime:
+    """Revoke an issued token; people other than admins may revoke only the tokens they asked for."""
+    with Session(engine) as session, session.begin():
+        record = session.get(ViewerTokenRecord, token_id, with_for_update=True)
+        if record is None:
+            raise RevokeError(404, "no such viewer token")
+        if record.subject != by and ADMIN not in roles:
+            raise RevokeError(403, "only its owner or an admin may revoke this token")
+        if record.revoked_at is None:
+            record.revoked_at = datetime.now(UTC)
+            record.revoked_by = by
+            record.revoke_reason = reason
+        return record.expires_at
+
+
+def revoked_token_ids(engine: Engine) -> dict[str, float]:
+    """Revoked tokens that have not expired yet: token id -> expiry (epoch seconds)."""
+    with Session(engine) as session:
+        rows = session.execute(select(ViewerTokenRecord.token_id, ViewerTokenRecord.expires_at).where(
+            ViewerTokenRecord.revoked_at.is_not(None), ViewerTokenRecord.expires_at > datetime.now(UTC)))
+        return {token_id: expires.timestamp() for token_id, expires in rows}
+
+
+def studies_of_order(engine: Engine, order_id: str) -> tuple[bool, list[str]]:
+    """(order exists, its linked study UIDs)."""
+    with Session(engine) as session:
+        order = session.get(ImagingOrder, order_id)
+        if order is None:
+            return False, []
+        linked = session.scalars(select(StudyLink.study_instance_uid).where(StudyLink.order_id == order_id))
+        uids = set(linked)
+        if order.study_instance_uid:
+            uids.add(order.study_instance_uid)
+        return True, sorted(uids)
+
+
+def studies_of_patient(engine: Engine, patient_id: str) -> list[str]:
+    """A patient's studies: linked to the patient's orders, or carrying one of their orders' MRNs as PatientID."""
+    with Session(engine) as session:
+        orders = session.execute(select(ImagingOrder.order_id, ImagingOrder.mrn)
+                                 .where(ImagingOrder.patient_id == patient_id)).all()
+        order_ids = [row.order_id for row in orders]
+        mrns = sorted({row.mrn.strip().upper() for row in orders if row.mrn})
+        if not order_ids:
+            return []
+        query = select(StudyLink.study_instance_uid, StudyLink.study_date).where(
+            StudyLink.order_id.in_(order_ids) | StudyLink.patient_id.in_(mrns)
+        ).order_by(StudyLink.study_date.desc().nulls_last())
+        return list(dict.fromkeys(row.study_instance_uid for row in session.execute(query)))
+
+
+@dataclass(frozen=True)
+class AccessCount:
+    token_id: str
+    study_uid: str
+    subject: str
+    first_at: float
+    last_at: float
+    requests: int
+    denied: int
+    bytes: int
+
+
+def add_access_counts(engine: Engine, counts: Iterable[AccessCount]) -> None:
+    """Add aggregated counts (one upsert per token and study), all in one transaction."""
+    rows = [{"t": c.token_id, "s": c.study_uid, "u": c.subject, "f": _utc(c.first_at), "l": _utc(c.last_at),
+             "r": c.requests, "d": c.denied, "b": c.bytes} for c in counts]
+    if not rows:
+        return
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO viewer_access_log (token_id, study_instance_uid, subject, first_access_at, last_access_at,"
+            " request_count, denied_count, bytes) VALUES (:t, :s, :u, :f, :l, :r, :d, :b)"
+            " ON CONFLICT (token_id, study_instance_uid) DO UPDATE SET"
+            " first_access_at = least(viewer_access_log.first_access_at, excluded.first_access_at),"
+            " last_access_at = greatest(viewer_access_log.last_access_at, excluded.last_access_at),"
+            " request_count = viewer_access_log.request_count + excluded.request_count,"
+            " denied_count = viewer_access_log.denied_count + excluded.denied_count,"
+            " bytes = viewer_access_log.bytes + excluded.bytes"), rows)
+
