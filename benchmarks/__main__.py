@@ -11,6 +11,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,7 @@ import requests
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
+from ehr_stack.tokens import mint_dev_token
 from samples.build_samples import build_samples
 from tests.conftest import stack_dir
 
@@ -26,9 +28,8 @@ SAMPLES = REPO / "var" / "test-samples"
 
 
 def start(with_plugin: bool) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(),
-        api_port=free_port(), pg_port=free_port(),
-                         with_plugin=with_plugin)
+    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
+                         pg_port=free_port(), with_plugin=with_plugin)
     stack = Stack(config)
     stack.start()
     return stack
@@ -114,11 +115,59 @@ def main() -> int:
         print(f"  p50 ratio {p(qido['plugin'], .5) / p(qido['plain'], .5):.2f}")
         print("WADO-RS single frame, sequential (frames/s from the median latency):")
         print(f"  plugin {fps['plugin']:.0f}   plain {fps['plain']:.0f}   ratio {fps['plugin'] / fps['plain']:.2f}")
+        viewer_benchmark(stacks, ct, args)
     finally:
         for stack in stacks.values():
             stack.stop()
             shutil.rmtree(stack.config.var_dir, ignore_errors=True)
     return 0
+
+
+FRAME_ACCEPT = "multipart/related; type=application/octet-stream"
+
+
+def viewer_benchmark(stacks: dict[str, Stack], ct: dict[str, Any], args: argparse.Namespace) -> None:
+    """What OHIF does, through the filter with a viewer token vs plain Orthanc with no filter at all:
+    every frame of the CT (each a different instance, so the hierarchy check is exercised), 4 clients at
+    once, and the study query through the scoped QIDO root vs Orthanc's own QIDO."""
+    plugin = stacks["plugin"]
+    admin = mint_dev_token(plugin, role="admin", subject="bench", ttl_seconds=600)
+    issued = requests.post(f"{plugin.url}/api/v1/dicom/viewer-token", json={"study_uids": [ct["study_instance_uid"]]},
+                           headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    issued.raise_for_status()
+    viewer = requests.Session()
+    viewer.headers["Authorization"] = f"Bearer {issued.json()['token']}"
+    sessions = {"plugin": viewer, "plain": requests.Session()}
+    series = ct["series"][0]
+    frames = [f"/dicom-web/studies/{ct['study_instance_uid']}/series/{series['series_instance_uid']}/instances/{sop}"
+              "/frames/1" for sop in series["sop_instance_uids"]]
+    qido_paths = {"plugin": "/ehr-imaging/dicom-web/studies", "plain": "/dicom-web/studies"}
+    throughput: dict[str, list[float]] = {name: [] for name in stacks}
+    qido: dict[str, list[float]] = {name: [] for name in stacks}
+
+    def fetch(session: requests.Session, url: str) -> int:
+        answer = session.get(url, headers={"Accept": FRAME_ACCEPT}, timeout=30)
+        answer.raise_for_status()
+        return len(answer.content)
+
+    for round_no in range(args.rounds):
+        for name, stack in alternating(stacks, round_no):
+            urls = [stack.url + frame for frame in frames] * 3
+            began = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(partial(fetch, sessions[name]), urls))
+            throughput[name].append(len(urls) / (time.perf_counter() - began))
+            qido[name] += latencies(partial(
+                sessions[name].get, stack.url + qido_paths[name], params={"PatientID": ct["patient_id_dicom"]},
+                timeout=30), args.requests // args.rounds)
+    rate = {name: statistics.median(v) for name, v in throughput.items()}
+    print(f"Viewer: WADO-RS frames of {len(frames)} instances, 4 clients (frames/s, median of {args.rounds}):")
+    print(f"  viewer token through the filter {rate['plugin']:.0f}   plain {rate['plain']:.0f}"
+          f"   ratio {rate['plugin'] / rate['plain']:.2f} (target >= 0.95)")
+    print("Viewer: studies?PatientID= latency, scoped QIDO root vs Orthanc's QIDO (ms, p50 / p95):")
+    for name in stacks:
+        print(f"  {name:6} {p(qido[name], .5) * 1e3:.2f} / {p(qido[name], .95) * 1e3:.2f}")
+    print(f"  p50 ratio {p(qido['plugin'], .5) / p(qido['plain'], .5):.2f}")
 
 
 if __name__ == "__main__":
