@@ -45,6 +45,7 @@ class Settings:
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""
+    ViewerAppDir: str = ""  # the prepared OHIF dist served under /ohif/; empty: the viewer answers 404
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""

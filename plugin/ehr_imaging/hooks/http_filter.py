@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from ..core import access
 from ..core.auth import Authenticator, AuthError
 
+_HTTP_GET = 1  # Orthanc passes its OrthancPluginHttpMethod as an int; it answers HEAD without plugins
+
 
 def make_filter(
     authenticator: Authenticator, log_warning: Callable[[str], None]
@@ -18,8 +20,11 @@ def make_filter(
     def http_filter(
         uri: str, method: object, ip: str, headers: Mapping[str, str], get: object = None
     ) -> bool:
-        if access.classify(uri) is access.Area.PLUGIN_API:
+        area = access.classify(uri)
+        if area is access.Area.PLUGIN_API:
             return True  # the route authenticates and answers 401/403 with a JSON detail
+        if area is access.Area.VIEWER_APP and method == _HTTP_GET:
+            return True  # static files only; the DICOMweb requests the viewer makes carry its token
         try:
             principal = authenticator.authenticate(headers)
         except AuthError as exc:
