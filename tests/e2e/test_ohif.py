@@ -68,8 +68,10 @@ def test_the_viewer_renders_a_stored_study_through_the_protected_dicomweb(
     token = mint_dev_token(client.stack, role="admin", subject="ohif-e2e", ttl_seconds=600)
     outcome = open_viewer(viewer_url(client.stack, mr_study["study_instance_uid"], token), "render",
                           "ohif-mr-study.png")
-    print(f"\nOHIF: first image rendered {outcome['elapsed_ms']} ms after navigation "
-          f"({len(outcome['requests'])} DICOMweb requests)")
+    timing = (f"OHIF: first image rendered {outcome['elapsed_ms']} ms after navigation "
+              f"({len(outcome['requests'])} DICOMweb requests)")
+    print("\n" + timing)
+    (ARTIFACTS / "ohif-timing.txt").write_text(timing + "\n")  # pytest hides prints unless -s
 
     canvas = outcome["canvas"]
     assert canvas["nonblank"] > 0.01 and canvas["levels"] > 8, canvas  # an image, not a flat fill
