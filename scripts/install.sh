@@ -58,3 +58,7 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   fi
   (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi
+
+# The OHIF viewer the plugin serves under /ohif/: the pinned @ohif/app from the npm registry, checked
+# and prepared for the sub-path (scripts/ehr_stack/ohif.py); skipped when already in var/ohif/.
+PYTHONPATH=scripts "$VENV/bin/python" -m ehr_stack.ohif

@@ -47,6 +47,7 @@ class Settings:
     PublicBaseUrl: str = ""
     ViewerTokenMaxTtlSeconds: int = 3600  # viewer tokens live this long at most (and by default)
     ViewerPath: str = "/ohif/viewer"  # where OHIF's viewer route is served, joined to PublicBaseUrl
+    ViewerAppDir: str = ""  # the prepared OHIF dist served under /ohif/; empty: the viewer answers 404
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""

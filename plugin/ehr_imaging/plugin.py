@@ -28,6 +28,8 @@ from .viewer.gate import ViewerGate
 from .viewer.hierarchy import StudyHierarchy
 from .viewer.qido import ScopedQido
 from .viewer.revocations import RevocationList
+from .viewer_app import PREFIX as VIEWER_PREFIX
+from .viewer_app import ViewerApp
 
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
@@ -82,6 +84,10 @@ def _set_up() -> Any:
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
     orthanc.RegisterRestCallback(SCOPED_QIDO_PATHS, _scoped_qido_callback(qido))
+    viewer_app = ViewerApp(settings.ViewerAppDir)
+    orthanc.RegisterRestCallback(VIEWER_PREFIX + "(/.*)?", _viewer_callback(viewer_app))
+    if not viewer_app.installed:
+        pacs.log_warning(f"ehr-imaging: no OHIF viewer in ViewerAppDir {settings.ViewerAppDir!r}: /ohif/ answers 404")
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
@@ -160,6 +166,13 @@ def _rest_callback(router: Router, template: str) -> Any:
             body=request.get("body") or b"",
         )
         _answer(output, router.dispatch(template, req, request.get("groups") or ()))
+
+    return callback
+
+
+def _viewer_callback(viewer: ViewerApp) -> Any:
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        _answer(output, viewer.answer(str(request.get("method", "GET")), uri))
 
     return callback
 

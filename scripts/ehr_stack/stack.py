@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import requests
 
+from .ohif import viewer_dir
 from .postgres import PostgresCluster
 from .procs import pid_alive, port_in_use, stop_pid, wait_until
 
@@ -166,7 +167,8 @@ class Stack:
         cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
-                             "PublicBaseUrl": self.url, "ApiPort": c.api_port, **c.extra_settings}
+                             "PublicBaseUrl": self.url, "ApiPort": c.api_port,
+                             "ViewerAppDir": str(viewer_dir()), **c.extra_settings}
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
             del cfg["PythonScript"], cfg["EhrImaging"]

@@ -18,12 +18,14 @@ DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
 # The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (viewer/qido.py).
 SCOPED_QIDO_ROOT = "/ehr-imaging/dicom-web/"
+VIEWER_APP_PREFIX = "/ohif/"  # the OHIF viewer's static site (viewer_app.py)
 
 
 class Area(enum.Enum):
     PLUGIN_API = "plugin-api"  # our routes: each one authenticates and answers 401/403 itself
     SCOPED_QIDO = "scoped-qido"  # our viewer QIDO root: the callback authenticates the viewer token
     DICOMWEB = "dicomweb"  # Orthanc's DICOMweb and WADO-URI: administrators, or a viewer token in scope
+    VIEWER_APP = "viewer-app"  # the viewer's static files: public for reads; its data needs a token
     ADMIN_ONLY = "admin-only"  # Orthanc's REST API, Explorer, and anything not recognised
 
 
@@ -43,6 +45,8 @@ def classify(uri: str) -> Area:
         return Area.ADMIN_ONLY
     if _under(path, API_PREFIX):
         return Area.PLUGIN_API
+    if _under(path, VIEWER_APP_PREFIX):
+        return Area.VIEWER_APP
     if _under(path, SCOPED_QIDO_ROOT):
         return Area.SCOPED_QIDO
     if _under(path, DICOMWEB_ROOT) or path == WADO_URI_ROOT:

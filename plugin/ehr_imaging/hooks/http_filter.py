@@ -23,6 +23,8 @@ def make_filter(
         area = access.classify(uri)
         if area is access.Area.PLUGIN_API or area is access.Area.SCOPED_QIDO:
             return True  # the callback authenticates and answers 401/403 with a JSON detail
+        if area is access.Area.VIEWER_APP and method_name(method) == "GET":
+            return True  # static files only; the DICOMweb requests the viewer makes carry its token
         viewer_refusal = ""
         if area is access.Area.DICOMWEB:
             token = bearer_token(headers)
