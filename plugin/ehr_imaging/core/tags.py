@@ -112,7 +112,7 @@ def parse(source: Source) -> ParsedFile:
         dataset=ds,
         has_preamble=getattr(ds, "preamble", None) is not None,
         has_file_meta=len(getattr(ds, "file_meta", None) or ()) > 0,
-        problems=[m for m in messages if "End of file" in m] + _truncation(ds),
+        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds),
         read_warnings=[m for m in messages if "End of file" not in m],
     )
     if len(ds) == 0 and not parsed.problems:
@@ -416,8 +416,9 @@ def _keywords(text: str) -> frozenset[str]:
 PROFILE_REMOVE = _keywords("""
     AcquisitionComments AcquisitionDate AcquisitionDateTime AcquisitionDeviceProcessingDescription
     AcquisitionTime AdditionalPatientHistory AdmissionID AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
-    Allergies AuthorObserverSequence BranchOfService CassetteID ConsultingPhysicianName CountryOfResidence
-    CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DerivationDescription DetectorDescription
+    Allergies AuthorObserverSequence BranchOfService CassetteID ConsultingPhysicianName ContentSequence
+    CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DerivationDescription
+    DetectorDescription
     DetectorID DeviceDescription DeviceSerialNumber DischargeDiagnosisDescription EthnicGroup FrameComments GantryID
     IdentifyingComments ImageComments ImagingServiceRequestComments InstanceCreationDate InstanceCreationTime
     InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
@@ -456,7 +457,7 @@ PROFILE_EMPTY = _keywords("""
 # Replaced by a dummy value.
 PROFILE_DUMMY = {"PersonName": "ANONYMIZED", "VerifyingObserverName": "ANONYMIZED"}
 DEFAULT_PATIENT_NAME = "ANONYMIZED"
-DEIDENTIFICATION_METHOD = "DICOM PS3.15 Basic Application Level Confidentiality Profile (ehr-imaging)"
+DEIDENTIFICATION_METHOD = "DICOM PS3.15 Basic Application Confidentiality Profile"  # LO: 64 characters at most
 # UIDs that name things, not people or events: kept.
 DICOM_ROOT = "1.2.840.10008."
 _KEPT_UID_KEYWORD = re.compile(r".*(ClassUID|TransferSyntaxUID|CodingSchemeUID|ContextGroupExtensionCreatorUID)")
