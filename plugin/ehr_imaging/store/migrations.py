@@ -199,6 +199,29 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "tag edit audit: every modify-tags call",
+        """
+        CREATE TABLE tag_edit_audit (
+            id                   BIGSERIAL PRIMARY KEY,
+            edited_by            TEXT NOT NULL,
+            edited_at            TIMESTAMPTZ NOT NULL DEFAULT now(),
+            sop_instance_uid     TEXT,
+            study_instance_uid   TEXT,
+            file_name            TEXT,
+            original_values      JSONB NOT NULL DEFAULT '{}',
+            new_values           JSONB NOT NULL DEFAULT '{}',
+            removed_private_tags BOOLEAN NOT NULL DEFAULT false,
+            private_tags_removed INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX ix_tag_edit_audit_study ON tag_edit_audit (study_instance_uid);
+        CREATE INDEX ix_tag_edit_audit_sop ON tag_edit_audit (sop_instance_uid);
+        """,
+    ),
+)
+
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 

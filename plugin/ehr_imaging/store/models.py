@@ -159,3 +159,20 @@ class ViewerAccess(Base):
     request_count: Mapped[int] = mapped_column(BigInteger, default=0)
     denied_count: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TagEditAudit(Base):
+    """One row per modify-tags call: who changed which tags of which file, from what to what."""
+
+    __tablename__ = "tag_edit_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    edited_by: Mapped[str]
+    edited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sop_instance_uid: Mapped[str | None]
+    study_instance_uid: Mapped[str | None]
+    file_name: Mapped[str | None]
+    original_values: Mapped[dict[str, str | None]] = mapped_column(JSONB, default=dict)
+    new_values: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    removed_private_tags: Mapped[bool] = mapped_column(default=False)
+    private_tags_removed: Mapped[int] = mapped_column(default=0)

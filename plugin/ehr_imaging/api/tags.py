@@ -1,0 +1,182 @@
+"""Tags: validate a file, read its tags, change a few of them (audited), de-identify files, and the main tags of
+a stored study. The DICOM work is pydicom's, in core/tags.py; files sent here are never stored.
+
+Files come as the multipart field ``file`` (``files``, repeated, for deidentify) on the plugin's API port, or as
+the raw body (``Content-Type: application/dicom``) on either port; options as form fields, query parameters
+or ``X-<Name>`` headers (see ``Request.option``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..core import auth
+from ..core import tags as dicom_tags
+from ..services import Services
+from ..store import tag_edits
+from .router import ApiError, Request, Response, Router, UploadedFile, json_response
+from .validation import query_bool
+
+EDITORS = (auth.DOCTOR, auth.TECHNICIAN, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+READERS = (*EDITORS, auth.NURSE)
+DICOM = "application/dicom"
+# Form fields of modify-tags that are not tag changes.
+MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
+_UID = re.compile(r"[0-9.]{1,64}")
+
+
+def register(router: Router, services: Services) -> None:
+    max_bytes = services.settings.MaxFileSizeMb * 1024 * 1024
+
+    def files_of(request: Request, *fields: str) -> list[UploadedFile]:
+        found = [f for name in fields for f in request.uploaded_files(name)]
+        if not request.files:
+            found = found[:1]  # a raw body is the one file, whichever field is asked for
+        if not found:
+            raise ApiError(400, f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
+                                f" Content-Type: {DICOM}")
+        for upload in found:
+            if upload.size > max_bytes:
+                raise ApiError(413, f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
+        return found
+
+    def one_file(request: Request) -> UploadedFile:
+        found = files_of(request, "file")
+        if len(found) != 1:
+            raise ApiError(400, "send exactly one file in the field 'file'")
+        return found[0]
+
+    def validate(request: Request) -> Response:
+        """Validate a DICOM file (not stored): errors, warnings, transfer syntax, SOP class, modality."""
+        upload = one_file(request)
+        with upload.open() as stream:
+            report = dicom_tags.validate(stream)
+        return json_response({**report, "file_size_bytes": upload.size})
+
+    def read_tags(request: Request) -> Response:
+        """Read a DICOM file's main tags, or all of them with all=true (the file is not stored)."""
+        upload = one_file(request)
+        everything = _flag(request, "all")
+        parsed = _read(upload)
+        found = dicom_tags.all_tags(parsed.dataset) if everything else dicom_tags.main_tags(parsed.dataset)
+        return json_response({"tags": found})
+
+    def modify_tags(request: Request) -> Response:
+        """Change patient/study tags of a DICOM file (UIDs never) and return it; every change is audited."""
+        upload = one_file(request)
+        principal = request.principal
+        assert principal is not None
+        changes = _changes(request)
+        try:
+            with upload.open() as stream:
+                modified = dicom_tags.modify_tags(stream, changes,
+                                                  remove_private_tags=_flag(request, "remove_private_tags"))
+        except dicom_tags.TagChangeError as exc:
+            raise ApiError(422, str(exc)) from None
+        except dicom_tags.DicomFileError as exc:
+            raise ApiError(422, f"{upload.filename}: {exc}") from None
+        # Audited before the file leaves: no unaudited change is ever handed out.
+        audit_id = tag_edits.record(
+            services.engine, edited_by=principal.subject, sop_instance_uid=modified.sop_instance_uid,
+            study_instance_uid=modified.study_instance_uid, file_name=upload.filename, original=modified.original,
+            new=modified.new, removed_private_tags=_flag(request, "remove_private_tags"),
+            private_tags_removed=modified.private_tags_removed)
+        return Response(body=modified.data, content_type=DICOM, headers={
+            "Content-Disposition": f'attachment; filename="modified_{_safe_name(upload.filename)}"',
+            "X-Tag-Edit-Audit-Id": str(audit_id),
+        })
+
+    def deidentify(request: Request) -> Response:
+        """De-identify DICOM files (PS3.15 basic profile, UIDs replaced consistently); one file, or a ZIP."""
+        uploads = files_of(request, "files", "file")
+        mapper = dicom_tags.UidMapper()
+        results: list[tuple[str, bytes]] = []
+        for index, upload in enumerate(uploads):
+            try:
+                with upload.open() as stream:
+                    done = dicom_tags.deidentify(stream, mapper, patient_id=request.option("patient_id"),
+                                                 patient_name=request.option("patient_name"))
+            except dicom_tags.TagChangeError as exc:
+                raise ApiError(422, str(exc)) from None
+            except dicom_tags.DicomFileError as exc:
+                raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}") from None
+            results.append((_unique(f"{done.sop_instance_uid or index}.dcm", results), done.data))
+        if len(results) == 1:
+            name, data = results[0]
+            return Response(body=data, content_type=DICOM,
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(body=dicom_tags.zip_files(results), content_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="deidentified.zip"'})
+
+    def study_tags(request: Request) -> Response:
+        """The main tags of a stored study: patient, study, and its series with modality and counts."""
+        study_uid = request.params["study_uid"]
+        if not _UID.fullmatch(study_uid):
+            raise ApiError(400, "study_uid: not a DICOM UID")
+        orthanc_id = _orthanc_study_id(services, study_uid)
+        if orthanc_id is None:
+            raise ApiError(404, f"study {study_uid} not found")
+        try:
+            study = services.pacs.get_json(f"/studies/{orthanc_id}")
+            series = services.pacs.get_json(f"/studies/{orthanc_id}/series")
+        except Exception:  # noqa: BLE001 - deleted between the lookup and the read
+            raise ApiError(404, f"study {study_uid} not found") from None
+        return json_response(dicom_tags.study_tags(study, series))
+
+    router.add("POST", "/api/v1/dicom/validate", validate, roles=EDITORS)
+    router.add("POST", "/api/v1/dicom/read-tags", read_tags, roles=READERS)
+    router.add("POST", "/api/v1/dicom/modify-tags", modify_tags, roles=EDITORS)
+    router.add("POST", "/api/v1/dicom/deidentify", deidentify, roles=EDITORS)
+    router.add("GET", "/api/v1/dicom/tags/{study_uid}", study_tags, roles=READERS)
+
+
+def _read(upload: UploadedFile) -> dicom_tags.ParsedFile:
+    try:
+        with upload.open() as stream:
+            return dicom_tags.read_complete(stream)
+    except dicom_tags.DicomFileError as exc:
+        raise ApiError(422, f"{upload.filename}: {exc}") from None
+
+
+def _flag(request: Request, name: str) -> bool:
+    return bool(query_bool({name: request.option(name) or ""}, name))
+
+
+def _changes(request: Request) -> dict[str, Any]:
+    """Tag changes: a JSON object in the field ``changes`` (or ``tags``; header ``X-Changes`` on Orthanc's
+    port), plus any other form field named after a tag."""
+    changes: dict[str, Any] = {}
+    raw = request.option("changes") or request.option("tags")
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise ApiError(422, "changes: must be a JSON object") from None
+        if not isinstance(parsed, dict):
+            raise ApiError(422, "changes: must be a JSON object")
+        changes.update(parsed)
+    changes.update({name: value for name, value in request.form.items() if name not in MODIFY_OPTIONS})
+    return changes
+
+
+def _orthanc_study_id(services: Services, study_uid: str) -> str | None:
+    try:
+        found = json.loads(services.pacs.post_bytes("/tools/lookup", study_uid))
+    except Exception:  # noqa: BLE001 - Orthanc answers an error for an unknown UID on some versions
+        return None
+    return next((str(item["ID"]) for item in found if item.get("Type") == "Study"), None)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:128] or "file.dcm"
+
+
+def _unique(name: str, taken: list[tuple[str, bytes]]) -> str:
+    names = {existing for existing, _ in taken}
+    candidate, n = name, 1
+    while candidate in names:
+        n += 1
+        candidate = f"{name.removesuffix('.dcm')}-{n}.dcm"
+    return candidate

@@ -1,0 +1,603 @@
+"""DICOM files the EHR hands us without storing them: validate, read tags, modify tags, de-identify (pure).
+
+pydicom does the DICOM work. Nothing here touches Orthanc, the database or the file system: functions take
+the file's bytes (or a binary stream) and return data or new bytes. Pixel data is never decoded, so the
+transfer syntax (native, JPEG, JPEG 2000, RLE) is kept byte for byte.
+
+Also here: the shape of a stored study's main tags as Orthanc reports them (``study_tags``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import secrets
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from pydicom import Dataset, config, dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID, generate_uid
+from pydicom.valuerep import validate_value
+
+Source = bytes | IO[bytes]
+
+# The seed's "main tags" (phase5a DicomTagService.read_tags), plus what a viewer or an upload screen needs
+# to know about the image itself. Absent tags are null; present but empty ones "".
+MAIN_TAGS: tuple[str, ...] = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber",
+    "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality",
+    "SOPInstanceUID", "InstanceNumber",
+    "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
+    "SOPClassUID", "TransferSyntaxUID", "Rows", "Columns", "NumberOfFrames",
+)
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+RECOMMENDED = ("PatientID", "PatientName", "StudyDate", "Modality", "AccessionNumber")
+PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)})
+BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW", "US or OW"})
+SHOWN_BINARY_BYTES = 64  # smaller binary values are shown as hex, larger ones summarized
+SHOWN_TEXT_CHARACTERS = 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_FORBIDDEN_TEXT = re.compile(r"[\\\x00-\x1f\x7f]")  # a backslash separates values; control characters
+SEXES = ("M", "F", "O")
+
+
+class DicomFileError(ValueError):
+    """The bytes are not a readable, complete DICOM file."""
+
+
+class TagChangeError(ValueError):
+    """A requested tag change is not allowed or its value is invalid; ``field`` names it (422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedFile:
+    dataset: Dataset
+    has_preamble: bool
+    has_file_meta: bool
+    problems: list[str] = field(default_factory=list)  # why the file is incomplete (truncation)
+    read_warnings: list[str] = field(default_factory=list)  # what pydicom noticed while reading
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        uid = self.dataset.file_meta.get("TransferSyntaxUID") if self.has_file_meta else None
+        if uid:
+            return str(uid)
+        # A bare dataset: pydicom tells the encoding it found.
+        implicit, little = self.dataset.original_encoding
+        if implicit is None:
+            return None
+        if implicit:
+            return "1.2.840.10008.1.2"
+        return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+
+
+def parse(source: Source) -> ParsedFile:
+    """Read a DICOM file (Part 10, or a bare dataset without preamble and file meta); raise
+    ``DicomFileError`` when it is not DICOM. Truncation is reported in ``problems``, not raised."""
+    data = source if isinstance(source, bytes) else source.read()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                ds = dcmread(io.BytesIO(data))
+            except InvalidDicomError:
+                # No preamble/'DICM': old archives export bare datasets. Accept one only if it looks like DICOM.
+                ds = dcmread(io.BytesIO(data), force=True)
+                if not _looks_like_dicom(ds):
+                    raise DicomFileError("not a DICOM file") from None
+        except DicomFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage
+            raise DicomFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    parsed = ParsedFile(
+        dataset=ds,
+        has_preamble=getattr(ds, "preamble", None) is not None,
+        has_file_meta=len(getattr(ds, "file_meta", None) or ()) > 0,
+        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds),
+        read_warnings=[m for m in messages if "End of file" not in m],
+    )
+    if len(ds) == 0 and not parsed.problems:
+        raise DicomFileError("not a DICOM file: no data elements")
+    return parsed
+
+
+def read_complete(source: Source) -> ParsedFile:
+    """``parse``, refusing truncated files (what read-tags, modify-tags and deidentify accept)."""
+    parsed = parse(source)
+    if parsed.problems:
+        raise DicomFileError(f"incomplete DICOM file: {parsed.problems[0]}")
+    return parsed
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """A forced read of random bytes yields a few junk elements: demand a valid SOP or study UID."""
+    try:
+        return any(_valid_uid(ds.get(keyword)) for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
+    except Exception:  # noqa: BLE001 - converting junk raises anything
+        return False
+
+
+def _truncation(ds: Dataset) -> list[str]:
+    """pydicom stops quietly at the end of the bytes: a value shorter than its declared length, or native
+    pixel data shorter than its rows x columns x frames, means the file was cut."""
+    problems: list[str] = []
+    for raw in ds.elements():
+        if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value is not None \
+                and len(raw.value) < raw.length:
+            name = f"{_tag_text(raw.tag)} {keyword_for_tag(raw.tag)}".strip()
+            problems.append(f"file truncated: {name} has {len(raw.value)} of {raw.length} bytes")
+    if not problems and "PixelData" in ds and not _is_encapsulated(ds):
+        try:
+            expected = _native_pixel_bytes(ds)
+            actual = len(ds.PixelData)
+        except Exception:  # noqa: BLE001 - missing or odd image attributes: nothing to compare with
+            return problems
+        if actual < expected:
+            problems.append(f"pixel data truncated: {actual} of {expected} bytes")
+    return problems
+
+
+def _native_pixel_bytes(ds: Dataset) -> int:
+    bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
+    bits *= int(ds.get("NumberOfFrames", 1) or 1)
+    return (bits + 7) // 8
+
+
+def _is_encapsulated(ds: Dataset) -> bool:
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return bool(uid) and UID(str(uid)).is_encapsulated
+
+
+def _valid_uid(value: Any) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(value) and UID(str(value)).is_valid
+
+
+def _tag_text(tag: BaseTag | int) -> str:
+    tag = Tag(tag)
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def validate(source: Source) -> dict[str, Any]:
+    """``{"is_valid","errors","warnings","transfer_syntax","sop_class_uid","modality","has_pixel_data"}``:
+    errors make a file unfit for the archive (unreadable, truncated, missing or invalid UIDs); warnings are
+    what the EHR should know (missing patient or study attributes, no preamble, odd values)."""
+    report: dict[str, Any] = {"is_valid": False, "errors": [], "warnings": [], "transfer_syntax": None,
+                              "sop_class_uid": None, "modality": None, "has_pixel_data": False}
+    try:
+        parsed = parse(source)
+    except DicomFileError as exc:
+        report["errors"].append(str(exc))
+        return report
+    ds = parsed.dataset
+    errors: list[str] = list(parsed.problems)
+    notes: list[str] = []
+    for keyword in REQUIRED_UIDS:
+        value = _safe_text(ds, keyword)
+        if not value:
+            errors.append(f"{keyword} is missing")
+        elif not _valid_uid(value):
+            errors.append(f"{keyword} is not a valid UID: {value!r}")
+    meta = ds.file_meta if parsed.has_file_meta else Dataset()
+    syntax = parsed.transfer_syntax
+    if parsed.has_file_meta and not syntax:
+        errors.append("TransferSyntaxUID is missing from the file meta information")
+    elif syntax and not _valid_uid(syntax):
+        errors.append(f"TransferSyntaxUID is not a valid UID: {syntax!r}")
+    elif syntax and UID(syntax).name == syntax:
+        notes.append(f"unknown transfer syntax {syntax}")
+    for meta_keyword, keyword in (("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+                                  ("MediaStorageSOPClassUID", "SOPClassUID")):
+        value = _safe_text(ds, keyword)
+        if meta.get(meta_keyword) and value and str(meta.get(meta_keyword)) != value:
+            notes.append(f"{meta_keyword} differs from {keyword}")
+    if not parsed.has_preamble:
+        notes.append("no 128-byte preamble and 'DICM' prefix")
+    if not parsed.has_file_meta:
+        notes.append("no file meta information (group 0002): a bare dataset, transfer syntax guessed")
+    for keyword in RECOMMENDED:
+        if not _safe_text(ds, keyword):
+            notes.append(f"{keyword} is missing or empty")
+    for keyword in ("StudyDate", "PatientBirthDate"):
+        value = _safe_text(ds, keyword)
+        if value and not _is_da(value):
+            notes.append(f"{keyword} is not a DICOM date (YYYYMMDD): {value!r}")
+    sex = _safe_text(ds, "PatientSex")
+    if sex and sex not in SEXES:
+        notes.append(f"PatientSex is not M, F or O: {sex!r}")
+    has_pixels = any(tag in ds for tag in PIXEL_TAGS)
+    if not has_pixels and "Rows" in ds:
+        notes.append("Rows/Columns present but no pixel data")
+    notes.extend(parsed.read_warnings[:20])
+    report.update(is_valid=not errors, errors=errors, warnings=notes, transfer_syntax=syntax,
+                  sop_class_uid=_safe_text(ds, "SOPClassUID") or None, modality=_safe_text(ds, "Modality") or None,
+                  has_pixel_data=has_pixels)
+    return report
+
+
+def _safe_text(ds: Dataset, keyword: str) -> str:
+    try:
+        element = ds.data_element(keyword)
+        return "" if element is None else _text(element)
+    except Exception:  # noqa: BLE001 - an unreadable value counts as absent
+        return ""
+
+
+def _is_da(value: str) -> bool:
+    if not re.fullmatch(r"\d{8}", value):
+        return False  # strptime alone would read "202611" as 2026-01-01
+    try:
+        datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+# --- reading tags ---------------------------------------------------------------------------------------
+
+
+def main_tags(ds: Dataset) -> dict[str, str | None]:
+    """The main tags (``MAIN_TAGS``): keyword -> value as text; null when absent."""
+    tags: dict[str, str | None] = {}
+    for keyword in MAIN_TAGS:
+        source = ds.file_meta if keyword == "TransferSyntaxUID" and hasattr(ds, "file_meta") else ds
+        element = source.data_element(keyword) if keyword in source else None
+        tags[keyword] = None if element is None else _text(element)
+    return tags
+
+
+def all_tags(ds: Dataset) -> dict[str, Any]:
+    """Every element, file meta first: keyword (or ``(gggg,eeee)`` for private and repeated ones) -> text;
+    sequences as lists of such objects; pixel data and large binary values summarized, never dumped."""
+    out: dict[str, Any] = {}
+    if hasattr(ds, "file_meta"):
+        out.update(_elements(ds.file_meta))
+    out.update(_elements(ds))
+    return out
+
+
+def _elements(ds: Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw in ds.elements():
+        tag = Tag(raw.tag)
+        try:
+            element = ds[tag]
+            key = element.keyword if element.keyword and element.keyword not in out else _tag_text(tag)
+            out[key] = _summary(element)
+        except Exception as exc:  # noqa: BLE001 - one bad value must not hide the others
+            out[_tag_text(tag)] = f"<unreadable: {type(exc).__name__}>"
+    return out
+
+
+def _summary(element: DataElement) -> Any:
+    if element.VR == "SQ":
+        return [_elements(item) for item in element.value]
+    value = element.value
+    if element.tag in PIXEL_TAGS:
+        return f"<pixel data: {len(value or b'')} bytes>"
+    if isinstance(value, bytes | bytearray) or element.VR in BINARY_VRS:
+        data = bytes(value or b"") if isinstance(value, bytes | bytearray) else b""
+        if isinstance(value, bytes | bytearray) and len(data) <= SHOWN_BINARY_BYTES:
+            return data.hex()
+        return f"<binary: {len(data)} bytes>" if data else f"<binary {element.VR}>"
+    text = _text(element)
+    if len(text) > SHOWN_TEXT_CHARACTERS:
+        return f"{text[:SHOWN_TEXT_CHARACTERS]}… ({len(text)} characters)"
+    return text
+
+
+def _text(element: DataElement) -> str:
+    """A value as DICOM writes it: multiple values joined by a backslash, padding trimmed."""
+    value = element.value
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v).strip() for v in value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip(" \x00")
+    return str(value).strip()
+
+
+# --- modifying tags --------------------------------------------------------------------------------------
+
+# What modify-tags may change, with the VR each value must fit. UIDs are never among them.
+EDITABLE_TAGS: dict[str, str] = {
+    "PatientID": "LO", "PatientName": "PN", "PatientBirthDate": "DA", "PatientSex": "CS",
+    "AccessionNumber": "SH", "StudyDate": "DA", "StudyDescription": "LO",
+}
+
+
+@dataclass(frozen=True)
+class ModifiedFile:
+    data: bytes
+    sop_instance_uid: str
+    study_instance_uid: str
+    original: dict[str, str | None]  # the changed tags' values before (null: absent)
+    new: dict[str, str]
+    private_tags_removed: int
+
+
+def check_changes(changes: Mapping[str, Any]) -> dict[str, str]:
+    """Validate requested changes (tag keyword -> new value; "" empties the tag); raise ``TagChangeError``."""
+    checked: dict[str, str] = {}
+    for name, value in changes.items():
+        if name not in EDITABLE_TAGS:
+            if name.endswith("UID"):
+                raise TagChangeError(name, "UIDs are never changed here")
+            raise TagChangeError(name, f"cannot be changed here (allowed: {', '.join(EDITABLE_TAGS)})")
+        if not isinstance(value, str):
+            raise TagChangeError(name, "must be a string")
+        checked[name] = _check_value(name, EDITABLE_TAGS[name], value.strip())
+    return checked
+
+
+def _check_value(name: str, vr: str, value: str) -> str:
+    if not value:
+        return value
+    if _FORBIDDEN_TEXT.search(value):
+        raise TagChangeError(name, "contains a backslash or a control character")
+    if vr == "DA" and not _is_da(value):
+        raise TagChangeError(name, "must be a date YYYYMMDD")
+    if name == "PatientSex" and value not in SEXES:
+        raise TagChangeError(name, f"must be one of {', '.join(SEXES)}")
+    if vr == "PN" and (value.count("=") > 2 or any(group.count("^") > 4 for group in value.split("="))):
+        raise TagChangeError(name, "a person name has at most 5 components (^) in at most 3 groups (=)")
+    try:
+        validate_value(vr, value, config.RAISE)
+    except ValueError as exc:
+        raise TagChangeError(name, str(exc).split(" Please see")[0]) from None
+    return value
+
+
+def modify_tags(source: Source, changes: Mapping[str, Any], *, remove_private_tags: bool = False) -> ModifiedFile:
+    """Apply checked changes to a file; UIDs, transfer syntax and pixel data stay as they are."""
+    checked = check_changes(changes)
+    if not checked and not remove_private_tags:
+        raise TagChangeError("changes", "nothing to change: give tags to change or remove_private_tags")
+    ds = read_complete(source).dataset
+    original = {name: (_text(ds.data_element(name)) if name in ds else None)  # type: ignore[arg-type]
+                for name in checked}
+    for name, value in checked.items():
+        setattr(ds, name, value)
+    removed = 0
+    if remove_private_tags:
+        before = _count_elements(ds)
+        ds.remove_private_tags()
+        removed = before - _count_elements(ds)
+    return ModifiedFile(data=_write(ds), sop_instance_uid=_safe_text(ds, "SOPInstanceUID"),
+                        study_instance_uid=_safe_text(ds, "StudyInstanceUID"), original=original,
+                        new=checked, private_tags_removed=removed)
+
+
+def _count_elements(ds: Dataset) -> int:
+    return sum(1 + sum(_count_elements(item) for item in (e.value if e.VR == "SQ" else ())) for e in ds)
+
+
+def _write(ds: Dataset) -> bytes:
+    """Written like the original: same preamble (or none), file meta and transfer syntax."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+# --- de-identification ------------------------------------------------------------------------------------
+# DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile (Table E.1-1), without options:
+# the attributes below, at any depth (inside sequences too), private attributes, overlays and curves.
+# Where the table allows X/Z or X/D we remove the attribute unless the common IODs make it Type 1 or 2.
+
+
+def _keywords(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+PROFILE_REMOVE = _keywords("""
+    AcquisitionComments AcquisitionDate AcquisitionDateTime AcquisitionDeviceProcessingDescription
+    AcquisitionTime AdditionalPatientHistory AdmissionID AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
+    Allergies AuthorObserverSequence BranchOfService CassetteID ConsultingPhysicianName ContentSequence
+    CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DerivationDescription
+    DetectorDescription
+    DetectorID DeviceDescription DeviceSerialNumber DischargeDiagnosisDescription EthnicGroup FrameComments GantryID
+    IdentifyingComments ImageComments ImagingServiceRequestComments InstanceCreationDate InstanceCreationTime
+    InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
+    InstitutionalDepartmentTypeCodeSequence InterpretationApproverSequence InterpretationAuthor
+    InterpretationDiagnosisDescription InterpretationRecorder InterpretationText InterpretationTranscriber
+    IssuerOfAdmissionID IssuerOfPatientID LastMenstrualDate MedicalAlerts MedicalRecordLocator MilitaryRank
+    ModifiedAttributesSequence NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults Occupation
+    OperatorIdentificationSequence OperatorsName OrderCallbackPhoneNumber OrderEnteredBy OrderEntererLocation
+    OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence OtherPatientNames OverlayDate OverlayTime
+    ParticipantSequence PatientAddress PatientAge PatientBirthName PatientBirthTime PatientComments
+    PatientInstitutionResidence PatientInsurancePlanCodeSequence PatientMotherBirthName PatientReligiousPreference
+    PatientSize PatientState PatientTelephoneNumbers PatientTransportArrangements PatientWeight
+    PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
+    PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
+    PerformedStationName PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress
+    PersonTelephoneNumbers PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
+    PhysiciansReadingStudyIdentificationSequence PlateID PregnancyStatus ProtocolName ReasonForStudy
+    ReasonForTheRequestedProcedure ReferencedPatientSequence ReferencedPerformedProcedureStepSequence
+    ReferencedStudySequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence
+    ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence RequestedContrastAgent
+    RequestedProcedureComments RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService
+    ResponsibleOrganization ResponsiblePerson ResultsComments ResultsID ResultsIDIssuer
+    ScheduledPerformingPhysicianName ScheduledProcedureStepDescription ScheduledProcedureStepEndDate
+    ScheduledProcedureStepEndTime ScheduledProcedureStepID ScheduledProcedureStepLocation
+    ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime ScheduledStationAETitle ScheduledStationName
+    SeriesDate SeriesDescription SeriesTime ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SpecialNeeds
+    StationName StudyComments StudyDescription TextComments TextString TopicAuthor TopicKeywords TopicSubject
+    TopicTitle VerifyingOrganization VisitComments
+""")
+# Emptied (Type 2 in the usual IODs); PatientID and PatientName are replaced instead (below).
+PROFILE_EMPTY = _keywords("""
+    AccessionNumber ContentCreatorName ContentDate ContentTime ContrastBolusAgent
+    FillerOrderNumberImagingServiceRequest PatientBirthDate PatientSex PlacerOrderNumberImagingServiceRequest
+    ReferringPhysicianName StudyDate StudyID StudyTime
+""")
+# Replaced by a dummy value.
+PROFILE_DUMMY = {"PersonName": "ANONYMIZED", "VerifyingObserverName": "ANONYMIZED"}
+DEFAULT_PATIENT_NAME = "ANONYMIZED"
+DEIDENTIFICATION_METHOD = "DICOM PS3.15 Basic Application Confidentiality Profile"  # LO: 64 characters at most
+# UIDs that name things, not people or events: kept.
+DICOM_ROOT = "1.2.840.10008."
+_KEPT_UID_KEYWORD = re.compile(r".*(ClassUID|TransferSyntaxUID|CodingSchemeUID|ContextGroupExtensionCreatorUID)")
+
+
+class UidMapper:
+    """Original UID -> new UID, the same for the same original within one mapper (one request), derived
+    from a random salt so that the new UIDs cannot be recomputed from the originals."""
+
+    def __init__(self, salt: bytes | None = None) -> None:
+        self._salt = (salt or secrets.token_bytes(32)).hex()
+        self._map: dict[str, str] = {}
+
+    def uid(self, original: str) -> str:
+        if original not in self._map:
+            self._map[original] = str(generate_uid(prefix=None, entropy_srcs=[self._salt, original]))
+        return self._map[original]
+
+    def pseudonym(self, original: str, prefix: str = "ANON-") -> str:
+        """A stable stand-in for an identifier (PatientID) within this mapper."""
+        return prefix + hashlib.sha256(f"{self._salt}:{original}".encode()).hexdigest()[:12].upper()
+
+
+@dataclass(frozen=True)
+class DeidentifiedFile:
+    data: bytes
+    sop_instance_uid: str
+    study_instance_uid: str
+    warnings: list[str]
+
+
+def deidentify(source: Source, mapper: UidMapper, *, patient_id: str | None = None,
+               patient_name: str | None = None) -> DeidentifiedFile:
+    """Apply the basic profile to one file. Pass the same ``mapper`` for every file of a set so that their
+    study, series and frame-of-reference UIDs stay consistent. Optional replacement PatientID/PatientName
+    (checked like modify-tags); by default a pseudonym of the original PatientID and ``ANONYMIZED``."""
+    replacements = check_changes({k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name))
+                                  if v is not None})
+    ds = read_complete(source).dataset
+    original_patient_id = _safe_text(ds, "PatientID")
+    notes: list[str] = []
+    if _safe_text(ds, "BurnedInAnnotation").upper() == "YES":
+        notes.append("BurnedInAnnotation is YES: identifying text may remain in the pixels")
+    ds.remove_private_tags()
+    _scrub(ds, mapper)
+    if hasattr(ds, "file_meta"):
+        meta = ds.file_meta
+        if meta.get("MediaStorageSOPInstanceUID"):
+            meta.MediaStorageSOPInstanceUID = UID(mapper.uid(str(meta.MediaStorageSOPInstanceUID)))
+        if "SourceApplicationEntityTitle" in meta:
+            del meta.SourceApplicationEntityTitle
+    ds.PatientID = replacements.get("PatientID") or mapper.pseudonym(original_patient_id)
+    ds.PatientName = replacements.get("PatientName") or DEFAULT_PATIENT_NAME
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
+    code.CodeMeaning = "Basic Application Confidentiality Profile"
+    ds.DeidentificationMethodCodeSequence = [code]
+    ds.LongitudinalTemporalInformationModified = "REMOVED"
+    return DeidentifiedFile(data=_write(ds), sop_instance_uid=_safe_text(ds, "SOPInstanceUID"),
+                            study_instance_uid=_safe_text(ds, "StudyInstanceUID"), warnings=notes)
+
+
+def _scrub(ds: Dataset, mapper: UidMapper) -> None:
+    for element in list(ds):
+        tag = element.tag
+        # Overlay data and comments (60xx,3000/4000) may carry text; curves (50xx) are retired.
+        if (0x6000 <= tag.group <= 0x60FF and tag.element in (0x3000, 0x4000)) or 0x5000 <= tag.group <= 0x50FF:
+            del ds[tag]
+            continue
+        keyword = element.keyword
+        if keyword in PROFILE_REMOVE:
+            del ds[tag]
+        elif keyword in PROFILE_EMPTY:
+            element.value = [] if element.VR == "SQ" else ""
+        elif keyword in PROFILE_DUMMY:
+            element.value = PROFILE_DUMMY[keyword]
+        elif element.VR == "SQ":
+            for item in element.value:
+                _scrub(item, mapper)
+        elif element.VR == "UI" and element.value and not _KEPT_UID_KEYWORD.fullmatch(keyword or ""):
+            element.value = _map_uids(element.value, mapper)
+
+
+def _map_uids(value: Any, mapper: UidMapper) -> Any:
+    if isinstance(value, MultiValue | list):
+        return [_map_uid(str(v), mapper) for v in value]
+    return _map_uid(str(value), mapper)
+
+
+def _map_uid(uid: str, mapper: UidMapper) -> str:
+    # UIDs under the DICOM root (SOP classes, coding schemes, well-known instances) identify nobody.
+    return uid if not uid or uid.startswith(DICOM_ROOT) else mapper.uid(uid)
+
+
+def zip_files(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """A ZIP of named files (stored: DICOM pixel data barely compresses)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in files:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+# --- a stored study's tags (from Orthanc's JSON) ---------------------------------------------------------
+
+PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "OtherPatientIDs")
+STUDY_TAGS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "StudyID",
+              "ReferringPhysicianName", "InstitutionName", "RequestedProcedureDescription")
+SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "BodyPartExamined",
+               "Manufacturer", "StationName", "ProtocolName", "SeriesDate", "SeriesTime")
+
+
+def study_tags(study: Mapping[str, Any], series: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Orthanc's ``/studies/{id}`` and ``/studies/{id}/series`` answers -> the main tags of a stored study."""
+    rows: list[dict[str, Any]] = sorted(
+        ({**_pick(s.get("MainDicomTags", {}), SERIES_TAGS), "orthanc_series_id": s.get("ID"),
+          "number_of_instances": len(s.get("Instances", []))} for s in series),
+        key=lambda s: (_number(s.get("SeriesNumber")), s.get("SeriesInstanceUID") or ""),
+    )
+    modalities = sorted({str(s["Modality"]).upper() for s in rows if s.get("Modality")})
+    return {
+        "study_instance_uid": study.get("MainDicomTags", {}).get("StudyInstanceUID"),
+        "orthanc_study_id": study.get("ID"),
+        "patient": _pick(study.get("PatientMainDicomTags", {}), PATIENT_TAGS),
+        "study": _pick(study.get("MainDicomTags", {}), STUDY_TAGS),
+        "modalities": modalities,
+        "number_of_series": len(rows),
+        "number_of_instances": sum(int(s["number_of_instances"]) for s in rows),
+        "series": rows,
+    }
+
+
+def _pick(tags: Mapping[str, Any], keywords: Iterable[str]) -> dict[str, str | None]:
+    return {k: (str(tags[k]).strip() if tags.get(k) is not None else None) for k in keywords}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
