@@ -34,6 +34,19 @@ class OrthancPacs:
     def post_json(self, uri: str, body: Any) -> Any:
         return json.loads(self.post_bytes(uri, json.dumps(body)))
 
+    def get_bytes(self, uri: str, *, after_plugins: bool = False) -> bytes:
+        """A binary answer (an archive, an image); ``after_plugins`` reaches plugin routes (DICOMweb)."""
+        answer: bytes = orthanc.RestApiGetAfterPlugins(uri) if after_plugins else orthanc.RestApiGet(uri)
+        return answer
+
+    def lookup(self, uid: str, level: str) -> str | None:
+        """The Orthanc ID of the resource of ``level`` ("Study", "Instance", ...) with this DICOM UID, if stored."""
+        for match in json.loads(self.post_bytes("/tools/lookup", uid)):
+            if match.get("Type") == level:
+                found: str = match["ID"]
+                return found
+        return None
+
     def post_bytes(self, uri: str, body: bytes | str) -> bytes:
         answer: bytes = orthanc.RestApiPost(uri, body)
         return answer

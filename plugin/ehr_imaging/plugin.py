@@ -11,7 +11,7 @@ from typing import Any
 import orthanc
 
 from . import __version__, pacs
-from .api import admin_session, openapi, orders, reconciliation, system, uploads
+from .api import admin_session, management, openapi, orders, reconciliation, studies, system, uploads
 from .api.listener import ApiListener
 from .api.router import Request, Response, Router, error_response, template_regex
 from .bootstrap import build_services, signing_secret
@@ -67,6 +67,8 @@ def _set_up() -> Any:
     orders.register(router, services)
     reconciliation.register(router, services)
     uploads.register(router, services)
+    studies.register(router, services)
+    management.register(router, services)
     openapi.register(router)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))

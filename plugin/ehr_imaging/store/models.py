@@ -127,3 +127,24 @@ class DicomUploadLog(Base):
     upload_source: Mapped[str]
     upload_duration_seconds: Mapped[float | None]
     is_deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class DicomDeletionLog(Base):
+    """One row per deleted study: who, when, why, and what it held."""
+
+    __tablename__ = "dicom_deletion_logs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    study_instance_uid: Mapped[str]
+    orthanc_study_id: Mapped[str | None]
+    order_id: Mapped[str | None]
+    patient_id: Mapped[str | None]
+    patient_name: Mapped[str | None]
+    accession_number: Mapped[str | None]
+    study_date: Mapped[str | None]
+    modalities: Mapped[str | None]
+    number_of_series: Mapped[int | None]
+    number_of_instances: Mapped[int | None]
+    deleted_by: Mapped[str]
+    reason: Mapped[str]
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
