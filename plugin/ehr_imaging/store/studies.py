@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, String, cast, func, or_, select, update
+from sqlalchemy import Engine, String, any_, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
@@ -76,7 +76,7 @@ def _filtered(query: Any, where: StudyFilter) -> Any:
         pattern = "%" + _escape_like(where.patient_name.strip()).replace(" ", "%") + "%"
         query = query.where(StudyLink.patient_name.ilike(pattern, escape="\\"))
     if where.modality:
-        query = query.where(StudyLink.modalities.contains([where.modality.strip().upper()]))
+        query = query.where(literal(where.modality.strip().upper()) == any_(StudyLink.modalities))
     if where.accession:
         query = query.where(func.upper(StudyLink.accession_number) == normalize_identifier(where.accession))
     if where.study_date_from:
