@@ -31,17 +31,24 @@ class OrthancPacs:
     def get_json(self, uri: str) -> Any:
         return json.loads(orthanc.RestApiGet(uri))
 
-    def get_bytes(self, uri: str) -> bytes:
-        """GET through the REST API as plugins extend it (DICOMweb's routes included)."""
-        answer: bytes = orthanc.RestApiGetAfterPlugins(uri)
-        return answer
-
-    def find_study_ids(self, study_uid: str) -> list[str]:
-        matches = json.loads(orthanc.RestApiPost("/tools/lookup", study_uid))
-        return [m["ID"] for m in matches if m.get("Type") == "Study"]
 
     def post_json(self, uri: str, body: Any) -> Any:
         return json.loads(self.post_bytes(uri, json.dumps(body)))
+
+    def get_bytes(self, uri: str, *, after_plugins: bool = False) -> bytes:
+        """A binary answer (an archive, an image); ``after_plugins`` reaches plugin routes (DICOMweb)."""
+        answer: bytes = orthanc.RestApiGetAfterPlugins(uri) if after_plugins else orthanc.RestApiGet(uri)
+        return answer
+
+    def lookup(self, uid: str, level: str) -> str | None:
+        """The Orthanc ID of the resource of ``level`` ("Study", "Instance", ...) with this DICOM UID, if stored."""
+        return next(iter(self._lookup_all(uid, level)), None)
+
+    def find_study_ids(self, study_uid: str) -> list[str]:
+        return self._lookup_all(study_uid, "Study")
+
+    def _lookup_all(self, uid: str, level: str) -> list[str]:
+        return [str(m["ID"]) for m in json.loads(self.post_bytes("/tools/lookup", uid)) if m.get("Type") == level]
 
     def post_bytes(self, uri: str, body: bytes | str) -> bytes:
         answer: bytes = orthanc.RestApiPost(uri, body)

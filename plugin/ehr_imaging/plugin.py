@@ -12,7 +12,7 @@ from typing import Any
 import orthanc
 
 from . import __version__, pacs
-from .api import admin_session, openapi, orders, reconciliation, system, tags, uploads, viewer
+from .api import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
 from .api.listener import ApiListener
 from .api.router import Request, Response, Router, decode_query, error_response, template_regex
 from .bootstrap import build_services, signing_secret
@@ -80,6 +80,8 @@ def _set_up() -> Any:
     reconciliation.register(router, services)
     uploads.register(router, services)
     tags.register(router, services)
+    studies.register(router, services)
+    management.register(router, services)
     openapi.register(router)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))

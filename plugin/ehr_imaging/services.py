@@ -19,12 +19,16 @@ class Pacs(Protocol):
 
     def get_json(self, uri: str) -> Any: ...
 
-    def get_bytes(self, uri: str) -> bytes:
-        """Orthanc's REST API including the routes of other plugins (DICOMweb); no query string."""
+    def get_bytes(self, uri: str, *, after_plugins: bool = False) -> bytes:
+        """A binary answer; ``after_plugins`` reaches the routes of other plugins (DICOMweb)."""
+        ...
+
+    def lookup(self, uid: str, level: str) -> str | None:
+        """The Orthanc ID of the resource of ``level`` ("Study", "Instance", ...) with this DICOM UID, if stored."""
         ...
 
     def find_study_ids(self, study_uid: str) -> list[str]:
-        """Orthanc's IDs of the studies with this StudyInstanceUID (one, or more if UIDs collide)."""
+        """Orthanc's IDs of every study with this StudyInstanceUID (one, or more if UIDs collide)."""
         ...
 
     def post_json(self, uri: str, body: Any) -> Any: ...

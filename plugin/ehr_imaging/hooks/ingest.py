@@ -5,6 +5,9 @@ each instance's origin in its metadata, and on STABLE_STUDY the callback only qu
 One worker thread reads the study and does the database work; while PostgreSQL is down it waits
 and retries, so no ingest is lost and none is slowed. At start-up it catches up with studies
 Orthanc holds that the database does not know yet (stored while the plugin was down).
+A study deleted in Orthanc without the EHR API (Explorer, Orthanc's REST API, storage recycling)
+comes as a DELETED change: the same worker audits it and frees its order, in order with the ingests
+(so a coercion's own deletion of the original study is seen after the study's new ID is recorded).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from sqlalchemy.exc import OperationalError
 
 from ..ingest import process_stable_study
 from ..services import Services
-from ..store import links
+from ..store import links, studies
 
 MAX_ATTEMPTS = 5
+STABLE, DELETED = "stable", "deleted"
 
 
 class IngestWorker:
@@ -30,20 +34,22 @@ class IngestWorker:
         self._services = services
         self._log_warning = log_warning
         self._log_error = log_error
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()  # (STABLE or DELETED, Orthanc study ID)
         self._thread = threading.Thread(target=self._run, name="ehr-ingest", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, orthanc_study_id: str) -> None:
-        self._queue.put(orthanc_study_id)
+        self._queue.put((STABLE, orthanc_study_id))
 
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         import orthanc  # only here: keeps the worker testable without Orthanc
 
         if change_type == orthanc.ChangeType.STABLE_STUDY:
             self.submit(resource_id)
+        elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.STUDY:
+            self._queue.put((DELETED, resource_id))
         elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
             self.submit_unknown_studies()
 
@@ -69,11 +75,14 @@ class IngestWorker:
 
     def _run(self) -> None:
         while True:
-            study = self._queue.get()
+            kind, study = self._queue.get()
             delay, attempts = 1.0, 0
             while True:
                 attempts += 1
                 try:
+                    if kind == DELETED:
+                        self._deleted(study)
+                        break
                     outcome = process_stable_study(self._services, study)
                     if outcome is not None and outcome.order_id is None:
                         self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
@@ -82,10 +91,15 @@ class IngestWorker:
                     # An unreachable database is waited for indefinitely; anything else is a bug or a bad
                     # study: a few retries, then the study waits for the catch-up at the next start.
                     transient = isinstance(exc, OperationalError)
-                    self._log_error(f"ehr-imaging: ingest of {study} failed (attempt {attempts},"
+                    self._log_error(f"ehr-imaging: {kind} study {study} failed (attempt {attempts},"
                                     f" {type(exc).__name__}: {exc})")
                     if not transient and attempts >= MAX_ATTEMPTS:
                         break
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
             self._queue.task_done()
+
+    def _deleted(self, orthanc_study_id: str) -> None:
+        uid = studies.record_deleted_in_orthanc(self._services.engine, orthanc_study_id)
+        if uid is not None:
+            self._log_warning(f"ehr-imaging: study {uid} was deleted in Orthanc outside the EHR API: audited")

@@ -342,3 +342,25 @@ def record_coercion(engine: Engine, study_uid: str, orthanc_study_id: str, origi
         described = ", ".join(f"{tag}: {original.get(tag)!r} -> {value!r}" for tag, value in sorted(changes.items()))
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=link.order_id, action="coerce",
                               actor=SYSTEM_ACTOR, reason=described))
+
+
+def lock_study(session: Session, study_uid: str) -> None:
+    """The per-study advisory lock every link change holds (for other store modules)."""
+    _lock_study(session, study_uid)
+
+
+def detach_order(session: Session, link: StudyLink, *, actor: str, reason: str) -> str | None:
+    """Within a transaction holding the study's lock: free the linked order of a study that goes away.
+    The order keeps its EHR fields and its audit; its study fields are cleared; an 'unlink' row says why."""
+    order_id = link.order_id
+    if order_id is None:
+        return None
+    order = session.get(ImagingOrder, order_id, with_for_update=True)
+    if order is not None:
+        for name in ImagingOrder.MATCH_FIELDS:
+            setattr(order, name, None)
+        order.updated_at = func.now()
+    link.order_id = None
+    session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=order_id, action="unlink",
+                          actor=actor, reason=reason))
+    return order_id

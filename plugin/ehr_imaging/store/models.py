@@ -176,3 +176,24 @@ class TagEditAudit(Base):
     new_values: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     removed_private_tags: Mapped[bool] = mapped_column(default=False)
     private_tags_removed: Mapped[int] = mapped_column(default=0)
+
+
+class DicomDeletionLog(Base):
+    """One row per deleted study: who, when, why, and what it held."""
+
+    __tablename__ = "dicom_deletion_logs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    study_instance_uid: Mapped[str]
+    orthanc_study_id: Mapped[str | None]
+    order_id: Mapped[str | None]
+    patient_id: Mapped[str | None]
+    patient_name: Mapped[str | None]
+    accession_number: Mapped[str | None]
+    study_date: Mapped[str | None]
+    modalities: Mapped[str | None]
+    number_of_series: Mapped[int | None]
+    number_of_instances: Mapped[int | None]
+    deleted_by: Mapped[str]
+    reason: Mapped[str]
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -107,7 +107,7 @@ class ScopedQido:
         # a study's series and instances are answered whole).
         uri = access.DICOMWEB_ROOT + relative
         try:
-            body = self._pacs.get_bytes(uri)
+            body = self._pacs.get_bytes(uri, after_plugins=True)
         except Exception as exc:  # noqa: BLE001 - Orthanc answered an error: the study or series is not there
             self._log_warning(f"ehr-imaging: scoped QIDO {uri}: {type(exc).__name__}: {exc}")
             return error_response(404, "not found")

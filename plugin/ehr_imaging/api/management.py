@@ -1,0 +1,165 @@
+"""Study downloads, thumbnails, rendered frames, clinical summaries, and the upload history.
+
+The images come from Orthanc in process: the ZIP is Orthanc's ``/studies/{id}/archive``, the thumbnail its
+``/preview``, a PNG frame its ``/rendered`` (``window-center``/``window-width`` when given, else the file's
+modality LUT and VOI), a JPEG frame the DICOMweb plugin's rendered frame (``window``, ``quality``; Orthanc's
+own ``/rendered`` picks JPEG only from an Accept header, which an in-process call cannot send).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..core import auth
+from ..core.summary import SummaryOptionsError, clinical_summary, first_image_series, ordered_instances, parse_options
+from ..services import Pacs, Services
+from ..store import studies
+from .router import ApiError, Request, Response, Router, json_response
+from .studies import VIEWERS, study_or_404
+from .validation import query_int
+
+UPLOAD_READERS = (auth.ADMIN, auth.RADIOLOGIST, auth.TECHNICIAN, auth.DOCTOR, auth.EHR_SERVICE)
+MAX_PAGE = 500
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+
+
+def register(router: Router, services: Services) -> None:
+    engine, pacs = services.engine, services.pacs
+
+    def download(request: Request) -> Response:
+        """The study as a ZIP of its DICOM files (Orthanc's archive: Patient/Study/Series folders)."""
+        uid = request.params["study_uid"]
+        archive = pacs.get_bytes(f"/studies/{study_or_404(services, uid)}/archive")
+        return Response(body=archive, content_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{_file_name(uid)}.zip"'})
+
+    def thumbnail(request: Request) -> Response:
+        """PNG preview of the study's representative image (middle image of its first image series)."""
+        instances = _first_series_instances(pacs, study_or_404(services, request.params["study_uid"]))
+        if not instances:
+            raise ApiError(404, "the study holds no image")
+        return Response(body=pacs.get_bytes(f"/instances/{instances[len(instances) // 2]}/preview"),
+                        content_type="image/png")
+
+    def render(request: Request) -> Response:
+        """One frame as PNG or JPEG: the file's modality LUT and VOI, or the window/level given."""
+        q = request.query
+        image_format = (q.get("format") or "png").lower()
+        if image_format not in FORMATS:
+            raise ApiError(422, "format: must be png or jpeg")
+        frame = query_int(q, "frame", 1, 1, 1_000_000)
+        quality = query_int(q, "quality", 90, 1, 100)
+        window, level = _float_param(q, "window"), _float_param(q, "level")
+        if (window is None) != (level is None):
+            raise ApiError(422, "window and level: give both or neither")
+        if window is not None and window <= 0:
+            raise ApiError(422, "window: must be positive")
+        sop_uid = request.params["sop_instance_uid"].strip()
+        instance = pacs.lookup(sop_uid, "Instance") if sop_uid else None
+        if instance is None:
+            raise ApiError(404, f"instance {sop_uid} not found")
+        frames = pacs.get_json(f"/instances/{instance}/frames")
+        if frame > len(frames):
+            raise ApiError(404, f"frame {frame} not found: the instance has {len(frames)} frame(s)")
+        if FORMATS[image_format] == "image/png":
+            args = f"?window-center={level}&window-width={window}" if window is not None else ""
+            body = pacs.get_bytes(f"/instances/{instance}/frames/{frame - 1}/rendered{args}")
+        else:
+            series = pacs.get_json(f"/instances/{instance}/series")
+            study = pacs.get_json(f"/instances/{instance}/study")
+            args = f"?quality={quality}" + (f"&window={level},{window},linear" if window is not None else "")
+            body = pacs.get_bytes(
+                f"/dicom-web/studies/{study['MainDicomTags']['StudyInstanceUID']}"
+                f"/series/{series['MainDicomTags']['SeriesInstanceUID']}/instances/{sop_uid}"
+                f"/frames/{frame}/rendered{args}", after_plugins=True)
+        return Response(body=body, content_type=FORMATS[image_format])
+
+    def summary(request: Request) -> Response:
+        """Clinical summary of a study for reports: text and structured data."""
+        try:
+            options = parse_options(request.json())
+        except SummaryOptionsError as exc:
+            raise ApiError(422, str(exc)) from None
+        uid = request.params["study_uid"]
+        orthanc_id = study_or_404(services, uid)
+        study = pacs.get_json(f"/studies/{orthanc_id}")
+        series = pacs.get_json(f"/studies/{orthanc_id}/series")
+        study_tags: dict[str, Any] = {**study.get("PatientMainDicomTags", {}), **study.get("MainDicomTags", {})}
+        modalities = sorted({str(s.get("MainDicomTags", {}).get("Modality", "")).strip() for s in series} - {""})
+        study_tags["ModalitiesInStudy"] = "\\".join(modalities)
+        instances = _first_series_instances(pacs, orthanc_id)
+        instance_tags = pacs.get_json(f"/instances/{instances[0]}/tags?simplify") if instances else {}
+        text, structured = clinical_summary(
+            study_tags, instance_tags, options, number_of_series=len(series),
+            number_of_instances=sum(len(s.get("Instances", [])) for s in series))
+        return json_response({"study_instance_uid": uid, "summary": text, "structured_data": structured})
+
+    def list_uploads(request: Request) -> Response:
+        """Upload history (every ingest and rejected upload), newest first."""
+        return _uploads(request, None)
+
+    def patient_uploads(request: Request) -> Response:
+        """A patient's upload history (their orders, their MRN, or rows naming them)."""
+        patient_id = request.params["patient_id"].strip()
+        if not patient_id or len(patient_id) > 128:
+            raise ApiError(422, "patient_id: must be 1 to 128 characters")
+        return _uploads(request, patient_id)
+
+    def _uploads(request: Request, patient_id: str | None) -> Response:
+        q = request.query
+        status = q.get("status") or None
+        if status is not None and status not in studies.UPLOAD_STATUSES:
+            raise ApiError(422, f"status: must be one of {', '.join(studies.UPLOAD_STATUSES)}")
+        source = q.get("source") or None
+        if source is not None and len(source) > 20:
+            raise ApiError(422, "source: at most 20 characters")
+        where = studies.UploadFilter(status=status, source=source, patient_id=patient_id,
+                                     limit=query_int(q, "limit", 50, 1, MAX_PAGE),
+                                     offset=query_int(q, "offset", 0, 0, 10**9))
+        total, items = studies.uploads(engine, where)
+        return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+
+    def get_upload(request: Request) -> Response:
+        """One upload audit row."""
+        try:
+            upload_id = uuid.UUID(request.params["upload_id"])
+        except ValueError:
+            raise ApiError(422, "upload_id: must be a UUID") from None
+        found = studies.upload(engine, upload_id)
+        if found is None:
+            raise ApiError(404, f"upload {upload_id} not found")
+        return json_response(found)
+
+    router.add("GET", "/api/v1/dicom/download/{study_uid}", download, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/thumbnail/{study_uid}", thumbnail, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/render/{sop_instance_uid}", render, roles=VIEWERS)
+    router.add("POST", "/api/v1/dicom/clinical-summary/{study_uid}", summary, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/uploads", list_uploads, roles=UPLOAD_READERS)
+    router.add("GET", "/api/v1/dicom/uploads/patient/{patient_id}", patient_uploads, roles=UPLOAD_READERS)
+    router.add("GET", "/api/v1/dicom/uploads/{upload_id}", get_upload, roles=UPLOAD_READERS)
+
+
+def _first_series_instances(pacs: Pacs, orthanc_study_id: str) -> list[str]:
+    series = first_image_series(pacs.get_json(f"/studies/{orthanc_study_id}/series"))
+    if series is None:
+        return []
+    return ordered_instances(pacs.get_json(f"/series/{series['ID']}/instances"))
+
+
+def _float_param(query: dict[str, str], name: str) -> float | None:
+    value = (query.get(name) or "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ApiError(422, f"{name}: must be a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ApiError(422, f"{name}: must be a finite number")
+    return number
+
+
+def _file_name(uid: str) -> str:
+    """A UID is digits and dots; anything else is dropped so the header cannot be bent."""
+    return "".join(c for c in uid if c.isalnum() or c in ".-_") or "study"

@@ -1,0 +1,200 @@
+"""Studies for the EHR: queries (by filters, patient, order, accession), one study, deletion with a reason.
+
+Lists come from ``study_links`` (every recorded study's facts and link: one indexed query, joined to the
+orders); one study is read from Orthanc as well, so a study still arriving (not yet stable, not yet
+recorded) is found, and one deleted behind our back is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from datetime import date, datetime
+
+from .. import ingest
+from ..core import auth
+from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
+from ..services import Services
+from ..store import studies
+from .router import ApiError, Request, Response, Router, json_response
+from .validation import query_int
+
+VIEWERS = (auth.DOCTOR, auth.NURSE, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE, auth.TECHNICIAN)
+DELETERS = (auth.ADMIN, auth.RADIOLOGIST)
+MAX_PAGE = 500
+MAX_TEXT = 128
+
+
+def parse_study_filter(query: Mapping[str, str], *, default_limit: int = 50) -> studies.StudyFilter:
+    """``GET /studies`` parameters -> a filter; a bad value answers 422 naming the parameter."""
+    text = {name: _text_param(query, name) for name in ("patient_id", "mrn", "patient_name", "modality", "accession")}
+    modality = text["modality"]
+    if modality is not None and not (modality.isascii() and modality.isalnum() and len(modality) <= 16):
+        raise ApiError(422, "modality: must be a DICOM modality code such as CT or MR")
+    status = query.get("order_status") or None
+    if status is not None and status not in ORDER_STATUSES:
+        raise ApiError(422, f"order_status: must be one of {', '.join(ORDER_STATUSES)}")
+    date_from, date_to = parse_date_param(query, "study_date_from"), parse_date_param(query, "study_date_to")
+    if date_from and date_to and date_from > date_to:
+        raise ApiError(422, "study_date_from: must not be after study_date_to")
+    return studies.StudyFilter(
+        patient_id=text["patient_id"], mrn=text["mrn"], patient_name=text["patient_name"], modality=modality,
+        accession=text["accession"], study_date_from=date_from, study_date_to=date_to, order_status=status,
+        limit=query_int(dict(query), "limit", default_limit, 1, MAX_PAGE),
+        offset=query_int(dict(query), "offset", 0, 0, 10**9),
+    )
+
+
+def parse_date_param(query: Mapping[str, str], name: str) -> date | None:
+    """``YYYY-MM-DD`` or DICOM ``YYYYMMDD``."""
+    value = (query.get(name) or "").strip()
+    if not value:
+        return None
+    for pattern in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            if len(value) == (10 if "-" in pattern else 8):
+                return datetime.strptime(value, pattern).date()
+        except ValueError:
+            pass
+    raise ApiError(422, f"{name}: must be a date YYYY-MM-DD")
+
+
+def _text_param(query: Mapping[str, str], name: str) -> str | None:
+    value = (query.get(name) or "").strip()
+    if len(value) > MAX_TEXT:
+        raise ApiError(422, f"{name}: at most {MAX_TEXT} characters")
+    return value or None
+
+
+def deletion_reason(request: Request) -> str:
+    """``?reason=`` / form field / ``X-Reason`` header, or a JSON body ``{"reason": ...}``; required."""
+    reason = request.option("reason")
+    if reason is None and request.body and request.content_type in ("application/json", ""):
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not valid JSON") from None
+        value = body.get("reason") if isinstance(body, dict) else None
+        reason = value.strip() if isinstance(value, str) and value.strip() else None
+    if reason is None:
+        raise ApiError(422, "reason: is required (query ?reason=, X-Reason header or JSON body {\"reason\"})")
+    if len(reason) > 1000:
+        raise ApiError(422, "reason: at most 1000 characters")
+    return reason
+
+
+def register(router: Router, services: Services) -> None:
+    engine, pacs = services.engine, services.pacs
+
+    def list_studies(request: Request) -> Response:
+        """Studies matching filters, newest first."""
+        where = parse_study_filter(request.query)
+        total, items = studies.search(engine, where)
+        return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+
+    def _listed(where: studies.StudyFilter) -> Response:
+        # The seed's EHR expects a bare JSON list here; the total travels in a header.
+        total, items = studies.search(engine, where)
+        response = json_response(items)
+        response.headers["X-Total-Count"] = str(total)
+        return response
+
+    def _page(request: Request, where: studies.StudyFilter) -> studies.StudyFilter:
+        return dataclasses.replace(where, limit=query_int(request.query, "limit", MAX_PAGE, 1, MAX_PAGE),
+                                   offset=query_int(request.query, "offset", 0, 0, 10**9))
+
+    def patient_studies(request: Request) -> Response:
+        """A patient's studies (EHR patient id: their orders' studies and studies carrying their MRN)."""
+        return _listed(_page(request, studies.StudyFilter(patient_id=_path_text(request, "patient_id"))))
+
+    def order_studies(request: Request) -> Response:
+        """The study linked to an order (a list of zero or one)."""
+        order_id = _order_id(request.params["order_id"])
+        if not studies.order_exists(engine, order_id):
+            raise ApiError(404, f"order {order_id} not found")
+        return _listed(_page(request, studies.StudyFilter(order_id=order_id)))
+
+    def accession_studies(request: Request) -> Response:
+        """Studies with an AccessionNumber."""
+        return _listed(_page(request, studies.StudyFilter(accession=_path_text(request, "accession"))))
+
+    def get_study(request: Request) -> Response:
+        """One study, as Orthanc holds it now, with its link; 404 when absent or deleted."""
+        uid = _path_text(request, "study_uid")
+        orthanc_id = pacs.lookup(uid, "Study")
+        seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+        if seen is None:
+            raise ApiError(404, f"study {uid} not found")
+        recorded = studies.get(engine, uid)
+        match = recorded["match"] if recorded else {"status": "pending", "rule": None,
+                                                    "reason": "not yet recorded: the study is still arriving"}
+        return json_response(studies.study_item(
+            uid, seen.orthanc_study_id, patient_id=seen.patient_id, patient_name=seen.patient_name,
+            study_date=seen.study_date, study_time_text=seen.study_time.strftime("%H%M%S") if seen.study_time else None,
+            description=seen.study_description, accession=seen.accession_number, modalities=list(seen.modalities),
+            series=seen.number_of_series, instances=seen.number_of_instances,
+            order_id=recorded["order_id"] if recorded else None, match=match,
+        ))
+
+    def delete_study(request: Request) -> Response:
+        """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted."""
+        uid = _path_text(request, "study_uid")
+        reason = deletion_reason(request)
+        assert request.principal is not None
+        orthanc_id = pacs.lookup(uid, "Study")
+        seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+        if seen is not None:
+            facts = studies.StudyFacts(uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
+                                       seen.accession_number, seen.study_date, seen.modalities, seen.number_of_series,
+                                       seen.number_of_instances)
+        else:
+            # Not in Orthanc: only a stale record (deleted while the plugin was down) is still worth cleaning up.
+            recorded = studies.facts_of(engine, uid)
+            if recorded is None:
+                raise ApiError(404, f"study {uid} not found")
+            facts = dataclasses.replace(recorded, number_of_series=0, number_of_instances=0)
+
+        def delete_in_orthanc() -> None:
+            if seen is not None:
+                try:
+                    pacs.delete(f"/studies/{seen.orthanc_study_id}")
+                except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: nothing is recorded
+                    raise ApiError(409, f"Orthanc could not delete the study: {exc}") from None
+
+        order_id = studies.record_deletion(engine, facts, actor=request.principal.subject, reason=reason,
+                                           delete_in_orthanc=delete_in_orthanc)
+        return json_response({
+            "status": "deleted", "study_instance_uid": uid, "orthanc_study_id": facts.orthanc_study_id,
+            "order_id": order_id, "deleted_series": facts.number_of_series,
+            "deleted_instances": facts.number_of_instances, "reason": reason, "deleted_by": request.principal.subject,
+        })
+
+    router.add("GET", "/api/v1/dicom/studies", list_studies, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/studies/patient/{patient_id}", patient_studies, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/studies/order/{order_id}", order_studies, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/studies/accession/{accession}", accession_studies, roles=VIEWERS)
+    router.add("GET", "/api/v1/dicom/studies/{study_uid}", get_study, roles=VIEWERS)
+    router.add("DELETE", "/api/v1/dicom/studies/{study_uid}", delete_study, roles=DELETERS)
+
+
+def _path_text(request: Request, name: str) -> str:
+    value = request.params[name].strip()
+    if not value or len(value) > MAX_TEXT:
+        raise ApiError(422, f"{name}: must be 1 to {MAX_TEXT} characters")
+    return value
+
+
+def _order_id(value: str) -> str:
+    try:
+        return validate_order_id(value)
+    except OrderValidationError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def study_or_404(services: Services, uid: str) -> str:
+    """The Orthanc ID of a stored study (for the routes that read its images)."""
+    orthanc_id = services.pacs.lookup(uid.strip(), "Study") if uid.strip() else None
+    if orthanc_id is None:
+        raise ApiError(404, f"study {uid} not found")
+    return orthanc_id

@@ -1,0 +1,262 @@
+"""Studies as the EHR sees them: queries over ``study_links`` (joined to their orders), deletion audit,
+upload history.
+
+``study_links`` holds every recorded study's facts and link, so queries never walk Orthanc. Identifiers
+are compared as matching compares them (upper-cased, trimmed by ingest).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine, String, any_, cast, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..core.matching import normalize_identifier
+from . import links
+from .models import DicomDeletionLog, DicomUploadLog, ImagingOrder, StudyLink
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    patient_id: str | None = None  # the EHR's patient UUID (on the orders)
+    mrn: str | None = None
+    patient_name: str | None = None
+    modality: str | None = None
+    accession: str | None = None
+    study_date_from: date | None = None
+    study_date_to: date | None = None
+    order_status: str | None = None
+    order_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What a deletion audit row keeps of a study."""
+
+    study_instance_uid: str
+    orthanc_study_id: str | None
+    patient_id: str | None
+    patient_name: str | None
+    accession_number: str | None
+    study_date: date | None
+    modalities: tuple[str, ...]
+    number_of_series: int
+    number_of_instances: int
+
+
+def search(engine: Engine, where: StudyFilter) -> tuple[int, list[dict[str, Any]]]:
+    """Matching studies, newest first (StudyDate, StudyTime), with their link."""
+    query = _filtered(select(StudyLink, ImagingOrder.status).outerjoin(
+        ImagingOrder, ImagingOrder.order_id == StudyLink.order_id), where)
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.execute(query.order_by(
+            StudyLink.study_date.desc().nulls_last(), StudyLink.study_time.desc().nulls_last(),
+            StudyLink.study_instance_uid).limit(where.limit).offset(where.offset)).all()
+        return total, [item(row[0]) for row in rows]
+
+
+def _filtered(query: Any, where: StudyFilter) -> Any:
+    if where.patient_id:
+        # A study belongs to the EHR patient when linked to one of their orders, or when its PatientID is the
+        # MRN of one of their orders (an unmatched study of a known patient).
+        mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id == where.patient_id)
+        query = query.where(or_(ImagingOrder.patient_id == where.patient_id,
+                                func.upper(StudyLink.patient_id).in_(mrns)))
+    if where.mrn:
+        query = query.where(func.upper(StudyLink.patient_id) == normalize_identifier(where.mrn))
+    if where.patient_name:
+        pattern = "%" + _escape_like(where.patient_name.strip()).replace(" ", "%") + "%"
+        query = query.where(StudyLink.patient_name.ilike(pattern, escape="\\"))
+    if where.modality:
+        query = query.where(literal(where.modality.strip().upper()) == any_(StudyLink.modalities))
+    if where.accession:
+        query = query.where(func.upper(StudyLink.accession_number) == normalize_identifier(where.accession))
+    if where.study_date_from:
+        query = query.where(StudyLink.study_date >= where.study_date_from)
+    if where.study_date_to:
+        query = query.where(StudyLink.study_date <= where.study_date_to)
+    if where.order_status:
+        query = query.where(ImagingOrder.status == where.order_status)
+    if where.order_id:
+        query = query.where(StudyLink.order_id == where.order_id)
+    return query
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def get(engine: Engine, study_uid: str) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        link = session.get(StudyLink, study_uid)
+        return item(link) if link else None
+
+
+def order_exists(engine: Engine, order_id: str) -> bool:
+    with Session(engine) as session:
+        return session.get(ImagingOrder, order_id) is not None
+
+
+def item(link: StudyLink) -> dict[str, Any]:
+    """One study in the API's shape: DICOM keywords for its tags (DA/TM values), then its link."""
+    status = "linked" if link.order_id else "unmatched"
+    return study_item(
+        link.study_instance_uid, link.orthanc_study_id, patient_id=link.patient_id, patient_name=link.patient_name,
+        study_date=link.study_date, study_time_text=link.study_time.strftime("%H%M%S") if link.study_time else None,
+        description=link.study_description, accession=link.accession_number, modalities=list(link.modalities or []),
+        series=link.number_of_series, instances=link.number_of_instances, order_id=link.order_id,
+        match={"status": status, "rule": link.match_rule, "reason": link.match_reason},
+    )
+
+
+def study_item(study_uid: str, orthanc_id: str | None, *, patient_id: str | None, patient_name: str | None,
+               study_date: date | None, study_time_text: str | None, description: str | None, accession: str | None,
+               modalities: list[str], series: int, instances: int, order_id: str | None,
+               match: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "StudyInstanceUID": study_uid, "OrthancStudyID": orthanc_id, "PatientID": patient_id,
+        "PatientName": patient_name, "StudyDate": study_date.strftime("%Y%m%d") if study_date else None,
+        "StudyTime": study_time_text, "StudyDescription": description, "AccessionNumber": accession,
+        "ModalitiesInStudy": modalities, "NumberOfSeries": series, "NumberOfInstances": instances,
+        "order_id": order_id, "match": match,
+    }
+
+
+# --- deletion ---------------------------------------------------------------------------------------------
+
+def facts_of(engine: Engine, study_uid: str) -> StudyFacts | None:
+    """A recorded study's facts (when Orthanc no longer has it)."""
+    with Session(engine) as session:
+        link = session.get(StudyLink, study_uid)
+        return _facts(link) if link else None
+
+
+def _facts(link: StudyLink) -> StudyFacts:
+    return StudyFacts(link.study_instance_uid, link.orthanc_study_id, link.patient_id, link.patient_name,
+                      link.accession_number, link.study_date, tuple(link.modalities or ()), link.number_of_series,
+                      link.number_of_instances)
+
+
+def record_deletion(engine: Engine, study: StudyFacts, *, actor: str, reason: str,
+                    delete_in_orthanc: Callable[[], None] | None = None) -> str | None:
+    """Audit a deleted study in one transaction: its order freed (an 'unlink' with the reason), a deletion
+    row, its upload rows soft-deleted, its ``study_links`` row removed (so queries no longer list it and a
+    later re-send is a new study). Returns the order it was linked to.
+
+    ``delete_in_orthanc`` runs inside the transaction, under the study's lock: if Orthanc refuses, nothing
+    is recorded; the ingest worker's DELETED handling for the same study waits for the lock, then finds
+    the study gone and does nothing.
+    """
+    with Session(engine) as session, session.begin():
+        links.lock_study(session, study.study_instance_uid)
+        order_id = _delete(session, session.get(StudyLink, study.study_instance_uid), study, actor=actor, reason=reason)
+        if delete_in_orthanc is not None:
+            session.flush()
+            delete_in_orthanc()
+        return order_id
+
+
+def _delete(session: Session, link: StudyLink | None, study: StudyFacts, *, actor: str, reason: str) -> str | None:
+    order_id = links.detach_order(session, link, actor=actor, reason=f"study deleted: {reason}") if link else None
+    session.add(DicomDeletionLog(
+        study_instance_uid=study.study_instance_uid, orthanc_study_id=study.orthanc_study_id, order_id=order_id,
+        patient_id=study.patient_id, patient_name=study.patient_name, accession_number=study.accession_number,
+        study_date=study.study_date.strftime("%Y%m%d") if study.study_date else None,
+        modalities=",".join(study.modalities) or None, number_of_series=study.number_of_series,
+        number_of_instances=study.number_of_instances, deleted_by=actor, reason=reason,
+    ))
+    session.execute(update(DicomUploadLog).where(DicomUploadLog.study_instance_uid == study.study_instance_uid)
+                    .values(is_deleted=True))
+    if link is not None:
+        session.delete(link)
+    return order_id
+
+
+ORTHANC_ACTOR = "orthanc"
+DELETED_IN_ORTHANC = "deleted in Orthanc, outside the EHR API (Explorer, REST API or storage recycling)"
+
+
+def record_deleted_in_orthanc(engine: Engine, orthanc_study_id: str) -> str | None:
+    """Orthanc's DELETED change for a study: audit it if it is still recorded under that Orthanc ID (a
+    deletion through the API has already removed it). Returns the StudyInstanceUID when recorded."""
+    with Session(engine) as session:
+        uid = session.scalar(select(StudyLink.study_instance_uid)
+                             .where(StudyLink.orthanc_study_id == orthanc_study_id).limit(1))
+    if uid is None:
+        return None
+    with Session(engine) as session, session.begin():
+        links.lock_study(session, uid)
+        link = session.get(StudyLink, uid)
+        if link is None or link.orthanc_study_id != orthanc_study_id:
+            return None  # deleted through the API meanwhile, or moved to a new Orthanc ID (tag coercion)
+        _delete(session, link, _facts(link), actor=ORTHANC_ACTOR, reason=DELETED_IN_ORTHANC)
+    return uid
+
+
+# --- upload history ---------------------------------------------------------------------------------------
+
+UPLOAD_STATUSES = ("success", "failed", "partial")
+
+
+@dataclass(frozen=True)
+class UploadFilter:
+    status: str | None = None
+    source: str | None = None
+    patient_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[dict[str, Any]]]:
+    """Upload audit rows, newest first; soft-deleted ones included (``is_deleted``): this is history."""
+    query = select(DicomUploadLog)
+    if where.status:
+        query = query.where(DicomUploadLog.upload_status == where.status)
+    if where.source:
+        query = query.where(DicomUploadLog.upload_source == where.source)
+    if where.patient_id:
+        # The EHR patient: rows naming them, rows of their orders, rows of studies whose PatientID is their MRN.
+        orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id == where.patient_id)
+        mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id == where.patient_id)
+        query = query.where(or_(DicomUploadLog.patient_id == where.patient_id, DicomUploadLog.order_id.in_(orders),
+                                func.upper(DicomUploadLog.patient_id).in_(mrns)))
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(query.order_by(DicomUploadLog.uploaded_at.desc(), cast(DicomUploadLog.id, String))
+                               .limit(where.limit).offset(where.offset)).all()
+        return total, [upload_item(row) for row in rows]
+
+
+def upload(engine: Engine, upload_id: uuid.UUID) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        row = session.get(DicomUploadLog, upload_id)
+        return upload_item(row) if row else None
+
+
+UPLOAD_FIELDS = (
+    "id", "patient_id", "order_id", "uploaded_by", "study_instance_uid", "orthanc_study_id", "number_of_files",
+    "total_size_bytes", "file_names", "original_patient_id", "original_patient_name", "original_accession_number",
+    "original_study_date", "original_modality", "modified_patient_id", "modified_patient_name",
+    "modified_accession_number", "tags_modified", "upload_status", "error_message", "uploaded_at", "upload_source",
+    "upload_duration_seconds", "is_deleted",
+)
+
+
+def upload_item(row: DicomUploadLog) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in UPLOAD_FIELDS:
+        value = getattr(row, name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        out[name] = value
+    return out
