@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from ehr_imaging.core import access, qido
+from ehr_imaging.core import access
 from ehr_imaging.core.auth import AuthError, TokenVerifier
 from ehr_imaging.core.viewer_tokens import MAX_STUDIES, VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
 from ehr_imaging.store.viewer import AccessCount
@@ -133,28 +133,6 @@ def test_minting_limits() -> None:
     with pytest.raises(ValueError):
         mint_viewer_token(secret=SECRET, issuer="i", subject="s",
                           study_uids=[f"1.2.{n}" for n in range(MAX_STUDIES + 1)], ttl_seconds=60)
-
-
-def test_qido_find_request_always_carries_the_scope() -> None:
-    find = qido.find_request({"PatientID": "P1", "00080061": "CT", "limit": "5", "offset": "2",
-                              "StudyInstanceUID": B, "includefield": "all"}, [A])
-    assert find["Query"] == {"PatientID": "P1", "ModalitiesInStudy": "CT", "StudyInstanceUID": A}
-    assert (find["Limit"], find["Since"], find["Level"]) == (5, 2, "Study")
-    with pytest.raises(qido.QueryError):
-        qido.find_request({"limit": "-1"}, [A])
-    with pytest.raises(qido.QueryError):
-        qido.find_request({"fuzzymatching": "true"}, [A])
-
-
-def test_qido_study_json() -> None:
-    study = {"MainDicomTags": {"StudyInstanceUID": A, "StudyDate": "20261120", "AccessionNumber": ""},
-             "PatientMainDicomTags": {"PatientName": "DOE^JANE", "PatientID": "P1"}}
-    out = qido.study_json(study, ["MR", "CT", "CT"], 2, 7)
-    assert out["0020000D"] == {"vr": "UI", "Value": [A]}
-    assert out["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "DOE^JANE"}]}
-    assert out["00080050"] == {"vr": "SH"}
-    assert out["00080061"] == {"vr": "CS", "Value": ["CT", "MR"]}
-    assert (out["00201206"]["Value"], out["00201208"]["Value"]) == ([2], [7])
 
 
 def test_revocations_fail_closed_until_loaded_and_keep_local_ones() -> None:

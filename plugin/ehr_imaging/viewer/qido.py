@@ -2,9 +2,10 @@
 
 Orthanc's HTTP filter can only allow or refuse a request, so a viewer's study query (OHIF also asks
 for prior studies by PatientID) cannot be narrowed there. OHIF's ``qidoRoot`` points here instead:
-every study query gets the token's studies as a StudyInstanceUID restriction and is answered from
-Orthanc's find in process (core/qido.py); series and instance queries inside an allowed study are
-answered by the DICOMweb plugin in process. Anything outside the scope is simply not in the answer.
+every study query gets the token's studies as a StudyInstanceUID restriction, series and instance
+queries must name an allowed study, and the DICOMweb plugin answers in process with a query string
+rebuilt here from allowed keys only (core.access.QIDO_PARAMETERS). Anything outside the scope is
+simply not in the answer.
 WADO-RS goes straight to the DICOMweb plugin behind the filter.
 """
 
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 from ..api.router import Response, error_response
-from ..core import access, qido
+from ..core import access
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..services import Pacs
 from .gate import ViewerGate
 
 DICOM_JSON = "application/dicom+json"
+_STUDY_UID_KEYS = ("studyinstanceuid", "0020000d")
 
 
 class ScopedQido:
@@ -67,30 +70,14 @@ class ScopedQido:
         return principal
 
     def _studies(self, principal: Principal, query: Mapping[str, str]) -> Response:
-        requested = next((v for k, v in query.items() if k.lower() in ("studyinstanceuid", "0020000d")), None)
+        requested = next((v for k, v in query.items() if k.lower() in _STUDY_UID_KEYS), None)
+        rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}
         if principal.scope is None:  # an administrator: any study Orthanc holds
-            studies = access.split_uid_list(requested) if requested else []
-        else:
-            studies = access.narrow_study_uids(requested, principal.scope)
-            if not studies:
-                return Response(body=b"[]", content_type=DICOM_JSON)
-        try:
-            find = qido.find_request(query, studies)
-        except qido.QueryError as exc:
-            return error_response(400, str(exc))
+            return self._forward("studies", query, principal, None)
+        studies = access.narrow_study_uids(requested, principal.scope)
         if not studies:
-            del find["Query"]["StudyInstanceUID"]
-        results = []
-        for study in self._pacs.post_json("/tools/find", find):
-            series = self._pacs.get_json(f"/studies/{study['ID']}/series")
-            modalities = [s.get("MainDicomTags", {}).get("Modality", "") for s in series]
-            results.append(qido.study_json(study, [m for m in modalities if m], len(series),
-                                           sum(len(s.get("Instances", [])) for s in series)))
-        body = json.dumps(results).encode()
-        if principal.scope is not None:
-            found = [r["0020000D"]["Value"][0] for r in results if "Value" in r["0020000D"]]
-            self._gate.record_query(principal, found, len(body))
-        return Response(body=body, content_type=DICOM_JSON)
+            return Response(body=b"[]", content_type=DICOM_JSON)
+        return self._forward("studies", {**rest, "StudyInstanceUID": "\\".join(studies)}, principal, None)
 
     def _within_study(self, principal: Principal, parts: list[str], query: Mapping[str, str]) -> Response:
         study, series = parts[1], (parts[3] if len(parts) == 5 else None)
@@ -100,17 +87,29 @@ class ScopedQido:
         if outside:
             self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
             return error_response(403, "study outside the token's scope")
-        return self._forward("/".join(parts), principal, [study])
+        rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}  # the path names the study
+        return self._forward("/".join(parts), rest, principal, [study])
 
-    def _forward(self, relative: str, principal: Principal, studies: list[str]) -> Response:
-        # Path only: Orthanc 1.10 drops the query string of an in-process call (limit, includefield are lost:
-        # a study's series and instances are answered whole).
+    def _forward(self, relative: str, query: Mapping[str, str], principal: Principal,
+                 studies: list[str] | None) -> Response:
+        """Ask the DICOMweb plugin in process, with a query string built here from allowed keys only."""
         uri = access.DICOMWEB_ROOT + relative
+        if query:
+            uri += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
         try:
             body = self._pacs.get_bytes(uri, after_plugins=True)
         except Exception as exc:  # noqa: BLE001 - Orthanc answered an error: the study or series is not there
             self._log_warning(f"ehr-imaging: scoped QIDO {uri}: {type(exc).__name__}: {exc}")
             return error_response(404, "not found")
         if principal.scope is not None:
-            self._gate.record_query(principal, studies, len(body))
+            self._gate.record_query(principal, studies if studies is not None else _study_uids(body), len(body))
         return Response(body=body or b"[]", content_type=DICOM_JSON)
+
+
+def _study_uids(body: bytes) -> list[str]:
+    """The studies a QIDO answer lists (for the access audit)."""
+    try:
+        items = json.loads(body or b"[]")
+        return [str(item["0020000D"]["Value"][0]) for item in items if item.get("0020000D", {}).get("Value")]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return []
