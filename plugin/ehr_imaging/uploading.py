@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import os
 import queue
+import re
 import shutil
 import socket
 import tempfile
@@ -339,13 +340,15 @@ class JobRunner:
     def __init__(self, services: Services) -> None:
         self._services = services
         self._queue: queue.Queue[JobRequest] = queue.Queue()
+        self._mine: set[uuid.UUID] = set()  # jobs this process queued: the start-up sweep leaves them alone
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
     def directory(self) -> Path:
         configured = self._services.settings.UploadJobDir
-        path = Path(configured) if configured else Path(tempfile.gettempdir()) / "ehr-imaging-upload-jobs"
+        base = Path(configured) if configured else Path(tempfile.gettempdir()) / "ehr-imaging-upload-jobs"
+        path = base / re.sub(r"[^A-Za-z0-9_.-]", "_", self.node())  # one folder per node: its sweep is its own
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
@@ -360,6 +363,7 @@ class JobRunner:
         job_id = uploads.create_job(self._services.engine, created_by=uploaded_by, node=self.node(), source=source,
                                     file_name=upload.filename, order_id=order_id, patient_id=patient_id,
                                     total_files=total_files)
+        self._mine.add(job_id)
         path = self.directory / f"{job_id}.zip"
         keep_copy(upload, path)
         self._queue.put(JobRequest(job_id, path, uploaded_by, source, order_id, patient_id))
@@ -379,9 +383,10 @@ class JobRunner:
         delay = 1.0
         while True:
             try:
-                uploads.fail_interrupted_jobs(self._services.engine, self.node())
+                uploads.fail_interrupted_jobs(self._services.engine, self.node(), keep=set(self._mine))
                 for stale in self.directory.glob("*.zip"):
-                    stale.unlink(missing_ok=True)
+                    if stale.stem not in {str(job_id) for job_id in self._mine}:
+                        stale.unlink(missing_ok=True)
                 return
             except Exception as exc:  # noqa: BLE001 - database or Orthanc not ready yet (start-up)
                 self._services.log_error(f"ehr-imaging: upload jobs not ready ({type(exc).__name__}: {exc}); retrying")

@@ -71,7 +71,7 @@ def test_archive_limits_count_only_the_files_that_would_be_read() -> None:
     limits: dict[str, Any] = {"max_files": 3, "max_file_bytes": 2 * MB, "max_total_bytes": 3 * MB}
     assert archive_problem(members, **limits) is None
     assert "at most 3" in (archive_problem([*members, ZipMember("IM9", 1)], **limits) or "")
-    assert "IM9: file larger than 2 MB" == archive_problem([ZipMember("IM9", 2 * MB + 1)], **limits)
+    assert archive_problem([ZipMember("IM9", 2 * MB + 1)], **limits) == "IM9: file larger than 2 MB"
     assert "expands to more than 3 MB" in (archive_problem([ZipMember("a", 2 * MB), ZipMember("b", 2 * MB)],
                                                            **limits) or "")
 

@@ -94,11 +94,13 @@ def get_job(engine: Engine, job_id: uuid.UUID) -> UploadJob | None:
         return session.get(UploadJob, job_id)
 
 
-def fail_interrupted_jobs(engine: Engine, node: str) -> int:
-    """At start-up: this node's jobs that a restart interrupted are failed (their archive is gone)."""
+def fail_interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> int:
+    """At start-up: this node's jobs that a restart interrupted are failed (their archive is gone),
+    except ``keep``, those queued since."""
     with Session(engine) as session, session.begin():
         result = session.execute(update(UploadJob).where(
-            UploadJob.node == node, UploadJob.status.in_(("queued", "running"))).values(
+            UploadJob.node == node, UploadJob.status.in_(("queued", "running")),
+            UploadJob.job_id.not_in(keep)).values(
             status="failed", error="interrupted by a restart of the server; upload the archive again"
                                    " (files already stored are kept and not duplicated)",
             finished_at=func.now(), updated_at=func.now()))
