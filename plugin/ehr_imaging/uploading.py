@@ -380,16 +380,19 @@ class JobRunner:
         self._ensure_started()
 
     def _fail_interrupted(self) -> None:
-        delay = 1.0
+        delay, attempts = 1.0, 0
         while True:
+            attempts += 1
             try:
                 uploads.fail_interrupted_jobs(self._services.engine, self.node(), keep=set(self._mine))
                 for stale in self.directory.glob("*.zip"):
                     if stale.stem not in {str(job_id) for job_id in self._mine}:
                         stale.unlink(missing_ok=True)
                 return
-            except Exception as exc:  # noqa: BLE001 - database or Orthanc not ready yet (start-up)
-                self._services.log_error(f"ehr-imaging: upload jobs not ready ({type(exc).__name__}: {exc}); retrying")
+            except Exception as exc:  # noqa: BLE001 - database not ready, or its migrations not applied yet
+                if attempts >= 3:
+                    self._services.log_error(f"ehr-imaging: upload jobs not ready ({type(exc).__name__}: {exc});"
+                                             " retrying")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

@@ -269,6 +269,10 @@ def test_a_large_zip_runs_as_a_job_polled_to_completion(tmp_path: Path) -> None:
         assert api.get(job["status_url"], "admin").status_code == 200
         assert api.get(f"/api/v1/dicom/upload-jobs/{uuid.uuid4()}", "technician").status_code == 404
         assert api.get(job["status_url"], "nurse").status_code == 403
+        # Orthanc's own port takes the raw ZIP body and answers the same 202
+        again = upload_zip(Client(own), data, raw=True)
+        assert again.status_code == 202, again.text
+        assert Client(own).get(again.json()["status_url"], "technician").json()["total_files"] == 31
 
 
 def test_upload_routes_refuse_what_they_should(api: Client) -> None:
