@@ -38,6 +38,11 @@ class Settings:
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
     MaxFileSizeMb: int = 100
     MaxUploadSizeMb: int = 2048  # one request's body on the API port (a ZIP, a form of many files)
+    MaxFilesPerUpload: int = 500  # files of one upload-multiple request, or members of one ZIP
+    MaxZipUncompressedMb: int = 8192  # what one ZIP may expand to (zip bombs)
+    UploadJobAboveFiles: int = 200  # a ZIP with more files runs as a job (202, polled)
+    UploadJobAboveMb: int = 256  # ... or one that expands to more than this
+    UploadJobDir: str = ""  # where a job's ZIP waits for the worker; "": <temp dir>/ehr-imaging-upload-jobs
     ApiPort: int = 0  # the plugin's own HTTP listener for the EHR API; 0: none (Orthanc's port only)
     ApiListenAddress: str = "0.0.0.0"
     MatchWindowDays: int = 3
@@ -127,7 +132,8 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 # Lower bounds of the numeric settings: a zero pool or a negative cache would break every request.
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
-             "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "ViewerTokenMaxTtlSeconds": 60}
+             "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
+             "ViewerTokenMaxTtlSeconds": 60}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,8 @@ def _set_up() -> Any:
     if not signing_secret(settings)[1]:
         pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
     services = build_services(settings, pacs.OrthancPacs())
+    services.node = f"{socket.gethostname()}:{orthanc_config.get('HttpPort', 8042)}"
+    services.log_error = pacs.log_error
     router = Router(services.authenticator, pacs.log_error)
     gate = _viewer_gate(services)
     viewer.register(router, services, gate.revocations)
@@ -95,6 +98,7 @@ def _set_up() -> Any:
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
+    services.ingest_later = worker.submit
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(_on_change(worker, gate))

@@ -60,6 +60,11 @@ class Services:
     # so the ingest worker revisits it for tag coercion. plugin.py connects it to the worker only when
     # CoerceTags is on: otherwise the study is already recorded and revisiting would repeat the work.
     revisit_study: Callable[[str], None] = _ignore
+    # Queue a study for the ingest worker (plugin.py connects it): an upload that stored files but could not
+    # record them (database down) hands its studies over, so they are recorded once it is back.
+    ingest_later: Callable[[str], None] = _ignore
+    node: str = ""  # this Orthanc node (host:HTTP port): who runs an upload job whose archive is on its disk
+    log_error: Callable[[str], None] = _ignore
 
     @property
     def match_policy(self) -> MatchPolicy:

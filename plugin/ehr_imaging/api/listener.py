@@ -192,7 +192,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
     def _send(self, response: Response) -> None:
         try:
             self.send_response(response.status)
-            if response.status == 200 or response.status >= 300:
+            if response.body:
                 self.send_header("Content-Type", response.content_type)
             for name, value in response.headers.items():
                 if name.lower() not in {"content-length", "content-type", "connection"}:

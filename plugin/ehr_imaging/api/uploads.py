@@ -1,93 +1,199 @@
-"""DICOM uploads by the EHR and its users: a file goes into Orthanc and through the same matching.
+"""DICOM uploads by the EHR and its users: files go into Orthanc and through the same matching.
 
-An upload may name its order (``X-Order-Id``): the explicit rule, still subject to the patient check.
-A rejected file stores nothing and leaves a failed audit row.
+Routes are thin: the work (validate, store, record per study, ZIP members, jobs, offline sync) is in
+``uploading.py``. An upload may name its order (``order_id``): the explicit rule, still subject to the
+patient check. A rejected upload stores nothing and leaves a failed audit row.
 
-On the plugin's API port the file is the multipart field ``file`` (options as form fields
-``order_id``, ``patient_id``), or the raw body. On Orthanc's own port only the raw body works
-(``Content-Type: application/dicom``, options as ``X-Order-Id``/``X-Patient-Id`` headers): Orthanc 1.10's
-HTTP server splits ``multipart/form-data`` bodies itself and answers them without asking the plugin
-(see api/listener.py).
+On the plugin's API port files are multipart fields (options as form fields ``order_id``,
+``patient_id``), or the raw body. On Orthanc's own port only the raw body works (``Content-Type:
+application/dicom`` or ``application/zip``, options as ``X-Order-Id``/``X-Patient-Id`` headers): Orthanc
+1.10's HTTP server splits ``multipart/form-data`` bodies itself and answers them without asking the
+plugin (see api/listener.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable
+import uuid
+from typing import Any
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-
-from .. import ingest
+from .. import uploading
 from ..core import auth
+from ..core.auth import Principal
+from ..core.uploads import DeclarationError, parse_declaration
 from ..services import Services
-from ..store import links, uploads
-from .router import ApiError, Request, Response, Router, json_response
+from ..store import uploads
+from .router import ApiError, Request, Response, Router, UploadedFile, json_response
 
 UPLOADERS = (auth.DOCTOR, auth.TECHNICIAN, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
 SOURCE = "api"
-ACCEPTED_TYPES = ("application/dicom", "application/octet-stream")
+ZIP_SOURCE = "cd_import"
+OFFLINE_SOURCE = "offline"
+DICOM_TYPES = ("application/dicom", "application/octet-stream", "multipart/form-data")
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream", "multipart/form-data")
+JOBS_PATH = "/api/v1/dicom/upload-jobs"
 
 
 def register(router: Router, services: Services) -> None:
     settings = services.settings
+    engine = services.engine
+    jobs = uploading.JobRunner(services)
+    jobs.start()
+
+    def batch(request: Request, source: str) -> uploading.Batch:
+        return uploading.Batch(services, uploaded_by=_principal(request).subject, source=source,
+                               order_id=request.option("order_id"), patient_id=request.option("patient_id"))
+
+    def refuse(request: Request, source: str, files: list[UploadedFile], exc: uploading.UploadRejected,
+               began: float) -> ApiError:
+        """Audit a request refused as a whole (nothing stored) and answer it."""
+        uploads.record_failed(engine, uploaded_by=_principal(request).subject, source=source,
+                              file_names=[f.filename for f in files], size=sum(f.size for f in files),
+                              error=exc.detail, patient_id=request.option("patient_id"),
+                              duration=time.monotonic() - began)
+        return ApiError(exc.status, exc.detail)
 
     def upload(request: Request) -> Response:
+        """Upload one DICOM file (multipart field `file` or raw application/dicom body)."""
         began = time.monotonic()
-        principal = request.principal
-        assert principal is not None
-        if request.content_type not in (*ACCEPTED_TYPES, "multipart/form-data"):
-            raise ApiError(415, "send the DICOM file as the multipart field 'file', or as the body with"
-                                " Content-Type: application/dicom")
+        _require_type(request, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as the body"
+                                            " with Content-Type: application/dicom")
         files = request.uploaded_files("file")
         if len(files) != 1:
             raise ApiError(400, "send exactly one file in the field 'file'")
-        data = files[0].read_bytes()
-        order_id = request.option("order_id")
-        patient_id = request.option("patient_id")
-        file_name = files[0].filename
-
-        def reject(status: int, detail: str, study_uid: str | None = None) -> ApiError:
-            uploads.record_failed(services.engine, uploaded_by=principal.subject, source=SOURCE,
-                                  file_names=[file_name], size=len(data), error=detail, study_uid=study_uid,
-                                  patient_id=patient_id, duration=time.monotonic() - began)
-            return ApiError(status, detail)
-
-        if len(data) > settings.MaxFileSizeMb * 1024 * 1024:
-            raise reject(413, f"file larger than {settings.MaxFileSizeMb} MB")
-        header = _check_dicom(data, reject)
-        study_uid = str(header.StudyInstanceUID)
-        try:
-            stored = services.pacs.post_json_bytes("/instances", data)
-        except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, store nothing
-            raise reject(400, f"Orthanc refused the file: {exc}", study_uid) from None
-        seen = ingest.observe_study(services, stored["ParentStudy"])
-        if seen is None:
-            raise reject(409, "the study was deleted while it was being uploaded", study_uid)
-        seen = dataclasses.replace(seen, upload_source=SOURCE, uploaded_by=principal.subject,
-                                   explicit_order_id=order_id)
-        outcome = links.record_ingest(services.engine, seen, services.match_policy)
-        services.revisit_study(stored["ParentStudy"])
+        if files[0].size > settings.MaxFileSizeMb * uploading.MB:
+            raise refuse(request, SOURCE, files, uploading.UploadRejected(
+                413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
+        with batch(request, SOURCE) as work:
+            result = work.add(files[0].filename, files[0].read_bytes())
+            studies = work.finish()
+        if result.status != "stored":
+            raise ApiError(result.http_status, f"{result.file_name}: {result.error}")
+        study = studies[result.study_instance_uid or ""]
         return json_response({
-            "status": "uploaded", "already_stored": stored.get("Status") == "AlreadyStored",
-            "study_instance_uid": study_uid, "orthanc_study_id": stored["ParentStudy"],
-            "series_instance_uid": str(header.SeriesInstanceUID), "sop_instance_uid": str(header.SOPInstanceUID),
-            "orthanc_instance_id": stored["ID"], "order_id": outcome.order_id,
-            "match": {"status": "linked" if outcome.order_id else "unmatched", "reason": outcome.reason},
+            "status": "uploaded", "already_stored": result.already_stored,
+            "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
+            "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
+            "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
+            "match": uploading.match_json(study.order_id, study.match_reason),
+            "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
         })
 
+    def upload_multiple(request: Request) -> Response:
+        """Upload several DICOM files (multipart field `files`, repeated); reported per file."""
+        began = time.monotonic()
+        _require_type(request, DICOM_TYPES, "send the DICOM files as the multipart field 'files' (repeated)")
+        files = request.uploaded_files("files")
+        try:
+            uploading.check_files(services, [f.size for f in files])
+        except uploading.UploadRejected as exc:
+            raise refuse(request, SOURCE, files, exc, began) from None
+        with batch(request, SOURCE) as work:
+            for file in files:
+                work.add(file.filename, file.read_bytes())
+            work.finish()
+        return json_response(work.summary())
+
+    def upload_zip(request: Request) -> Response:
+        """Upload a ZIP of DICOM files or a DICOMDIR medium (multipart field `file` or raw application/zip)."""
+        began = time.monotonic()
+        _require_type(request, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the body with"
+                                          " Content-Type: application/zip")
+        files = request.uploaded_files("file")
+        if len(files) != 1:
+            raise ApiError(400, "send exactly one ZIP archive in the field 'file'")
+        source = files[0]
+        with source.open() as stream:
+            try:
+                archive, checked = uploading.open_archive(services, stream)
+            except uploading.UploadRejected as exc:
+                raise refuse(request, ZIP_SOURCE, files, exc, began) from None
+            with archive:
+                if uploading.is_large(services, checked):
+                    archive.close()
+                    job_id = jobs.submit(source, uploaded_by=_principal(request).subject, source=ZIP_SOURCE,
+                                         order_id=request.option("order_id"),
+                                         patient_id=request.option("patient_id"), total_files=checked.readable)
+                    return json_response({"job_id": str(job_id), "status": "queued", "total_files": checked.readable,
+                                          "status_url": f"{JOBS_PATH}/{job_id}"}, 202)
+                with batch(request, ZIP_SOURCE) as work:
+                    uploading.store_archive(work, archive, checked.members, settings.MaxFileSizeMb * uploading.MB)
+                    work.finish()
+        return json_response(work.summary())
+
+    def upload_job(request: Request) -> Response:
+        """Progress of a ZIP upload job (results once it is done)."""
+        job = uploads.get_job(engine, _uuid(request.params["job_id"], "job_id", 404))
+        principal = _principal(request)
+        if job is None or (job.created_by != principal.subject and not principal.has_any_role({auth.ADMIN})):
+            raise ApiError(404, f"upload job {request.params['job_id']} not found")
+        answer: dict[str, Any] = {
+            "job_id": str(job.job_id), "status": job.status, "total_files": job.total_files,
+            "processed_files": job.processed_files, "successful": job.successful, "failed": job.failed,
+            "error": job.error, "created_at": job.created_at.isoformat(),
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
+        if job.status in ("completed", "failed"):
+            answer["results"] = job.results or []
+        return json_response(answer)
+
+    def offline_metadata(request: Request) -> Response:
+        """Offline sync, step 1: declare a file (UIDs, size, sha256) and get its upload_id."""
+        try:
+            declared = parse_declaration(request.json(), max_size=settings.MaxFileSizeMb * uploading.MB)
+        except DeclarationError as exc:
+            raise ApiError(422, str(exc)) from None
+        except OverflowError as exc:
+            raise ApiError(413, str(exc)) from None
+        row = uploads.declare_offline(engine, declared, _principal(request).subject)
+        return json_response({"upload_id": str(row.upload_id), "status": row.status})
+
+    def offline_binary(request: Request) -> Response:
+        """Offline sync, step 2: the file's bytes (checked against the declaration, then stored)."""
+        upload_id = _uuid(request.option("upload_id"), "upload_id", 422)
+        files = request.uploaded_files("file")
+        if len(files) != 1:
+            raise ApiError(400, "send exactly one file in the field 'file' (or as the body)")
+        if files[0].size > settings.MaxFileSizeMb * uploading.MB:
+            raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
+        with files[0].open() as stream:
+            try:
+                answer = uploading.offline_binary(services, upload_id, stream, _principal(request).subject)
+            except uploading.UploadRejected as exc:
+                raise ApiError(exc.status, exc.detail) from None
+        return json_response(answer)
+
+    def offline_ack(request: Request) -> Response:
+        """Offline sync, step 3: ACK_RECEIVED once the instance is in the archive and audited."""
+        body = request.json() if request.body else {}
+        given = body.get("upload_id") if isinstance(body, dict) else None
+        upload_id = _uuid(given or request.option("upload_id"), "upload_id", 422)
+        try:
+            return json_response(uploading.offline_ack(services, upload_id))
+        except uploading.UploadRejected as exc:
+            raise ApiError(exc.status, exc.detail) from None
+
     router.add("POST", "/api/v1/dicom/upload", upload, roles=UPLOADERS)
+    router.add("POST", "/api/v1/dicom/upload-multiple", upload_multiple, roles=UPLOADERS)
+    router.add("POST", "/api/v1/dicom/upload-zip", upload_zip, roles=UPLOADERS)
+    router.add("GET", JOBS_PATH + "/{job_id}", upload_job, roles=UPLOADERS)
+    router.add("POST", "/api/v1/dicom/offline/metadata", offline_metadata, roles=UPLOADERS)
+    router.add("POST", "/api/v1/dicom/offline/binary", offline_binary, roles=UPLOADERS)
+    router.add("POST", "/api/v1/dicom/offline/ack", offline_ack, roles=UPLOADERS)
 
 
-def _check_dicom(data: bytes, reject: Callable[..., ApiError]) -> Dataset:
-    """A readable DICOM file with the UIDs Orthanc needs; returns its header (no pixel data)."""
+def _principal(request: Request) -> Principal:
+    assert request.principal is not None  # every route here requires a role
+    return request.principal
+
+
+def _require_type(request: Request, accepted: tuple[str, ...], hint: str) -> None:
+    if request.content_type not in accepted:
+        raise ApiError(415, hint)
+
+
+def _uuid(value: Any, name: str, status: int) -> uuid.UUID:
     try:
-        ds = dcmread(DicomBytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, OSError) as exc:
-        raise reject(422, f"file: not a valid DICOM file ({type(exc).__name__})") from None
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        if not str(ds.get(keyword, "")).strip():
-            raise reject(422, f"file: {keyword} is missing")
-    return ds
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ApiError(status, f"{name}: not a valid identifier") from None

@@ -8,6 +8,7 @@ UNIQUE as the last line of defence.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, time, tzinfo
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
+from . import uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import to_dict as order_dict
 
@@ -47,6 +49,7 @@ class LinkOutcome:
     order_id: str | None
     reason: str | None  # why unmatched
     new_instances: int
+    upload_log_id: uuid.UUID | None = None  # the audit row this ingest wrote, if any
 
 
 class LinkError(Exception):
@@ -68,8 +71,12 @@ SYSTEM_ACTOR = "ehr-imaging"
 MANUAL_RULE = "manual"
 
 
-def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy) -> LinkOutcome:
-    """Record what arrived (upload log), keep the study's facts current, and link it if a rule allows."""
+def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
+                  audit: uploads.UploadAudit | None = None) -> LinkOutcome:
+    """Record what arrived (upload log), keep the study's facts current, and link it if a rule allows.
+
+    Without ``audit`` the upload row counts the instances that are new since the last record (C-STORE,
+    stable studies); an API upload passes ``audit`` and gets one row for exactly what it sent."""
     with Session(engine) as session, session.begin():
         _lock_study(session, seen.study_instance_uid)
         link = session.get(StudyLink, seen.study_instance_uid)
@@ -84,18 +91,15 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy) -
         _copy_facts(link, seen)
         _match(session, link, policy)
         new_instances = max(seen.number_of_instances - previous_instances, 0)
-        if new_instances:
-            session.add(DicomUploadLog(
-                patient_id=seen.patient_id, order_id=link.order_id, uploaded_by=seen.uploaded_by,
-                study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
-                number_of_files=new_instances, total_size_bytes=max(seen.total_size_bytes - previous_bytes, 0),
-                original_patient_id=seen.patient_id, original_patient_name=seen.patient_name,
-                original_accession_number=seen.accession_number,
-                original_study_date=seen.study_date.strftime("%Y%m%d") if seen.study_date else None,
-                original_modality=",".join(seen.modalities) or None, upload_status="success",
-                upload_source=seen.upload_source,
-            ))
-        return LinkOutcome(link.order_id, link.match_reason, new_instances)
+        row = None
+        if audit is not None:  # an API upload: its own row, whatever else arrived meanwhile
+            row = uploads.study_row(seen, link.order_id, audit)
+        elif new_instances:
+            row = uploads.study_row(seen, link.order_id, uploads.UploadAudit(
+                number_of_files=new_instances, total_size_bytes=max(seen.total_size_bytes - previous_bytes, 0)))
+        if row is not None:
+            session.add(row)
+        return LinkOutcome(link.order_id, link.match_reason, new_instances, row.id if row is not None else None)
 
 
 def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> list[str]:

@@ -201,6 +201,59 @@ MIGRATIONS += (
 
 MIGRATIONS += (
     Migration(
+        4,
+        "upload jobs (large ZIPs on a worker thread), offline sync uploads",
+        """
+        CREATE TABLE upload_jobs (
+            job_id          UUID PRIMARY KEY,
+            status          TEXT NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+            created_by      TEXT NOT NULL,
+            node            TEXT NOT NULL,  -- the Orthanc node that holds the archive and runs the job
+            source          TEXT NOT NULL,
+            file_name       TEXT,
+            order_id        TEXT,
+            patient_id      TEXT,
+            total_files     INTEGER NOT NULL DEFAULT 0,
+            processed_files INTEGER NOT NULL DEFAULT 0,
+            successful      INTEGER NOT NULL DEFAULT 0,
+            failed          INTEGER NOT NULL DEFAULT 0,
+            results         JSONB,
+            error           TEXT,
+            created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+            started_at      TIMESTAMPTZ,
+            finished_at     TIMESTAMPTZ,
+            updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_upload_jobs_open ON upload_jobs (node) WHERE status IN ('queued', 'running');
+
+        CREATE TABLE offline_uploads (
+            upload_id           UUID PRIMARY KEY,
+            sop_instance_uid    TEXT NOT NULL,
+            series_instance_uid TEXT NOT NULL,
+            study_instance_uid  TEXT NOT NULL,
+            size                BIGINT NOT NULL CHECK (size > 0),
+            sha256              TEXT NOT NULL,
+            patient_id          TEXT,
+            order_id            TEXT,
+            file_name           TEXT,
+            status              TEXT NOT NULL
+                CHECK (status IN ('METADATA_UPLOADED', 'BINARY_RECEIVED', 'STORED', 'ACK_RECEIVED')),
+            declared_by         TEXT NOT NULL,
+            orthanc_instance_id TEXT,
+            orthanc_study_id    TEXT,
+            upload_log_id       UUID REFERENCES dicom_upload_logs (id),
+            created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+            stored_at           TIMESTAMPTZ,
+            acked_at            TIMESTAMPTZ,
+            UNIQUE (sop_instance_uid, sha256)  -- the same declaration twice is the same upload
+        );
+        CREATE INDEX ix_offline_uploads_study ON offline_uploads (study_instance_uid);
+        """,
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
         5,
         "tag edit audit: every modify-tags call",
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, String, func
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -197,3 +198,52 @@ class DicomDeletionLog(Base):
     deleted_by: Mapped[str]
     reason: Mapped[str]
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UploadJob(Base):
+    """A large ZIP upload processed on a worker thread; polled by the EHR."""
+
+    __tablename__ = "upload_jobs"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(default="queued")
+    created_by: Mapped[str]
+    node: Mapped[str]
+    source: Mapped[str]
+    file_name: Mapped[str | None]
+    order_id: Mapped[str | None]
+    patient_id: Mapped[str | None]
+    total_files: Mapped[int] = mapped_column(default=0)
+    processed_files: Mapped[int] = mapped_column(default=0)
+    successful: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class OfflineUpload(Base):
+    """One file of the offline sync protocol: declared, received, stored, acknowledged."""
+
+    __tablename__ = "offline_uploads"
+
+    upload_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    sop_instance_uid: Mapped[str]
+    series_instance_uid: Mapped[str]
+    study_instance_uid: Mapped[str]
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str]
+    patient_id: Mapped[str | None]
+    order_id: Mapped[str | None]
+    file_name: Mapped[str | None]
+    status: Mapped[str]
+    declared_by: Mapped[str]
+    orthanc_instance_id: Mapped[str | None]
+    orthanc_study_id: Mapped[str | None]
+    upload_log_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("dicom_upload_logs.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

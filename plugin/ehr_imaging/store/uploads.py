@@ -1,11 +1,49 @@
-"""Upload audit rows that do not come from a stored study: rejected uploads."""
+"""Upload audit rows, upload jobs (large ZIPs) and offline-sync uploads in PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from .models import DicomUploadLog
+from .models import DicomUploadLog, OfflineUpload, UploadJob
+
+if TYPE_CHECKING:
+    from ..core.uploads import OfflineDeclaration
+    from .links import StudyObservation
+
+
+@dataclass(frozen=True)
+class UploadAudit:
+    """What one upload brought for one study; its audit row is written from this."""
+
+    number_of_files: int
+    total_size_bytes: int
+    file_names: list[str] = field(default_factory=list)
+    status: str = "success"  # success | partial (some of the study's files failed) | failed
+    error: str | None = None
+    duration: float | None = None
+
+
+def study_row(seen: StudyObservation, order_id: str | None, audit: UploadAudit) -> DicomUploadLog:
+    """The audit row of one ingest of a study (the caller adds it inside its transaction)."""
+    return DicomUploadLog(
+        id=uuid.uuid4(), patient_id=seen.patient_id, order_id=order_id, uploaded_by=seen.uploaded_by,
+        study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
+        number_of_files=audit.number_of_files, total_size_bytes=audit.total_size_bytes,
+        file_names=list(audit.file_names), original_patient_id=seen.patient_id,
+        original_patient_name=seen.patient_name, original_accession_number=seen.accession_number,
+        original_study_date=seen.study_date.strftime("%Y%m%d") if seen.study_date else None,
+        original_modality=",".join(seen.modalities) or None, upload_status=audit.status,
+        error_message=audit.error[:2000] if audit.error else None, upload_source=seen.upload_source,
+        upload_duration_seconds=audit.duration,
+    )
 
 
 def record_failed(engine: Engine, *, uploaded_by: str, source: str, file_names: list[str], size: int,
@@ -19,3 +57,104 @@ def record_failed(engine: Engine, *, uploaded_by: str, source: str, file_names: 
             upload_status="failed", error_message=error[:2000], patient_id=patient_id,
             upload_duration_seconds=duration,
         ))
+
+
+# --- upload jobs -------------------------------------------------------------------------------------
+
+JOB_FIELDS = ("job_id", "status", "total_files", "processed_files", "successful", "failed")
+
+
+def create_job(engine: Engine, *, created_by: str, node: str, source: str, file_name: str | None,
+               order_id: str | None, patient_id: str | None, total_files: int) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    with Session(engine) as session, session.begin():
+        session.add(UploadJob(job_id=job_id, status="queued", created_by=created_by, node=node, source=source,
+                              file_name=file_name, order_id=order_id, patient_id=patient_id,
+                              total_files=total_files, processed_files=0, successful=0, failed=0))
+    return job_id
+
+
+def job_progress(engine: Engine, job_id: uuid.UUID, *, processed: int, successful: int, failed: int) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(UploadJob).where(UploadJob.job_id == job_id).values(
+            status="running", processed_files=processed, successful=successful, failed=failed,
+            started_at=func.coalesce(UploadJob.started_at, func.now()), updated_at=func.now()))
+
+
+def finish_job(engine: Engine, job_id: uuid.UUID, *, status: str, results: list[dict[str, Any]],
+               successful: int, failed: int, error: str | None = None) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(UploadJob).where(UploadJob.job_id == job_id).values(
+            status=status, results=results, processed_files=len(results), successful=successful, failed=failed,
+            error=error, finished_at=func.now(), updated_at=func.now()))
+
+
+def get_job(engine: Engine, job_id: uuid.UUID) -> UploadJob | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(UploadJob, job_id)
+
+
+def fail_interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> int:
+    """At start-up: this node's jobs that a restart interrupted are failed (their archive is gone),
+    except ``keep``, those queued since."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(update(UploadJob).where(
+            UploadJob.node == node, UploadJob.status.in_(("queued", "running")),
+            UploadJob.job_id.not_in(keep)).values(
+            status="failed", error="interrupted by a restart of the server; upload the archive again"
+                                   " (files already stored are kept and not duplicated)",
+            finished_at=func.now(), updated_at=func.now()))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- offline sync ------------------------------------------------------------------------------------
+
+
+def declare_offline(engine: Engine, declared: OfflineDeclaration, declared_by: str) -> OfflineUpload:
+    """The metadata step: a new upload, or the existing one for the same SOP Instance UID and checksum."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        session.execute(insert(OfflineUpload).values(
+            upload_id=uuid.uuid4(), sop_instance_uid=declared.sop_instance_uid,
+            series_instance_uid=declared.series_instance_uid, study_instance_uid=declared.study_instance_uid,
+            size=declared.size, sha256=declared.sha256, patient_id=declared.patient_id,
+            order_id=declared.order_id, file_name=declared.file_name, status="METADATA_UPLOADED",
+            declared_by=declared_by,
+        ).on_conflict_do_nothing(index_elements=["sop_instance_uid", "sha256"]))
+        row = session.scalars(select(OfflineUpload).where(
+            OfflineUpload.sop_instance_uid == declared.sop_instance_uid,
+            OfflineUpload.sha256 == declared.sha256)).one()
+        return row
+
+
+@contextmanager
+def offline_lock(engine: Engine, upload_id: uuid.UUID) -> Iterator[None]:
+    """One binary step at a time per upload (a client retrying while the first attempt still runs)."""
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"offline:{upload_id}"})
+        yield
+
+
+def get_offline(engine: Engine, upload_id: uuid.UUID) -> OfflineUpload | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(OfflineUpload, upload_id)
+
+
+def offline_stored(engine: Engine, upload_id: uuid.UUID, *, orthanc_instance_id: str, orthanc_study_id: str,
+                   upload_log_id: uuid.UUID | None) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(OfflineUpload).where(OfflineUpload.upload_id == upload_id).values(
+            status="STORED", orthanc_instance_id=orthanc_instance_id, orthanc_study_id=orthanc_study_id,
+            upload_log_id=func.coalesce(OfflineUpload.upload_log_id, upload_log_id), stored_at=func.now()))
+
+
+def offline_acked(engine: Engine, upload_id: uuid.UUID) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(OfflineUpload).where(OfflineUpload.upload_id == upload_id).values(
+            status="ACK_RECEIVED", acked_at=func.coalesce(OfflineUpload.acked_at, func.now())))
+
+
+def upload_row_exists(engine: Engine, upload_log_id: uuid.UUID | None) -> bool:
+    if upload_log_id is None:
+        return False
+    with Session(engine) as session:
+        return session.get(DicomUploadLog, upload_log_id) is not None

@@ -1,0 +1,148 @@
+"""Pure upload rules: which ZIP members to read, archive limits, offline-sync declarations.
+
+No I/O here: the callers (``uploading.py``) hand in what ``zipfile`` and the request say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SKIP: Literal["skip"] = "skip"
+READ: Literal["read"] = "read"
+FAIL: Literal["fail"] = "fail"
+
+# Files of a DICOM medium that are not instances: the DICOMDIR index itself (Orthanc rebuilds its own),
+# and what archivers add beside the content.
+_SKIPPED_BASENAMES = {"DICOMDIR", ".DS_STORE", "THUMBS.DB", "DESKTOP.INI"}
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+S_IFMT, S_IFLNK = 0o170000, 0o120000
+
+
+@dataclass(frozen=True)
+class MemberVerdict:
+    action: Literal["skip", "read", "fail"]
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """What the ZIP's central directory says about one member (``zipfile.ZipInfo``, reduced)."""
+
+    name: str
+    file_size: int  # uncompressed, as declared; zipfile never returns more than this
+    is_dir: bool = False
+    flag_bits: int = 0
+    external_attr: int = 0
+
+
+def is_safe_member_name(name: str) -> bool:
+    """No absolute paths, drive letters, parent references or control characters. Members are never
+    written to disk, but such a name is a crafted archive: it is reported, not read."""
+    if not name or "\x00" in name or any(ord(c) < 32 for c in name):
+        return False
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or re.match(r"[A-Za-z]:", normalized):
+        return False
+    return ".." not in normalized.split("/")
+
+
+def classify_member(member: ZipMember) -> MemberVerdict:
+    """Skip directories and the medium's index files; refuse unsafe, encrypted or linked members; read
+    everything else (DICOMDIR media name their files without extensions, in nested folders)."""
+    if member.is_dir or member.name.endswith("/"):
+        return MemberVerdict(SKIP, "directory")
+    normalized = member.name.replace("\\", "/")
+    basename = normalized.rsplit("/", 1)[-1]
+    if normalized.startswith("__MACOSX/") or basename.startswith("._"):
+        return MemberVerdict(SKIP, "archiver metadata")
+    if basename.upper() in _SKIPPED_BASENAMES:
+        return MemberVerdict(SKIP, "DICOMDIR index" if basename.upper() == "DICOMDIR" else "not an instance")
+    if not is_safe_member_name(member.name):
+        return MemberVerdict(FAIL, "unsafe path in archive")
+    if member.flag_bits & 0x1:
+        return MemberVerdict(FAIL, "encrypted member")
+    if (member.external_attr >> 16) & S_IFMT == S_IFLNK:
+        return MemberVerdict(FAIL, "symbolic link in archive")
+    return MemberVerdict(READ)
+
+
+def archive_problem(members: list[ZipMember], *, max_files: int, max_file_bytes: int,
+                    max_total_bytes: int) -> str | None:
+    """Why the whole archive is refused (413) before anything is read, or None. Sizes are the declared
+    ones: zipfile stops at the declared size of each member, so a lying header cannot exceed them."""
+    files = [m for m in members if classify_member(m).action != SKIP]
+    if len(files) > max_files:
+        return f"archive holds {len(files)} files; at most {max_files} per upload"
+    too_large = next((m for m in files if m.file_size > max_file_bytes), None)
+    if too_large is not None:
+        return f"{too_large.name}: file larger than {max_file_bytes // (1024 * 1024)} MB"
+    if sum(m.file_size for m in files) > max_total_bytes:
+        return f"archive expands to more than {max_total_bytes // (1024 * 1024)} MB"
+    return None
+
+
+def is_uid(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class OfflineDeclaration:
+    """What an offline client declares before it sends a file (metadata step)."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    size: int
+    sha256: str
+    patient_id: str | None = None
+    order_id: str | None = None
+    file_name: str | None = None
+
+
+class DeclarationError(ValueError):
+    pass
+
+
+def parse_declaration(body: Any, *, max_size: int) -> OfflineDeclaration:
+    """Validate the metadata step's JSON. ``DeclarationError`` names the field; a size above ``max_size``
+    is an ``OverflowError`` (413)."""
+    if not isinstance(body, dict):
+        raise DeclarationError("body: must be a JSON object")
+    for name in ("sop_instance_uid", "series_instance_uid", "study_instance_uid"):
+        if not is_uid(body.get(name)):
+            raise DeclarationError(f"{name}: must be a DICOM UID (digits and dots, at most 64 characters)")
+    size = body.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise DeclarationError("size: must be a positive integer (bytes)")
+    sha256 = body.get("sha256")
+    if not isinstance(sha256, str) or _SHA256.fullmatch(sha256.lower()) is None:
+        raise DeclarationError("sha256: must be 64 hexadecimal digits")
+    optional: dict[str, str | None] = {}
+    for name in ("patient_id", "order_id", "file_name"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise DeclarationError(f"{name}: must be a string of at most 255 characters")
+        optional[name] = value.strip() or None if isinstance(value, str) else None
+    if size > max_size:
+        raise OverflowError(f"size: file larger than {max_size // (1024 * 1024)} MB")
+    return OfflineDeclaration(body["sop_instance_uid"], body["series_instance_uid"], body["study_instance_uid"],
+                              size, sha256.lower(), **optional)
+
+
+def content_problem(declared: OfflineDeclaration, *, size: int, sha256: str) -> str | None:
+    """Why received bytes are not the declared file (size first: it is the cheaper message to act on)."""
+    if size != declared.size:
+        return f"size mismatch: declared {declared.size} bytes, received {size}"
+    if sha256.lower() != declared.sha256:
+        return "sha256 mismatch: the bytes received are not the declared file"
+    return None
+
+
+def uid_mismatches(declared: OfflineDeclaration, found: dict[str, str]) -> list[str]:
+    """The declared UIDs the file contradicts (keyword names), in a stable order."""
+    expected = {"StudyInstanceUID": declared.study_instance_uid, "SeriesInstanceUID": declared.series_instance_uid,
+                "SOPInstanceUID": declared.sop_instance_uid}
+    return [keyword for keyword, value in expected.items() if found.get(keyword, "") != value]
