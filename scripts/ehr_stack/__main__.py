@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import requests
 
 from .loader import load_samples
 from .stack import Stack, StackConfig
@@ -31,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "up":
         stack.start()
-        load_samples(stack, print)
-        print_urls(stack)
+        print_urls(stack, load_samples(stack, print))
     elif args.command == "down":
         stack.stop()
         print("stack stopped")
@@ -63,8 +65,7 @@ def run_foreground(stack: Stack) -> int:
         if proc is None:
             print("the stack is already running in the background (make down to stop it)")
             return 1
-        load_samples(stack, print)
-        print_urls(stack)
+        print_urls(stack, load_samples(stack, print))
         print("Ctrl-C stops Orthanc and PostgreSQL.")
         while not stopping and proc.poll() is None:
             time.sleep(0.2)
@@ -74,7 +75,7 @@ def run_foreground(stack: Stack) -> int:
         print("stack stopped")
 
 
-def print_urls(stack: Stack) -> None:
+def print_urls(stack: Stack, manifest: dict[str, Any]) -> None:
     env = stack.env_values()
     print()
     print(f"Orthanc Explorer (admin):  {env['EXPLORER_URL']}")
@@ -83,8 +84,20 @@ def print_urls(stack: Stack) -> None:
     print(f"DICOM:                     {env['DICOM_AET']}@{env['DICOM_HOST']}:{env['DICOM_PORT']}"
           f" (accepts C-STORE from AET {env['MODALITY_AET']} on 127.0.0.1)")
     print(f"Settings for scripts:      {Path(stack.config.var_dir) / 'stack.env'}")
+    token = mint_dev_token(stack, role="ehr-service", subject="dev-ehr", ttl_seconds=12 * 3600)
     print("Development token (role ehr-service, 12 h):")
-    print(f"  {mint_dev_token(stack, role='ehr-service', subject='dev-ehr', ttl_seconds=12 * 3600)}")
+    print(f"  {token}")
+    print(f"Viewer (OHIF, 1 h):        {sample_viewer_url(stack, manifest, token)}")
+
+
+def sample_viewer_url(stack: Stack, manifest: dict[str, Any], token: str) -> str:
+    """A viewer URL for the MR sample, as the EHR would get it."""
+    study = next((s for s in manifest["studies"] if s["modality"] == "MR"), manifest["studies"][0])
+    answer = requests.get(f"{stack.url}/api/v1/dicom/viewer-url/{study['study_instance_uid']}",
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    if answer.status_code != 200:
+        return f"(not available: {answer.status_code} {answer.text[:200]})"
+    return str(answer.json()["url"])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 // Signs in to Orthanc Explorer as an administrator, opens a study's page and reads the ehr-imaging
-// block. Usage: node explorer_study.js BASE_URL USER PASSWORD ORTHANC_STUDY_ID SCREENSHOT.png
-// Prints the block's text as JSON on stdout; exits 1 on failure.
+// block. Usage: node explorer_study.js BASE_URL USER PASSWORD ORTHANC_STUDY_ID SCREENSHOT.png [open-viewer]
+// Prints the block's text (and, with open-viewer, the URL the "Open in viewer" button opened) as JSON on
+// stdout; exits 1 on failure.
 const { chromium } = require('playwright-core');
 
 (async () => {
-  const [base, username, password, studyId, screenshot] = process.argv.slice(2);
+  const [base, username, password, studyId, screenshot, mode] = process.argv.slice(2);
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -18,7 +19,17 @@ const { chromium } = require('playwright-core');
     await page.goto(`${base}/app/explorer.html#study?uuid=${studyId}`);
     await page.waitForSelector('#ehr-imaging-match li:nth-child(2)', { timeout: 20000 });
     await page.screenshot({ path: screenshot, fullPage: true });
-    console.log(JSON.stringify({ text: await page.textContent('#ehr-imaging-match') }));
+    const result = { text: await page.textContent('#ehr-imaging-match') };
+    if (mode === 'open-viewer') {
+      // The first request for the viewer page carries the URL as opened (OHIF strips the token later).
+      const opened = new Promise((resolve) => context.on('request', (request) => {
+        if (request.url().includes('/ohif/viewer')) { resolve(request.url()); }
+      }));
+      await page.click('#ehr-imaging-open-viewer');
+      result.viewerUrl = await Promise.race([opened, new Promise((_, reject) =>
+        setTimeout(() => reject(new Error('the viewer was not opened')), 20000))]);
+    }
+    console.log(JSON.stringify(result));
   } finally {
     await browser.close();
   }

@@ -1,5 +1,6 @@
-/* ehr-imaging: on a study's page in Orthanc Explorer, show its EHR order (or why it has none)
-   and let an administrator link it to an order. Calls the plugin's API with the admin session cookie. */
+/* ehr-imaging: on a study's page in Orthanc Explorer, show its EHR order (or why it has none),
+   let an administrator link it to an order, and open it in the OHIF viewer with a fresh viewer token.
+   Calls the plugin's API with the admin session cookie. */
 (function () {
   var API = '../api/v1/dicom';
 
@@ -20,8 +21,10 @@
         + '<br><input type="text" id="ehr-imaging-order-id" placeholder="order id">'
         + '<button id="ehr-imaging-link">Link to order</button></li>';
     }
+    html += '<li><button id="ehr-imaging-open-viewer">Open in viewer</button></li>';
     block.html(html);
     if (block.listview) { try { block.listview().listview('refresh'); } catch (e) { /* jQuery Mobile absent */ } }
+    $('#ehr-imaging-open-viewer').click(function () { openViewer(match.study_instance_uid); });
     $('#ehr-imaging-link').click(function () {
       $.ajax({
         url: API + '/studies/' + encodeURIComponent(match.study_instance_uid) + '/link',
@@ -30,6 +33,18 @@
         success: function () { load(block, match.study_instance_uid); },
         error: function (xhr) { alert('Link refused: ' + ((xhr.responseJSON || {}).detail || xhr.status)); }
       });
+    });
+  }
+
+  function openViewer(studyUid) {
+    // Open the window during the click (popup blockers), then send it to the URL the plugin mints.
+    var viewer = window.open('', '_blank');
+    if (viewer) { viewer.opener = null; }
+    $.getJSON(API + '/viewer-url/' + encodeURIComponent(studyUid), function (answer) {
+      if (viewer) { viewer.location = answer.url; } else { window.location = answer.url; }
+    }).fail(function (xhr) {
+      if (viewer) { viewer.close(); }
+      alert('No viewer URL: ' + ((xhr.responseJSON || {}).detail || xhr.status));
     });
   }
 
