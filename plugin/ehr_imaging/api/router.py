@@ -100,6 +100,13 @@ class Request:
                                  path=self.body_path)]
         return [UploadedFile(field_name, name, self.content_type, len(self.body), data=self.body)]
 
+    def single_file(self, field_name: str, what: str = "file") -> UploadedFile:
+        """The one file of ``field_name`` (or the raw body); 400 when there is none or more than one."""
+        files = self.uploaded_files(field_name)
+        if len(files) != 1:
+            raise ApiError(400, f"send exactly one {what} in the field '{field_name}' (or as the body)")
+        return files[0]
+
     def option(self, name: str) -> str | None:
         """An option of the request: a form field, a query parameter or an ``X-<Name>`` header
         (``order_id`` -> ``X-Order-Id``), in that order. Orthanc's own HTTP server drops query strings on

@@ -58,9 +58,7 @@ def register(router: Router, services: Services) -> None:
         began = time.monotonic()
         _require_type(request, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as the body"
                                             " with Content-Type: application/dicom")
-        files = request.uploaded_files("file")
-        if len(files) != 1:
-            raise ApiError(400, "send exactly one file in the field 'file'")
+        files = [request.single_file("file")]
         if files[0].size > settings.MaxFileSizeMb * uploading.MB:
             raise refuse(request, SOURCE, files, uploading.UploadRejected(
                 413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
@@ -99,9 +97,7 @@ def register(router: Router, services: Services) -> None:
         began = time.monotonic()
         _require_type(request, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the body with"
                                           " Content-Type: application/zip")
-        files = request.uploaded_files("file")
-        if len(files) != 1:
-            raise ApiError(400, "send exactly one ZIP archive in the field 'file'")
+        files = [request.single_file("file", "ZIP archive")]
         source = files[0]
         with source.open() as stream:
             try:
@@ -151,9 +147,7 @@ def register(router: Router, services: Services) -> None:
     def offline_binary(request: Request) -> Response:
         """Offline sync, step 2: the file's bytes (checked against the declaration, then stored)."""
         upload_id = _uuid(request.option("upload_id"), "upload_id", 422)
-        files = request.uploaded_files("file")
-        if len(files) != 1:
-            raise ApiError(400, "send exactly one file in the field 'file' (or as the body)")
+        files = [request.single_file("file")]
         if files[0].size > settings.MaxFileSizeMb * uploading.MB:
             raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
         with files[0].open() as stream:
