@@ -196,7 +196,7 @@ def _answer(output: Any, response: Response) -> None:
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
     if response.status == 200:
-        output.AnswerBuffer(response.body, response.content_type)
+        output.AnswerBuffer(response.joined(), response.content_type)
     else:
         # orthanc-python 4.0 takes the body of a non-200 answer as text only.
         body = response.body.decode("utf-8", "replace")

@@ -199,7 +199,7 @@ def test_a_study_still_arriving_is_found_before_it_is_recorded(client: Client, t
     assert client.get(f"{API}/studies/{uid}", "nurse").json()["match"]["status"] == "unmatched"
 
 
-def test_download_is_a_zip_of_every_instance(api: Client, tmp_path: Path) -> None:
+def test_download_is_a_zip_of_every_instance(api: Client, client: Client, tmp_path: Path) -> None:
     uid, files = sample_copy(tmp_path, "mr_abdomen", patient_id=mrn())
     for path in files:
         upload(api, path)
@@ -207,11 +207,18 @@ def test_download_is_a_zip_of_every_instance(api: Client, tmp_path: Path) -> Non
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/zip"
     assert answer.headers["Content-Disposition"] == f'attachment; filename="{uid}.zip"'
+    assert answer.headers["Transfer-Encoding"] == "chunked"  # streamed on the API port, never held whole
     with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        assert archive.testzip() is None
         names = [n for n in archive.namelist() if not n.endswith("/")]
         assert len(names) == len(files) == 10
         sops = {str(pydicom.dcmread(io.BytesIO(archive.read(n))).SOPInstanceUID) for n in names}
     assert sops == {sop_uid(p) for p in files}
+    assert all(name.endswith(".dcm") and name.count("/") == 1 for name in names), names  # a folder per series
+    on_orthancs_port = client.get(f"{API}/download/{uid}", "doctor")  # the same archive, joined there
+    assert on_orthancs_port.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(on_orthancs_port.content)) as archive:
+        assert sorted(archive.namelist()) == sorted(names)
     assert api.get(f"{API}/download/1.2.3.999", "doctor").status_code == 404
     assert api.get(f"{API}/download/{uid}").status_code == 401
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
 from pathlib import Path
@@ -192,19 +192,35 @@ class _ApiHandler(BaseHTTPRequestHandler):
     def _send(self, response: Response) -> None:
         try:
             self.send_response(response.status)
-            if response.body:
+            if response.body or response.stream is not None:
                 self.send_header("Content-Type", response.content_type)
             for name, value in response.headers.items():
-                if name.lower() not in {"content-length", "content-type", "connection"}:
+                if name.lower() not in {"content-length", "content-type", "connection", "transfer-encoding"}:
                     self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
+            if response.stream is not None:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(response.body)))
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
-            if self.command != "HEAD":
+            if response.stream is not None:
+                self._send_chunks(response.stream)
+            else:
                 self.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _send_chunks(self, stream: Iterable[bytes]) -> None:
+        try:
+            for chunk in stream:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except Exception as exc:  # noqa: BLE001 - headers are gone: end the connection without the last chunk
+            self.report_error(f"ehr-imaging API listener: {self.path}: answer cut ({type(exc).__name__}: {exc})")
+            self.close_connection = True  # the client sees a truncated body, never a complete-looking one
+            return
+        self.wfile.write(b"0\r\n\r\n")
 
 
 class _Refusal(Exception):

@@ -1,6 +1,7 @@
 """Study downloads, thumbnails, rendered frames, clinical summaries, and the upload history.
 
-The images come from Orthanc in process: the ZIP is Orthanc's ``/studies/{id}/archive``, the thumbnail its
+The images come from Orthanc in process: the ZIP is written as it is sent, one stored file at a time
+(core/zipstream.py; chunked on the API port, joined on Orthanc's port), the thumbnail Orthanc's
 ``/preview``, a PNG frame its ``/rendered`` (``window-center``/``window-width`` when given, else the file's
 modality LUT and VOI), a JPEG frame the DICOMweb plugin's rendered frame (``window``, ``quality``; Orthanc's
 own ``/rendered`` picks JPEG only from an Accept header, which an in-process call cannot send).
@@ -9,10 +10,12 @@ own ``/rendered`` picks JPEG only from an Accept header, which an in-process cal
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core import auth
 from ..core.summary import SummaryOptionsError, clinical_summary, first_image_series, ordered_instances, parse_options
+from ..core.zipstream import safe_member_name, zip_stream
 from ..services import Pacs, Services
 from ..store import studies
 from .router import ApiError, Request, Response, Router, json_response
@@ -28,10 +31,10 @@ def register(router: Router, services: Services) -> None:
     engine, pacs = services.engine, services.pacs
 
     def download(request: Request) -> Response:
-        """The study as a ZIP of its DICOM files (Orthanc's archive: Patient/Study/Series folders)."""
+        """The study as a ZIP of its DICOM files (a folder per series), streamed one file at a time."""
         uid = request.params["study_uid"]
-        archive = pacs.get_bytes(f"/studies/{study_or_404(services, uid)}/archive")
-        return Response(body=archive, content_type="application/zip",
+        orthanc_id = study_or_404(services, uid)
+        return Response(stream=zip_stream(_study_members(pacs, orthanc_id)), content_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{_file_name(uid)}.zip"'})
 
     def thumbnail(request: Request) -> Response:
@@ -163,3 +166,19 @@ def _float_param(query: dict[str, str], name: str) -> float | None:
 def _file_name(uid: str) -> str:
     """A UID is digits and dots; anything else is dropped so the header cannot be bent."""
     return "".join(c for c in uid if c.isalnum() or c in ".-_") or "study"
+
+
+def _study_members(pacs: Pacs, orthanc_study_id: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """``(name, read)`` for every instance: ``<series>/<instance number>-<SOPInstanceUID>.dcm``; each file is
+    read from Orthanc only when the ZIP gets to it."""
+    for series in pacs.get_json(f"/studies/{orthanc_study_id}/series"):
+        tags = series.get("MainDicomTags", {})
+        folder = " ".join(str(tags.get(k, "")).strip() for k in ("SeriesNumber", "Modality", "SeriesDescription"))
+        for instance in pacs.get_json(f"/series/{series['ID']}/instances"):
+            itags = instance.get("MainDicomTags", {})
+            name = f"{str(itags.get('InstanceNumber', '')).strip()}-{itags.get('SOPInstanceUID', instance['ID'])}.dcm"
+            yield safe_member_name(folder.strip() or series["ID"], name), _reader(pacs, instance["ID"])
+
+
+def _reader(pacs: Pacs, instance_id: str) -> Callable[[], bytes]:
+    return lambda: pacs.get_bytes(f"/instances/{instance_id}/file")

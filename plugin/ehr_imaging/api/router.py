@@ -124,6 +124,12 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    # A large answer produced piece by piece: the API listener sends it chunked as it comes; Orthanc's own
+    # port cannot stream a plugin's answer, so there it is joined first (see ``joined``).
+    stream: Iterable[bytes] | None = None
+
+    def joined(self) -> bytes:
+        return self.body if self.stream is None else b"".join(self.stream)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
