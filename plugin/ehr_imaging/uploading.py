@@ -37,7 +37,18 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 
 from . import ingest
-from .core.uploads import FAIL, READ, ZipMember, archive_problem, classify_member, content_problem, uid_mismatches
+from .core.uploads import (
+    EOCD_SEARCH,
+    FAIL,
+    READ,
+    ZipMember,
+    archive_problem,
+    classify_member,
+    content_problem,
+    directory_problem,
+    uid_mismatches,
+    zip_directory_totals,
+)
 from .core.uploads import OfflineDeclaration as OfflineDeclaration
 from .services import Services
 from .store import links, uploads
@@ -258,6 +269,11 @@ class Archive:
 def open_archive(services: Services, stream: IO[bytes]) -> tuple[zipfile.ZipFile, Archive]:
     """Read the central directory and apply the limits (413) before any member is read."""
     settings = services.settings
+    totals = _directory_totals(stream)
+    if totals is not None:
+        problem = directory_problem(*totals, max_files=settings.MaxFilesPerUpload)
+        if problem is not None:
+            raise UploadRejected(413, problem)
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -271,6 +287,22 @@ def open_archive(services: Services, stream: IO[bytes]) -> tuple[zipfile.ZipFile
         raise UploadRejected(413, problem)
     readable = [m for m in members if classify_member(m).action != "skip"]
     return archive, Archive(infos, len(readable), sum(m.file_size for m in readable))
+
+
+def _directory_totals(stream: IO[bytes]) -> tuple[int, int] | None:
+    end = stream.seek(0, os.SEEK_END)
+    start = max(0, end - EOCD_SEARCH)
+    stream.seek(start)
+    tail = stream.read()
+
+    def read_at(offset: int, size: int) -> bytes:
+        stream.seek(offset)
+        return stream.read(size)
+
+    try:
+        return zip_directory_totals(tail, read_at)
+    finally:
+        stream.seek(0)
 
 
 def zip_member(info: zipfile.ZipInfo) -> ZipMember:

@@ -185,6 +185,13 @@ def test_a_malicious_zip_stores_nothing_it_should_not(api: Client, client: Clien
     assert orthanc_study(client, study_uid)["CountInstances"] == 1
     not_a_zip = upload_zip(api, b"PK\x03\x04 this is no archive")
     assert not_a_zip.status_code == 422 and "ZIP" in not_a_zip.json()["detail"]
+    # A small archive declaring a flood of members is refused from its end record, before zipfile loads them.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as flood:
+        for n in range(5000):
+            flood.writestr(f"x/{n}", b"")
+    flooded = upload_zip(api, buffer.getvalue())
+    assert flooded.status_code == 413 and "5000 entries" in flooded.json()["detail"]
 
 
 def test_ten_concurrent_uploads_lose_no_audit_row(api: Client, client: Client, tmp_path: Path) -> None:

@@ -20,10 +20,12 @@ from ehr_imaging.core.uploads import (
     archive_problem,
     classify_member,
     content_problem,
+    directory_problem,
     is_safe_member_name,
     is_uid,
     parse_declaration,
     uid_mismatches,
+    zip_directory_totals,
 )
 
 MB = 1024 * 1024
@@ -174,3 +176,35 @@ def test_check_dicom_wants_the_three_uids() -> None:
     with pytest.raises(uploading.UploadRejected) as refused:
         uploading.check_dicom(b"not dicom at all")
     assert refused.value.status == 422
+
+
+def _zip(entries: int, comment: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for n in range(entries):
+            archive.writestr(f"d/{n}", b"")
+        archive.comment = comment
+    return buffer.getvalue()
+
+
+def _totals(data: bytes) -> tuple[int, int] | None:
+    tail = data[-65558:]
+    return zip_directory_totals(tail, lambda offset, size: data[offset:offset + size])
+
+
+def test_the_directory_is_sized_from_the_end_records_before_zipfile_reads_it() -> None:
+    data = _zip(3, comment=b"x" * 1000)
+    entries, size = _totals(data) or (0, 0)
+    assert entries == 3 and 0 < size < 300
+    assert _totals(b"PK\x03\x04 not an archive") is None
+    assert directory_problem(entries, size, max_files=500) is None
+    assert directory_problem(300_000, 20_000_000, max_files=500) is not None  # a small ZIP declaring a flood
+    assert directory_problem(10, 65 * MB, max_files=500) is not None
+
+
+def test_zip64_end_records_are_followed() -> None:
+    data = _zip(70_000)  # over 65,535 entries: the totals live in the ZIP64 record
+    totals = _totals(data)
+    assert totals is not None
+    entries, size = totals
+    assert entries == 70_000 and 70_000 * 46 <= size < len(data)

@@ -6,6 +6,8 @@ No I/O here: the callers (``uploading.py``) hand in what ``zipfile`` and the req
 from __future__ import annotations
 
 import re
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,6 +83,40 @@ def archive_problem(members: list[ZipMember], *, max_files: int, max_file_bytes:
         return f"{too_large.name}: file larger than {max_file_bytes // (1024 * 1024)} MB"
     if sum(m.file_size for m in files) > max_total_bytes:
         return f"archive expands to more than {max_total_bytes // (1024 * 1024)} MB"
+    return None
+
+
+EOCD_SEARCH = 65536 + 22  # the end-of-central-directory record and the longest archive comment
+_EOCD, _ZIP64_LOCATOR, _ZIP64_EOCD = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+
+
+def zip_directory_totals(tail: bytes, read_at: Callable[[int, int], bytes]) -> tuple[int, int] | None:
+    """(entries, central directory bytes) from an archive's end records, before ``zipfile`` loads the whole
+    directory into memory (a small ZIP can declare hundreds of thousands of members). ``tail`` holds the
+    archive's last bytes; ``read_at(offset, n)`` reads elsewhere (the ZIP64 record).
+    None when there is no end record (not a ZIP)."""
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        return None
+    entries, size = struct.unpack_from("<HI", tail, at + 10)
+    if entries != 0xFFFF and size != 0xFFFFFFFF:
+        return entries, size
+    locator = tail.rfind(_ZIP64_LOCATOR, 0, at)
+    if locator < 0 or at - locator < 20:
+        return None
+    (record_offset,) = struct.unpack_from("<Q", tail, locator + 8)
+    record = read_at(record_offset, 56)
+    if len(record) < 56 or not record.startswith(_ZIP64_EOCD):
+        return None
+    entries64, size64 = struct.unpack_from("<QQ", record, 32)
+    return int(entries64), int(size64)
+
+
+def directory_problem(entries: int, directory_bytes: int, *, max_files: int) -> str | None:
+    """Why an archive is refused on its directory's size alone (413): more entries than the file limit
+    can explain (with room for folders and skipped members), or a directory too large to read."""
+    if entries > 4 * max_files + 1000 or directory_bytes > 64 * 1024 * 1024:
+        return f"archive directory declares {entries} entries; at most {max_files} files per upload"
     return None
 
 
