@@ -341,3 +341,24 @@ def test_roles(api: Client) -> None:
     assert api.request("DELETE", f"{API}/studies/1.2.3.4.5.6.7.8", "admin", params={"reason": "x"}).status_code == 404
     for path in ("/studies", "/studies/1.2.3", "/thumbnail/1.2.3", "/render/1.2.3", "/download/1.2.3"):
         assert api.get(API + path).status_code == 401
+
+
+def test_images_orthanc_cannot_decode_or_that_hold_none_are_clear_errors(api: Client, tmp_path: Path) -> None:
+    """JPEG 2000 (no decoder in Debian's Orthanc here) answers 422 naming the syntax; an instance without
+    pixel data is a 404 or 422 with a detail; never a bare 500."""
+    uid, files = sample_copy(tmp_path, "ct_head_j2k", patient_id=mrn(), count=1)
+    upload(api, files[0])
+    for answer in (api.get(f"{API}/render/{sop_uid(files[0])}", "doctor"),
+                   api.get(f"{API}/thumbnail/{uid}", "doctor")):
+        if answer.status_code != 200:  # a build of Orthanc with a JPEG 2000 decoder would render it
+            assert answer.status_code == 422, answer.text
+            assert "1.2.840.10008.1.2.4.90" in answer.json()["detail"]
+    no_pixels = pydicom.dcmread(files[0])
+    del no_pixels.PixelData
+    no_pixels.SOPInstanceUID = no_pixels.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    no_pixels.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    path = tmp_path / "no-pixels.dcm"
+    no_pixels.save_as(path, enforce_file_format=True)
+    upload(api, path)
+    answer = api.get(f"{API}/render/{no_pixels.SOPInstanceUID}", "doctor")
+    assert answer.status_code in (404, 422) and answer.json()["detail"], answer.text

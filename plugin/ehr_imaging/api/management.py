@@ -42,8 +42,8 @@ def register(router: Router, services: Services) -> None:
         instances = _first_series_instances(pacs, study_or_404(services, request.params["study_uid"]))
         if not instances:
             raise ApiError(404, "the study holds no image")
-        return Response(body=pacs.get_bytes(f"/instances/{instances[len(instances) // 2]}/preview"),
-                        content_type="image/png")
+        instance = instances[len(instances) // 2]
+        return Response(body=_rendered(pacs, instance, f"/instances/{instance}/preview"), content_type="image/png")
 
     def render(request: Request) -> Response:
         """One frame as PNG or JPEG: the file's modality LUT and VOI, or the window/level given."""
@@ -62,20 +62,22 @@ def register(router: Router, services: Services) -> None:
         instance = pacs.lookup(sop_uid, "Instance") if sop_uid else None
         if instance is None:
             raise ApiError(404, f"instance {sop_uid} not found")
-        frames = pacs.get_json(f"/instances/{instance}/frames")
+        try:
+            frames = pacs.get_json(f"/instances/{instance}/frames")
+        except Exception:  # noqa: BLE001 - Orthanc answers an error for an instance without pixel data
+            raise ApiError(404, f"instance {sop_uid} has no image frames") from None
         if frame > len(frames):
             raise ApiError(404, f"frame {frame} not found: the instance has {len(frames)} frame(s)")
         if FORMATS[image_format] == "image/png":
             args = f"?window-center={level}&window-width={window}" if window is not None else ""
-            body = pacs.get_bytes(f"/instances/{instance}/frames/{frame - 1}/rendered{args}")
+            body = _rendered(pacs, instance, f"/instances/{instance}/frames/{frame - 1}/rendered{args}")
         else:
             series = pacs.get_json(f"/instances/{instance}/series")
             study = pacs.get_json(f"/instances/{instance}/study")
             args = f"?quality={quality}" + (f"&window={level},{window},linear" if window is not None else "")
-            body = pacs.get_bytes(
-                f"/dicom-web/studies/{study['MainDicomTags']['StudyInstanceUID']}"
-                f"/series/{series['MainDicomTags']['SeriesInstanceUID']}/instances/{sop_uid}"
-                f"/frames/{frame}/rendered{args}", after_plugins=True)
+            body = _rendered(pacs, instance, f"/dicom-web/studies/{study['MainDicomTags']['StudyInstanceUID']}"
+                             f"/series/{series['MainDicomTags']['SeriesInstanceUID']}/instances/{sop_uid}"
+                             f"/frames/{frame}/rendered{args}", after_plugins=True)
         return Response(body=body, content_type=FORMATS[image_format])
 
     def summary(request: Request) -> Response:
@@ -166,6 +168,19 @@ def _float_param(query: dict[str, str], name: str) -> float | None:
 def _file_name(uid: str) -> str:
     """A UID is digits and dots; anything else is dropped so the header cannot be bent."""
     return "".join(c for c in uid if c.isalnum() or c in ".-_") or "study"
+
+
+def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = False) -> bytes:
+    """An image Orthanc renders; 422 naming the transfer syntax when it cannot decode the pixels
+    (e.g. JPEG 2000 without a decoder plugin), instead of a bare 500."""
+    try:
+        return pacs.get_bytes(uri, after_plugins=after_plugins)
+    except Exception:  # noqa: BLE001 - Orthanc's error says little; the transfer syntax says why
+        try:
+            syntax = pacs.get_json(f"/instances/{instance_id}/metadata?expand").get("TransferSyntax", "unknown")
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            raise ApiError(404, "the instance is gone") from None
+        raise ApiError(422, f"Orthanc cannot render this image (transfer syntax {syntax})") from None
 
 
 def _study_members(pacs: Pacs, orthanc_study_id: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
