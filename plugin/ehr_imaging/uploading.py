@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
+from pydicom import Dataset
 
 from . import ingest
+from .core import tags
 from .core.uploads import (
     EOCD_SEARCH,
     FAIL,
@@ -59,20 +58,30 @@ UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 class UploadRejected(Exception):
-    """A file or request that is refused: ``status`` is the HTTP answer."""
+    """A file or request that is refused: ``status`` is the HTTP answer; ``header`` the file's dataset when
+    it could be read far enough to say which study it belongs to."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, header: Dataset | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.header = header
 
 
 def check_dicom(data: bytes) -> Dataset:
-    """A readable DICOM file with the UIDs Orthanc needs; returns its header (no pixel data)."""
+    """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
+    a truncated file is refused here, not stored); returns its dataset."""
     try:
-        ds = dcmread(DicomBytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, OSError, KeyError, AttributeError) as exc:
-        raise UploadRejected(422, f"not a valid DICOM file ({type(exc).__name__})") from None
+        parsed = tags.parse(data)
+    except tags.DicomFileError as exc:
+        raise UploadRejected(422, str(exc)) from None
+    if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
+        has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
+        raise UploadRejected(422, f"incomplete DICOM file: {parsed.problems[0]}",
+                             parsed.dataset if has_uids else None)
+    if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
+        raise UploadRejected(422, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
+    ds = parsed.dataset
     for keyword in UID_KEYWORDS:
         if not str(ds.get(keyword, "")).strip():
             raise UploadRejected(422, f"{keyword} is missing")
@@ -176,7 +185,7 @@ class Batch:
         try:
             header = check_dicom(data)
         except UploadRejected as exc:
-            return self.fail(file_name, exc.detail, len(data), exc.status)
+            return self.fail(file_name, exc.detail, len(data), exc.status, exc.header)
         try:
             stored = self._services.pacs.post_json_bytes("/instances", data)
         except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from ehr_imaging.api.listener import MAX_CONNECTIONS
 from tests.conftest import Client
 from tests.dicom_factory import make_study
 from tests.integration.test_matching import accession, mrn, order, put_order
@@ -66,3 +68,42 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: Client) -> None:
         answer = received.decode()
     assert answer.startswith("HTTP/1.1 413"), answer
     assert '"detail"' in answer
+
+
+def _raw(api: Client, data: bytes) -> bytes:
+    url = urlsplit(api.base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+def test_any_transfer_coding_is_refused(api: Client) -> None:
+    """A body framed by a transfer coding could be framed differently by a proxy in front: refused."""
+    smuggled = (b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+                b"Content-Length: 4\r\n\r\n0\r\n\r\nGET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = _raw(api, smuggled)
+    assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_connections_beyond_the_cap_are_closed_at_once(api: Client) -> None:
+    url = urlsplit(api.base)
+    held = [socket.create_connection((url.hostname, url.port), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)
+        with socket.create_connection((url.hostname, url.port), timeout=10) as extra:
+            extra.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert extra.recv(100) == b""  # closed without an answer: no thread for it
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the held connections' threads end once their sockets close
+        if api.get("/api/v1/dicom/health").status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the listener did not recover after the connections closed")

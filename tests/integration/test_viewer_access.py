@@ -55,6 +55,12 @@ def test_queries_are_narrowed_to_the_token(client: Client, two_studies: Any) -> 
     assert uids(f"{root}/studies?StudyInstanceUID={a.uid},{b.uid}") == {a.uid}
     assert uids(f"{root}/studies?StudyInstanceUID={b.uid}%5C{a.uid}") == {a.uid}
     assert uids(f"{root}/studies?StudyInstanceUID={b.uid}") == set()
+    assert uids(f"{root}/studies?PatientID=*") == {a.uid}  # wildcards reach the DICOMweb plugin as written
+    assert uids(f"{root}/studies?PatientID={a.patient_id[:6]}*") == {a.uid}
+    assert as_viewer(client, token, f"{root}/studies?PatientID=x%26StudyInstanceUID%3D{b.uid}").status_code == 400
+    both = viewer_token(client, study_uids=[a.uid, b.uid])["token"]
+    answer = as_viewer(client, both, f"{root}/studies")
+    assert {item["0020000D"]["Value"][0] for item in answer.json()} == {a.uid, b.uid}
     series = as_viewer(client, token, f"{root}/studies/{a.uid}/series")
     assert [s["0020000E"]["Value"][0] for s in series.json()] == [a.series]
     assert as_viewer(client, token, f"{root}/studies/{b.uid}/series").status_code == 403

@@ -112,6 +112,12 @@ def cases() -> list[Case]:
         "/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IB}",
         "/wado?requestType=WADO&studyUID={A}&seriesUID={SB}&objectUID={IA}",
         "/wado?requestType=WADO&objectUID={IA}", "/wado?studyUID={A}&seriesUID={SA}&objectUID={IA}",
+        # Case variants of WADO-URI names (found in review: the server reads only the exact spelling).
+        "/wado?requestType=WADO&objectUID={IB}&StudyUID={A}&SeriesUID={SA}&ObjectUID={IA}&contentType=application/dicom",
+        "/wado?requestType=WADO&objectUID={IB}&StudyUID={A}&SeriesUID={SA}&ObjectUID={IA}&contentType=image/png",
+        "/wado?RequestType=WADO&requestType=WADO&studyUID={B}&seriesUID={SB}&objectUID={IB}",
+        "/wado?requesttype=WADO&studyuid={A}&seriesuid={SA}&objectuid={IA}",
+        "/dicom-web/studies/{A}/series?limit=1&LIMIT=2",
         "/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&presentationUID={IB}",
         # Orthanc's own API and Explorer.
         "/system", "/studies", "/studies/{OA}", "/studies/{OA}/archive", "/instances", "/patients", "/tools/find",

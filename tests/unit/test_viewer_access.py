@@ -81,6 +81,12 @@ def test_only_reads(method: str) -> None:
     ("/wado", {"studyUID": A, "seriesUID": SA, "objectUID": IA}, False),
     ("/wado", {"requestType": "WADO", "studyUID": A, "seriesUID": SA, "objectUID": IA, "token": "x"}, False),
     ("/wado", {"requestType": "WADO", "studyUID": A, "seriesUID": SA, "objectUID": f"{IA}%2C{IB}"}, False),
+    # Case variants: Orthanc's WADO-URI reads the exact names only, so a second spelling must not pass.
+    ("/wado", {"requestType": "WADO", "objectUID": IB, "StudyUID": A, "SeriesUID": SA, "ObjectUID": IA}, False),
+    ("/wado", {"requestType": "WADO", "RequestType": "WADO", "studyUID": A, "seriesUID": SA, "objectUID": IA}, False),
+    ("/wado", {"requesttype": "WADO", "studyuid": A, "seriesuid": SA, "objectuid": IA}, False),
+    ("/wado", {"requestType": "wado", "studyUID": A, "seriesUID": SA, "objectUID": IA}, False),
+    (f"/dicom-web/studies/{A}/series", {"limit": "1", "LIMIT": "2"}, False),
 ])
 def test_query_parameters(path: str, query: dict[str, str], allowed: bool) -> None:
     assert decide(path, query) is allowed

@@ -55,10 +55,30 @@ class ApiListener:
         self._server.server_close()
 
 
+MAX_CONNECTIONS = 64  # open connections served at once; more are closed at once (each holds a thread)
+IDLE_TIMEOUT_SECONDS = 30  # a connection that sends nothing for this long is closed
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many connections: refuse rather than pile up threads
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -67,6 +87,7 @@ class _Server(ThreadingHTTPServer):
 
 class _ApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the EHR backend reuses its connections
+    timeout = IDLE_TIMEOUT_SECONDS  # per socket operation: a silent or trickling client cannot hold a thread
     server_version = "ehr-imaging"
     router: Router
     max_body_bytes: int
@@ -117,8 +138,10 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
     # --- request bodies -----------------------------------------------------------------------
     def _content_length(self) -> int:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise _Refusal(error_response(411, "send a Content-Length (chunked bodies are not accepted)"))
+        if "Transfer-Encoding" in self.headers:
+            # Any transfer coding, not only "chunked": a proxy in front might frame the body by it while we go
+            # by Content-Length, and the two would disagree on where the next request starts.
+            raise _Refusal(error_response(411, "send a Content-Length (transfer codings are not accepted)"))
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:

@@ -71,10 +71,10 @@ QIDO_PARAMETERS = frozenset({
     "studydescription", "00081030", "seriesnumber", "00200011", "instancenumber", "00200013",
     "studyinstanceuid", "0020000d",
 })
+# WADO-URI names are case-sensitive (PS3.18 and Orthanc's plugin read the exact names): only these spellings.
 WADO_URI_PARAMETERS = frozenset({
-    "requesttype", "studyuid", "seriesuid", "objectuid", "contenttype", "charset", "anonymize", "annotation",
-    "rows", "columns", "region", "windowcenter", "windowwidth", "framenumber", "imagequality", "presentationuid",
-    "presentationseriesuid", "transfersyntax",
+    "requestType", "studyUID", "seriesUID", "objectUID", "contentType", "charset", "anonymize", "annotation",
+    "rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality", "transferSyntax",
 })
 _STUDY_UID_KEYS = frozenset({"studyinstanceuid", "0020000d"})
 
@@ -121,8 +121,11 @@ def decide_viewer(method: str, path: str, query: Mapping[str, str], studies: fro
     if not is_canonical(path):
         return _deny("path not in canonical form")
     keys = {key.lower() for key in query}
+    if len(keys) != len(query):
+        # ``objectUID`` and ``ObjectUID``: the filter and the server behind it could each read another one.
+        return _deny("query parameters that differ only in case")
     if path == WADO_URI_ROOT:
-        return _decide_wado_uri(query, keys, studies, belongs)
+        return _decide_wado_uri(query, studies, belongs)
     if not path.startswith(DICOMWEB_ROOT):
         return _deny("not a DICOMweb path")
     parts = path[len(DICOMWEB_ROOT):].split("/")
@@ -165,17 +168,13 @@ def _wado_rs_target(parts: list[str]) -> tuple[ViewerTarget, bool] | None:
     return None
 
 
-def _decide_wado_uri(query: Mapping[str, str], keys: set[str], studies: frozenset[str],
-                     belongs: Membership) -> Decision:
-    unexpected = keys - WADO_URI_PARAMETERS
+def _decide_wado_uri(query: Mapping[str, str], studies: frozenset[str], belongs: Membership) -> Decision:
+    unexpected = set(query) - WADO_URI_PARAMETERS
     if unexpected:
         return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
-    values = {key.lower(): value.strip() for key, value in query.items()}
-    if values.get("requesttype", "").upper() != "WADO":
+    if query.get("requestType") != "WADO":
         return _deny("WADO-URI needs requestType=WADO")
-    if "presentationuid" in values or "presentationseriesuid" in values:
-        return _deny("presentation states are not served to viewers")
-    study, series, instance = values.get("studyuid", ""), values.get("seriesuid", ""), values.get("objectuid", "")
+    study, series, instance = query.get("studyUID", ""), query.get("seriesUID", ""), query.get("objectUID", "")
     if not all(_UID.fullmatch(uid) for uid in (study, series, instance)):
         return _deny("WADO-URI needs studyUID, seriesUID and objectUID")
     return _in_scope(ViewerTarget(study, series, instance), studies, belongs)

@@ -12,8 +12,8 @@ WADO-RS goes straight to the DICOMweb plugin behind the filter.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
 
 from ..api.router import Response, error_response
 from ..core import access
@@ -23,6 +23,7 @@ from .gate import ViewerGate
 
 DICOM_JSON = "application/dicom+json"
 _STUDY_UID_KEYS = ("studyinstanceuid", "0020000d")
+_UNSAFE_VALUE = re.compile(r"[&=#%?\x00-\x1f]")
 
 
 class ScopedQido:
@@ -77,7 +78,7 @@ class ScopedQido:
         studies = access.narrow_study_uids(requested, principal.scope)
         if not studies:
             return Response(body=b"[]", content_type=DICOM_JSON)
-        return self._forward("studies", {**rest, "StudyInstanceUID": "\\".join(studies)}, principal, None)
+        return self._forward("studies", {**rest, "StudyInstanceUID": ",".join(studies)}, principal, None)
 
     def _within_study(self, principal: Principal, parts: list[str], query: Mapping[str, str]) -> Response:
         study, series = parts[1], (parts[3] if len(parts) == 5 else None)
@@ -95,7 +96,12 @@ class ScopedQido:
         """Ask the DICOMweb plugin in process, with a query string built here from allowed keys only."""
         uri = access.DICOMWEB_ROOT + relative
         if query:
-            uri += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
+            # Orthanc hands an in-process query string to the DICOMweb plugin without percent-decoding it, so
+            # values go raw (wildcards, backslash lists); a value that could split or end the query is refused.
+            unsafe = next((k for k, v in query.items() if _UNSAFE_VALUE.search(v)), None)
+            if unsafe is not None:
+                return error_response(400, f"{unsafe}: characters & = # % ? are not supported in query values")
+            uri += "?" + "&".join(f"{k}={v}" for k, v in query.items())
         try:
             body = self._pacs.get_bytes(uri, after_plugins=True)
         except Exception as exc:  # noqa: BLE001 - Orthanc answered an error: the study or series is not there
