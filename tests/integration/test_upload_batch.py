@@ -124,7 +124,7 @@ def test_a_study_with_some_files_refused_is_partial(api: Client, client: Client,
     named = [(f.name, f.read_bytes()) for f in files[1:]] + [("cut.dcm", truncated)]
     body = multiple(api, named).json()
     cut = next(r for r in body["results"] if r["file_name"] == "cut.dcm")
-    assert cut["status"] == "failed" and cut["error"].startswith("incomplete DICOM file: pixel data truncated"), cut
+    assert cut["status"] == "failed" and cut["error"].startswith("incomplete DICOM file:"), cut
     assert cut["study_instance_uid"] == study_uid
     assert (body["successful"], body["failed"]) == (2, 1)
     [row] = upload_rows(client, study_uid)
