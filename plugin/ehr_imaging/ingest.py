@@ -5,6 +5,7 @@ Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -24,6 +25,13 @@ ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins":
 # in, so the worker must not record half of one when STABLE_STUDY fires during a long upload.
 _held: Counter[str] = Counter()
 _held_lock = threading.Lock()
+
+
+def orthanc_study_id(patient_id: str, study_instance_uid: str) -> str:
+    """The ID Orthanc gives a study: SHA-1 of ``PatientID|StudyInstanceUID`` in five dashed groups. Lets an
+    upload hold its study from the worker before the first file is stored."""
+    digest = hashlib.sha1(f"{patient_id}|{study_instance_uid}".encode(), usedforsecurity=False).hexdigest()
+    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
 
 
 def hold(orthanc_study_id: str) -> None:
@@ -78,8 +86,8 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     if is_held(orthanc_study_id):
         return None  # an upload in progress records it at its end (or hands it back if that fails)
     seen = observe_study(services, orthanc_study_id)
-    if seen is None or not seen.study_instance_uid:
-        return None
+    if seen is None or not seen.study_instance_uid or is_held(orthanc_study_id):
+        return None  # (held again: an upload began while the study was being read)
     outcome = links.record_ingest(services.engine, seen, services.match_policy)
     if services.settings.CoerceTags and outcome.order_id is not None:
         coerce_tags(services, seen)

@@ -186,14 +186,14 @@ class Batch:
             header = check_dicom(data)
         except UploadRejected as exc:
             return self.fail(file_name, exc.detail, len(data), exc.status, exc.header)
+        # Held before the file goes in, so the worker never records a study this upload is still writing.
+        self._hold(ingest.orthanc_study_id(str(header.get("PatientID", "")), str(header.StudyInstanceUID)))
         try:
             stored = self._services.pacs.post_json_bytes("/instances", data)
         except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing
             return self.fail(file_name, f"Orthanc refused the file: {exc}", len(data), 400, header)
         study_id = str(stored["ParentStudy"])
-        if study_id not in self._held:
-            ingest.hold(study_id)
-            self._held.add(study_id)
+        self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
         result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
                             str(header.SeriesInstanceUID), str(header.SOPInstanceUID), str(stored["ID"]),
                             already_stored=stored.get("Status") == "AlreadyStored")
@@ -202,6 +202,11 @@ class Batch:
         part.orthanc_study_id = study_id
         part.stored.append(result)
         return result
+
+    def _hold(self, orthanc_study_id: str) -> None:
+        if orthanc_study_id not in self._held:
+            ingest.hold(orthanc_study_id)
+            self._held.add(orthanc_study_id)
 
     def finish(self) -> dict[str, StudyOutcome]:
         """Record and match each study once (one audit row per study), and a failed row for the files
