@@ -509,18 +509,20 @@ def sha256_and_size(stream: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def offline_status(services: Services, upload_id: uuid.UUID) -> Any:
+def offline_status(services: Services, upload_id: uuid.UUID, caller: str, admin: bool) -> Any:
+    """The declaration, to the user who made it (or an admin); anyone else gets the same 404 as for none."""
     row = uploads.get_offline(services.engine, upload_id)
-    if row is None:
+    if row is None or (row.declared_by != caller and not admin):
         raise UploadRejected(404, f"offline upload {upload_id} not found")
     return row
 
 
-def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], uploaded_by: str) -> dict[str, Any]:
+def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], uploaded_by: str,
+                   admin: bool = False) -> dict[str, Any]:
     """Verify the bytes against the declaration (size, sha256, UIDs), store them, audit them. Re-sending
     after success answers the same status and stores nothing twice. One at a time per upload_id."""
     with uploads.offline_lock(services.engine, upload_id):
-        row = offline_status(services, upload_id)
+        row = offline_status(services, upload_id, uploaded_by, admin)
         declared = OfflineDeclaration(row.sop_instance_uid, row.series_instance_uid, row.study_instance_uid,
                                       row.size, row.sha256, row.patient_id, row.order_id, row.file_name)
         name = row.file_name or row.sop_instance_uid
@@ -560,9 +562,9 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
                 "orthanc_instance_id": result.orthanc_instance_id}
 
 
-def offline_ack(services: Services, upload_id: uuid.UUID) -> dict[str, Any]:
+def offline_ack(services: Services, upload_id: uuid.UUID, caller: str, admin: bool = False) -> dict[str, Any]:
     """ACK only what is in Orthanc now and audited: then the client may delete its copy."""
-    row = offline_status(services, upload_id)
+    row = offline_status(services, upload_id, caller, admin)
     if row.status == "ACK_RECEIVED":
         return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
     if row.status != "STORED":

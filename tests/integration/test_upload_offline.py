@@ -126,3 +126,18 @@ def test_offline_errors(api: Client, tmp_path: Path) -> None:
     assert binary(api, unknown, files[0].read_bytes()).status_code == 404
     assert ack(api, unknown).status_code == 404
     assert ack(api, "not-an-id").status_code == 422
+
+
+def test_an_offline_upload_is_its_declarers_only(api: Client, tmp_path: Path) -> None:
+    study_uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=1)
+    declared = declaration(files[0], study_uid)
+    upload_id = declare(api, declared).json()["upload_id"]  # declared by "tester", the Client's subject
+    stranger = {"Authorization": f"Bearer {api.token('technician', 'someone-else')}"}
+    again = api.request("POST", f"{OFFLINE}/metadata", json=declared, headers=stranger)
+    assert again.status_code == 409, again.text
+    send = api.request("POST", f"{OFFLINE}/binary", data={"upload_id": upload_id}, headers=stranger,
+                       files={"file": ("x.dcm", files[0].read_bytes(), "application/dicom")})
+    assert send.status_code == 404, send.text
+    acked = api.request("POST", f"{OFFLINE}/ack", json={"upload_id": upload_id}, headers=stranger)
+    assert acked.status_code == 404
+    assert binary(api, upload_id, files[0].read_bytes()).json()["status"] == "STORED"  # the declarer still can

@@ -141,7 +141,10 @@ def register(router: Router, services: Services) -> None:
             raise ApiError(422, str(exc)) from None
         except OverflowError as exc:
             raise ApiError(413, str(exc)) from None
-        row = uploads.declare_offline(engine, declared, _principal(request).subject)
+        caller = _principal(request)
+        row = uploads.declare_offline(engine, declared, caller.subject)
+        if row.declared_by != caller.subject and not caller.is_admin:
+            raise ApiError(409, "this file (same SOP Instance UID and sha256) was declared by another user")
         return json_response({"upload_id": str(row.upload_id), "status": row.status})
 
     def offline_binary(request: Request) -> Response:
@@ -152,7 +155,8 @@ def register(router: Router, services: Services) -> None:
             raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
         with files[0].open() as stream:
             try:
-                answer = uploading.offline_binary(services, upload_id, stream, _principal(request).subject)
+                caller = _principal(request)
+                answer = uploading.offline_binary(services, upload_id, stream, caller.subject, caller.is_admin)
             except uploading.UploadRejected as exc:
                 raise ApiError(exc.status, exc.detail) from None
         return json_response(answer)
@@ -163,7 +167,8 @@ def register(router: Router, services: Services) -> None:
         given = body.get("upload_id") if isinstance(body, dict) else None
         upload_id = _uuid(given or request.option("upload_id"), "upload_id", 422)
         try:
-            return json_response(uploading.offline_ack(services, upload_id))
+            caller = _principal(request)
+            return json_response(uploading.offline_ack(services, upload_id, caller.subject, caller.is_admin))
         except uploading.UploadRejected as exc:
             raise ApiError(exc.status, exc.detail) from None
 
