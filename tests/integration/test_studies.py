@@ -160,7 +160,7 @@ def test_study_list_filters_and_order(api: Client, tmp_path: Path) -> None:
     assert (listed["total"], listed["limit"], listed["offset"]) == (2, 50, 0)
 
     def uids(**params: str) -> list[str]:
-        answer = api.get(f"{API}/studies", "technician", params=params)
+        answer = api.get(f"{API}/studies", "nurse", params=params)
         assert answer.status_code == 200, answer.text
         return [s["StudyInstanceUID"] for s in answer.json()["items"]]
 
@@ -336,6 +336,7 @@ def test_upload_history(api: Client, tmp_path: Path) -> None:
 
 def test_roles(api: Client) -> None:
     assert api.request("DELETE", f"{API}/studies/1.2.3", "technician", params={"reason": "x"}).status_code == 403
+    assert api.get(f"{API}/studies", "technician").status_code == 403  # the query roles only
     assert api.request("DELETE", f"{API}/studies/1.2.3", "nurse", params={"reason": "x"}).status_code == 403
     assert api.request("DELETE", f"{API}/studies/1.2.3", params={"reason": "x"}).status_code == 401
     assert api.request("DELETE", f"{API}/studies/1.2.3.4.5.6.7.8", "admin", params={"reason": "x"}).status_code == 404

@@ -20,8 +20,8 @@ from ..store import studies
 from .router import ApiError, Request, Response, Router, json_response
 from .validation import query_int
 
-VIEWERS = (auth.DOCTOR, auth.NURSE, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE, auth.TECHNICIAN)
-DELETERS = (auth.ADMIN, auth.RADIOLOGIST)
+VIEWERS = auth.VIEWING
+DELETERS = auth.DELETING
 MAX_PAGE = 500
 MAX_TEXT = 128
 

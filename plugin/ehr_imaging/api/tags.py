@@ -19,7 +19,7 @@ from ..store import tag_edits
 from .router import ApiError, Request, Response, Router, UploadedFile, json_response
 from .validation import query_bool
 
-EDITORS = (auth.DOCTOR, auth.TECHNICIAN, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+EDITORS = auth.UPLOADING
 READERS = (*EDITORS, auth.NURSE)
 DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.

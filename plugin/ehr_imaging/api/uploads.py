@@ -25,7 +25,7 @@ from ..services import Services
 from ..store import uploads
 from .router import ApiError, Request, Response, Router, UploadedFile, json_response
 
-UPLOADERS = (auth.DOCTOR, auth.TECHNICIAN, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+UPLOADERS = auth.UPLOADING
 SOURCE = "api"
 ZIP_SOURCE = "cd_import"
 OFFLINE_SOURCE = "offline"

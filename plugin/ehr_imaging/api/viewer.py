@@ -19,7 +19,7 @@ from ..store import viewer as store
 from ..viewer.revocations import RevocationList
 from .router import ApiError, Request, Response, Router, json_response
 
-VIEWERS = (auth.DOCTOR, auth.NURSE, auth.RADIOLOGIST, auth.ADMIN, auth.EHR_SERVICE)
+VIEWERS = auth.VIEWING
 
 
 def register(router: Router, services: Services, revocations: RevocationList) -> None:

@@ -25,6 +25,10 @@ NURSE = "nurse"
 TECHNICIAN = "technician"
 EHR_SERVICE = "ehr-service"
 ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVICE})
+# Who may do what (the seed plan's roles), one definition each for every route that does it.
+VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE)  # query and view studies, viewer tokens
+UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files, edit tags
+DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
 
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
