@@ -71,3 +71,6 @@ def test_upload_errors(client: Client, tmp_path: Path) -> None:
     wrong_type = upload(client, data, content_type="text/plain")
     assert wrong_type.status_code == 415
     assert "application/dicom" in wrong_type.json()["detail"]
+    audited = query(client, "SELECT count(*) FROM ehr_imaging.dicom_upload_logs WHERE upload_status = 'failed'"
+                    " AND error_message = :e", e=wrong_type.json()["detail"])
+    assert audited[0][0] >= 1  # refused for its shape, still an audited upload attempt

@@ -53,12 +53,25 @@ def register(router: Router, services: Services) -> None:
                               duration=time.monotonic() - began)
         return ApiError(exc.status, exc.detail)
 
+    def received(request: Request, source: str, types: tuple[str, ...], hint: str, field: str, began: float,
+                 what: str | None = None) -> list[UploadedFile]:
+        """The request's files (exactly one when ``what`` names it); a request that is refused for its
+        shape (415, 400) is audited like any other rejected upload."""
+        try:
+            _require_type(request, types, hint)
+            files = [request.single_file(field, what)] if what else request.uploaded_files(field)
+            if not files:
+                raise ApiError(400, f"send the files in the multipart field '{field}'")
+        except ApiError as exc:
+            raise refuse(request, source, request.files, uploading.UploadRejected(exc.status, exc.detail),
+                         began) from None
+        return files
+
     def upload(request: Request) -> Response:
         """Upload one DICOM file (multipart field `file` or raw application/dicom body)."""
         began = time.monotonic()
-        _require_type(request, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as the body"
-                                            " with Content-Type: application/dicom")
-        files = [request.single_file("file")]
+        files = received(request, SOURCE, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as"
+                         " the body with Content-Type: application/dicom", "file", began, "file")
         if files[0].size > settings.MaxFileSizeMb * uploading.MB:
             raise refuse(request, SOURCE, files, uploading.UploadRejected(
                 413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
@@ -80,8 +93,8 @@ def register(router: Router, services: Services) -> None:
     def upload_multiple(request: Request) -> Response:
         """Upload several DICOM files (multipart field `files`, repeated); reported per file."""
         began = time.monotonic()
-        _require_type(request, DICOM_TYPES, "send the DICOM files as the multipart field 'files' (repeated)")
-        files = request.uploaded_files("files")
+        files = received(request, SOURCE, DICOM_TYPES, "send the DICOM files as the multipart field 'files'"
+                         " (repeated)", "files", began)
         try:
             uploading.check_files(services, [f.size for f in files])
         except uploading.UploadRejected as exc:
@@ -95,9 +108,8 @@ def register(router: Router, services: Services) -> None:
     def upload_zip(request: Request) -> Response:
         """Upload a ZIP of DICOM files or a DICOMDIR medium (multipart field `file` or raw application/zip)."""
         began = time.monotonic()
-        _require_type(request, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the body with"
-                                          " Content-Type: application/zip")
-        files = [request.single_file("file", "ZIP archive")]
+        files = received(request, ZIP_SOURCE, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the"
+                         " body with Content-Type: application/zip", "file", began, "ZIP archive")
         source = files[0]
         with source.open() as stream:
             try:
