@@ -17,6 +17,7 @@ from ..core import tags as dicom_tags
 from ..services import Services
 from ..store import tag_edits
 from .router import ApiError, Request, Response, Router, UploadedFile, json_response
+from .studies import study_or_404
 from .validation import query_bool
 
 EDITORS = auth.UPLOADING
@@ -37,6 +38,8 @@ def register(router: Router, services: Services) -> None:
         if not found:
             raise ApiError(400, f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
                                 f" Content-Type: {DICOM}")
+        if len(found) > services.settings.MaxFilesPerUpload:
+            raise ApiError(413, f"{len(found)} files; at most {services.settings.MaxFilesPerUpload} per request")
         for upload in found:
             if upload.size > max_bytes:
                 raise ApiError(413, f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
@@ -115,9 +118,7 @@ def register(router: Router, services: Services) -> None:
         study_uid = request.params["study_uid"]
         if not _UID.fullmatch(study_uid):
             raise ApiError(400, "study_uid: not a DICOM UID")
-        orthanc_id = _orthanc_study_id(services, study_uid)
-        if orthanc_id is None:
-            raise ApiError(404, f"study {study_uid} not found")
+        orthanc_id = study_or_404(services, study_uid)
         try:
             study = services.pacs.get_json(f"/studies/{orthanc_id}")
             series = services.pacs.get_json(f"/studies/{orthanc_id}/series")
@@ -159,14 +160,6 @@ def _changes(request: Request) -> dict[str, Any]:
         changes.update(parsed)
     changes.update({name: value for name, value in request.form.items() if name not in MODIFY_OPTIONS})
     return changes
-
-
-def _orthanc_study_id(services: Services, study_uid: str) -> str | None:
-    try:
-        found = json.loads(services.pacs.post_bytes("/tools/lookup", study_uid))
-    except Exception:  # noqa: BLE001 - Orthanc answers an error for an unknown UID on some versions
-        return None
-    return next((str(item["ID"]) for item in found if item.get("Type") == "Study"), None)
 
 
 def _safe_name(name: str) -> str:

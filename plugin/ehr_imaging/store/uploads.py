@@ -61,7 +61,6 @@ def record_failed(engine: Engine, *, uploaded_by: str, source: str, file_names: 
 
 # --- upload jobs -------------------------------------------------------------------------------------
 
-JOB_FIELDS = ("job_id", "status", "total_files", "processed_files", "successful", "failed")
 
 
 def create_job(engine: Engine, *, created_by: str, node: str, source: str, file_name: str | None,
