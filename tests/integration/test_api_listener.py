@@ -107,3 +107,11 @@ def test_connections_beyond_the_cap_are_closed_at_once(api: Client) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the listener did not recover after the connections closed")
+
+
+def test_a_form_upload_on_orthancs_port_is_refused_not_silently_swallowed(client: Client, tmp_path: Path) -> None:
+    """Orthanc 1.10 would answer an empty 200 itself; the filter refuses it so no caller believes it stored."""
+    _, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=1)
+    answer = client.request("POST", "/api/v1/dicom/upload", "technician",
+                            files={"file": ("ct.dcm", files[0].read_bytes(), "application/dicom")})
+    assert answer.status_code == 403

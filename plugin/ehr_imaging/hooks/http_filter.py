@@ -21,6 +21,11 @@ def make_filter(
         uri: str, method: object, ip: str, headers: Mapping[str, str], get: Mapping[str, str] | None = None
     ) -> bool:
         area = access.classify(uri)
+        if area is access.Area.PLUGIN_API and _is_form_post(method, headers):
+            # Orthanc 1.10 would answer this itself with an empty 200 after handing our route each part
+            # without its headers: refuse it rather than let the caller believe it was stored.
+            log_warning(f"refused {uri} from {ip}: multipart/form-data reaches the plugin only on its API port")
+            return False
         if area is access.Area.PLUGIN_API or area is access.Area.SCOPED_QIDO:
             return True  # the callback authenticates and answers 401/403 with a JSON detail
         if area is access.Area.VIEWER_APP and method_name(method) == "GET":
@@ -51,6 +56,11 @@ def make_filter(
         return False
 
     return http_filter
+
+
+def _is_form_post(method: object, headers: Mapping[str, str]) -> bool:
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type == "multipart/form-data" and method_name(method) == "POST"
 
 
 def method_name(method: object) -> str:
