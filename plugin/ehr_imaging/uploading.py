@@ -27,7 +27,6 @@ import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -448,11 +447,8 @@ class JobRunner:
             job = self._queue.get()
             try:
                 self.run_job(job)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the others
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the others (run_job recorded it)
                 self._services.log_error(f"ehr-imaging: upload job {job.job_id} failed: {type(exc).__name__}: {exc}")
-                with suppress(Exception):
-                    uploads.finish_job(self._services.engine, job.job_id, status="failed", results=[], successful=0,
-                                       failed=0, error=f"{type(exc).__name__}: {exc}")
             finally:
                 job.path.unlink(missing_ok=True)
                 self._queue.task_done()
@@ -465,16 +461,28 @@ class JobRunner:
             nonlocal last
             if time.monotonic() - last >= self.PROGRESS_EVERY_SECONDS:
                 last = time.monotonic()
-                uploads.job_progress(engine, job.job_id, processed=len(batch.results), successful=batch.successful,
-                                     failed=batch.failed)
+                try:  # progress is a courtesy to pollers: a database blip must not stop the job
+                    uploads.job_progress(engine, job.job_id, processed=len(batch.results),
+                                         successful=batch.successful, failed=batch.failed)
+                except Exception as exc:  # noqa: BLE001 - the final state is written at the end
+                    self._services.log_error(f"ehr-imaging: upload job {job.job_id}: progress not saved ({exc})")
 
         uploads.job_progress(engine, job.job_id, processed=0, successful=0, failed=0)
-        with job.path.open("rb") as stream, Batch(self._services, uploaded_by=job.uploaded_by, source=job.source,
-                                                  order_id=job.order_id, patient_id=job.patient_id) as batch:
-            archive, checked = open_archive(self._services, stream)
-            with archive:
-                store_archive(batch, archive, checked.members, self._services.settings.MaxFileSizeMb * MB, progress)
-            batch.finish()
+        batch = Batch(self._services, uploaded_by=job.uploaded_by, source=job.source, order_id=job.order_id,
+                      patient_id=job.patient_id)
+        try:
+            with job.path.open("rb") as stream, batch:
+                archive, checked = open_archive(self._services, stream)
+                with archive:
+                    store_archive(batch, archive, checked.members, self._services.settings.MaxFileSizeMb * MB,
+                                  progress)
+                batch.finish()
+        except Exception as exc:
+            # Say what was stored before the failure: those files are in Orthanc (and recorded by the worker).
+            uploads.finish_job(engine, job.job_id, status="failed", results=[r.to_json() for r in batch.results],
+                               successful=batch.successful, failed=batch.failed,
+                               error=f"{type(exc).__name__}: {exc}")
+            raise
         uploads.finish_job(engine, job.job_id, status="completed", results=[r.to_json() for r in batch.results],
                            successful=batch.successful, failed=batch.failed)
 
