@@ -12,7 +12,7 @@ import requests
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, put_order, wait_for_ingest
+from tests.integration.test_matching import order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +45,28 @@ def test_database_outage_loses_no_ingest(own_stack: Stack, tmp_path: Path) -> No
     wait_for_ingest(client, uid, 2)
     assert order(client, order_id)["study_instance_uid"] == uid
     assert requests.get(f"{own_stack.url}/api/v1/dicom/health", timeout=30).status_code == 200
+
+
+def test_a_deletion_whose_change_was_lost_is_audited_at_the_next_start(own_stack: Stack, tmp_path: Path) -> None:
+    """PostgreSQL down when an admin deletes a study, then Orthanc restarts: the DELETED change is gone
+    with the process, so the start-up catch-up finds the recorded study missing and audits it."""
+    client = Client(own_stack)
+    uid, files = make_study(tmp_path, patient_id="MRN-GONE", accession=None, study_date="20261120", instances=1)
+    answer = client.request("POST", "/api/v1/dicom/upload", "technician", data=files[0].read_bytes(),
+                            headers={"Content-Type": "application/dicom"})
+    assert answer.status_code == 200, answer.text
+    own_stack.postgres.stop()
+    assert client.request("DELETE", f"/studies/{answer.json()['orthanc_study_id']}",
+                          auth=own_stack.admin_auth).status_code == 200
+    own_stack.stop()
+    own_stack.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = query(client, "SELECT deleted_by, reason FROM ehr_imaging.dicom_deletion_logs"
+                     " WHERE study_instance_uid = :u", u=uid)
+        if rows:
+            break
+        time.sleep(0.5)
+    assert rows and rows[0][0] == "orthanc", rows
+    assert "recorded studies are gone from Orthanc" in own_stack.log_file.read_text()  # the catch-up did it
+    assert client.get(f"/api/v1/dicom/studies/{uid}", "doctor").status_code == 404

@@ -72,6 +72,13 @@ class IngestWorker:
             self._log_warning(f"ehr-imaging: catching up with {len(missing)} studies not yet recorded")
         for study in missing:
             self.submit(study)
+        # Recorded studies Orthanc no longer holds were deleted while their DELETED change could not be
+        # recorded (plugin down, or the database down until Orthanc stopped): audit those deletions now.
+        gone = sorted(known - {s["ID"] for s in studies})
+        if gone:
+            self._log_warning(f"ehr-imaging: {len(gone)} recorded studies are gone from Orthanc: auditing")
+        for study in gone:
+            self._queue.put((DELETED, study))
 
     def _run(self) -> None:
         while True:
