@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orthanc
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import __version__, pacs
 from .api import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
@@ -74,7 +75,7 @@ def _set_up() -> Any:
     services = build_services(settings, pacs.OrthancPacs())
     services.node = f"{socket.gethostname()}:{orthanc_config.get('HttpPort', 8042)}"
     services.log_error = pacs.log_error
-    router = Router(services.authenticator, pacs.log_error)
+    router = Router(services.authenticator, pacs.log_error, unavailable=(OperationalError, InterfaceError))
     gate = _viewer_gate(services)
     viewer.register(router, services, gate.revocations)
     system.register(router, services)

@@ -33,6 +33,8 @@ def test_database_outage_loses_no_ingest(own_stack: Stack, tmp_path: Path) -> No
     assert health.status_code == 503
     assert health.json()["status"] == "unhealthy"
     assert health.json()["database"].startswith("unavailable")
+    down = client.get("/api/v1/dicom/orders", "ehr-service")  # a route that needs the database: retry later
+    assert down.status_code == 503 and down.headers["Retry-After"] == "5" and down.json()["detail"]
 
     # A modality keeps storing while the audit database is down.
     uid, files = make_study(tmp_path, patient_id="MRN-OUTAGE", accession="ACC-OUTAGE", study_date="20261120")

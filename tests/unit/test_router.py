@@ -398,3 +398,21 @@ def test_error_response_headers_are_copied() -> None:
     response.headers["Y"] = "2"
     assert headers == {"X": "1"}
     assert json.loads(response.body) == {"detail": "teapot"}
+
+
+def test_an_unavailable_dependency_is_a_503_with_retry_after() -> None:
+    class DatabaseDown(Exception):
+        pass
+
+    errors: list[str] = []
+    users = TokenVerifier(issuer=ISSUER, audience=AUDIENCE, secret=SECRET)
+    router = Router(Authenticator(users=users, admins=BasicAuthenticator({}), sessions=None), errors.append,
+                    unavailable=(DatabaseDown,))
+
+    def handler(request: Request) -> Response:
+        raise DatabaseDown("connection refused")
+
+    router.add("GET", "/api/v1/dicom/x", handler, roles=PUBLIC)
+    answer = router.dispatch("/api/v1/dicom/x", Request(method="GET", path="/api/v1/dicom/x"))
+    assert (answer.status, answer.headers["Retry-After"]) == (503, "5")
+    assert "connection refused" not in body(answer)["detail"]  # no internals in the answer

@@ -183,9 +183,12 @@ def _compiled(template: str) -> re.Pattern[str]:
 
 
 class Router:
-    def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None]) -> None:
+    def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None],
+                 unavailable: tuple[type[BaseException], ...] = ()) -> None:
         self._authenticator = authenticator
         self._log_error = log_error
+        # Errors that mean a dependency is down (the database): 503, so the EHR retries, not a bare 500.
+        self._unavailable = unavailable
         self._routes: dict[str, list[Route]] = {}
 
     def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str]) -> None:
@@ -222,6 +225,9 @@ class Router:
             return route.handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.detail, exc.headers)
+        except self._unavailable as exc:
+            self._log_error(f"{request.method} {request.path}: unavailable ({type(exc).__name__})")
+            return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
         except Exception:  # noqa: BLE001 - the last line of defence: never crash Orthanc's thread
             self._log_error(f"{request.method} {request.path} failed:\n{traceback.format_exc()}")
             return error_response(500, "internal error")
