@@ -6,10 +6,12 @@ from typing import Any
 
 from .. import __version__
 from .router import ANY_ROLE, PUBLIC, Request, Response, Route, Router, json_response
+from .schemas import COMPONENTS, CONTRACTS
 
 ERRORS = {"400": "bad input", "401": "missing or invalid token", "403": "role not allowed", "404": "unknown",
           "405": "method not allowed", "409": "conflict", "413": "too large", "415": "unsupported media type",
-          "422": "validation error", "500": "internal error"}
+          "422": "validation error", "500": "internal error", "503": "database unavailable (retry)"}
+ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def document(router: Router) -> dict[str, Any]:
@@ -24,22 +26,28 @@ def document(router: Router) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
             "schemas": {"Error": {"type": "object", "required": ["detail"],
-                                  "properties": {"detail": {"type": "string"}}}},
+                                  "properties": {"detail": {"type": "string"}}}, **COMPONENTS},
         },
     }
 
 
 def _operation(route: Route) -> dict[str, Any]:
     doc = (route.handler.__doc__ or "").strip().splitlines()
+    contract = CONTRACTS.get((route.method, route.template))
+    success: dict[str, Any] = {"200": {"description": "success"}}
+    if contract is not None:
+        success = {status: {"description": "success" if status < "300" else "answered with this body",
+                            "content": _content(answer)} for status, answer in contract.answers.items()}
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": doc[0] if doc else route.handler.__name__.replace("_", " ").capitalize(),
         "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                        for name in route.param_names],
-        "responses": {"200": {"description": "success"},
-                      **{code: {"description": text, "content": {"application/json": {
-                          "schema": {"$ref": "#/components/schemas/Error"}}}} for code, text in ERRORS.items()}},
+        "responses": {**success, **{code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+                                    for code, text in ERRORS.items() if code not in success}},
     }
+    if contract is not None and contract.body:
+        operation["requestBody"] = {"required": contract.body_required, "content": _content(contract.body)}
     if route.roles == PUBLIC:
         operation["security"] = []
         operation["x-roles"] = ["public"]
@@ -47,6 +55,10 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["security"] = [{"bearer": []}]
         operation["x-roles"] = ["any authenticated"] if route.roles == ANY_ROLE else sorted(route.roles)
     return operation
+
+
+def _content(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {media_type: {"schema": schema} for media_type, schema in schemas.items()}
 
 
 def register(router: Router) -> None:

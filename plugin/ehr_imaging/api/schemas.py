@@ -1,0 +1,298 @@
+"""JSON Schemas (OpenAPI 3.0) of the API's answers and request bodies, keyed by route as the router registers it.
+
+``api/openapi.py`` puts them into the document; tests/integration/test_openapi_contract.py checks real answers
+against them, so a field added to or dropped from a handler's answer must be changed here too. ``required``
+lists the fields an answer always carries; ``nullable`` marks those that can be null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Schema = dict[str, Any]
+Key = tuple[str, str]  # (METHOD, template), as given to ``Router.add``
+
+JSON = "application/json"
+DICOM = "application/dicom"
+ZIP = "application/zip"
+PNG = "image/png"
+JPEG = "image/jpeg"
+MULTIPART = "multipart/form-data"
+BINARY: Schema = {"type": "string", "format": "binary"}
+P = "/api/v1/dicom"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable_ref(name: str) -> Schema:
+    """A reference that may be null (OpenAPI 3.0 ignores siblings of ``$ref``, hence ``allOf``)."""
+    return {"nullable": True, "allOf": [ref(name)]}
+
+
+def obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    """An object; every property is required unless ``required`` names the ones that are."""
+    return {"type": "object", "required": list(properties) if required is None else required,
+            "properties": properties, **extra}
+
+
+def string(fmt: str | None = None, *, nullable: bool = False, enum: list[str] | None = None) -> Schema:
+    schema: Schema = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    if enum:
+        schema["enum"] = enum
+    if nullable:
+        schema["nullable"] = True
+    return schema
+
+
+def integer(*, nullable: bool = False) -> Schema:
+    return {"type": "integer", "nullable": True} if nullable else {"type": "integer"}
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def page(item: str) -> Schema:
+    """``{"total","limit","offset","items"}`` of one kind of item."""
+    return obj({"total": integer(), "limit": integer(), "offset": integer(), "items": array(ref(item))})
+
+
+NSTR = string(nullable=True)
+STRINGS = array(string())
+ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
+ORDER_STATUS = ["scheduled", "in-progress", "completed", "cancelled"]
+
+_VIEWER_TOKEN = {"token": string(), "token_id": string(), "expires_at": string("date-time"),
+                 "study_uids": STRINGS}
+
+COMPONENTS: dict[str, Schema] = {
+    "Health": obj({"status": string(enum=["healthy", "unhealthy"]), "plugin_version": string(),
+                   "orthanc_version": NSTR, "database": string(), "schema_version": integer(nullable=True)},
+                  ["status", "plugin_version", "orthanc_version", "database"]),
+    "Stats": obj({name: integer() for name in ("total_patients", "total_studies", "total_series", "total_instances",
+                                                "total_orders", "matched_orders", "total_uploads")}
+                 | {"disk_size_mb": {"type": "number"}}),
+    "OrderInput": obj({
+        "order_id": string(), "accession_number": string(), "mrn": string(), "patient_id": NSTR,
+        "patient_family_name": NSTR, "patient_given_name": NSTR, "birth_date": string("date", nullable=True),
+        "sex": string(nullable=True, enum=["M", "F", "O"]), "modality": string(),
+        "scheduled_start": string("date-time", nullable=True), "description": NSTR, "referring_physician": NSTR,
+        "status": string(nullable=True, enum=ORDER_STATUS),
+    }, ["accession_number", "mrn", "modality"], additionalProperties=False),
+    "Order": obj({
+        "order_id": string(), "accession_number": NSTR, "patient_id": NSTR, "mrn": NSTR,
+        "patient_family_name": NSTR, "patient_given_name": NSTR, "birth_date": string("date", nullable=True),
+        "sex": NSTR, "modality": NSTR, "scheduled_start": string("date-time", nullable=True), "description": NSTR,
+        "referring_physician": NSTR, "status": string(enum=ORDER_STATUS),
+        "study_instance_uid": NSTR, "orthanc_study_id": NSTR, "number_of_series": integer(nullable=True),
+        "number_of_images": integer(nullable=True), "study_date": string("date", nullable=True),
+        "study_time": NSTR, "uploaded_at": string("date-time", nullable=True), "uploaded_by": NSTR,
+        "upload_source": NSTR, "match_rule": NSTR, "created_at": string("date-time"),
+        "updated_at": string("date-time"),
+    }),
+    "StudyMatch": obj({"status": string(enum=["linked", "unmatched", "pending"]), "rule": NSTR, "reason": NSTR}),
+    "Study": obj({
+        "StudyInstanceUID": string(), "OrthancStudyID": NSTR, "PatientID": NSTR, "PatientName": NSTR,
+        "StudyDate": NSTR, "StudyTime": NSTR, "StudyDescription": NSTR, "AccessionNumber": NSTR,
+        "ModalitiesInStudy": STRINGS, "NumberOfSeries": integer(), "NumberOfInstances": integer(),
+        "order_id": NSTR, "match": ref("StudyMatch"),
+    }),
+    "UnmatchedStudy": obj({
+        "study_instance_uid": string(), "orthanc_study_id": string(), "patient_id": NSTR, "patient_name": NSTR,
+        "accession_number": NSTR, "study_date": string("date", nullable=True), "modalities": STRINGS,
+        "number_of_series": integer(), "number_of_instances": integer(), "reason": NSTR,
+        "candidate_order_ids": STRINGS, "upload_source": NSTR, "uploaded_by": NSTR,
+        "first_seen_at": string("date-time"),
+    }),
+    "Match": obj({
+        "study_instance_uid": string(), "status": string(enum=["linked", "unmatched", "unknown"]),
+        "order_id": NSTR, "match_rule": NSTR, "reason": NSTR, "candidate_order_ids": STRINGS,
+        "order": nullable_ref("Order"),
+    }),
+    "UploadMatch": obj({"status": string(enum=["linked", "unmatched"]), "reason": NSTR}),
+    "FileResult": obj({
+        "file_name": string(), "status": string(enum=["stored", "failed"]), "study_instance_uid": NSTR,
+        "series_instance_uid": NSTR, "sop_instance_uid": NSTR, "orthanc_instance_id": NSTR,
+        "already_stored": {"type": "boolean"}, "error": NSTR,
+    }),
+    "UploadedStudy": obj({
+        "study_instance_uid": string(), "orthanc_study_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"),
+        "upload_status": string(enum=["success", "failed", "partial"]), "number_of_files": integer(),
+        "upload_id": NSTR,
+    }),
+    "UploadSummary": obj({"total_files": integer(), "successful": integer(), "failed": integer(),
+                          "results": array(ref("FileResult")), "studies": array(ref("UploadedStudy"))}),
+    "Upload": obj({
+        "status": string(enum=["uploaded"]), "already_stored": {"type": "boolean"}, "study_instance_uid": string(),
+        "orthanc_study_id": NSTR, "series_instance_uid": NSTR, "sop_instance_uid": NSTR,
+        "orthanc_instance_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"), "upload_id": NSTR,
+    }),
+    "UploadJobQueued": obj({"job_id": string("uuid"), "status": string(enum=["queued"]), "total_files": integer(),
+                            "status_url": string()}),
+    "UploadJob": obj({
+        "job_id": string("uuid"), "status": string(enum=["queued", "running", "completed", "failed"]),
+        "total_files": integer(), "processed_files": integer(), "successful": integer(), "failed": integer(),
+        "error": NSTR, "created_at": string("date-time"), "finished_at": string("date-time", nullable=True),
+        "results": array(ref("FileResult")),
+    }, ["job_id", "status", "total_files", "processed_files", "successful", "failed", "error", "created_at",
+        "finished_at"]),
+    "UploadRow": obj({
+        "id": string("uuid"), "patient_id": NSTR, "order_id": NSTR, "uploaded_by": NSTR,
+        "study_instance_uid": string(), "orthanc_study_id": NSTR, "number_of_files": integer(),
+        "total_size_bytes": integer(), "file_names": STRINGS,
+        **{f"original_{name}": NSTR for name in ("patient_id", "patient_name", "accession_number", "study_date",
+                                                 "modality")},
+        **{f"modified_{name}": NSTR for name in ("patient_id", "patient_name", "accession_number")},
+        "tags_modified": {"type": "boolean"}, "upload_status": string(enum=["success", "failed", "partial"]),
+        "error_message": NSTR, "uploaded_at": string("date-time"), "upload_source": string(),
+        "upload_duration_seconds": {"type": "number", "nullable": True}, "is_deleted": {"type": "boolean"},
+    }),
+    "OfflineStatus": obj({
+        "upload_id": string("uuid"),
+        "status": string(enum=["METADATA_UPLOADED", "STORED", "ACK_RECEIVED"]),
+        "study_instance_uid": string(), "orthanc_instance_id": NSTR,
+    }, ["upload_id", "status"]),
+    "ValidationReport": obj({
+        "is_valid": {"type": "boolean"}, "errors": STRINGS, "warnings": STRINGS, "transfer_syntax": NSTR,
+        "sop_class_uid": NSTR, "modality": NSTR, "has_pixel_data": {"type": "boolean"},
+        "file_size_bytes": integer(),
+    }),
+    "StudyTags": obj({
+        "study_instance_uid": NSTR, "orthanc_study_id": NSTR,
+        "patient": {"type": "object", "additionalProperties": NSTR},
+        "study": {"type": "object", "additionalProperties": NSTR},
+        "modalities": STRINGS, "number_of_series": integer(), "number_of_instances": integer(),
+        "series": array(obj({"orthanc_series_id": NSTR, "number_of_instances": integer(), "SeriesInstanceUID": NSTR,
+                             "SeriesNumber": NSTR, "SeriesDescription": NSTR, "Modality": NSTR},
+                            additionalProperties=NSTR)),
+    }),
+    "ViewerToken": obj(dict(_VIEWER_TOKEN)),
+    "ViewerUrl": obj({"url": string(), "study_count": integer(), **_VIEWER_TOKEN}),
+}
+
+def _file_body(field_name: str, raw: list[str], extra: dict[str, Schema] | None = None, *,
+               repeated: bool = False) -> dict[str, Schema]:
+    """A file as a multipart field (the API port) or as the raw body (either port)."""
+    part = array(BINARY) if repeated else BINARY
+    form = obj({field_name: part, **(extra or {})}, [field_name])
+    return {MULTIPART: form, **{media_type: BINARY for media_type in raw}}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What one route answers on success (status -> media type -> schema) and the body it reads."""
+
+    answers: dict[str, dict[str, Schema]]
+    body: dict[str, Schema] = field(default_factory=dict)
+    body_required: bool = False
+
+
+def ok(schema: Schema, status: str = "200") -> dict[str, dict[str, Schema]]:
+    return {status: {JSON: schema}}
+
+
+def binary(*media_types: str) -> dict[str, dict[str, Schema]]:
+    return {"200": {media_type: BINARY for media_type in media_types}}
+
+
+_UPLOAD_OPTIONS = {"order_id": string(), "patient_id": string()}
+_DICOM_RAW = [DICOM, "application/octet-stream"]
+
+CONTRACTS: dict[Key, Contract] = {
+    ("GET", f"{P}/health"): Contract({**ok(ref("Health")), **ok(ref("Health"), "503")}),
+    ("GET", f"{P}/openapi.json"): Contract(ok(obj({"openapi": string(), "info": ANY_OBJECT, "paths": ANY_OBJECT,
+                                                   "components": ANY_OBJECT}))),
+    ("GET", f"{P}/stats"): Contract(ok(ref("Stats"))),
+    # orders
+    ("PUT", f"{P}/orders/{{order_id}}"): Contract({**ok(ref("Order")), **ok(ref("Order"), "201")},
+                                                  {JSON: ref("OrderInput")}, body_required=True),
+    ("GET", f"{P}/orders/{{order_id}}"): Contract(ok(ref("Order"))),
+    ("DELETE", f"{P}/orders/{{order_id}}"): Contract(ok(ref("Order"))),
+    ("GET", f"{P}/orders"): Contract(ok(page("Order"))),
+    # reconciliation
+    ("GET", f"{P}/unmatched"): Contract(ok(page("UnmatchedStudy"))),
+    ("GET", f"{P}/studies/{{study_uid}}/match"): Contract(ok(ref("Match"))),
+    ("POST", f"{P}/studies/{{study_uid}}/link"): Contract(
+        ok(obj({"status": string(enum=["linked"]), "study_instance_uid": string(), "order": nullable_ref("Order")})),
+        {JSON: obj({"order_id": string(), "force": {"type": "boolean"}}, ["order_id"])}, body_required=True),
+    ("POST", f"{P}/studies/{{study_uid}}/unlink"): Contract(
+        ok(obj({"status": string(enum=["unlinked"]), "study_instance_uid": string(), "order_id": string()})),
+        {JSON: obj({"reason": NSTR}, [])}),
+    # uploads
+    ("POST", f"{P}/upload"): Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
+                                      body_required=True),
+    ("POST", f"{P}/upload-multiple"): Contract(ok(ref("UploadSummary")),
+                                               _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
+                                               body_required=True),
+    ("POST", f"{P}/upload-zip"): Contract({**ok(ref("UploadSummary")), **ok(ref("UploadJobQueued"), "202")},
+                                          _file_body("file", [ZIP, "application/x-zip-compressed",
+                                                              "application/octet-stream"], _UPLOAD_OPTIONS),
+                                          body_required=True),
+    ("GET", f"{P}/upload-jobs/{{job_id}}"): Contract(ok(ref("UploadJob"))),
+    ("POST", f"{P}/offline/metadata"): Contract(
+        ok(ref("OfflineStatus")),
+        {JSON: obj({"sop_instance_uid": string(), "series_instance_uid": string(), "study_instance_uid": string(),
+                    "size": integer(), "sha256": string(), "patient_id": NSTR, "order_id": NSTR, "file_name": NSTR},
+                   ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "size", "sha256"])},
+        body_required=True),
+    ("POST", f"{P}/offline/binary"): Contract(ok(ref("OfflineStatus")),
+                                              _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
+                                              body_required=True),
+    ("POST", f"{P}/offline/ack"): Contract(ok(ref("OfflineStatus")),
+                                           {JSON: obj({"upload_id": string("uuid")})}),
+    # tags
+    ("POST", f"{P}/validate"): Contract(ok(ref("ValidationReport")), _file_body("file", _DICOM_RAW),
+                                        body_required=True),
+    ("POST", f"{P}/read-tags"): Contract(ok(obj({"tags": ANY_OBJECT})),
+                                         _file_body("file", _DICOM_RAW, {"all": {"type": "boolean"}}),
+                                         body_required=True),
+    ("POST", f"{P}/modify-tags"): Contract(binary(DICOM),
+                                           _file_body("file", _DICOM_RAW, {"changes": string(),
+                                                                           "remove_private_tags": {"type": "boolean"}}),
+                                           body_required=True),
+    ("POST", f"{P}/deidentify"): Contract(binary(DICOM, ZIP),
+                                          _file_body("files", _DICOM_RAW, {"patient_id": string(),
+                                                                           "patient_name": string()}, repeated=True),
+                                          body_required=True),
+    ("GET", f"{P}/tags/{{study_uid}}"): Contract(ok(ref("StudyTags"))),
+    # studies
+    ("GET", f"{P}/studies"): Contract(ok(page("Study"))),
+    ("GET", f"{P}/studies/patient/{{patient_id}}"): Contract(ok(array(ref("Study")))),
+    ("GET", f"{P}/studies/order/{{order_id}}"): Contract(ok(array(ref("Study")))),
+    ("GET", f"{P}/studies/accession/{{accession}}"): Contract(ok(array(ref("Study")))),
+    ("GET", f"{P}/studies/{{study_uid}}"): Contract(ok(ref("Study"))),
+    ("DELETE", f"{P}/studies/{{study_uid}}"): Contract(
+        ok(obj({"status": string(enum=["deleted"]), "study_instance_uid": string(), "orthanc_study_id": NSTR,
+                "order_id": NSTR, "deleted_series": integer(), "deleted_instances": integer(), "reason": string(),
+                "deleted_by": string()})),
+        {JSON: obj({"reason": string()})}),
+    # images, summaries, upload history
+    ("GET", f"{P}/download/{{study_uid}}"): Contract(binary(ZIP)),
+    ("GET", f"{P}/thumbnail/{{study_uid}}"): Contract(binary(PNG)),
+    ("GET", f"{P}/render/{{sop_instance_uid}}"): Contract(binary(PNG, JPEG)),
+    ("POST", f"{P}/clinical-summary/{{study_uid}}"): Contract(
+        ok(obj({"study_instance_uid": string(), "summary": string(),
+                "structured_data": obj({"patient": ANY_OBJECT, "study": ANY_OBJECT, "technical": ANY_OBJECT}, [])})),
+        {JSON: obj({name: {"type": "boolean"} for name in ("include_patient_info", "include_study_info",
+                                                           "include_technical_params")},
+                   [], additionalProperties=False)}),
+    ("GET", f"{P}/uploads"): Contract(ok(page("UploadRow"))),
+    ("GET", f"{P}/uploads/patient/{{patient_id}}"): Contract(ok(page("UploadRow"))),
+    ("GET", f"{P}/uploads/{{upload_id}}"): Contract(ok(ref("UploadRow"))),
+    # viewer
+    ("POST", f"{P}/viewer-token"): Contract(
+        ok(ref("ViewerToken")),
+        {JSON: obj({"study_uids": STRINGS, "order_id": string(), "patient_id": string(), "ttl_seconds": integer()},
+                   [], additionalProperties=False)}, body_required=True),
+    ("POST", f"{P}/viewer-token/revoke"): Contract(
+        ok(obj({"status": string(enum=["revoked"]), "token_id": string(), "expires_at": string("date-time")})),
+        {JSON: obj({"token": string(), "token_id": string(), "reason": NSTR}, [])}, body_required=True),
+    ("GET", f"{P}/viewer-url/{{study_uid}}"): Contract(ok(ref("ViewerUrl"))),
+    ("GET", f"{P}/viewer-url/order/{{order_id}}"): Contract(ok(ref("ViewerUrl"))),
+    ("GET", f"{P}/viewer-url/patient/{{patient_id}}"): Contract(ok(ref("ViewerUrl"))),
+}
