@@ -14,9 +14,9 @@ import orthanc
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import __version__, pacs
-from .api import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
 from .api.listener import ApiListener
 from .api.router import Request, Response, Router, decode_query, error_response, template_regex
+from .api.routes import register_all
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .hooks.http_filter import make_filter
@@ -77,16 +77,7 @@ def _set_up() -> Any:
     services.log_error = pacs.log_error
     router = Router(services.authenticator, pacs.log_error, unavailable=(OperationalError, InterfaceError))
     gate = _viewer_gate(services)
-    viewer.register(router, services, gate.revocations)
-    system.register(router, services)
-    admin_session.register(router, services)
-    orders.register(router, services)
-    reconciliation.register(router, services)
-    uploads.register(router, services)
-    tags.register(router, services)
-    studies.register(router, services)
-    management.register(router, services)
-    openapi.register(router)
+    register_all(router, services, gate.revocations)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)

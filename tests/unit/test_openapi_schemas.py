@@ -15,18 +15,10 @@ import pytest
 
 from ehr_imaging import uploading
 from ehr_imaging.api import (
-    admin_session,
-    management,
     openapi,
-    orders,
-    reconciliation,
-    studies,
-    system,
-    tags,
-    uploads,
-    viewer,
 )
 from ehr_imaging.api.router import Router
+from ehr_imaging.api.routes import register_all
 from ehr_imaging.api.schemas import COMPONENTS, CONTRACTS, JSON
 from ehr_imaging.core import tags as dicom_tags
 from ehr_imaging.store import studies as study_store
@@ -139,16 +131,7 @@ def router() -> Router:
     router = Router(mock.MagicMock(), lambda message: None)
     services = mock.MagicMock()
     with mock.patch.object(uploading.JobRunner, "start"):  # no worker thread in a unit test
-        viewer.register(router, services, mock.MagicMock())
-        system.register(router, services)
-        admin_session.register(router, services)
-        orders.register(router, services)
-        reconciliation.register(router, services)
-        uploads.register(router, services)
-        tags.register(router, services)
-        studies.register(router, services)
-        management.register(router, services)
-        openapi.register(router)
+        register_all(router, services, mock.MagicMock())
     return router
 
 
