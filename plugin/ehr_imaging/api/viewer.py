@@ -7,6 +7,7 @@ and can be revoked before it expires.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +16,9 @@ from ..core import auth
 from ..core.auth import AuthError
 from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
 from ..services import Services
+from ..store import studies as study_store
 from ..store import viewer as store
+from ..store.studies import StudyFilter
 from ..viewer.revocations import RevocationList
 from .router import ApiError, Request, Response, Router, json_response
 
@@ -53,16 +56,21 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
                 raise ApiError(404, f"unknown studies: {', '.join(unknown[:5])}")
             return uids
         if order_id is not None:
-            exists, uids = store.studies_of_order(services.engine, str(order_id))
-            if not exists:
+            if not study_store.order_exists(services.engine, str(order_id)):
                 raise ApiError(404, f"unknown order {order_id}")
+            uids = recorded_studies(StudyFilter(order_id=str(order_id)))
             if not uids:
                 raise ApiError(404, f"order {order_id} has no study yet")
             return uids
-        uids = store.studies_of_patient(services.engine, str(patient_id))
+        uids = recorded_studies(StudyFilter(patient_id=str(patient_id)))
         if not uids:
             raise ApiError(404, f"no studies for patient {patient_id}")
         return uids
+
+    def recorded_studies(where: StudyFilter) -> list[str]:
+        """The same selection as the study queries (one past the cap, so too many is an error, not a cut)."""
+        _, found = study_store.search(services.engine, dataclasses.replace(where, limit=MAX_STUDIES + 1))
+        return [str(item["StudyInstanceUID"]) for item in found]
 
     def issue(request: Request, uids: list[str], ttl: int, *, order_id: str | None = None,
               patient_id: str | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from ..core.auth import ADMIN
-from .models import ImagingOrder, StudyLink, ViewerTokenRecord
+from .models import ViewerTokenRecord
 
 
 def _utc(epoch: float) -> datetime:
@@ -52,34 +52,6 @@ def revoked_token_ids(engine: Engine) -> dict[str, float]:
         rows = session.execute(select(ViewerTokenRecord.token_id, ViewerTokenRecord.expires_at).where(
             ViewerTokenRecord.revoked_at.is_not(None), ViewerTokenRecord.expires_at > datetime.now(UTC)))
         return {token_id: expires.timestamp() for token_id, expires in rows}
-
-
-def studies_of_order(engine: Engine, order_id: str) -> tuple[bool, list[str]]:
-    """(order exists, its linked study UIDs)."""
-    with Session(engine) as session:
-        order = session.get(ImagingOrder, order_id)
-        if order is None:
-            return False, []
-        linked = session.scalars(select(StudyLink.study_instance_uid).where(StudyLink.order_id == order_id))
-        uids = set(linked)
-        if order.study_instance_uid:
-            uids.add(order.study_instance_uid)
-        return True, sorted(uids)
-
-
-def studies_of_patient(engine: Engine, patient_id: str) -> list[str]:
-    """A patient's studies: linked to the patient's orders, or carrying one of their orders' MRNs as PatientID."""
-    with Session(engine) as session:
-        orders = session.execute(select(ImagingOrder.order_id, ImagingOrder.mrn)
-                                 .where(ImagingOrder.patient_id == patient_id)).all()
-        order_ids = [row.order_id for row in orders]
-        mrns = sorted({row.mrn.strip().upper() for row in orders if row.mrn})
-        if not order_ids:
-            return []
-        query = select(StudyLink.study_instance_uid, StudyLink.study_date).where(
-            StudyLink.order_id.in_(order_ids) | StudyLink.patient_id.in_(mrns)
-        ).order_by(StudyLink.study_date.desc().nulls_last())
-        return list(dict.fromkeys(row.study_instance_uid for row in session.execute(query)))
 
 
 @dataclass(frozen=True)
