@@ -5,7 +5,6 @@ Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import Counter
@@ -13,8 +12,9 @@ from datetime import date, datetime, time
 from typing import Any
 
 from .core.coercion import COERCED_TAGS, tag_changes
+from .core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from .services import Services
-from .store import links
+from .store import links, uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
 ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",
@@ -25,13 +25,6 @@ ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins":
 # in, so the worker must not record half of one when STABLE_STUDY fires during a long upload.
 _held: Counter[str] = Counter()
 _held_lock = threading.Lock()
-
-
-def orthanc_study_id(patient_id: str, study_instance_uid: str) -> str:
-    """The ID Orthanc gives a study: SHA-1 of ``PatientID|StudyInstanceUID`` in five dashed groups. Lets an
-    upload hold its study from the worker before the first file is stored."""
-    digest = hashlib.sha1(f"{patient_id}|{study_instance_uid}".encode(), usedforsecurity=False).hexdigest()
-    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
 
 
 def hold(orthanc_study_id: str) -> None:
@@ -51,7 +44,7 @@ def is_held(orthanc_study_id: str) -> bool:
         return _held[orthanc_study_id] > 0
 
 
-def observe_study(services: Services, orthanc_study_id: str) -> links.StudyObservation | None:
+def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation | None:
     """The study's facts as Orthanc holds them; None if it is gone (deleted meanwhile)."""
     pacs = services.pacs
     try:
@@ -64,7 +57,7 @@ def observe_study(services: Services, orthanc_study_id: str) -> links.StudyObser
     patient = study.get("PatientMainDicomTags", {})
     modalities = sorted({s.get("MainDicomTags", {}).get("Modality", "").strip().upper() for s in series} - {""})
     source, uploaded_by = _origin(pacs, series)
-    return links.StudyObservation(
+    return StudyObservation(
         study_instance_uid=tags.get("StudyInstanceUID", ""),
         orthanc_study_id=orthanc_study_id,
         patient_id=_text(patient.get("PatientID")),
@@ -88,53 +81,101 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     seen = observe_study(services, orthanc_study_id)
     if seen is None or not seen.study_instance_uid or is_held(orthanc_study_id):
         return None  # (held again: an upload began while the study was being read)
-    outcome = links.record_ingest(services.engine, seen, services.match_policy)
+    outcome = record(services, seen)
     if services.settings.CoerceTags and outcome.order_id is not None:
         coerce_tags(services, seen)
     return outcome
 
 
-def coerce_tags(services: Services, seen: links.StudyObservation) -> None:
+def record(services: Services, seen: StudyObservation,
+           audit: uploads.UploadAudit | None = None) -> links.LinkOutcome:
+    """Record one observation of a study (links.record_ingest), telling it whether the recorded Orthanc study
+    of the same StudyInstanceUID still exists; a quarantined collision is logged."""
+    outcome = links.record_ingest(services.engine, seen, services.match_policy, audit,
+                                  still_stored=lambda orthanc_id: stored(services, orthanc_id),
+                                  coerce=services.settings.CoerceTags)
+    if outcome.arrival is Arrival.COLLISION:
+        services.log_error(f"ehr-imaging: Orthanc study {seen.orthanc_study_id} quarantined: {REASON_COLLISION}"
+                           f" (StudyInstanceUID {seen.study_instance_uid} is recorded under another patient)")
+    return outcome
+
+
+def stored(services: Services, orthanc_study_id: str) -> bool:
+    try:
+        services.pacs.get_json(f"/studies/{orthanc_study_id}")
+    except Exception:  # noqa: BLE001 - Orthanc answers 404 for a study it no longer holds
+        return False
+    return True
+
+
+def coerce_tags(services: Services, seen: StudyObservation) -> None:
     """Make a linked study's PatientID, PatientName and AccessionNumber agree with its order.
 
-    Orthanc's modify keeps the UIDs and replaces the stored instances (KeepSource false); Orthanc gives
-    the result a new study ID, whose STABLE_STUDY comes back here and finds nothing left to change.
-    The current values are the study's *shared* tags: a tag missing there differs between instances
-    (a later batch with the old values), so the whole study is modified again. Checked at each
-    STABLE_STUDY, so every node converges without an in-memory cache; it reads the study's files,
-    which is why coercion is off by default and never runs on the storage path.
+    The whole rewrite runs under the study's lock (links.coercion), so two nodes never coerce one study at
+    once and nothing records the study half-way. It never crosses a patient boundary: a study whose
+    PatientID names another patient than the order's MRN (a link a person forced) is left as it is.
+    The current values are the study's *shared* tags: a tag missing there differs between instances (a
+    later batch with the old values), so the study is modified again. Checked at each STABLE_STUDY, so
+    every node converges without an in-memory cache; it reads the study's files, which is why coercion is
+    off by default and never runs on the storage path.
     """
-    order = links.linked_order(services.engine, seen.study_instance_uid)
-    if order is None:
-        return
-    shared = services.pacs.get_json(f"/studies/{seen.orthanc_study_id}/shared-tags?simplify")
-    current = {tag: shared.get(tag) if isinstance(shared.get(tag), str) else None for tag in COERCED_TAGS}
-    changes = tag_changes(current, order)
-    if not changes:
-        return
-    modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
-                    "Force": True}
-    if "PatientID" in changes:
-        new_study_id = _move_to_patient(services, seen.orthanc_study_id, modification)
-    else:
-        # Same PatientID: Orthanc's IDs (hashes of PatientID and the UIDs) do not change, the modified
-        # copies overwrite the originals, so the source must be kept (deleting it would delete them).
-        result = services.pacs.post_json(f"/studies/{seen.orthanc_study_id}/modify",
-                                         {**modification, "KeepSource": True, "Synchronous": True})
-        new_study_id = result["ID"]
-    links.record_coercion(services.engine, seen.study_instance_uid, new_study_id, current, changes)
+    with links.coercion(services.engine, seen.study_instance_uid) as locked:
+        order = locked.order
+        if order is None or locked.orthanc_study_id is None:
+            return
+        if seen.orthanc_study_id != locked.orthanc_study_id and not same_patient(seen.patient_id,
+                                                                                  locked.patient_id):
+            return  # another patient's study under this UID: quarantined, never coerced into this one
+        if not same_patient(seen.patient_id, order.get("mrn")):
+            services.log_warning(f"ehr-imaging: study {seen.study_instance_uid} not coerced: its PatientID names"
+                                 " another patient than its order's MRN")
+            return
+        try:
+            shared = services.pacs.get_json(f"/studies/{seen.orthanc_study_id}/shared-tags?simplify")
+        except Exception:  # noqa: BLE001 - gone meanwhile (coerced by an earlier run, or deleted)
+            return
+        current = {tag: shared.get(tag) if isinstance(shared.get(tag), str) else None for tag in COERCED_TAGS}
+        changes = tag_changes(current, order)
+        if not changes:
+            return
+        modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+                        "Force": True}
+        if "PatientID" in changes:
+            new_study_id = _move_to_patient(services, seen.orthanc_study_id, modification)
+        else:
+            # Same PatientID: Orthanc's IDs (hashes of PatientID and the UIDs) do not change, the modified
+            # copies overwrite the originals, so the source must be kept (deleting it would delete them).
+            # Instances arriving meanwhile keep their values; the next STABLE_STUDY modifies them.
+            result = services.pacs.post_json(f"/studies/{seen.orthanc_study_id}/modify",
+                                             {**modification, "KeepSource": True, "Synchronous": True})
+            new_study_id = result["ID"]
+        if new_study_id:
+            locked.record(new_study_id, current, changes)
+
+
+# Rounds of re-listing a study being moved to the order's PatientID: instances a modality is still sending
+# are moved in the next round; any left after the last round are moved at the study's next STABLE_STUDY.
+MOVE_ROUNDS = 5
 
 
 def _move_to_patient(services: Services, orthanc_study_id: str, modification: dict[str, Any]) -> str:
-    """Orthanc 1.10 refuses a new PatientID in a study-level modify: rewrite instance by instance,
-    store every copy, and only then delete the originals (a failure part-way loses nothing)."""
+    """Orthanc 1.10 refuses a new PatientID in a study-level modify: rewrite instance by instance, and
+    delete an original only once its modified copy is stored. The study is listed again until no
+    original is left, so instances that arrive during the rewrite are moved too, never deleted unmoved."""
     pacs = services.pacs
     new_study_id = ""
-    for instance in pacs.get_json(f"/studies/{orthanc_study_id}/instances"):
-        modified = pacs.post_bytes(f"/instances/{instance['ID']}/modify", json.dumps(modification))
-        stored = json.loads(pacs.post_bytes("/instances", modified))
-        new_study_id = stored["ParentStudy"]
-    pacs.delete(f"/studies/{orthanc_study_id}")
+    for _ in range(MOVE_ROUNDS):
+        try:
+            originals = pacs.get_json(f"/studies/{orthanc_study_id}/instances")
+        except Exception:  # noqa: BLE001 - every original moved: Orthanc removed the emptied study
+            break
+        if not originals:
+            break
+        for instance in originals:
+            modified = pacs.post_bytes(f"/instances/{instance['ID']}/modify", json.dumps(modification))
+            stored_copy = json.loads(pacs.post_bytes("/instances", modified))
+            new_study_id = stored_copy["ParentStudy"]
+            pacs.delete(f"/instances/{instance['ID']}")
     return new_study_id
 
 

@@ -75,6 +75,7 @@ def _set_up() -> Any:
     services = build_services(settings, pacs.OrthancPacs())
     services.node = f"{socket.gethostname()}:{orthanc_config.get('HttpPort', 8042)}"
     services.log_error = pacs.log_error
+    services.log_warning = pacs.log_warning
     router = Router(services.authenticator, pacs.log_error, unavailable=(OperationalError, InterfaceError))
     gate = _viewer_gate(services)
     register_all(router, services, gate.revocations)
@@ -118,6 +119,10 @@ def _viewer_gate(services: Services) -> ViewerGate:
 def _on_change(worker: IngestWorker, gate: ViewerGate) -> Any:
     def on_change(change_type: Any, level: Any, resource_id: str) -> None:
         worker.on_change(change_type, level, resource_id)
+        if change_type == orthanc.ChangeType.NEW_STUDY:
+            gate.hierarchy.study_arrived(resource_id)
+        elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.STUDY:
+            gate.hierarchy.forget(resource_id)
         if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
             try:
                 gate.access_log.flush()  # the last seconds of viewer access counts

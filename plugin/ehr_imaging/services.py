@@ -65,6 +65,7 @@ class Services:
     ingest_later: Callable[[str], None] = _ignore
     node: str = ""  # this Orthanc node (host:HTTP port): who runs an upload job whose archive is on its disk
     log_error: Callable[[str], None] = _ignore
+    log_warning: Callable[[str], None] = _ignore
 
     @property
     def match_policy(self) -> MatchPolicy:

@@ -33,8 +33,9 @@ from typing import IO, Any, Protocol
 
 from pydicom import Dataset
 
-from . import ingest
+from . import ingest, study_resolution
 from .core import tags
+from .core.study_identity import orthanc_study_id
 from .core.uploads import (
     EOCD_SEARCH,
     FAIL,
@@ -49,7 +50,7 @@ from .core.uploads import (
 )
 from .core.uploads import OfflineDeclaration as OfflineDeclaration
 from .services import Services
-from .store import links, uploads
+from .store import uploads
 
 MB = 1024 * 1024
 CHUNK = MB
@@ -148,6 +149,7 @@ class Batch:
         self._parts: dict[str, _Study] = {}
         self._held: set[str] = set()
         self._recorded: set[str] = set()
+        self._collisions: dict[tuple[str, str], str | None] = {}
         self._began = time.monotonic()
 
     def __enter__(self) -> Batch:
@@ -185,8 +187,12 @@ class Batch:
             header = check_dicom(data)
         except UploadRejected as exc:
             return self.fail(file_name, exc.detail, len(data), exc.status, exc.header)
+        patient_id, study_uid = str(header.get("PatientID", "")), str(header.StudyInstanceUID)
+        conflict = self._collision(study_uid, patient_id)
+        if conflict is not None:
+            return self.fail(file_name, conflict, len(data), 409, header)
         # Held before the file goes in, so the worker never records a study this upload is still writing.
-        self._hold(ingest.orthanc_study_id(str(header.get("PatientID", "")), str(header.StudyInstanceUID)))
+        self._hold(orthanc_study_id(patient_id, study_uid))
         try:
             stored = self._services.pacs.post_json_bytes("/instances", data)
         except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing
@@ -201,6 +207,13 @@ class Batch:
         part.orthanc_study_id = study_id
         part.stored.append(result)
         return result
+
+    def _collision(self, study_uid: str, patient_id: str) -> str | None:
+        """Why this StudyInstanceUID must not be stored under this PatientID (asked once per study and patient)."""
+        key = (study_uid, patient_id)
+        if key not in self._collisions:
+            self._collisions[key] = study_resolution.upload_collision(self._services, study_uid, patient_id)
+        return self._collisions[key]
 
     def _hold(self, orthanc_study_id: str) -> None:
         if orthanc_study_id not in self._held:
@@ -239,7 +252,7 @@ class Batch:
             return StudyOutcome(study_uid, None, None, error, "failed", 0, None)
         seen = dataclasses.replace(seen, upload_source=self.source, uploaded_by=self.uploaded_by,
                                    explicit_order_id=self.order_id)
-        outcome = links.record_ingest(services.engine, seen, services.match_policy, audit)
+        outcome = ingest.record(services, seen, audit)
         self._recorded.add(orthanc_id)
         services.revisit_study(orthanc_id)
         return StudyOutcome(study_uid, orthanc_id, outcome.order_id, outcome.reason, audit.status,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import mint_viewer_token
 from ehr_stack.stack import Stack
 from samples.build_samples import build_samples
@@ -124,7 +125,8 @@ def test_a_bad_token_is_not_available(client: Client, mr_study: dict[str, Any], 
         token = token[:-4] + "AAAA"
     elif kind == "expired":
         token = mint_viewer_token(secret=client.stack.secrets.jwt_secret, issuer="ehr-imaging-dev", subject="x",
-                                  study_uids=[uid], ttl_seconds=60, now=time.time() - 3600).token
+                                  studies={uid: orthanc_study_id("x", uid)}, ttl_seconds=60,
+                                  now=time.time() - 3600).token
     else:
         revoked = client.request("POST", "/api/v1/dicom/viewer-token/revoke", "admin", json={"token": token})
         assert revoked.status_code == 200, revoked.text

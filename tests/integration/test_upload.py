@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ehr_imaging import ingest
+from ehr_imaging.core.study_identity import orthanc_study_id
 from samples.build_samples import build_samples
 from tests.conftest import SAMPLES_CACHE, Client
 from tests.dicom_factory import make_study
@@ -33,7 +33,7 @@ def test_upload_with_an_explicit_order_links_at_once(client: Client, tmp_path: P
     assert body["match"] == {"status": "linked", "reason": None}
     assert body["orthanc_study_id"] and body["sop_instance_uid"] and body["series_instance_uid"]
     # The upload holds the study from the ingest worker under the ID it computes before storing: Orthanc's.
-    assert ingest.orthanc_study_id(patient, uid) == body["orthanc_study_id"]
+    assert orthanc_study_id(patient, uid) == body["orthanc_study_id"]
     linked = order(client, order_id)
     assert (linked["match_rule"], linked["upload_source"], linked["uploaded_by"]) == ("explicit", "api", "tester")
     rows = query(client, "SELECT upload_status, upload_source, uploaded_by, number_of_files, order_id"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import mint_viewer_token
 from tests.conftest import Client
 from tests.integration.test_matching import query
@@ -132,7 +133,8 @@ def test_revoked_and_expired_tokens_are_refused(client: Client, two_studies: Any
                  t=issued["token_id"])
     assert rows == [("dr-who", "sent to the wrong person")]
     expired = mint_viewer_token(secret=client.stack.secrets.jwt_secret, issuer="ehr-imaging-dev", subject="x",
-                                study_uids=[a.uid], ttl_seconds=60, now=time.time() - 600).token
+                                studies={a.uid: orthanc_study_id("x", a.uid)}, ttl_seconds=60,
+                                now=time.time() - 600).token
     assert as_viewer(client, expired, path).status_code == 403
 
 

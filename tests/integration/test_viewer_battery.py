@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
+from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import mint_viewer_token
 from tests.conftest import Client
 from tests.integration.viewer_helpers import FRAME_ACCEPT, StoredStudy, viewer_token
@@ -184,7 +185,8 @@ class Battery:
         tampered = ".".join([header, _b64(json.dumps(tampered_claims).encode()), signature])
         return {
             "viewer": self.token,
-            "expired": mint_viewer_token(secret=secret, issuer=issuer, subject="x", study_uids=[study],
+            "expired": mint_viewer_token(secret=secret, issuer=issuer, subject="x",
+                                         studies={study: orthanc_study_id("x", study)},
                                          ttl_seconds=60, now=now - 3600).token,
             "not_yet_valid": signed(nbf=int(now) + 3600, iat=int(now) + 3600),
             "wrong_audience": signed(aud="ehr-imaging"),

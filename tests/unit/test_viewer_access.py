@@ -10,6 +10,7 @@ import pytest
 
 from ehr_imaging.core import access
 from ehr_imaging.core.auth import AuthError, TokenVerifier
+from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import MAX_STUDIES, VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
 from ehr_imaging.store.viewer import AccessCount
 from ehr_imaging.viewer.access_log import AccessLog
@@ -109,23 +110,33 @@ def verifier(**kwargs: Any) -> TokenVerifier:
                          required_claims=("exp", "iss", "aud", "sub", "jti", "nbf"), **kwargs)
 
 
+def oid(uid: str, patient: str = "P") -> str:
+    return orthanc_study_id(patient, uid)
+
+
 def test_a_viewer_token_carries_its_studies_and_is_not_a_user_token() -> None:
-    minted = mint_viewer_token(secret=SECRET, issuer="iss", subject="dr", study_uids=[A, A, B], ttl_seconds=60)
+    minted = mint_viewer_token(secret=SECRET, issuer="iss", subject="dr", studies={A: oid(A), B: oid(B)},
+                               ttl_seconds=60)
     assert minted.study_uids == (A, B)
     principal = verifier().verify(minted.token)
     assert (principal.scope, principal.token_id, principal.roles, principal.via) == (
         frozenset({A, B}), minted.token_id, frozenset(), "viewer")
+    assert principal.scope_studies == {A: oid(A), B: oid(B)}
     users = TokenVerifier(issuer="iss", audience="ehr-imaging", secret=SECRET)
     with pytest.raises(AuthError):
         users.verify(minted.token)
 
 
-@pytest.mark.parametrize("changes", [{"typ": "user"}, {"studies": []}, {"studies": ["x"]}, {"studies": "1.2"},
-                                     {"jti": None}])
+@pytest.mark.parametrize("changes", [
+    {"typ": "user"}, {"studies": []}, {"studies": ["x"]}, {"studies": "1.2"}, {"jti": None},
+    # Without its Orthanc studies (a token of an earlier version), or with a list that does not pair up.
+    {"orthanc_studies": None}, {"orthanc_studies": []}, {"orthanc_studies": ["not-an-id"]},
+    {"orthanc_studies": [oid(A), oid(B)]},
+])
 def test_incomplete_viewer_tokens_are_refused(changes: dict[str, Any]) -> None:
     now = int(time.time())
     claims = {"iss": "iss", "aud": VIEWER_AUDIENCE, "sub": "s", "typ": "viewer", "jti": "j", "iat": now,
-              "nbf": now, "exp": now + 60, "studies": [A], **changes}
+              "nbf": now, "exp": now + 60, "studies": [A], "orthanc_studies": [oid(A)], **changes}
     claims = {k: v for k, v in claims.items() if v is not None}
     with pytest.raises(AuthError):
         verifier().verify(jwt.encode(claims, SECRET, algorithm="HS256"))
@@ -133,12 +144,14 @@ def test_incomplete_viewer_tokens_are_refused(changes: dict[str, Any]) -> None:
 
 def test_minting_limits() -> None:
     with pytest.raises(ValueError):
-        mint_viewer_token(secret=SECRET, issuer="i", subject="s", study_uids=[], ttl_seconds=60)
+        mint_viewer_token(secret=SECRET, issuer="i", subject="s", studies={}, ttl_seconds=60)
     with pytest.raises(ValueError):
-        mint_viewer_token(secret=SECRET, issuer="i", subject="s", study_uids=["1.2.x"], ttl_seconds=60)
+        mint_viewer_token(secret=SECRET, issuer="i", subject="s", studies={"1.2.x": oid("1.2.x")}, ttl_seconds=60)
+    with pytest.raises(ValueError):
+        mint_viewer_token(secret=SECRET, issuer="i", subject="s", studies={A: "../studies"}, ttl_seconds=60)
     with pytest.raises(ValueError):
         mint_viewer_token(secret=SECRET, issuer="i", subject="s",
-                          study_uids=[f"1.2.{n}" for n in range(MAX_STUDIES + 1)], ttl_seconds=60)
+                          studies={f"1.2.{n}": oid(f"1.2.{n}") for n in range(MAX_STUDIES + 1)}, ttl_seconds=60)
 
 
 def test_revocations_fail_closed_until_loaded_and_keep_local_ones() -> None:
@@ -182,30 +195,57 @@ def test_access_counts_aggregate_and_survive_a_failed_write() -> None:
 
 
 class FakePacs:
+    """Orthanc holding study A twice: "o1" (patient P, series SA) and, once ``collide`` is set, "o2" (another
+    patient's study under the same StudyInstanceUID, series SB)."""
+
     def __init__(self) -> None:
         self.loads = 0
+        self.collide = False
         self.instances = [{"MainDicomTags": {"SOPInstanceUID": IA, "NumberOfFrames": "4"}, "ParentSeries": "s1",
                            "FileSize": 4000}]
 
     def find_study_ids(self, uid: str) -> list[str]:
-        self.loads += 1
-        return ["o1"] if uid == A else []
+        return (["o1", "o2"] if self.collide else ["o1"]) if uid == A else []
 
     def get_json(self, uri: str) -> Any:
+        study = uri.split("/")[2]
+        if study not in ("o1", "o2") or (study == "o2" and not self.collide):
+            raise LookupError(uri)  # as Orthanc answers 404
         if uri.endswith("/series"):
-            return [{"ID": "s1", "MainDicomTags": {"SeriesInstanceUID": SA}}]
-        return self.instances
+            return [{"ID": "s1", "MainDicomTags": {"SeriesInstanceUID": SA}}] if study == "o1" else [
+                {"ID": "s2", "MainDicomTags": {"SeriesInstanceUID": SB}}]
+        if uri.endswith("/instances"):
+            return self.instances if study == "o1" else [
+                {"MainDicomTags": {"SOPInstanceUID": IB}, "ParentSeries": "s2", "FileSize": 1}]
+        self.loads += 1
+        return {"MainDicomTags": {"StudyInstanceUID": A},
+                "PatientMainDicomTags": {"PatientID": "P" if study == "o1" else "X"}}
 
 
 def test_the_hierarchy_is_cached_and_reloaded_on_a_miss_at_most_once_per_interval() -> None:
     pacs = FakePacs()
     now = [0.0]
     hierarchy = StudyHierarchy(pacs, miss_reload_seconds=2.0, clock=lambda: now[0])  # type: ignore[arg-type]
-    assert hierarchy.belongs(A, SA, IA) and hierarchy.belongs(A, None, IA) and hierarchy.belongs(A, SA, None)
-    assert not hierarchy.belongs(A, SB, None) and not hierarchy.belongs(A, SA, IB)
+    assert hierarchy.belongs("o1", SA, IA) and hierarchy.belongs("o1", None, IA) and hierarchy.belongs("o1", SA, None)
+    assert not hierarchy.belongs("o1", SB, None) and not hierarchy.belongs("o1", SA, IB)
     assert pacs.loads == 1  # misses within the interval do not reload
     pacs.instances.append({"MainDicomTags": {"SOPInstanceUID": IB}, "ParentSeries": "s1", "FileSize": 10})
     now[0] = 3.0
-    assert hierarchy.belongs(A, SA, IB) and pacs.loads == 2  # a late instance is found after the interval
-    assert hierarchy.size_of(A, IA) == 4000 and hierarchy.size_of(A, IA, frames=1) == 1000
-    assert not hierarchy.belongs(B, SB, None)
+    assert hierarchy.belongs("o1", SA, IB) and pacs.loads == 2  # a late instance is found after the interval
+    assert hierarchy.size_of("o1", IA) == 4000 and hierarchy.size_of("o1", IA, frames=1) == 1000
+    assert not hierarchy.belongs("o9", None, None)  # not stored: not even the study itself
+
+
+def test_the_hierarchy_never_mixes_in_another_patients_study_under_the_same_uid() -> None:
+    pacs = FakePacs()
+    hierarchy = StudyHierarchy(pacs)  # type: ignore[arg-type]
+    assert hierarchy.belongs("o1", SA, IA) and not hierarchy.members("o1").uid_shared
+    pacs.collide = True  # another patient's study arrives under A: its NEW_STUDY change drops A from the cache
+    hierarchy.study_arrived("o2")
+    members = hierarchy.members("o1")
+    assert members.uid_shared and members.patient_id == "P"
+    assert not hierarchy.belongs("o1", SB, None) and not hierarchy.belongs("o1", None, IB)
+    assert hierarchy.belongs("o2", SB, IB) and hierarchy.members("o2").patient_id == "X"
+    pacs.collide = False  # the intruder deleted: studies that shared their UID are read again
+    hierarchy.forget("o2")
+    assert not hierarchy.members("o1").uid_shared and not hierarchy.belongs("o2", None, None)

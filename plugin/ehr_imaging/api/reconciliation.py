@@ -8,6 +8,7 @@ from ..core import auth
 from ..services import Services
 from ..store import links
 from ..store import orders as order_store
+from ..store import reconciliation as queue
 from .router import ApiError, Request, Response, Router, json_response
 from .validation import query_int
 
@@ -22,7 +23,7 @@ def register(router: Router, services: Services) -> None:
     def list_unmatched(request: Request) -> Response:
         limit = query_int(request.query, "limit", 50, 1, 500)
         offset = query_int(request.query, "offset", 0, 0, 10**9)
-        total, items = links.unmatched(engine, limit=limit, offset=offset)
+        total, items = queue.unmatched(engine, limit=limit, offset=offset)
         return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
     def link(request: Request) -> Response:
@@ -57,7 +58,7 @@ def register(router: Router, services: Services) -> None:
                               "order_id": order_id})
 
     def match(request: Request) -> Response:
-        return json_response(links.match_status(engine, request.params["study_uid"]))
+        return json_response(queue.match_status(engine, request.params["study_uid"]))
 
     router.add("GET", "/api/v1/dicom/unmatched", list_unmatched, roles=RECONCILERS)
     router.add("GET", "/api/v1/dicom/studies/{study_uid}/match", match, roles=READERS)

@@ -107,12 +107,12 @@ COMPONENTS: dict[str, Schema] = {
         "accession_number": NSTR, "study_date": string("date", nullable=True), "modalities": STRINGS,
         "number_of_series": integer(), "number_of_instances": integer(), "reason": NSTR,
         "candidate_order_ids": STRINGS, "upload_source": NSTR, "uploaded_by": NSTR,
-        "first_seen_at": string("date-time"),
+        "first_seen_at": string("date-time"), "collides_with_orthanc_study_id": NSTR,
     }),
     "Match": obj({
         "study_instance_uid": string(), "status": string(enum=["linked", "unmatched", "unknown"]),
         "order_id": NSTR, "match_rule": NSTR, "reason": NSTR, "candidate_order_ids": STRINGS,
-        "order": nullable_ref("Order"),
+        "order": nullable_ref("Order"), "quarantined_orthanc_study_ids": STRINGS,
     }),
     "UploadMatch": obj({"status": string(enum=["linked", "unmatched"]), "reason": NSTR}),
     "FileResult": obj({

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 
-from .. import ingest
+from .. import ingest, study_resolution
 from ..core import auth
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..services import Services
@@ -122,7 +122,7 @@ def register(router: Router, services: Services) -> None:
     def get_study(request: Request) -> Response:
         """One study, as Orthanc holds it now, with its link; 404 when absent or deleted."""
         uid = _path_text(request, "study_uid")
-        orthanc_id = pacs.lookup(uid, "Study")
+        orthanc_id = resolve_study(services, uid)
         seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
         if seen is None:
             raise ApiError(404, f"study {uid} not found")
@@ -142,7 +142,7 @@ def register(router: Router, services: Services) -> None:
         uid = _path_text(request, "study_uid")
         reason = deletion_reason(request)
         assert request.principal is not None
-        orthanc_id = pacs.lookup(uid, "Study")
+        orthanc_id = resolve_study(services, uid)
         seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
         if seen is not None:
             facts = studies.StudyFacts(uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
@@ -192,9 +192,18 @@ def _order_id(value: str) -> str:
         raise ApiError(422, str(exc)) from None
 
 
+def resolve_study(services: Services, uid: str) -> str | None:
+    """The Orthanc study a StudyInstanceUID names for the patient it is recorded for (study_resolution);
+    409 while several patients' studies hold it and none is recorded."""
+    try:
+        return study_resolution.resolve_one(services, uid) if uid else None
+    except study_resolution.StudyConflict as exc:
+        raise ApiError(409, str(exc)) from None
+
+
 def study_or_404(services: Services, uid: str) -> str:
     """The Orthanc ID of a stored study (for the routes that read its images)."""
-    orthanc_id = services.pacs.lookup(uid.strip(), "Study") if uid.strip() else None
+    orthanc_id = resolve_study(services, uid.strip())
     if orthanc_id is None:
         raise ApiError(404, f"study {uid} not found")
     return orthanc_id

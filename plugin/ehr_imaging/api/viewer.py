@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from .. import study_resolution
 from ..core import auth
 from ..core.auth import AuthError
 from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
@@ -39,7 +40,9 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
             raise ApiError(422, "ttl_seconds: must be at least 1")
         return min(ttl, settings.ViewerTokenMaxTtlSeconds)
 
-    def studies_for(*, study_uids: Any = None, order_id: Any = None, patient_id: Any = None) -> list[str]:
+    def studies_for(*, study_uids: Any = None, order_id: Any = None, patient_id: Any = None) -> dict[str, str]:
+        """StudyInstanceUID -> the Orthanc study the token will open (study_resolution: the one recorded for
+        that UID's patient, never another patient's study stored under the same UID)."""
         given = [name for name, value in (("study_uids", study_uids), ("order_id", order_id),
                                           ("patient_id", patient_id)) if value not in (None, "", [])]
         if len(given) != 1:
@@ -48,37 +51,48 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
             if not isinstance(study_uids, list) or not all(isinstance(u, str) for u in study_uids):
                 raise ApiError(422, "study_uids: must be a list of StudyInstanceUIDs")
             uids = list(dict.fromkeys(u.strip() for u in study_uids))
+            cap(uids)  # before any lookup: a list of 20,000 UIDs costs nothing but this check
             bad = [u for u in uids if not valid_uid(u)]
             if bad:
                 raise ApiError(422, f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
-            unknown = [u for u in uids if not services.pacs.find_study_ids(u)]
+            found = resolved(uids)
+            unknown = [u for u in uids if u not in found]
             if unknown:
                 raise ApiError(404, f"unknown studies: {', '.join(unknown[:5])}")
-            return uids
+            return {uid: found[uid] for uid in uids}
         if order_id is not None:
             if not study_store.order_exists(services.engine, str(order_id)):
                 raise ApiError(404, f"unknown order {order_id}")
             uids = recorded_studies(StudyFilter(order_id=str(order_id)))
             if not uids:
                 raise ApiError(404, f"order {order_id} has no study yet")
-            return uids
+            return resolved(uids)
         uids = recorded_studies(StudyFilter(patient_id=str(patient_id)))
         if not uids:
             raise ApiError(404, f"no studies for patient {patient_id}")
-        return uids
+        return resolved(uids)
+
+    def cap(uids: list[str]) -> None:
+        if len(uids) > MAX_STUDIES:
+            raise ApiError(422, f"at most {MAX_STUDIES} studies per viewer token ({len(uids)} asked)")
+
+    def resolved(uids: list[str]) -> dict[str, str]:
+        cap(uids)
+        try:
+            return study_resolution.resolve(services, uids)
+        except study_resolution.StudyConflict as exc:
+            raise ApiError(409, str(exc)) from None
 
     def recorded_studies(where: StudyFilter) -> list[str]:
         """The same selection as the study queries (one past the cap, so too many is an error, not a cut)."""
         _, found = study_store.search(services.engine, dataclasses.replace(where, limit=MAX_STUDIES + 1))
         return [str(item["StudyInstanceUID"]) for item in found]
 
-    def issue(request: Request, uids: list[str], ttl: int, *, order_id: str | None = None,
+    def issue(request: Request, studies: dict[str, str], ttl: int, *, order_id: str | None = None,
               patient_id: str | None = None) -> dict[str, Any]:
         assert request.principal is not None
-        if len(uids) > MAX_STUDIES:
-            raise ApiError(422, f"at most {MAX_STUDIES} studies per viewer token ({len(uids)} asked)")
         minted = mint_viewer_token(secret=services.signing_secret, issuer=settings.JwtIssuer,
-                                   subject=request.principal.subject, study_uids=uids, ttl_seconds=ttl)
+                                   subject=request.principal.subject, studies=studies, ttl_seconds=ttl)
         store.record_issued(services.engine, token_id=minted.token_id, subject=request.principal.subject,
                             study_uids=minted.study_uids, expires_at=minted.expires_at, order_id=order_id,
                             patient_id=patient_id)
@@ -93,13 +107,14 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
         unknown = sorted(set(body) - {"study_uids", "order_id", "patient_id", "ttl_seconds"})
         if unknown:
             raise ApiError(422, f"{unknown[0]}: unknown field")
-        uids = studies_for(study_uids=body.get("study_uids"), order_id=body.get("order_id"),
-                           patient_id=body.get("patient_id"))
-        return json_response(issue(request, uids, ttl_of(body.get("ttl_seconds")),
+        studies = studies_for(study_uids=body.get("study_uids"), order_id=body.get("order_id"),
+                              patient_id=body.get("patient_id"))
+        return json_response(issue(request, studies, ttl_of(body.get("ttl_seconds")),
                                    order_id=_text(body.get("order_id")), patient_id=_text(body.get("patient_id"))))
 
-    def url_answer(request: Request, uids: list[str], **scope: str) -> Response:
-        issued = issue(request, uids, ttl_of(request.query.get("ttl_seconds")), **scope)
+    def url_answer(request: Request, studies: dict[str, str], **scope: str) -> Response:
+        issued = issue(request, studies, ttl_of(request.query.get("ttl_seconds")), **scope)
+        uids = list(studies)
         base = settings.PublicBaseUrl.rstrip("/")
         url = (f"{base}{settings.ViewerPath}?StudyInstanceUIDs={quote(','.join(uids), safe=',')}"
                f"&token={quote(issued['token'], safe='')}")

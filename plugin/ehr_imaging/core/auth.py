@@ -47,6 +47,9 @@ class Principal:
     via: str  # "jwt", "basic" or "viewer"
     expires_at: float | None = None
     scope: frozenset[str] | None = None  # a viewer token's StudyInstanceUIDs; None for people and services
+    # A viewer token's Orthanc study for each StudyInstanceUID of ``scope``, fixed when it was minted: another
+    # patient's study stored later under the same UID is never in scope (core.study_identity).
+    scope_studies: Mapping[str, str] | None = None
     token_id: str | None = None  # a viewer token's ``jti`` (revocation, access audit)
 
     @property

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..ingest import process_stable_study
 from ..services import Services
-from ..store import links, studies
+from ..store import collisions, links, studies
 
 MAX_ATTEMPTS = 5
 STABLE, DELETED = "stable", "deleted"
@@ -107,6 +107,9 @@ class IngestWorker:
             self._queue.task_done()
 
     def _deleted(self, orthanc_study_id: str) -> None:
+        if collisions.forget(self._services.engine, orthanc_study_id):
+            self._log_warning(f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation")
+            return
         uid = studies.record_deleted_in_orthanc(self._services.engine, orthanc_study_id)
         if uid is not None:
             self._log_warning(f"ehr-imaging: study {uid} was deleted in Orthanc outside the EHR API: audited")

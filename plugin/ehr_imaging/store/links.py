@@ -9,39 +9,20 @@ UNIQUE as the last line of defence.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, time, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
-from . import uploads
-from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
+from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
+from . import collisions, uploads
+from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink, StudyUidCollision
 from .orders import to_dict as order_dict
-
-
-@dataclass(frozen=True)
-class StudyObservation:
-    """A study as Orthanc holds it right now, read by the ingest worker."""
-
-    study_instance_uid: str
-    orthanc_study_id: str
-    patient_id: str | None
-    patient_name: str | None
-    accession_number: str | None
-    study_date: date | None
-    study_time: time | None
-    study_description: str | None
-    modalities: tuple[str, ...]
-    number_of_series: int
-    number_of_instances: int
-    total_size_bytes: int
-    upload_source: str
-    uploaded_by: str | None
-    explicit_order_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +31,11 @@ class LinkOutcome:
     reason: str | None  # why unmatched
     new_instances: int
     upload_log_id: uuid.UUID | None = None  # the audit row this ingest wrote, if any
+    arrival: Arrival = Arrival.SAME  # COLLISION: quarantined; MERGE: to be folded into the recorded study
+
+
+def _always_stored(orthanc_study_id: str) -> bool:
+    return True
 
 
 class LinkError(Exception):
@@ -72,14 +58,27 @@ MANUAL_RULE = "manual"
 
 
 def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
-                  audit: uploads.UploadAudit | None = None) -> LinkOutcome:
+                  audit: uploads.UploadAudit | None = None, *,
+                  still_stored: Callable[[str], bool] = _always_stored, coerce: bool = False) -> LinkOutcome:
     """Record what arrived (upload log), keep the study's facts current, and link it if a rule allows.
 
     Without ``audit`` the upload row counts the instances that are new since the last record (C-STORE,
-    stable studies); an API upload passes ``audit`` and gets one row for exactly what it sent."""
+    stable studies); an API upload passes ``audit`` and gets one row for exactly what it sent.
+    An Orthanc study other than the recorded one under the same StudyInstanceUID never changes the record
+    (core.study_identity): another patient's is quarantined; ``still_stored`` tells whether the recorded
+    Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in."""
     with Session(engine) as session, session.begin():
         _lock_study(session, seen.study_instance_uid)
         link = session.get(StudyLink, seen.study_instance_uid)
+        if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
+            arrival = classify_arrival(
+                StudyCopy(link.orthanc_study_id, link.patient_id), StudyCopy(seen.orthanc_study_id, seen.patient_id),
+                recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None)
+            if arrival is Arrival.COLLISION:
+                collisions.quarantine(session, seen, link)
+                return LinkOutcome(None, REASON_COLLISION, 0, None, arrival)
+            if arrival is Arrival.MERGE:
+                return LinkOutcome(link.order_id, link.match_reason, 0, None, arrival)
         previous_instances = link.number_of_instances if link else 0
         previous_bytes = link.total_size_bytes if link else 0
         if link is None:
@@ -219,8 +218,10 @@ def _fill_order(order: ImagingOrder, link: StudyLink) -> None:
 
 
 def known_orthanc_ids(engine: Engine) -> set[str]:
+    """Every Orthanc study the plugin has recorded or quarantined."""
     with Session(engine) as session:
-        return set(session.scalars(select(StudyLink.orthanc_study_id)).all())
+        return (set(session.scalars(select(StudyLink.orthanc_study_id)).all())
+                | set(session.scalars(select(StudyUidCollision.orthanc_study_id)).all()))
 
 
 def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> str:
@@ -274,68 +275,31 @@ def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) ->
         return order_id
 
 
-def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-    """The reconciliation queue: studies without an order, oldest first."""
-    query = select(StudyLink).where(StudyLink.order_id.is_(None))
-    with Session(engine) as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(StudyLink.first_seen_at, StudyLink.study_instance_uid)
-                               .limit(limit).offset(offset)).all()
-        return total, [_unmatched_item(row) for row in rows]
+class LockedStudy:
+    """A study under its lock for a tag coercion: its link and order as they are now, and ``record``."""
 
+    def __init__(self, session: Session, link: StudyLink | None) -> None:
+        self._session = session
+        self._link = link
+        order = session.get(ImagingOrder, link.order_id, with_for_update=True) if link and link.order_id else None
+        self._order = order
+        self.order: dict[str, Any] | None = order_dict(order) if order else None
+        self.orthanc_study_id = link.orthanc_study_id if link else None
+        self.patient_id = link.patient_id if link else None
 
-def _unmatched_item(link: StudyLink) -> dict[str, Any]:
-    return {
-        "study_instance_uid": link.study_instance_uid, "orthanc_study_id": link.orthanc_study_id,
-        "patient_id": link.patient_id, "patient_name": link.patient_name,
-        "accession_number": link.accession_number,
-        "study_date": link.study_date.isoformat() if link.study_date else None,
-        "modalities": list(link.modalities or []), "number_of_series": link.number_of_series,
-        "number_of_instances": link.number_of_instances, "reason": link.match_reason,
-        "candidate_order_ids": list(link.candidates or []), "upload_source": link.upload_source,
-        "uploaded_by": link.uploaded_by, "first_seen_at": link.first_seen_at.isoformat(),
-    }
-
-
-def match_status(engine: Engine, study_uid: str) -> dict[str, Any]:
-    """Where a study stands: linked (with its order), unmatched (why, candidates) or unknown yet."""
-    with Session(engine) as session:
-        link = session.get(StudyLink, study_uid)
-        if link is None:
-            return {"study_instance_uid": study_uid, "status": "unknown", "order_id": None, "match_rule": None,
-                    "reason": None, "candidate_order_ids": [], "order": None}
-        order = session.get(ImagingOrder, link.order_id) if link.order_id else None
-        return {
-            "study_instance_uid": study_uid, "status": "linked" if order else "unmatched",
-            "order_id": link.order_id, "match_rule": link.match_rule, "reason": link.match_reason,
-            "candidate_order_ids": list(link.candidates or []), "order": order_dict(order) if order else None,
-        }
-
-
-def linked_order(engine: Engine, study_uid: str) -> dict[str, Any] | None:
-    with Session(engine) as session:
-        link = session.get(StudyLink, study_uid)
-        order = session.get(ImagingOrder, link.order_id) if link and link.order_id else None
-        return order_dict(order) if order else None
-
-
-def record_coercion(engine: Engine, study_uid: str, orthanc_study_id: str, original: dict[str, str | None],
-                    changes: dict[str, str]) -> None:
-    """Audit a coercion: original and new values on the study's latest upload row, and in link_audit."""
-    with Session(engine) as session, session.begin():
-        _lock_study(session, study_uid)
-        link = session.get(StudyLink, study_uid)
+    def record(self, orthanc_study_id: str, original: dict[str, str | None], changes: dict[str, str]) -> None:
+        """Audit the coercion: original and new values on the study's latest upload row, and in link_audit."""
+        session, link = self._session, self._link
         if link is None:
             return
         link.orthanc_study_id = orthanc_study_id
         link.patient_id = changes.get("PatientID", link.patient_id)
         link.patient_name = changes.get("PatientName", link.patient_name)
         link.accession_number = changes.get("AccessionNumber", link.accession_number)
-        if link.order_id:
-            order = session.get(ImagingOrder, link.order_id, with_for_update=True)
-            if order is not None:
-                order.orthanc_study_id = orthanc_study_id
-        upload = session.scalars(select(DicomUploadLog).where(DicomUploadLog.study_instance_uid == study_uid)
+        if self._order is not None:
+            self._order.orthanc_study_id = orthanc_study_id
+        upload = session.scalars(select(DicomUploadLog)
+                                 .where(DicomUploadLog.study_instance_uid == link.study_instance_uid)
                                  .order_by(DicomUploadLog.uploaded_at.desc()).limit(1)).first()
         if upload is not None:
             upload.tags_modified = True
@@ -344,8 +308,17 @@ def record_coercion(engine: Engine, study_uid: str, orthanc_study_id: str, origi
             upload.modified_patient_name = changes.get("PatientName")
             upload.modified_accession_number = changes.get("AccessionNumber")
         described = ", ".join(f"{tag}: {original.get(tag)!r} -> {value!r}" for tag, value in sorted(changes.items()))
-        session.add(LinkAudit(study_instance_uid=study_uid, order_id=link.order_id, action="coerce",
+        session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=link.order_id, action="coerce",
                               actor=SYSTEM_ACTOR, reason=described))
+
+
+@contextmanager
+def coercion(engine: Engine, study_uid: str) -> Iterator[LockedStudy]:
+    """Hold the study's lock for a whole tag coercion (the rewrite in Orthanc included): another node's
+    ingest, coercion or deletion audit of the same study waits, then sees the coerced study recorded."""
+    with Session(engine) as session, session.begin():
+        _lock_study(session, study_uid)
+        yield LockedStudy(session, session.get(StudyLink, study_uid))
 
 
 def lock_study(session: Session, study_uid: str) -> None:

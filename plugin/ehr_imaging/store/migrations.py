@@ -275,6 +275,37 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        6,
+        "study uid collisions: an Orthanc study whose StudyInstanceUID is recorded under another patient",
+        """
+        CREATE TABLE study_uid_collisions (
+            orthanc_study_id           TEXT PRIMARY KEY,
+            study_instance_uid         TEXT NOT NULL,
+            patient_id                 TEXT,
+            patient_name               TEXT,
+            accession_number           TEXT,
+            study_date                 DATE,
+            modalities                 TEXT[] NOT NULL DEFAULT '{}',
+            number_of_series           INTEGER NOT NULL DEFAULT 0,
+            number_of_instances        INTEGER NOT NULL DEFAULT 0,
+            total_size_bytes           BIGINT NOT NULL DEFAULT 0,
+            upload_source              TEXT,
+            uploaded_by                TEXT,
+            recorded_orthanc_study_id  TEXT NOT NULL,
+            recorded_patient_id        TEXT,
+            first_seen_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at                 TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_study_uid_collisions_uid ON study_uid_collisions (study_instance_uid);
+        ALTER TABLE link_audit DROP CONSTRAINT link_audit_action_check;
+        ALTER TABLE link_audit ADD CONSTRAINT link_audit_action_check
+            CHECK (action IN ('auto-link', 'link', 'unlink', 'coerce', 'quarantine'));
+        """,
+    ),
+)
+
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 

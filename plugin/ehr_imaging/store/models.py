@@ -84,6 +84,30 @@ class StudyLink(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class StudyUidCollision(Base):
+    """An Orthanc study whose StudyInstanceUID is recorded under another patient: never linked or shown under
+    that patient's record; it waits for a person in the reconciliation queue (core.study_identity)."""
+
+    __tablename__ = "study_uid_collisions"
+
+    orthanc_study_id: Mapped[str] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str]
+    patient_id: Mapped[str | None]
+    patient_name: Mapped[str | None]
+    accession_number: Mapped[str | None]
+    study_date: Mapped[date | None]
+    modalities: Mapped[list[str]] = mapped_column(ARRAY(String), default=list)
+    number_of_series: Mapped[int] = mapped_column(default=0)
+    number_of_instances: Mapped[int] = mapped_column(default=0)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    upload_source: Mapped[str | None]
+    uploaded_by: Mapped[str | None]
+    recorded_orthanc_study_id: Mapped[str]
+    recorded_patient_id: Mapped[str | None]
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class LinkAudit(Base):
     """Every link and unlink, automatic or by a person."""
 

@@ -100,6 +100,27 @@ def get(engine: Engine, study_uid: str) -> dict[str, Any] | None:
         return item(link) if link else None
 
 
+@dataclass(frozen=True)
+class RecordedStudy:
+    """The Orthanc study recorded for a StudyInstanceUID, its PatientID, and whether it is linked to an order."""
+
+    study_instance_uid: str
+    orthanc_study_id: str
+    patient_id: str | None
+    linked: bool
+
+
+def recorded(engine: Engine, study_uids: list[str]) -> dict[str, RecordedStudy]:
+    """The recorded Orthanc study of each of these StudyInstanceUIDs that is recorded (one query)."""
+    if not study_uids:
+        return {}
+    with Session(engine) as session:
+        rows = session.execute(select(StudyLink.study_instance_uid, StudyLink.orthanc_study_id, StudyLink.patient_id,
+                                      StudyLink.order_id).where(StudyLink.study_instance_uid.in_(study_uids)))
+        return {uid: RecordedStudy(uid, orthanc_id, patient, order is not None)
+                for uid, orthanc_id, patient, order in rows}
+
+
 def order_exists(engine: Engine, order_id: str) -> bool:
     with Session(engine) as session:
         return session.get(ImagingOrder, order_id) is not None

@@ -12,11 +12,11 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ..core.study_identity import StudyObservation
 from .models import DicomUploadLog, OfflineUpload, UploadJob
 
 if TYPE_CHECKING:
     from ..core.uploads import OfflineDeclaration
-    from .links import StudyObservation
 
 
 @dataclass(frozen=True)

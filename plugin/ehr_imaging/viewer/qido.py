@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..api.router import Response, error_response
 from ..core import access
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
+from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
 from .gate import ViewerGate
 
@@ -78,21 +80,42 @@ class ScopedQido:
         studies = access.narrow_study_uids(requested, principal.scope)
         if not studies:
             return Response(body=b"[]", content_type=DICOM_JSON)
-        return self._forward("studies", {**rest, "StudyInstanceUID": ",".join(studies)}, principal, None)
+        return self._forward("studies", {**rest, "StudyInstanceUID": ",".join(studies)}, principal, None,
+                             keep=lambda item: self._token_study(principal, item))
 
     def _within_study(self, principal: Principal, parts: list[str], query: Mapping[str, str]) -> Response:
         study, series = parts[1], (parts[3] if len(parts) == 5 else None)
-        scope = principal.scope
-        outside = scope is not None and (
-            study not in scope or (series is not None and not self._gate.hierarchy.belongs(study, series, None)))
-        if outside:
-            self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
-            return error_response(403, "study outside the token's scope")
+        members = None
+        if principal.scope is not None:
+            if study not in principal.scope or not self._gate.belongs(principal, study, series):
+                self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
+                return error_response(403, "study outside the token's scope")
+            members = self._gate.members(principal, study)
         rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}  # the path names the study
-        return self._forward("/".join(parts), rest, principal, [study])
+        keep = None
+        if members is not None and members.uid_shared:
+            # Orthanc holds another patient's study under this StudyInstanceUID: only the token's own series
+            # and instances are answered.
+            def keep(item: dict[str, Any]) -> bool:
+                return (_value(item, "0020000E") in members.series if parts[-1] == "series"
+                        else _value(item, "00080018") in members.instances)
+        return self._forward("/".join(parts), rest, principal, [study], keep=keep)
+
+    def _token_study(self, principal: Principal, item: dict[str, Any]) -> bool:
+        """Is this study of a QIDO answer the token's own Orthanc study (not another patient's study that
+        shares its StudyInstanceUID)? Told by Orthanc's own study ID hash, else by the cached facts."""
+        uid = _value(item, "0020000D")
+        orthanc_id = (principal.scope_studies or {}).get(uid or "")
+        if uid is None or orthanc_id is None:
+            return False
+        patient_id = _value(item, "00100020") or ""
+        if orthanc_study_id(patient_id, uid) == orthanc_id:
+            return True
+        members = self._gate.hierarchy.members(orthanc_id)
+        return members.stored and members.patient_id == (patient_id or None) and not members.uid_shared
 
     def _forward(self, relative: str, query: Mapping[str, str], principal: Principal,
-                 studies: list[str] | None) -> Response:
+                 studies: list[str] | None, keep: Callable[[dict[str, Any]], bool] | None = None) -> Response:
         """Ask the DICOMweb plugin in process, with a query string built here from allowed keys only."""
         uri = access.DICOMWEB_ROOT + relative
         if query:
@@ -107,9 +130,28 @@ class ScopedQido:
         except Exception as exc:  # noqa: BLE001 - Orthanc answered an error: the study or series is not there
             self._log_warning(f"ehr-imaging: scoped QIDO {uri}: {type(exc).__name__}: {exc}")
             return error_response(404, "not found")
+        if principal.scope is not None and keep is not None:
+            body = _filtered(body, keep)
         if principal.scope is not None:
             self._gate.record_query(principal, studies if studies is not None else _study_uids(body), len(body))
         return Response(body=body or b"[]", content_type=DICOM_JSON)
+
+
+def _filtered(body: bytes, keep: Callable[[dict[str, Any]], bool]) -> bytes:
+    """The answer's items that ``keep`` accepts (an answer that does not parse answers nothing)."""
+    try:
+        items = json.loads(body or b"[]")
+    except ValueError:
+        return b"[]"
+    if not isinstance(items, list):
+        return b"[]"
+    return json.dumps([item for item in items if isinstance(item, dict) and keep(item)]).encode()
+
+
+def _value(item: dict[str, Any], tag: str) -> str | None:
+    """The first value of a DICOM JSON attribute (a UID or an ID), if it has one."""
+    values = item.get(tag, {}).get("Value") if isinstance(item.get(tag), dict) else None
+    return str(values[0]) if isinstance(values, list) and values and isinstance(values[0], (str, int)) else None
 
 
 def _study_uids(body: bytes) -> list[str]:
