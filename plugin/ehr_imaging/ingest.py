@@ -112,8 +112,8 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
     """Make a linked study's PatientID, PatientName and AccessionNumber agree with its order.
 
     The whole rewrite runs under the study's lock (links.coercion), so two nodes never coerce one study at
-    once and nothing records the study half-way. It never crosses a patient boundary: a study whose
-    PatientID names another patient than the order's MRN (a link a person forced) is left as it is.
+    once and nothing records the study half-way. It never crosses a patient boundary on its own: the
+    study's PatientID must name the order's patient, or be the one a person accepted for it (a forced link).
     The current values are the study's *shared* tags: a tag missing there differs between instances (a
     later batch with the old values), so the study is modified again. Checked at each STABLE_STUDY, so
     every node converges without an in-memory cache; it reads the study's files, which is why coercion is
@@ -123,12 +123,13 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
         order = locked.order
         if order is None or locked.orthanc_study_id is None:
             return
-        if seen.orthanc_study_id != locked.orthanc_study_id and not same_patient(seen.patient_id,
-                                                                                  locked.patient_id):
-            return  # another patient's study under this UID: quarantined, never coerced into this one
-        if not same_patient(seen.patient_id, order.get("mrn")):
-            services.log_warning(f"ehr-imaging: study {seen.study_instance_uid} not coerced: its PatientID names"
-                                 " another patient than its order's MRN")
+        accepted = locked.accepted_patient_id is not None and same_patient(seen.patient_id,
+                                                                          locked.accepted_patient_id)
+        if not (same_patient(seen.patient_id, order.get("mrn")) or accepted):
+            # Another patient's study under this UID (quarantined), or an order whose MRN is not the study's
+            # patient: never rewritten into this patient's record.
+            services.log_warning(f"ehr-imaging: Orthanc study {seen.orthanc_study_id} not coerced: its PatientID"
+                                 " names another patient than its order's MRN")
             return
         try:
             shared = services.pacs.get_json(f"/studies/{seen.orthanc_study_id}/shared-tags?simplify")

@@ -60,11 +60,11 @@ def upload_collision(services: Services, study_uid: str, patient_id: str) -> str
     arriving = StudyCopy(orthanc_study_id(patient_id, study_uid), patient_id)
     record = study_store.recorded(services.engine, [study_uid]).get(study_uid)
     if record is not None:
-        held = [(StudyCopy(record.orthanc_study_id, record.patient_id), record.linked)]
+        held = [(StudyCopy(record.orthanc_study_id, record.patient_id), record.linked, record.accepted_patient_id)]
     else:
-        held = [(copy, False) for copy in copies_in_orthanc(services, study_uid)]
-    for copy, linked in held:
-        arrival = classify_arrival(copy, arriving, recorded_still_stored=True,
+        held = [(copy, False, None) for copy in copies_in_orthanc(services, study_uid)]
+    for copy, linked, accepted in held:
+        arrival = classify_arrival(copy, arriving, recorded_still_stored=True, accepted_patient_id=accepted,
                                    coerce=services.settings.CoerceTags and linked)
         if arrival is Arrival.COLLISION:
             return (f"{REASON_COLLISION}: StudyInstanceUID {study_uid} is already held under another PatientID;"

@@ -60,3 +60,13 @@ def test_the_same_patient_spelled_otherwise_is_folded_in_by_coercion_only() -> N
 def test_conflicting_copies_are_those_of_other_patients() -> None:
     copies = [copy("A"), copy("a "), copy("B")]
     assert conflicting_copies(copies, "A") == [copies[2]]
+
+
+def test_a_patient_id_a_person_accepted_is_not_a_collision() -> None:
+    # A radiologist linked a study keyed "MRN-WRONG" to MRN-RIGHT's order (force); coercion rewrote it. The
+    # modality's next batch still says MRN-WRONG: the same study, folded in by coercion, never quarantined.
+    recorded, late = copy("MRN-RIGHT"), copy("MRN-WRONG")
+    assert classify_arrival(recorded, late, recorded_still_stored=True, coerce=True,
+                            accepted_patient_id="MRN-WRONG") is Arrival.MERGE
+    assert classify_arrival(recorded, copy("MRN-OTHER"), recorded_still_stored=True, coerce=True,
+                            accepted_patient_id="MRN-WRONG") is Arrival.COLLISION

@@ -69,12 +69,14 @@ def same_patient(first: str | None, second: str | None) -> bool:
     return normalize_identifier(first) == normalize_identifier(second)
 
 
-def classify_arrival(recorded: StudyCopy, arriving: StudyCopy, *, recorded_still_stored: bool,
-                     coerce: bool) -> Arrival:
-    """What to do with ``arriving``, an Orthanc study with the StudyInstanceUID already recorded as ``recorded``."""
+def classify_arrival(recorded: StudyCopy, arriving: StudyCopy, *, recorded_still_stored: bool, coerce: bool,
+                     accepted_patient_id: str | None = None) -> Arrival:
+    """What to do with ``arriving``, an Orthanc study with the StudyInstanceUID already recorded as ``recorded``.
+    ``accepted_patient_id``: a PatientID a person accepted as the recorded patient's (a forced manual link)."""
     if arriving.orthanc_study_id == recorded.orthanc_study_id:
         return Arrival.SAME
-    if not same_patient(recorded.patient_id, arriving.patient_id):
+    accepted = accepted_patient_id is not None and same_patient(accepted_patient_id, arriving.patient_id)
+    if not same_patient(recorded.patient_id, arriving.patient_id) and not accepted:
         return Arrival.COLLISION
     if not recorded_still_stored:
         return Arrival.MOVED

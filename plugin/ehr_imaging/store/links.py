@@ -73,7 +73,8 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
         if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
             arrival = classify_arrival(
                 StudyCopy(link.orthanc_study_id, link.patient_id), StudyCopy(seen.orthanc_study_id, seen.patient_id),
-                recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None)
+                recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None,
+                accepted_patient_id=link.accepted_patient_id)
             if arrival is Arrival.COLLISION:
                 collisions.quarantine(session, seen, link)
                 return LinkOutcome(None, REASON_COLLISION, 0, None, arrival)
@@ -247,6 +248,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
         if not same_patient and not force:
             raise LinkError(409, "patient mismatch: the study's PatientID differs from the order's MRN")
         link.order_id, link.match_rule, link.match_reason, link.candidates = order_id, MANUAL_RULE, None, [order_id]
+        link.accepted_patient_id = None if same_patient else link.patient_id
         _fill_order(order, link)
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="link", rule=MANUAL_RULE,
                               actor=actor, reason=None if same_patient else "patient mismatch accepted"))
@@ -269,6 +271,7 @@ def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) ->
                 setattr(order, name, None)
             order.updated_at = func.now()
         link.order_id, link.match_rule, link.match_reason = None, None, "unlinked manually"
+        link.accepted_patient_id = None
         link.auto_match = False
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="unlink", actor=actor,
                               reason=reason))
@@ -286,6 +289,7 @@ class LockedStudy:
         self.order: dict[str, Any] | None = order_dict(order) if order else None
         self.orthanc_study_id = link.orthanc_study_id if link else None
         self.patient_id = link.patient_id if link else None
+        self.accepted_patient_id = link.accepted_patient_id if link else None
 
     def record(self, orthanc_study_id: str, original: dict[str, str | None], changes: dict[str, str]) -> None:
         """Audit the coercion: original and new values on the study's latest upload row, and in link_audit."""

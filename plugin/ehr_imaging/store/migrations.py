@@ -299,6 +299,8 @@ MIGRATIONS += (
             updated_at                 TIMESTAMPTZ NOT NULL DEFAULT now()
         );
         CREATE INDEX ix_study_uid_collisions_uid ON study_uid_collisions (study_instance_uid);
+        -- the study's original PatientID when a person linked it across a patient mismatch (force)
+        ALTER TABLE study_links ADD COLUMN accepted_patient_id TEXT;
         ALTER TABLE link_audit DROP CONSTRAINT link_audit_action_check;
         ALTER TABLE link_audit ADD CONSTRAINT link_audit_action_check
             CHECK (action IN ('auto-link', 'link', 'unlink', 'coerce', 'quarantine'));

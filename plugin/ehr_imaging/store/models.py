@@ -80,6 +80,9 @@ class StudyLink(Base):
     upload_source: Mapped[str | None]
     uploaded_by: Mapped[str | None]
     auto_match: Mapped[bool] = mapped_column(default=True)
+    # The study's own PatientID when a person linked it to another patient's order (force): that person
+    # accepted it as this patient, so its later batches are this study's, not a collision.
+    accepted_patient_id: Mapped[str | None]
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ..core.matching import normalize_identifier
 from ..core.orders import OPEN_STATUSES, OrderInput
 from .models import ImagingOrder
 
@@ -25,8 +26,15 @@ class OrderFilter:
     offset: int = 0
 
 
+class OrderConflict(Exception):
+    """The change would move a linked study to another patient: refused (unlink the study first)."""
+
+
 def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
-    """Insert or replace the EHR's fields of an order; match fields are left alone. Returns (order, created)."""
+    """Insert or replace the EHR's fields of an order; match fields are left alone. Returns (order, created).
+
+    An order linked to a study keeps its patient: another MRN would make the study (and, with tag coercion,
+    its files) another patient's without anyone looking at it. OrderConflict; unlink first."""
     row = order.as_row()
     values = insert(ImagingOrder).values(**row)
     statement = values.on_conflict_do_update(
@@ -34,6 +42,11 @@ def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
         set_={**{name: values.excluded[name] for name in ImagingOrder.EHR_FIELDS}, "updated_at": func.now()},
     ).returning(ImagingOrder, (ImagingOrder.created_at == ImagingOrder.updated_at).label("created"))
     with Session(engine) as session, session.begin():
+        current = session.get(ImagingOrder, row["order_id"], with_for_update=True)
+        if (current is not None and current.study_instance_uid is not None
+                and normalize_identifier(current.mrn) != normalize_identifier(row.get("mrn"))):
+            raise OrderConflict(f"order {current.order_id} is linked to study {current.study_instance_uid}: its MRN"
+                                " cannot change (unlink the study first)")
         result = session.execute(statement).one()
         return to_dict(result[0]), bool(result[1])
 

@@ -108,6 +108,7 @@ class RecordedStudy:
     orthanc_study_id: str
     patient_id: str | None
     linked: bool
+    accepted_patient_id: str | None = None  # a PatientID a person accepted as this study's patient
 
 
 def recorded(engine: Engine, study_uids: list[str]) -> dict[str, RecordedStudy]:
@@ -116,9 +117,10 @@ def recorded(engine: Engine, study_uids: list[str]) -> dict[str, RecordedStudy]:
         return {}
     with Session(engine) as session:
         rows = session.execute(select(StudyLink.study_instance_uid, StudyLink.orthanc_study_id, StudyLink.patient_id,
-                                      StudyLink.order_id).where(StudyLink.study_instance_uid.in_(study_uids)))
-        return {uid: RecordedStudy(uid, orthanc_id, patient, order is not None)
-                for uid, orthanc_id, patient, order in rows}
+                                      StudyLink.order_id, StudyLink.accepted_patient_id)
+                               .where(StudyLink.study_instance_uid.in_(study_uids)))
+        return {uid: RecordedStudy(uid, orthanc_id, patient, order is not None, accepted)
+                for uid, orthanc_id, patient, order, accepted in rows}
 
 
 def order_exists(engine: Engine, order_id: str) -> bool:

@@ -1,0 +1,175 @@
+"""A StudyInstanceUID reused under another PatientID (security review, issue 9 item 2) on every ingest path:
+never merged into, linked to or shown under the recorded patient's study; quarantined for reconciliation
+(C-STORE, Orthanc's REST API) or refused before anything is stored (the EHR's upload routes)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from ehr_stack.procs import wait_until
+from tests.conftest import Client
+from tests.dicom_factory import make_study, send
+from tests.integration.test_matching import order, query
+from tests.integration.test_upload_offline import binary, declaration, declare
+from tests.integration.viewer_helpers import FRAME_ACCEPT, StoredStudy, as_viewer, store_study, viewer_token
+
+pytestmark = pytest.mark.integration
+
+COLLISION = "study uid collision"
+
+
+def intruder(directory: Path, victim: StoredStudy, instances: int = 1) -> list[Path]:
+    """The attacker's files: the victim's StudyInstanceUID, another PatientID, new series and SOP UIDs."""
+    _, files = make_study(directory, patient_id="ATTACKER-1", accession=None, study_date="20261120",
+                          study_uid=victim.uid, instances=instances)
+    return files
+
+
+def orthanc_studies(client: Client, uid: str) -> list[str]:
+    found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
+    return sorted(f["ID"] for f in found if f["Type"] == "Study")
+
+
+def link_row(client: Client, uid: str) -> tuple[Any, ...]:
+    rows = query(client, "SELECT orthanc_study_id, patient_id, number_of_instances, order_id"
+                 " FROM ehr_imaging.study_links WHERE study_instance_uid = :u", u=uid)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def queued(client: Client, orthanc_id: str) -> dict[str, Any] | None:
+    items = client.get("/api/v1/dicom/unmatched?limit=500", "admin").json()["items"]
+    return next((i for i in items if i["orthanc_study_id"] == orthanc_id), None)
+
+
+def assert_victim_untouched(client: Client, victim: StoredStudy, before: tuple[Any, ...]) -> None:
+    assert link_row(client, victim.uid) == before
+    linked = order(client, victim.order_id)
+    assert (linked["study_instance_uid"], linked["orthanc_study_id"], linked["number_of_images"]) == (
+        victim.uid, before[0], len(victim.instances))
+    found = client.get(f"/api/v1/dicom/studies?mrn={victim.patient_id}", "doctor").json()
+    assert [s["StudyInstanceUID"] for s in found["items"]] == [victim.uid]
+    study = client.get(f"/api/v1/dicom/studies/{victim.uid}", "doctor").json()
+    assert (study["PatientID"], study["OrthancStudyID"], study["NumberOfInstances"]) == (
+        victim.patient_id, before[0], len(victim.instances))
+
+
+def test_cstore_and_orthancs_rest_upload_are_quarantined(client: Client, tmp_path: Path) -> None:
+    victim = store_study(client, tmp_path / "victim", instances=3)
+    before = link_row(client, victim.uid)
+    token = viewer_token(client, study_uids=[victim.uid])["token"]  # minted before the intruder arrives
+
+    via_cstore = intruder(tmp_path / "cstore", victim)
+    send(client.stack, via_cstore)
+    intruder_id = next(i for i in orthanc_studies(client, victim.uid) if i != before[0])
+    wait_until(lambda: queued(client, intruder_id) is not None, 30, "the intruder in the reconciliation queue")
+    item = queued(client, intruder_id)
+    assert item is not None
+    assert (item["reason"], item["patient_id"], item["collides_with_orthanc_study_id"], item["study_instance_uid"]) == (
+        COLLISION, "ATTACKER-1", before[0], victim.uid)
+    assert_victim_untouched(client, victim, before)
+
+    # Orthanc's own REST upload (an admin in Explorer) ends the same way, in the same quarantined study.
+    _, more = make_study(tmp_path / "rest", patient_id="ATTACKER-1", accession=None, study_date="20261120",
+                         study_uid=victim.uid, instances=1)
+    stored = client.request("POST", "/instances", auth=client.stack.admin_auth, data=more[0].read_bytes())
+    assert stored.status_code == 200 and stored.json()["ParentStudy"] == intruder_id
+    wait_until(lambda: (queued(client, intruder_id) or {}).get("number_of_instances") == 2, 30,
+               "the quarantined study's counts")
+    assert_victim_untouched(client, victim, before)
+    match = client.get(f"/api/v1/dicom/studies/{victim.uid}/match", "admin").json()
+    assert match["status"] == "linked" and match["quarantined_orthanc_study_ids"] == [intruder_id]
+    audit = query(client, "SELECT action, reason FROM ehr_imaging.link_audit WHERE study_instance_uid = :u"
+                  " AND action = 'quarantine'", u=victim.uid)
+    assert len(audit) == 1 and COLLISION in audit[0][1]
+
+    # The viewer token minted before opens the victim's study only.
+    intruder_series = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SeriesInstanceUID)
+    intruder_sop = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SOPInstanceUID)
+    base = f"/dicom-web/studies/{victim.uid}"
+    assert as_viewer(client, token, f"{base}/series/{victim.series}/metadata").status_code == 200
+    assert as_viewer(client, token, f"{base}/series/{intruder_series}/metadata").status_code == 403
+    assert as_viewer(client, token, f"{base}/series/{intruder_series}/instances/{intruder_sop}/frames/1",
+                     headers={"Accept": FRAME_ACCEPT}).status_code == 403
+    # By StudyInstanceUID alone Orthanc's DICOMweb would mix the two studies: refused while they share it.
+    assert as_viewer(client, token, f"{base}/series").status_code == 403
+    assert as_viewer(client, token, f"{base}/metadata").status_code == 403
+    studies = as_viewer(client, token, "/ehr-imaging/dicom-web/studies?PatientID=*").json()
+    assert [s["00100020"]["Value"][0] for s in studies] == [victim.patient_id]
+    series = as_viewer(client, token, f"/ehr-imaging/dicom-web/studies/{victim.uid}/series").json()
+    assert [s["0020000E"]["Value"][0] for s in series] == [victim.series]
+    instances = as_viewer(client, token, f"/ehr-imaging/dicom-web/studies/{victim.uid}/instances").json()
+    assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(victim.instances)
+
+    # A token minted now names the recorded study too; the quarantined one is never minted.
+    fresh = viewer_token(client, study_uids=[victim.uid])["token"]
+    assert as_viewer(client, fresh, f"{base}/series/{intruder_series}/metadata").status_code == 403
+
+    # Deleting the intruder (a person's decision) takes it out of the queue and frees study-level reads.
+    assert client.request("DELETE", f"/studies/{intruder_id}", auth=client.stack.admin_auth).status_code == 200
+    wait_until(lambda: queued(client, intruder_id) is None, 30, "the deleted intruder to leave the queue")
+    wait_until(lambda: as_viewer(client, token, f"{base}/series").status_code == 200, 10,
+               "study-level reads once the UID is the victim's alone")
+    assert_victim_untouched(client, victim, before)
+
+
+def upload_single(client: Client, path: Path) -> Any:
+    return client.request("POST", "/api/v1/dicom/upload", "technician", data=path.read_bytes(),
+                          headers={"Content-Type": "application/dicom"})
+
+
+def upload_multiple(api: Client, path: Path) -> Any:
+    return api.request("POST", "/api/v1/dicom/upload-multiple", "technician",
+                       files=[("files", (path.name, path.read_bytes(), "application/dicom"))])
+
+
+def upload_zip(api: Client, path: Path) -> Any:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(path.name, path.read_bytes())
+    return api.request("POST", "/api/v1/dicom/upload-zip", "technician",
+                       files={"file": ("cd.zip", buffer.getvalue(), "application/zip")})
+
+
+def upload_offline(api: Client, path: Path) -> Any:
+    declared = declare(api, declaration(path, str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)))
+    assert declared.status_code == 200, declared.text
+    return binary(api, declared.json()["upload_id"], path.read_bytes())
+
+
+@pytest.mark.parametrize("route", ["single", "multiple", "zip", "offline"])
+def test_the_ehr_upload_routes_refuse_a_collision_and_store_nothing(client: Client, api: Client, tmp_path: Path,
+                                                                    route: str) -> None:
+    victim = store_study(client, tmp_path / "victim")
+    before = link_row(client, victim.uid)
+    files = intruder(tmp_path / "intruder", victim)
+    answer = {"single": lambda: upload_single(client, files[0]), "multiple": lambda: upload_multiple(api, files[0]),
+              "zip": lambda: upload_zip(api, files[0]), "offline": lambda: upload_offline(api, files[0])}[route]()
+    text = answer.text
+    if route in ("single", "offline"):
+        assert answer.status_code == 409, text
+        assert COLLISION in answer.json()["detail"]
+    else:  # per-file results: the file failed with 409, nothing stored
+        assert answer.status_code in (200, 409), text
+        result = answer.json()["results"][0]
+        assert result["status"] == "failed" and COLLISION in result["error"], text
+    assert orthanc_studies(client, victim.uid) == [before[0]]  # nothing of the intruder's was stored
+    assert_victim_untouched(client, victim, before)
+    failed = query(client, "SELECT upload_status, error_message FROM ehr_imaging.dicom_upload_logs"
+                   " WHERE study_instance_uid = :u AND upload_status = 'failed'", u=victim.uid)
+    assert len(failed) == 1 and COLLISION in failed[0][1]
+
+
+def test_a_resent_batch_of_the_same_patient_is_not_a_collision(client: Client, tmp_path: Path) -> None:
+    victim = store_study(client, tmp_path / "first")
+    _, late = make_study(tmp_path / "late", patient_id=victim.patient_id, accession=None, study_date="20261120",
+                         study_uid=victim.uid, instances=1)
+    answer = upload_single(client, late[0])
+    assert answer.status_code == 200, answer.text
+    assert link_row(client, victim.uid)[2] == len(victim.instances) + 1
