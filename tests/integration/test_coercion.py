@@ -86,3 +86,109 @@ def test_a_forced_manual_link_rewrites_the_patient_id(coercing_client: Client, t
     found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
     assert len([f for f in found if f["Type"] == "Study"]) == 1  # the originals are gone
     assert order(client, order_id)["orthanc_study_id"] == found[0]["ID"]
+
+
+def test_instances_arriving_while_a_study_is_moved_are_never_lost(coercing_client: Client, tmp_path: Path) -> None:
+    """PatientID differs from the order's by case only: the study is moved instance by instance to the order's
+    PatientID. 40 more instances arrive (storescu told Success for each) while that runs: all 240 remain."""
+    import threading
+
+    from ehr_stack.procs import wait_until
+
+    client = coercing_client
+    order_id = put_order(client, mrn="MRN-LATE-CASE", accession_number="ACC-LATE-CASE")
+    uid, first = make_study(tmp_path / "first", patient_id="mrn-late-case", accession="ACC-LATE-CASE",
+                            study_date="20261120", instances=200)
+    _, late = make_study(tmp_path / "late", patient_id="mrn-late-case", accession="ACC-LATE-CASE",
+                         study_date="20261120", study_uid=uid, instances=40)
+    send(client.stack, first)
+    wait_until(lambda: order(client, order_id)["study_instance_uid"] == uid, 60, "the study to be linked")
+    # The coercion starts right after the link is recorded: send the late batch while it runs.
+    sender = threading.Thread(target=send, args=(client.stack, late))
+    sender.start()
+    sender.join(120)
+
+    def settled() -> bool:
+        tags = stored_tags(client, uid)
+        return len(tags) == 240 and {t[0] for t in tags} == {"MRN-LATE-CASE"}
+
+    wait_until(settled, 120, "all 240 instances under the order's PatientID")
+    found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
+    assert len([f for f in found if f["Type"] == "Study"]) == 1
+    wait_until(lambda: order(client, order_id)["number_of_images"] == 240, 60, "the order's image count")
+    assert query(client, "SELECT count(*) FROM ehr_imaging.study_uid_collisions WHERE study_instance_uid = :u",
+                 u=uid) == [(0,)]
+
+
+def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client: Client, tmp_path: Path) -> None:
+    from ehr_stack.procs import wait_until
+
+    client = coercing_client
+    order_id = put_order(client, mrn="MRN-VICTIM-C", accession_number="ACC-VICTIM-C", patient_family_name="Victim",
+                         patient_given_name="Vera")
+    uid, files = make_study(tmp_path / "victim", patient_id="MRN-VICTIM-C", accession="ACC-VICTIM-C",
+                            study_date="20261120", instances=3)
+    send(client.stack, files)
+    wait_until(lambda: order(client, order_id)["number_of_images"] == 3, 60, "the victim's study linked")
+    wait_until(lambda: {t[1] for t in stored_tags(client, uid)} == {"Victim^Vera"}, 30, "the victim's study coerced")
+    victim_study = order(client, order_id)["orthanc_study_id"]
+    _, intruder = make_study(tmp_path / "intruder", patient_id="ATTACKER-1", accession="ACC-VICTIM-C",
+                             study_date="20261120", study_uid=uid, instances=1)
+    send(client.stack, intruder)
+    wait_until(lambda: query(client, "SELECT count(*) FROM ehr_imaging.study_uid_collisions"
+                             " WHERE study_instance_uid = :u", u=uid) == [(1,)], 30, "the intruder quarantined")
+    tags = stored_tags(client, uid)
+    assert sorted(t[0] for t in tags) == ["ATTACKER-1", "MRN-VICTIM-C", "MRN-VICTIM-C", "MRN-VICTIM-C"]
+    linked = order(client, order_id)
+    assert (linked["orthanc_study_id"], linked["number_of_images"]) == (victim_study, 3)
+
+
+def test_a_linked_orders_mrn_cannot_change(coercing_client: Client, tmp_path: Path) -> None:
+    """Another MRN on a linked order would make coercion rewrite the study to that patient: refused (409)."""
+    from ehr_stack.procs import wait_until
+    from tests.integration.test_orders import order_fields
+
+    client = coercing_client
+    order_id = put_order(client, mrn="MRN-KEEP", accession_number="ACC-KEEP")
+    uid, files = make_study(tmp_path, patient_id="MRN-KEEP", accession="ACC-KEEP", study_date="20261120")
+    send(client.stack, files)
+    wait_until(lambda: order(client, order_id)["study_instance_uid"] == uid, 60, "the study to be linked")
+    moved = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                           json=order_fields(mrn="MRN-SOMEONE-ELSE", accession_number="ACC-KEEP"))
+    assert moved.status_code == 409 and "MRN" in moved.json()["detail"]
+    same = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                          json=order_fields(mrn="mrn-keep", accession_number="ACC-KEEP", description="corrected"))
+    assert same.status_code == 200, same.text  # the same patient (padding and case) may be corrected
+    _, more = make_study(tmp_path / "more", patient_id="MRN-KEEP", accession="ACC-KEEP", study_date="20261120",
+                         study_uid=uid, instances=1)
+    send(client.stack, more)
+    wait_until(lambda: order(client, order_id)["number_of_images"] == 3, 60, "the next batch recorded")
+    assert {t[0] for t in stored_tags(client, uid)} <= {"MRN-KEEP", "mrn-keep"}
+
+
+def test_two_coercions_of_one_study_never_run_at_once(coercing_client: Client) -> None:
+    """The coercion lock is PostgreSQL's, so it holds across nodes: a second holder waits for the first."""
+    import threading
+    import time
+
+    from ehr_imaging.store import db, links
+
+    engine = db.create_db_engine(coercing_client.stack.postgres.url, pool_size=2, connect_timeout=5,
+                                 schema="ehr_imaging")
+    uid = "1.2.826.0.1.3680043.8.498.777"
+    entered: list[float] = []
+    try:
+        def second() -> None:
+            with links.coercion(engine, uid):
+                entered.append(time.monotonic())
+
+        with links.coercion(engine, uid):
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            time.sleep(1.0)
+            assert entered == []  # still waiting while the first coercion holds the study
+            released = time.monotonic()
+        waiter.join(10)
+        assert entered and entered[0] >= released
+    finally:
+        engine.dispose()
