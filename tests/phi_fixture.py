@@ -2,7 +2,8 @@
 
 pydicom's CT_small.dcm, with a marker value in:
 - every attribute of the de-identification table (PS3.15 Table E.1-1, as ``core.deid_table`` loads it) that has a
-  dictionary VR, sequences holding items full of markers themselves (two levels deep);
+  dictionary VR, sequences holding items full of markers themselves (two levels deep), at the top and again
+  inside an item of ReferencedImageSequence (kept by the table) and of ReferencedSeriesSequence (not listed);
 - every text, date, time and person-name attribute of the DICOM dictionary that the table does not list and that
   is not in ``SAFE_TEXT`` (whatever is not known to be safe must go);
 - nested sequences the table does not list (functional groups, referenced series...), private attributes (also
@@ -94,6 +95,14 @@ def planted() -> Iterator[tuple[int, str]]:
             yield tag, vr
 
 
+def full_item(depth: int) -> Dataset:
+    """An item with every planted attribute: the table applies inside items as at the top."""
+    item = Dataset()
+    for tag, vr in planted():
+        item.add_new(tag, vr, value_for(vr, tag, depth))
+    return item
+
+
 def phi_dataset() -> Dataset:
     path = get_testdata_file("CT_small.dcm")
     assert path is not None
@@ -102,6 +111,8 @@ def phi_dataset() -> Dataset:
         ds.add_new(tag, vr, value_for(vr, tag, 0))
     for keyword in NOT_LISTED_SEQUENCES:
         ds.add_new(keyword, "SQ", [phi_item(1)])
+    ds.ReferencedSeriesSequence.append(full_item(1))  # a sequence the table does not list
+    ds.ReferencedImageSequence.append(full_item(1))  # X/Z/U*: its items are kept, so cleaned
     ds.private_block(0x0009, f"{MARK} CREATOR", create=True).add_new(0x01, "LO", f"{MARK} private")
     ds.add_new(UNKNOWN_PUBLIC_TAG, "LO", f"{MARK} unknown")
     encrypted = Dataset()  # the original values, encrypted for whoever holds the key: never handed out
