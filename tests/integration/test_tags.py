@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 
 from samples.build_samples import build_samples
+from tests import phi_fixture
 from tests.conftest import SAMPLES_CACHE, Client
 from tests.integration.test_matching import mrn, query
 
@@ -279,19 +280,70 @@ def test_deidentify_a_study_as_a_zip_with_consistent_uids(api: Client, manifest:
         assert ds.get("PatientBirthDate", "") == "" and "InstitutionName" not in ds
         assert not any(e.tag.is_private for e in ds)
     assert sorted(ds.PixelData for ds in out) == sorted(ds.PixelData for ds in originals)
+    assert answer.headers["X-Burned-In-Annotation"] == "UNKNOWN"  # MR without the attribute: not refused
 
 
 def test_deidentify_one_file_answers_the_file(api: Client, manifest: dict[str, Any]) -> None:
     original = read(sample(manifest, "us_echo"))
     answer = post_file(api, "/api/v1/dicom/deidentify", sample(manifest, "us_echo"), role="ehr-service",
-                       fields={"patient_name": "SUBJECT^1"})
+                       fields={"patient_name": "SUBJECT^1", "accept_burned_in_annotation": "true"})
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == DICOM
+    assert answer.headers["X-Burned-In-Annotation"] == "UNKNOWN"  # US without the attribute, accepted
     ds = read(answer.content)
     assert str(ds.PatientName) == "SUBJECT^1" and ds.PatientID.startswith("ANON-")
     assert ds.PatientID != original.PatientID and ds.StudyInstanceUID != original.StudyInstanceUID
     assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
     assert ds.PixelData == original.PixelData
+
+
+def test_deidentify_leaves_no_personal_data_at_any_depth(api: Client) -> None:
+    raw = phi_fixture.phi_file()
+    assert len(phi_fixture.leaks(raw)) > 1000  # the table's attributes, nested items, private tags, file meta
+    answer = post_file(api, "/api/v1/dicom/deidentify", raw, role="radiologist")
+    assert answer.status_code == 200, answer.text
+    assert phi_fixture.leaks(answer.content) == []
+    assert answer.headers["X-Burned-In-Annotation"] == "UNKNOWN"  # a CT without the attribute: not refused
+    assert "Basic Application Level Confidentiality Profile" in answer.headers["X-Deidentification-Profile"]
+    assert answer.headers["X-Deidentification-Table"].startswith("dicom-anonymizer 2.1.0 dicomfields_2026c")
+    ds = read(answer.content)
+    assert (ds.PatientIdentityRemoved, ds.LongitudinalTemporalInformationModified) == ("YES", "REMOVED")
+    assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    for keyword in ("RequestedProcedureDescription", "AdmittingDate", "DateOfSecondaryCapture", "ReviewerName",
+                    "PatientTelecomInformation", "PatientBirthDateInAlternativeCalendar"):
+        assert keyword not in ds, keyword
+    assert ds.ReferencedImageSequence[0].get("PatientName", "") == ""
+    assert ds.SourceImageSequence[0].get("PatientID", "") == ""
+
+
+def test_deidentify_refuses_burned_in_annotation_unless_accepted(api: Client, client: Client,
+                                                                 manifest: dict[str, Any]) -> None:
+    burned = read(sample(manifest, "cr_tibia"))
+    burned.BurnedInAnnotation = "YES"
+    buffer = io.BytesIO()
+    burned.save_as(buffer)
+    refused = post_file(api, "/api/v1/dicom/deidentify", buffer.getvalue())
+    assert refused.status_code == 422, refused.text
+    assert "BurnedInAnnotation is YES" in refused.json()["detail"]
+    assert "accept_burned_in_annotation=true" in refused.json()["detail"]
+    assert refused.headers["X-Burned-In-Annotation"] == "YES"
+    us = post_file(api, "/api/v1/dicom/deidentify", sample(manifest, "us_echo"))
+    assert us.status_code == 422 and "US images" in us.json()["detail"], us.text
+    assert us.headers["X-Burned-In-Annotation"] == "UNKNOWN"
+    bad_flag = post_file(api, "/api/v1/dicom/deidentify", buffer.getvalue(),
+                         fields={"accept_burned_in_annotation": "maybe"})
+    assert bad_flag.status_code == 422 and "accept_burned_in_annotation" in bad_flag.json()["detail"]
+    # A ZIP: one file says YES and is accepted (as an X- header on Orthanc's port too): the answer says YES.
+    files = [("files", ("a.dcm", buffer.getvalue(), DICOM)), ("files", ("b.dcm", sample(manifest, "cr_tibia"), DICOM))]
+    accepted = api.request("POST", "/api/v1/dicom/deidentify", "doctor", files=files,
+                           data={"accept_burned_in_annotation": "true"})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.headers["X-Burned-In-Annotation"] == "YES"
+    assert len(zipfile.ZipFile(io.BytesIO(accepted.content)).namelist()) == 2
+    raw = client.request("POST", "/api/v1/dicom/deidentify", "doctor", data=buffer.getvalue(),
+                         headers={"Content-Type": DICOM, "X-Accept-Burned-In-Annotation": "true"})
+    assert raw.status_code == 200, raw.text
+    assert read(raw.content).BurnedInAnnotation == "YES"
 
 
 def test_deidentify_errors(api: Client, manifest: dict[str, Any]) -> None:

@@ -257,7 +257,9 @@ CONTRACTS: dict[Key, Contract] = {
                                            body_required=True),
     ("POST", f"{P}/deidentify"): Contract(binary(DICOM, ZIP),
                                           _file_body("files", _DICOM_RAW, {"patient_id": string(),
-                                                                           "patient_name": string()}, repeated=True),
+                                                                           "patient_name": string(),
+                                                                           "accept_burned_in_annotation":
+                                                                               {"type": "boolean"}}, repeated=True),
                                           body_required=True),
     ("GET", f"{P}/tags/{{study_uid}}"): Contract(ok(ref("StudyTags"))),
     # studies

@@ -1,5 +1,6 @@
 """Tags: validate a file, read its tags, change a few of them (audited), de-identify files, and the main tags of
-a stored study. The DICOM work is pydicom's, in core/tags.py; files sent here are never stored.
+a stored study. The DICOM work is pydicom's, in core/tags.py and core/deidentify.py; files sent here are never
+stored.
 
 Files come as the multipart field ``file`` (``files``, repeated, for deidentify) on the plugin's API port, or as
 the raw body (``Content-Type: application/dicom``) on either port; options as form fields, query parameters
@@ -12,7 +13,8 @@ import json
 import re
 from typing import Any
 
-from ..core import auth
+from ..core import auth, deid_table
+from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
 from ..services import Services
 from ..store import tag_edits
@@ -26,6 +28,8 @@ DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.
 MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
 _UID = re.compile(r"[0-9.]{1,64}")
+# BurnedInAnnotation of the files de-identified: YES if any file says YES, else UNKNOWN if any lacks it, else NO.
+BURNED_IN_HEADER = "X-Burned-In-Annotation"
 
 
 def register(router: Router, services: Services) -> None:
@@ -92,26 +96,38 @@ def register(router: Router, services: Services) -> None:
         })
 
     def deidentify(request: Request) -> Response:
-        """De-identify DICOM files (PS3.15 basic profile, UIDs replaced consistently); one file, or a ZIP."""
+        """De-identify DICOM files (PS3.15 basic profile, UIDs replaced consistently); one file, or a ZIP.
+        Files whose pixels may show identifying text (BurnedInAnnotation YES, or absent on ultrasound and
+        captures) are refused unless ``accept_burned_in_annotation`` is true; the answer's headers tell the
+        verdict, the profile and the action table used."""
         uploads = files_of(request, "files", "file")
-        mapper = dicom_tags.UidMapper()
+        accept = _flag(request, "accept_burned_in_annotation")
+        mapper = deidentification.UidMapper()
         results: list[tuple[str, bytes]] = []
+        verdicts: list[str] = []
         for index, upload in enumerate(uploads):
             try:
                 with upload.open() as stream:
-                    done = dicom_tags.deidentify(stream, mapper, patient_id=request.option("patient_id"),
-                                                 patient_name=request.option("patient_name"))
+                    done = deidentification.deidentify(stream, mapper, patient_id=request.option("patient_id"),
+                                                       patient_name=request.option("patient_name"),
+                                                       accept_burned_in_annotation=accept)
             except dicom_tags.TagChangeError as exc:
                 raise ApiError(422, str(exc)) from None
             except dicom_tags.DicomFileError as exc:
                 raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}") from None
+            except deidentification.BurnedInAnnotationError as exc:
+                raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}",
+                               headers={BURNED_IN_HEADER: exc.burned_in_annotation}) from None
             results.append((_unique(f"{done.sop_instance_uid or index}.dcm", results), done.data))
+            verdicts.append(done.burned_in_annotation)
+        headers = {BURNED_IN_HEADER: _worst(verdicts), "X-Deidentification-Profile": deid_table.PROFILE,
+                   "X-Deidentification-Table": deid_table.TABLE_SOURCE}
         if len(results) == 1:
             name, data = results[0]
             return Response(body=data, content_type=DICOM,
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
-        return Response(body=dicom_tags.zip_files(results), content_type="application/zip",
-                        headers={"Content-Disposition": 'attachment; filename="deidentified.zip"'})
+                            headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(body=deidentification.zip_files(results), content_type="application/zip",
+                        headers={**headers, "Content-Disposition": 'attachment; filename="deidentified.zip"'})
 
     def study_tags(request: Request) -> Response:
         """The main tags of a stored study: patient, study, and its series with modality and counts."""
@@ -164,6 +180,13 @@ def _changes(request: Request) -> dict[str, Any]:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:128] or "file.dcm"
+
+
+def _worst(verdicts: list[str]) -> str:
+    for verdict in (deidentification.YES, deidentification.UNKNOWN):
+        if verdict in verdicts:
+            return verdict
+    return deidentification.NO
 
 
 def _unique(name: str, taken: list[tuple[str, bytes]]) -> str:

@@ -1,21 +1,15 @@
-"""DICOM files the EHR hands us without storing them: validate, read tags, modify tags, de-identify (pure).
+"""DICOM files the EHR hands us without storing them: validate, read tags, modify tags (pure).
 
-pydicom does the DICOM work. Nothing here touches Orthanc, the database or the file system: functions take
-the file's bytes (or a binary stream) and return data or new bytes. Pixel data is never decoded, so the
-transfer syntax (native, JPEG, JPEG 2000, RLE) is kept byte for byte.
-
-Also here: the shape of a stored study's main tags as Orthanc reports them (``study_tags``).
+pydicom does the DICOM work. Nothing here touches Orthanc, the database or the file system: functions take the
+file's bytes (or a binary stream) and return data or new bytes. Pixel data is never decoded (transfer syntax kept).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
-import secrets
 import warnings
-import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -26,8 +20,10 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID
 from pydicom.valuerep import validate_value
+
+from .study_tags import study_tags as study_tags  # the main tags of a stored study, from Orthanc's JSON
 
 Source = bytes | IO[bytes]
 
@@ -196,7 +192,7 @@ def validate(source: Source) -> dict[str, Any]:
     errors: list[str] = list(parsed.problems)
     notes: list[str] = []
     for keyword in REQUIRED_UIDS:
-        value = _safe_text(ds, keyword)
+        value = safe_text(ds, keyword)
         if not value:
             errors.append(f"{keyword} is missing")
         elif not _valid_uid(value):
@@ -211,7 +207,7 @@ def validate(source: Source) -> dict[str, Any]:
         notes.append(f"unknown transfer syntax {syntax}")
     for meta_keyword, keyword in (("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
                                   ("MediaStorageSOPClassUID", "SOPClassUID")):
-        value = _safe_text(ds, keyword)
+        value = safe_text(ds, keyword)
         if meta.get(meta_keyword) and value and str(meta.get(meta_keyword)) != value:
             notes.append(f"{meta_keyword} differs from {keyword}")
     if not parsed.has_preamble:
@@ -219,13 +215,13 @@ def validate(source: Source) -> dict[str, Any]:
     if not parsed.has_file_meta:
         notes.append("no file meta information (group 0002): a bare dataset, transfer syntax guessed")
     for keyword in RECOMMENDED:
-        if not _safe_text(ds, keyword):
+        if not safe_text(ds, keyword):
             notes.append(f"{keyword} is missing or empty")
     for keyword in ("StudyDate", "PatientBirthDate"):
-        value = _safe_text(ds, keyword)
+        value = safe_text(ds, keyword)
         if value and not _is_da(value):
             notes.append(f"{keyword} is not a DICOM date (YYYYMMDD): {value!r}")
-    sex = _safe_text(ds, "PatientSex")
+    sex = safe_text(ds, "PatientSex")
     if sex and sex not in SEXES:
         notes.append(f"PatientSex is not M, F or O: {sex!r}")
     has_pixels = any(tag in ds for tag in PIXEL_TAGS)
@@ -233,12 +229,12 @@ def validate(source: Source) -> dict[str, Any]:
         notes.append("Rows/Columns present but no pixel data")
     notes.extend(parsed.read_warnings[:20])
     report.update(is_valid=not errors, errors=errors, warnings=notes, transfer_syntax=syntax,
-                  sop_class_uid=_safe_text(ds, "SOPClassUID") or None, modality=_safe_text(ds, "Modality") or None,
+                  sop_class_uid=safe_text(ds, "SOPClassUID") or None, modality=safe_text(ds, "Modality") or None,
                   has_pixel_data=has_pixels)
     return report
 
 
-def _safe_text(ds: Dataset, keyword: str) -> str:
+def safe_text(ds: Dataset, keyword: str) -> str:
     try:
         element = ds.data_element(keyword)
         return "" if element is None else _text(element)
@@ -387,8 +383,8 @@ def modify_tags(source: Source, changes: Mapping[str, Any], *, remove_private_ta
         before = _count_elements(ds)
         ds.remove_private_tags()
         removed = before - _count_elements(ds)
-    return ModifiedFile(data=_write(ds), sop_instance_uid=_safe_text(ds, "SOPInstanceUID"),
-                        study_instance_uid=_safe_text(ds, "StudyInstanceUID"), original=original,
+    return ModifiedFile(data=to_bytes(ds), sop_instance_uid=safe_text(ds, "SOPInstanceUID"),
+                        study_instance_uid=safe_text(ds, "StudyInstanceUID"), original=original,
                         new=checked, private_tags_removed=removed)
 
 
@@ -396,208 +392,8 @@ def _count_elements(ds: Dataset) -> int:
     return sum(1 + sum(_count_elements(item) for item in (e.value if e.VR == "SQ" else ())) for e in ds)
 
 
-def _write(ds: Dataset) -> bytes:
+def to_bytes(ds: Dataset) -> bytes:
     """Written like the original: same preamble (or none), file meta and transfer syntax."""
     buffer = io.BytesIO()
     ds.save_as(buffer)
     return buffer.getvalue()
-
-
-# --- de-identification ------------------------------------------------------------------------------------
-# DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile (Table E.1-1), without options:
-# the attributes below, at any depth (inside sequences too), private attributes, overlays and curves.
-# Where the table allows X/Z or X/D we remove the attribute unless the common IODs make it Type 1 or 2.
-
-
-def _keywords(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-PROFILE_REMOVE = _keywords("""
-    AcquisitionComments AcquisitionDate AcquisitionDateTime AcquisitionDeviceProcessingDescription
-    AcquisitionTime AdditionalPatientHistory AdmissionID AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
-    Allergies AuthorObserverSequence BranchOfService CassetteID ConsultingPhysicianName ContentSequence
-    CountryOfResidence CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DerivationDescription
-    DetectorDescription
-    DetectorID DeviceDescription DeviceSerialNumber DischargeDiagnosisDescription EthnicGroup FrameComments GantryID
-    IdentifyingComments ImageComments ImagingServiceRequestComments InstanceCreationDate InstanceCreationTime
-    InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
-    InstitutionalDepartmentTypeCodeSequence InterpretationApproverSequence InterpretationAuthor
-    InterpretationDiagnosisDescription InterpretationRecorder InterpretationText InterpretationTranscriber
-    IssuerOfAdmissionID IssuerOfPatientID LastMenstrualDate MedicalAlerts MedicalRecordLocator MilitaryRank
-    ModifiedAttributesSequence NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults Occupation
-    OperatorIdentificationSequence OperatorsName OrderCallbackPhoneNumber OrderEnteredBy OrderEntererLocation
-    OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence OtherPatientNames OverlayDate OverlayTime
-    ParticipantSequence PatientAddress PatientAge PatientBirthName PatientBirthTime PatientComments
-    PatientInstitutionResidence PatientInsurancePlanCodeSequence PatientMotherBirthName PatientReligiousPreference
-    PatientSize PatientState PatientTelephoneNumbers PatientTransportArrangements PatientWeight
-    PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
-    PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
-    PerformedStationName PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress
-    PersonTelephoneNumbers PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
-    PhysiciansReadingStudyIdentificationSequence PlateID PregnancyStatus ProtocolName ReasonForStudy
-    ReasonForTheRequestedProcedure ReferencedPatientSequence ReferencedPerformedProcedureStepSequence
-    ReferencedStudySequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence
-    ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence RequestedContrastAgent
-    RequestedProcedureComments RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService
-    ResponsibleOrganization ResponsiblePerson ResultsComments ResultsID ResultsIDIssuer
-    ScheduledPerformingPhysicianName ScheduledProcedureStepDescription ScheduledProcedureStepEndDate
-    ScheduledProcedureStepEndTime ScheduledProcedureStepID ScheduledProcedureStepLocation
-    ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime ScheduledStationAETitle ScheduledStationName
-    SeriesDate SeriesDescription SeriesTime ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SpecialNeeds
-    StationName StudyComments StudyDescription TextComments TextString TopicAuthor TopicKeywords TopicSubject
-    TopicTitle VerifyingOrganization VisitComments
-""")
-# Emptied (Type 2 in the usual IODs); PatientID and PatientName are replaced instead (below).
-PROFILE_EMPTY = _keywords("""
-    AccessionNumber ContentCreatorName ContentDate ContentTime ContrastBolusAgent
-    FillerOrderNumberImagingServiceRequest PatientBirthDate PatientSex PlacerOrderNumberImagingServiceRequest
-    ReferringPhysicianName StudyDate StudyID StudyTime
-""")
-# Replaced by a dummy value.
-PROFILE_DUMMY = {"PersonName": "ANONYMIZED", "VerifyingObserverName": "ANONYMIZED"}
-DEFAULT_PATIENT_NAME = "ANONYMIZED"
-DEIDENTIFICATION_METHOD = "DICOM PS3.15 Basic Application Confidentiality Profile"  # LO: 64 characters at most
-# UIDs that name things, not people or events: kept.
-DICOM_ROOT = "1.2.840.10008."
-_KEPT_UID_KEYWORD = re.compile(r".*(ClassUID|TransferSyntaxUID|CodingSchemeUID|ContextGroupExtensionCreatorUID)")
-
-
-class UidMapper:
-    """Original UID -> new UID, the same for the same original within one mapper (one request), derived
-    from a random salt so that the new UIDs cannot be recomputed from the originals."""
-
-    def __init__(self, salt: bytes | None = None) -> None:
-        self._salt = (salt or secrets.token_bytes(32)).hex()
-        self._map: dict[str, str] = {}
-
-    def uid(self, original: str) -> str:
-        if original not in self._map:
-            self._map[original] = str(generate_uid(prefix=None, entropy_srcs=[self._salt, original]))
-        return self._map[original]
-
-    def pseudonym(self, original: str, prefix: str = "ANON-") -> str:
-        """A stable stand-in for an identifier (PatientID) within this mapper."""
-        return prefix + hashlib.sha256(f"{self._salt}:{original}".encode()).hexdigest()[:12].upper()
-
-
-@dataclass(frozen=True)
-class DeidentifiedFile:
-    data: bytes
-    sop_instance_uid: str
-    study_instance_uid: str
-    warnings: list[str]
-
-
-def deidentify(source: Source, mapper: UidMapper, *, patient_id: str | None = None,
-               patient_name: str | None = None) -> DeidentifiedFile:
-    """Apply the basic profile to one file. Pass the same ``mapper`` for every file of a set so that their
-    study, series and frame-of-reference UIDs stay consistent. Optional replacement PatientID/PatientName
-    (checked like modify-tags); by default a pseudonym of the original PatientID and ``ANONYMIZED``."""
-    replacements = check_changes({k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name))
-                                  if v is not None})
-    ds = read_complete(source).dataset
-    original_patient_id = _safe_text(ds, "PatientID")
-    notes: list[str] = []
-    if _safe_text(ds, "BurnedInAnnotation").upper() == "YES":
-        notes.append("BurnedInAnnotation is YES: identifying text may remain in the pixels")
-    ds.remove_private_tags()
-    _scrub(ds, mapper)
-    if hasattr(ds, "file_meta"):
-        meta = ds.file_meta
-        if meta.get("MediaStorageSOPInstanceUID"):
-            meta.MediaStorageSOPInstanceUID = UID(mapper.uid(str(meta.MediaStorageSOPInstanceUID)))
-        if "SourceApplicationEntityTitle" in meta:
-            del meta.SourceApplicationEntityTitle
-    ds.PatientID = replacements.get("PatientID") or mapper.pseudonym(original_patient_id)
-    ds.PatientName = replacements.get("PatientName") or DEFAULT_PATIENT_NAME
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = [code]
-    ds.LongitudinalTemporalInformationModified = "REMOVED"
-    return DeidentifiedFile(data=_write(ds), sop_instance_uid=_safe_text(ds, "SOPInstanceUID"),
-                            study_instance_uid=_safe_text(ds, "StudyInstanceUID"), warnings=notes)
-
-
-def _scrub(ds: Dataset, mapper: UidMapper) -> None:
-    for element in list(ds):
-        tag = element.tag
-        # Overlay data and comments (60xx,3000/4000) may carry text; curves (50xx) are retired.
-        if (0x6000 <= tag.group <= 0x60FF and tag.element in (0x3000, 0x4000)) or 0x5000 <= tag.group <= 0x50FF:
-            del ds[tag]
-            continue
-        keyword = element.keyword
-        if keyword in PROFILE_REMOVE:
-            del ds[tag]
-        elif keyword in PROFILE_EMPTY:
-            element.value = [] if element.VR == "SQ" else ""
-        elif keyword in PROFILE_DUMMY:
-            element.value = PROFILE_DUMMY[keyword]
-        elif element.VR == "SQ":
-            for item in element.value:
-                _scrub(item, mapper)
-        elif element.VR == "UI" and element.value and not _KEPT_UID_KEYWORD.fullmatch(keyword or ""):
-            element.value = _map_uids(element.value, mapper)
-
-
-def _map_uids(value: Any, mapper: UidMapper) -> Any:
-    if isinstance(value, MultiValue | list):
-        return [_map_uid(str(v), mapper) for v in value]
-    return _map_uid(str(value), mapper)
-
-
-def _map_uid(uid: str, mapper: UidMapper) -> str:
-    # UIDs under the DICOM root (SOP classes, coding schemes, well-known instances) identify nobody.
-    return uid if not uid or uid.startswith(DICOM_ROOT) else mapper.uid(uid)
-
-
-def zip_files(files: Iterable[tuple[str, bytes]]) -> bytes:
-    """A ZIP of named files (stored: DICOM pixel data barely compresses)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in files:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-# --- a stored study's tags (from Orthanc's JSON) ---------------------------------------------------------
-
-PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "OtherPatientIDs")
-STUDY_TAGS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "StudyID",
-              "ReferringPhysicianName", "InstitutionName", "RequestedProcedureDescription")
-SERIES_TAGS = ("SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "BodyPartExamined",
-               "Manufacturer", "StationName", "ProtocolName", "SeriesDate", "SeriesTime")
-
-
-def study_tags(study: Mapping[str, Any], series: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Orthanc's ``/studies/{id}`` and ``/studies/{id}/series`` answers -> the main tags of a stored study."""
-    rows: list[dict[str, Any]] = sorted(
-        ({**_pick(s.get("MainDicomTags", {}), SERIES_TAGS), "orthanc_series_id": s.get("ID"),
-          "number_of_instances": len(s.get("Instances", []))} for s in series),
-        key=lambda s: (_number(s.get("SeriesNumber")), s.get("SeriesInstanceUID") or ""),
-    )
-    modalities = sorted({str(s["Modality"]).upper() for s in rows if s.get("Modality")})
-    return {
-        "study_instance_uid": study.get("MainDicomTags", {}).get("StudyInstanceUID"),
-        "orthanc_study_id": study.get("ID"),
-        "patient": _pick(study.get("PatientMainDicomTags", {}), PATIENT_TAGS),
-        "study": _pick(study.get("MainDicomTags", {}), STUDY_TAGS),
-        "modalities": modalities,
-        "number_of_series": len(rows),
-        "number_of_instances": sum(int(s["number_of_instances"]) for s in rows),
-        "series": rows,
-    }
-
-
-def _pick(tags: Mapping[str, Any], keywords: Iterable[str]) -> dict[str, str | None]:
-    return {k: (str(tags[k]).strip() if tags.get(k) is not None else None) for k in keywords}
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("inf")
