@@ -157,3 +157,34 @@ def test_the_viewer_site_is_public_and_read_only(client: Client) -> None:
     assert requests.get(f"{base}/ohif/../system", timeout=10).status_code in (403, 404)
     assert requests.get(f"{base}/ohifx", timeout=10).status_code == 403
     assert requests.get(f"{base}/dicom-web/studies", timeout=10).status_code == 403
+
+
+def test_another_patients_study_under_the_same_uid_never_shows(client: Client, mr_study: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    """Issue 9, item 2, as the viewer sees it: an intruder's series under the MR study's StudyInstanceUID (another
+    PatientID) is quarantined; the victim's viewer URL still renders the victim's two series, never the intruder's.
+    (Last in this module: the MR study keeps its intruder.)"""
+    import pydicom
+
+    from ehr_stack.procs import wait_until
+
+    uid = mr_study["study_instance_uid"]
+    _, files = make_study(tmp_path, patient_id="ATTACKER-OHIF", accession=None, study_date="20261120",
+                          study_uid=uid, modality="MR", instances=1)
+    ds = pydicom.dcmread(files[0])
+    ds.SeriesDescription = "INTRUDER SERIES"
+    ds.save_as(files[0])
+    send(client.stack, files)
+
+    def quarantined() -> bool:
+        items = client.get("/api/v1/dicom/unmatched?limit=500", "admin").json()["items"]
+        return any(i["study_instance_uid"] == uid and i["reason"] == "study uid collision" for i in items)
+
+    wait_until(quarantined, 30, "the intruder to be quarantined")
+    url, _ = viewer_url(client, uid)
+    outcome = open_viewer(url, "render", "ohif-uid-collision.png")
+    text = outcome["text"]
+    for series in mr_study["series"]:
+        assert series["description"] in text, text[:2000]
+    assert "INTRUDER SERIES" not in text and NOT_AVAILABLE not in text
+    assert all(r["status"] == 200 for r in outcome["requests"]), outcome["requests"]

@@ -42,10 +42,12 @@ def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
         set_={**{name: values.excluded[name] for name in ImagingOrder.EHR_FIELDS}, "updated_at": func.now()},
     ).returning(ImagingOrder, (ImagingOrder.created_at == ImagingOrder.updated_at).label("created"))
     with Session(engine) as session, session.begin():
-        current = session.get(ImagingOrder, row["order_id"], with_for_update=True)
+        # Columns, not the ORM object: the upsert below must return the row as written, not a cached copy.
+        current = session.execute(select(ImagingOrder.mrn, ImagingOrder.study_instance_uid)
+                                  .where(ImagingOrder.order_id == row["order_id"]).with_for_update()).first()
         if (current is not None and current.study_instance_uid is not None
                 and normalize_identifier(current.mrn) != normalize_identifier(row.get("mrn"))):
-            raise OrderConflict(f"order {current.order_id} is linked to study {current.study_instance_uid}: its MRN"
+            raise OrderConflict(f"order {row['order_id']} is linked to study {current.study_instance_uid}: its MRN"
                                 " cannot change (unlink the study first)")
         result = session.execute(statement).one()
         return to_dict(result[0]), bool(result[1])
