@@ -14,7 +14,7 @@ from typing import Any
 from .core.coercion import COERCED_TAGS, tag_changes
 from .core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from .services import Services
-from .store import links, uploads
+from .store import collisions, links, uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
 ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",
@@ -94,10 +94,28 @@ def record(services: Services, seen: StudyObservation,
     outcome = links.record_ingest(services.engine, seen, services.match_policy, audit,
                                   still_stored=lambda orthanc_id: stored(services, orthanc_id),
                                   coerce=services.settings.CoerceTags)
-    if outcome.arrival is Arrival.COLLISION:
+    if outcome.arrival is Arrival.COLLISION and outcome.quarantine_uid is not None:
         services.log_error(f"ehr-imaging: Orthanc study {seen.orthanc_study_id} quarantined: {REASON_COLLISION}"
-                           f" (StudyInstanceUID {seen.study_instance_uid} is recorded under another patient)")
+                           f" (StudyInstanceUID {seen.study_instance_uid} is recorded under another patient);"
+                           f" moving it to StudyInstanceUID {outcome.quarantine_uid}")
+        move_out_of_the_way(services, seen.orthanc_study_id, outcome.quarantine_uid)
     return outcome
+
+
+def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_uid: str) -> None:
+    """Give a quarantined study its own StudyInstanceUID (series and SOP UIDs kept), so that nothing found by
+    StudyInstanceUID alone (DICOMweb, the viewer) mixes it with the recorded patient's study."""
+    modification = {"Replace": {"StudyInstanceUID": quarantine_uid},
+                    "Keep": ["SeriesInstanceUID", "SOPInstanceUID"], "Force": True}
+    try:
+        moved = _rewrite_instances(services, orthanc_study_id, modification)
+    except Exception as exc:  # noqa: BLE001 - Orthanc refused: it stays where it is, quarantined, readers fail closed
+        services.log_error(f"ehr-imaging: quarantined study {orthanc_study_id} could not be moved"
+                           f" ({type(exc).__name__}: {exc})")
+        collisions.not_moved(services.engine, orthanc_study_id)
+        return
+    if moved:
+        collisions.moved_to(services.engine, orthanc_study_id, moved)
 
 
 def stored(services: Services, orthanc_study_id: str) -> bool:
@@ -142,7 +160,7 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
         modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
                         "Force": True}
         if "PatientID" in changes:
-            new_study_id = _move_to_patient(services, seen.orthanc_study_id, modification)
+            new_study_id = _rewrite_instances(services, seen.orthanc_study_id, modification)
         else:
             # Same PatientID: Orthanc's IDs (hashes of PatientID and the UIDs) do not change, the modified
             # copies overwrite the originals, so the source must be kept (deleting it would delete them).
@@ -154,15 +172,17 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
             locked.record(new_study_id, current, changes)
 
 
-# Rounds of re-listing a study being moved to the order's PatientID: instances a modality is still sending
-# are moved in the next round; any left after the last round are moved at the study's next STABLE_STUDY.
+# Rounds of re-listing a study being rewritten (to the order's PatientID, or out of another patient's UID):
+# instances a modality is still sending are moved in the next round; any left after the last round are
+# moved at the study's next STABLE_STUDY.
 MOVE_ROUNDS = 5
 
 
-def _move_to_patient(services: Services, orthanc_study_id: str, modification: dict[str, Any]) -> str:
-    """Orthanc 1.10 refuses a new PatientID in a study-level modify: rewrite instance by instance, and
-    delete an original only once its modified copy is stored. The study is listed again until no
-    original is left, so instances that arrive during the rewrite are moved too, never deleted unmoved."""
+def _rewrite_instances(services: Services, orthanc_study_id: str, modification: dict[str, Any]) -> str:
+    """Orthanc 1.10 refuses a new PatientID in a study-level modify (and a study-level modify lists the study
+    once): rewrite instance by instance, and delete an original only once its modified copy is stored. The
+    study is listed again until no original is left, so instances that arrive during the rewrite are moved
+    too, never deleted unmoved. Returns the Orthanc study the copies are in."""
     pacs = services.pacs
     new_study_id = ""
     for _ in range(MOVE_ROUNDS):

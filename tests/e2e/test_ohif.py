@@ -162,7 +162,8 @@ def test_the_viewer_site_is_public_and_read_only(client: Client) -> None:
 def test_another_patients_study_under_the_same_uid_never_shows(client: Client, mr_study: dict[str, Any],
                                                                tmp_path: Path) -> None:
     """Issue 9, item 2, as the viewer sees it: an intruder's series under the MR study's StudyInstanceUID (another
-    PatientID) is quarantined; the victim's viewer URL still renders the victim's two series, never the intruder's.
+    PatientID) is quarantined and moved to a UID of its own; the victim's viewer URL renders the victim's two
+    series, never the intruder's.
     (Last in this module: the MR study keeps its intruder.)"""
     import pydicom
 
@@ -178,9 +179,15 @@ def test_another_patients_study_under_the_same_uid_never_shows(client: Client, m
 
     def quarantined() -> bool:
         items = client.get("/api/v1/dicom/unmatched?limit=500", "admin").json()["items"]
-        return any(i["study_instance_uid"] == uid and i["reason"] == "study uid collision" for i in items)
+        return any(i["original_study_instance_uid"] == uid and i["reason"] == "study uid collision"
+                   and i["number_of_instances"] == 1 for i in items)
+
+    def alone() -> bool:
+        found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
+        return len([f for f in found if f["Type"] == "Study"]) == 1
 
     wait_until(quarantined, 30, "the intruder to be quarantined")
+    wait_until(alone, 30, "the intruder to be moved out of the MR study's UID")
     url, _ = viewer_url(client, uid)
     outcome = open_viewer(url, "render", "ohif-uid-collision.png")
     text = outcome["text"]

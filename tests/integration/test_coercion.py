@@ -135,10 +135,13 @@ def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client:
     _, intruder = make_study(tmp_path / "intruder", patient_id="ATTACKER-1", accession="ACC-VICTIM-C",
                              study_date="20261120", study_uid=uid, instances=1)
     send(client.stack, intruder)
-    wait_until(lambda: query(client, "SELECT count(*) FROM ehr_imaging.study_uid_collisions"
+    wait_until(lambda: query(client, "SELECT number_of_instances FROM ehr_imaging.study_uid_collisions"
                              " WHERE study_instance_uid = :u", u=uid) == [(1,)], 30, "the intruder quarantined")
-    tags = stored_tags(client, uid)
-    assert sorted(t[0] for t in tags) == ["ATTACKER-1", "MRN-VICTIM-C", "MRN-VICTIM-C", "MRN-VICTIM-C"]
+    moved_uid = query(client, "SELECT quarantine_study_instance_uid FROM ehr_imaging.study_uid_collisions"
+                      " WHERE study_instance_uid = :u", u=uid)[0][0]
+    wait_until(lambda: len(stored_tags(client, uid)) == 3, 30, "the intruder moved out of the victim's UID")
+    assert {t[0] for t in stored_tags(client, uid)} == {"MRN-VICTIM-C"}
+    assert stored_tags(client, moved_uid) == [("ATTACKER-1", "Test^Patient", "ACC-VICTIM-C")]  # not coerced
     linked = order(client, order_id)
     assert (linked["orthanc_study_id"], linked["number_of_images"]) == (victim_study, 3)
 

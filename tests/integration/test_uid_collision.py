@@ -43,9 +43,10 @@ def link_row(client: Client, uid: str) -> tuple[Any, ...]:
     return rows[0]
 
 
-def queued(client: Client, orthanc_id: str) -> dict[str, Any] | None:
+def queued(client: Client, sent_as: str) -> dict[str, Any] | None:
+    """The reconciliation queue's entry of the study sent under the StudyInstanceUID ``sent_as``, moved."""
     items = client.get("/api/v1/dicom/unmatched?limit=500", "admin").json()["items"]
-    return next((i for i in items if i["orthanc_study_id"] == orthanc_id), None)
+    return next((i for i in items if i["original_study_instance_uid"] == sent_as), None)
 
 
 def assert_victim_untouched(client: Client, victim: StoredStudy, before: tuple[Any, ...]) -> None:
@@ -66,56 +67,66 @@ def test_cstore_and_orthancs_rest_upload_are_quarantined(client: Client, tmp_pat
     token = viewer_token(client, study_uids=[victim.uid])["token"]  # minted before the intruder arrives
 
     via_cstore = intruder(tmp_path / "cstore", victim)
+    intruder_series = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SeriesInstanceUID)
+    intruder_sop = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SOPInstanceUID)
     send(client.stack, via_cstore)
-    intruder_id = next(i for i in orthanc_studies(client, victim.uid) if i != before[0])
-    wait_until(lambda: queued(client, intruder_id) is not None, 30, "the intruder in the reconciliation queue")
-    item = queued(client, intruder_id)
+    wait_until(lambda: (queued(client, victim.uid) or {}).get("number_of_instances") == 1, 30,
+               "the intruder in the reconciliation queue")
+    item = queued(client, victim.uid)
     assert item is not None
-    assert (item["reason"], item["patient_id"], item["collides_with_orthanc_study_id"], item["study_instance_uid"]) == (
-        COLLISION, "ATTACKER-1", before[0], victim.uid)
+    moved_uid, moved_id = item["study_instance_uid"], item["orthanc_study_id"]
+    assert (item["reason"], item["patient_id"], item["collides_with_orthanc_study_id"]) == (
+        COLLISION, "ATTACKER-1", before[0])
+    assert moved_uid.startswith("2.25.") and moved_uid != victim.uid
+    # Moved out of the victim's StudyInstanceUID, its own series and SOP UIDs kept: nothing is lost or mixed.
+    wait_until(lambda: orthanc_studies(client, victim.uid) == [before[0]], 30, "the victim's UID to be hers alone")
+    assert orthanc_studies(client, moved_uid) == [moved_id]
+    moved = client.get(f"/studies/{moved_id}/instances", auth=client.stack.admin_auth).json()
+    assert [i["MainDicomTags"]["SOPInstanceUID"] for i in moved] == [intruder_sop]
     assert_victim_untouched(client, victim, before)
 
     # Orthanc's own REST upload (an admin in Explorer) ends the same way, in the same quarantined study.
     _, more = make_study(tmp_path / "rest", patient_id="ATTACKER-1", accession=None, study_date="20261120",
                          study_uid=victim.uid, instances=1)
     stored = client.request("POST", "/instances", auth=client.stack.admin_auth, data=more[0].read_bytes())
-    assert stored.status_code == 200 and stored.json()["ParentStudy"] == intruder_id
-    wait_until(lambda: (queued(client, intruder_id) or {}).get("number_of_instances") == 2, 30,
-               "the quarantined study's counts")
+    assert stored.status_code == 200, stored.text
+    wait_until(lambda: (queued(client, victim.uid) or {}).get("number_of_instances") == 2, 30,
+               "the second file moved into the same quarantined study")
+    assert orthanc_studies(client, victim.uid) == [before[0]] and orthanc_studies(client, moved_uid) == [moved_id]
     assert_victim_untouched(client, victim, before)
     match = client.get(f"/api/v1/dicom/studies/{victim.uid}/match", "admin").json()
-    assert match["status"] == "linked" and match["quarantined_orthanc_study_ids"] == [intruder_id]
+    assert match["status"] == "linked" and match["quarantined_orthanc_study_ids"] == [moved_id]
     audit = query(client, "SELECT action, reason FROM ehr_imaging.link_audit WHERE study_instance_uid = :u"
                   " AND action = 'quarantine'", u=victim.uid)
-    assert len(audit) == 1 and COLLISION in audit[0][1]
+    assert len(audit) == 1 and COLLISION in audit[0][1] and moved_uid in audit[0][1]
+    # Each arrival has its upload row (the quarantined study's, no order), as every ingest does.
+    rows = query(client, "SELECT number_of_files, order_id, patient_id, error_message"
+                 " FROM ehr_imaging.dicom_upload_logs WHERE orthanc_study_id = :o ORDER BY uploaded_at", o=moved_id)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(1, None, "ATTACKER-1"), (1, None, "ATTACKER-1")]
+    assert all(COLLISION in r[3] for r in rows)
+    # The quarantined study is never a study of its own for the EHR, nor in a viewer token.
+    assert client.get(f"/api/v1/dicom/studies/{moved_uid}", "doctor").status_code == 404
+    refused = client.request("POST", "/api/v1/dicom/viewer-token", "doctor", json={"study_uids": [moved_uid]})
+    assert refused.status_code == 404, refused.text
 
-    # The viewer token minted before opens the victim's study only.
-    intruder_series = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SeriesInstanceUID)
-    intruder_sop = str(pydicom.dcmread(via_cstore[0], stop_before_pixels=True).SOPInstanceUID)
+    # The viewer token minted before opens the victim's study only, at every level.
     base = f"/dicom-web/studies/{victim.uid}"
     assert as_viewer(client, token, f"{base}/series/{victim.series}/metadata").status_code == 200
     assert as_viewer(client, token, f"{base}/series/{intruder_series}/metadata").status_code == 403
+    assert as_viewer(client, token, f"/dicom-web/studies/{moved_uid}/series").status_code == 403
     assert as_viewer(client, token, f"{base}/series/{intruder_series}/instances/{intruder_sop}/frames/1",
                      headers={"Accept": FRAME_ACCEPT}).status_code == 403
-    # By StudyInstanceUID alone Orthanc's DICOMweb would mix the two studies: refused while they share it.
-    assert as_viewer(client, token, f"{base}/series").status_code == 403
-    assert as_viewer(client, token, f"{base}/metadata").status_code == 403
+    series = as_viewer(client, token, f"{base}/series")
+    assert series.status_code == 200 and [s["0020000E"]["Value"][0] for s in series.json()] == [victim.series]
+    assert as_viewer(client, token, f"{base}/metadata").status_code == 200
     studies = as_viewer(client, token, "/ehr-imaging/dicom-web/studies?PatientID=*").json()
     assert [s["00100020"]["Value"][0] for s in studies] == [victim.patient_id]
-    series = as_viewer(client, token, f"/ehr-imaging/dicom-web/studies/{victim.uid}/series").json()
-    assert [s["0020000E"]["Value"][0] for s in series] == [victim.series]
-    instances = as_viewer(client, token, f"/ehr-imaging/dicom-web/studies/{victim.uid}/instances").json()
-    assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(victim.instances)
+    scoped = as_viewer(client, token, f"/ehr-imaging/dicom-web/studies/{victim.uid}/series").json()
+    assert [s["0020000E"]["Value"][0] for s in scoped] == [victim.series]
 
-    # A token minted now names the recorded study too; the quarantined one is never minted.
-    fresh = viewer_token(client, study_uids=[victim.uid])["token"]
-    assert as_viewer(client, fresh, f"{base}/series/{intruder_series}/metadata").status_code == 403
-
-    # Deleting the intruder (a person's decision) takes it out of the queue and frees study-level reads.
-    assert client.request("DELETE", f"/studies/{intruder_id}", auth=client.stack.admin_auth).status_code == 200
-    wait_until(lambda: queued(client, intruder_id) is None, 30, "the deleted intruder to leave the queue")
-    wait_until(lambda: as_viewer(client, token, f"{base}/series").status_code == 200, 10,
-               "study-level reads once the UID is the victim's alone")
+    # Deleting the quarantined study (a person's decision) takes it out of the queue.
+    assert client.request("DELETE", f"/studies/{moved_id}", auth=client.stack.admin_auth).status_code == 200
+    wait_until(lambda: queued(client, victim.uid) is None, 30, "the deleted intruder to leave the queue")
     assert_victim_untouched(client, victim, before)
 
 

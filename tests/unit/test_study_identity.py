@@ -10,6 +10,7 @@ from ehr_imaging.core.study_identity import (
     classify_arrival,
     conflicting_copies,
     orthanc_study_id,
+    quarantine_uid,
     same_patient,
 )
 
@@ -70,3 +71,11 @@ def test_a_patient_id_a_person_accepted_is_not_a_collision() -> None:
                             accepted_patient_id="MRN-WRONG") is Arrival.MERGE
     assert classify_arrival(recorded, copy("MRN-OTHER"), recorded_still_stored=True, coerce=True,
                             accepted_patient_id="MRN-WRONG") is Arrival.COLLISION
+
+
+def test_a_quarantine_uid_is_a_valid_uid_of_its_own_and_the_same_for_every_batch() -> None:
+    arrived = orthanc_study_id("ATTACKER-1", UID)
+    moved = quarantine_uid(arrived)
+    assert moved == quarantine_uid(arrived) and moved != quarantine_uid(orthanc_study_id("OTHER", UID))
+    assert moved.startswith("2.25.") and len(moved) <= 64 and moved.replace(".", "").isdigit()
+    assert not moved[len("2.25."):].startswith("0")  # no leading zero in a UID component

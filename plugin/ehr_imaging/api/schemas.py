@@ -108,6 +108,7 @@ COMPONENTS: dict[str, Schema] = {
         "number_of_series": integer(), "number_of_instances": integer(), "reason": NSTR,
         "candidate_order_ids": STRINGS, "upload_source": NSTR, "uploaded_by": NSTR,
         "first_seen_at": string("date-time"), "collides_with_orthanc_study_id": NSTR,
+        "original_study_instance_uid": NSTR,
     }),
     "Match": obj({
         "study_instance_uid": string(), "status": string(enum=["linked", "unmatched", "unknown"]),

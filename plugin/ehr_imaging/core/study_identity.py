@@ -64,6 +64,13 @@ def orthanc_study_id(patient_id: str, study_instance_uid: str) -> str:
     return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
 
 
+def quarantine_uid(orthanc_study_id: str) -> str:
+    """The StudyInstanceUID a colliding study is moved to: a ``2.25`` UID (PS3.5 B.2) derived from the Orthanc
+    study it arrived as, so every later batch of that study lands in the same quarantined study."""
+    digest = hashlib.sha256(f"ehr-imaging quarantine|{orthanc_study_id}".encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
 def same_patient(first: str | None, second: str | None) -> bool:
     """PatientIDs that name one patient: equal but for DICOM padding and case (as matching compares MRNs)."""
     return normalize_identifier(first) == normalize_identifier(second)

@@ -8,6 +8,7 @@ UNIQUE as the last line of defence.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
 from . import collisions, uploads
-from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink, StudyUidCollision
+from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import to_dict as order_dict
 
 
@@ -32,6 +33,7 @@ class LinkOutcome:
     new_instances: int
     upload_log_id: uuid.UUID | None = None  # the audit row this ingest wrote, if any
     arrival: Arrival = Arrival.SAME  # COLLISION: quarantined; MERGE: to be folded into the recorded study
+    quarantine_uid: str | None = None  # COLLISION: the StudyInstanceUID the caller moves the study to
 
 
 def _always_stored(orthanc_study_id: str) -> bool:
@@ -69,6 +71,17 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
     Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in."""
     with Session(engine) as session, session.begin():
         _lock_study(session, seen.study_instance_uid)
+        quarantined = collisions.moved(session, seen.orthanc_study_id)
+        if quarantined is not None:  # a colliding study, moved to its own StudyInstanceUID: its counts only
+            previous_instances, previous_bytes = collisions.refresh(quarantined, seen)
+            seen = dataclasses.replace(seen, upload_source=quarantined.upload_source or seen.upload_source,
+                                       uploaded_by=quarantined.uploaded_by)
+            row = _upload_row(seen, None, audit, previous_instances, previous_bytes,
+                              note=f"{REASON_COLLISION}: quarantined for reconciliation")
+            if row is not None:
+                session.add(row)
+            return LinkOutcome(None, REASON_COLLISION, max(seen.number_of_instances - previous_instances, 0),
+                               row.id if row is not None else None, Arrival.COLLISION)
         link = session.get(StudyLink, seen.study_instance_uid)
         if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
             arrival = classify_arrival(
@@ -76,8 +89,9 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
                 recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None,
                 accepted_patient_id=link.accepted_patient_id)
             if arrival is Arrival.COLLISION:
-                collisions.quarantine(session, seen, link)
-                return LinkOutcome(None, REASON_COLLISION, 0, None, arrival)
+                # Counted (and audited as an upload) once moved, by the moved study's own ingest above.
+                target = collisions.quarantine(session, seen, link).quarantine_study_instance_uid
+                return LinkOutcome(None, REASON_COLLISION, 0, None, arrival, target)
             if arrival is Arrival.MERGE:
                 return LinkOutcome(link.order_id, link.match_reason, 0, None, arrival)
         previous_instances = link.number_of_instances if link else 0
@@ -91,15 +105,25 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
         _copy_facts(link, seen)
         _match(session, link, policy)
         new_instances = max(seen.number_of_instances - previous_instances, 0)
-        row = None
-        if audit is not None:  # an API upload: its own row, whatever else arrived meanwhile
-            row = uploads.study_row(seen, link.order_id, audit)
-        elif new_instances:
-            row = uploads.study_row(seen, link.order_id, uploads.UploadAudit(
-                number_of_files=new_instances, total_size_bytes=max(seen.total_size_bytes - previous_bytes, 0)))
+        row = _upload_row(seen, link.order_id, audit, previous_instances, previous_bytes)
         if row is not None:
             session.add(row)
         return LinkOutcome(link.order_id, link.match_reason, new_instances, row.id if row is not None else None)
+
+
+def _upload_row(seen: StudyObservation, order_id: str | None, audit: uploads.UploadAudit | None,
+                previous_instances: int, previous_bytes: int, note: str | None = None) -> DicomUploadLog | None:
+    """The upload audit row of this ingest: an API upload's own (whatever else arrived meanwhile), else one
+    for the instances that are new since the last record (none when nothing is new)."""
+    new_instances = max(seen.number_of_instances - previous_instances, 0)
+    if audit is None and not new_instances:
+        return None
+    if audit is None:
+        audit = uploads.UploadAudit(number_of_files=new_instances,
+                                    total_size_bytes=max(seen.total_size_bytes - previous_bytes, 0))
+    if note is not None:
+        audit = dataclasses.replace(audit, error="; ".join(filter(None, (audit.error, note))))
+    return uploads.study_row(seen, order_id, audit)
 
 
 def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> list[str]:
@@ -221,8 +245,7 @@ def _fill_order(order: ImagingOrder, link: StudyLink) -> None:
 def known_orthanc_ids(engine: Engine) -> set[str]:
     """Every Orthanc study the plugin has recorded or quarantined."""
     with Session(engine) as session:
-        return (set(session.scalars(select(StudyLink.orthanc_study_id)).all())
-                | set(session.scalars(select(StudyUidCollision.orthanc_study_id)).all()))
+        return set(session.scalars(select(StudyLink.orthanc_study_id)).all()) | collisions.known_orthanc_ids(session)
 
 
 def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> str:

@@ -281,8 +281,10 @@ MIGRATIONS += (
         "study uid collisions: an Orthanc study whose StudyInstanceUID is recorded under another patient",
         """
         CREATE TABLE study_uid_collisions (
-            orthanc_study_id           TEXT PRIMARY KEY,
-            study_instance_uid         TEXT NOT NULL,
+            orthanc_study_id           TEXT PRIMARY KEY,  -- as it arrived, under the recorded StudyInstanceUID
+            study_instance_uid         TEXT NOT NULL,     -- as it arrived (the recorded study's)
+            quarantine_study_instance_uid TEXT,           -- the StudyInstanceUID it was moved to (NULL: not moved)
+            quarantine_orthanc_study_id   TEXT,           -- the Orthanc study it is in once moved
             patient_id                 TEXT,
             patient_name               TEXT,
             accession_number           TEXT,
@@ -299,6 +301,8 @@ MIGRATIONS += (
             updated_at                 TIMESTAMPTZ NOT NULL DEFAULT now()
         );
         CREATE INDEX ix_study_uid_collisions_uid ON study_uid_collisions (study_instance_uid);
+        CREATE UNIQUE INDEX ix_study_uid_collisions_moved ON study_uid_collisions (quarantine_orthanc_study_id);
+        CREATE INDEX ix_study_uid_collisions_moved_uid ON study_uid_collisions (quarantine_study_instance_uid);
         -- the study's original PatientID when a person linked it across a patient mismatch (force)
         ALTER TABLE study_links ADD COLUMN accepted_patient_id TEXT;
         ALTER TABLE link_audit DROP CONSTRAINT link_audit_action_check;

@@ -88,13 +88,17 @@ class StudyLink(Base):
 
 
 class StudyUidCollision(Base):
-    """An Orthanc study whose StudyInstanceUID is recorded under another patient: never linked or shown under
-    that patient's record; it waits for a person in the reconciliation queue (core.study_identity)."""
+    """An Orthanc study whose StudyInstanceUID is recorded under another patient: moved to a StudyInstanceUID of
+    its own, never linked or shown under that patient's record; it waits for a person in the reconciliation
+    queue (core.study_identity)."""
 
     __tablename__ = "study_uid_collisions"
 
-    orthanc_study_id: Mapped[str] = mapped_column(primary_key=True)
-    study_instance_uid: Mapped[str]
+    orthanc_study_id: Mapped[str] = mapped_column(primary_key=True)  # as it arrived
+    study_instance_uid: Mapped[str]  # as it arrived: the recorded study's
+    # Where it was moved, out of the recorded study's StudyInstanceUID (None: not moved, e.g. Orthanc refused).
+    quarantine_study_instance_uid: Mapped[str | None]
+    quarantine_orthanc_study_id: Mapped[str | None]
     patient_id: Mapped[str | None]
     patient_name: Mapped[str | None]
     accession_number: Mapped[str | None]

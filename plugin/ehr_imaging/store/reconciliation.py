@@ -22,14 +22,17 @@ def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[dic
         link.study_instance_uid, link.orthanc_study_id, link.patient_id, link.patient_name, link.accession_number,
         link.study_date, link.modalities, link.number_of_series, link.number_of_instances,
         link.match_reason.label("reason"), link.candidates, link.upload_source, link.uploaded_by,
-        link.first_seen_at, null().label("collides_with"),
+        link.first_seen_at, null().label("collides_with"), null().label("original_uid"),
     ).where(link.order_id.is_(None))
     quarantined = select(
-        collision.study_instance_uid, collision.orthanc_study_id, collision.patient_id, collision.patient_name,
+        func.coalesce(collision.quarantine_study_instance_uid, collision.study_instance_uid),
+        func.coalesce(collision.quarantine_orthanc_study_id, collision.orthanc_study_id),
+        collision.patient_id, collision.patient_name,
         collision.accession_number, collision.study_date, collision.modalities, collision.number_of_series,
         collision.number_of_instances, literal(REASON_COLLISION).label("reason"),
         literal([], JSONB).label("candidates"), collision.upload_source, collision.uploaded_by,
         collision.first_seen_at, collision.recorded_orthanc_study_id.label("collides_with"),
+        collision.study_instance_uid.label("original_uid"),
     )
     queue = union_all(unlinked, quarantined).subquery()
     with Session(engine) as session:
@@ -49,8 +52,10 @@ def _item(row: Any) -> dict[str, Any]:
         "number_of_instances": row["number_of_instances"], "reason": row["reason"],
         "candidate_order_ids": list(row["candidates"] or []), "upload_source": row["upload_source"],
         "uploaded_by": row["uploaded_by"], "first_seen_at": row["first_seen_at"].isoformat(),
-        # A collision: the Orthanc study recorded under this StudyInstanceUID (the other patient's), else None.
+        # A collision: the Orthanc study recorded under the StudyInstanceUID it was sent with (the other
+        # patient's), and that StudyInstanceUID; it is now under ``study_instance_uid``, its own. Else None.
         "collides_with_orthanc_study_id": row["collides_with"],
+        "original_study_instance_uid": row["original_uid"],
     }
 
 
@@ -58,8 +63,9 @@ def match_status(engine: Engine, study_uid: str) -> dict[str, Any]:
     """Where a study stands: linked (with its order), unmatched (why, candidates) or unknown yet; and the
     Orthanc studies quarantined under its StudyInstanceUID."""
     with Session(engine) as session:
-        quarantined = sorted(session.scalars(select(StudyUidCollision.orthanc_study_id)
-                                             .where(StudyUidCollision.study_instance_uid == study_uid)).all())
+        quarantined = sorted(session.scalars(
+            select(func.coalesce(StudyUidCollision.quarantine_orthanc_study_id, StudyUidCollision.orthanc_study_id))
+            .where(StudyUidCollision.study_instance_uid == study_uid)).all())
         link = session.get(StudyLink, study_uid)
         if link is None:
             return {"study_instance_uid": study_uid, "status": "unknown", "order_id": None, "match_rule": None,
