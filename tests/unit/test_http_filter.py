@@ -203,3 +203,32 @@ def test_the_frame_path_stays_as_it_was(allowed: Callable[..., bool]) -> None:
 def test_refusals_are_logged_without_the_body_or_credentials(allowed: Callable[..., bool], logged: list[str]) -> None:
     assert not allowed("POST", UPLOAD, bearer("nurse"), LARGE)
     assert logged and "Bearer" not in logged[-1] and token("nurse") not in logged[-1]
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, (0, False, True, False)), ({"content-length": "0"}, (0, False, True, False)),
+    ({"content-length": " 12 "}, (12, False, True, True)), ({"transfer-encoding": "chunked"}, (0, True, True, True)),
+    ({"transfer-encoding": "identity", "content-length": "5"}, (5, False, True, True)),
+    ({"content-length": "5, 5"}, (0, False, False, False)), ({"content-length": "+5"}, (0, False, False, False)),
+])
+def test_declared_body(headers: dict[str, str], expected: tuple[int, bool, bool, bool]) -> None:
+    from ehr_imaging.core.access import declared_body
+
+    body = declared_body(headers)
+    assert (body.length, body.chunked, body.valid, body.present) == expected
+
+
+@pytest.mark.parametrize(("tls", "public", "forwarded", "secure"), [
+    (False, "", "", False), (True, "", "", True), (False, "https://pacs.example", "", True),
+    (False, "http://pacs.example", "https", True), (False, "http://pacs.example", "http", False),
+])
+def test_the_session_cookie_is_secure_under_tls(tls: bool, public: str, forwarded: str, secure: bool) -> None:
+    from ehr_imaging.api.admin_session import served_over_tls, session_cookie
+    from ehr_imaging.api.router import Request
+
+    services = mock.MagicMock(tls=tls)
+    services.settings.PublicBaseUrl = public
+    request = Request("GET", "/api/v1/dicom/admin/login", headers={"x-forwarded-proto": forwarded} if forwarded else {})
+    assert served_over_tls(services, request) is secure
+    cookie = session_cookie("v", 60, served_over_tls(services, request))
+    assert cookie.endswith("; Secure") is secure and "HttpOnly; SameSite=Strict" in cookie
