@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings
-from .core.auth import Authenticator, BasicAuthenticator, TokenVerifier
+from .core.auth import Authenticator, BasicAuthenticator, TokenVerifier, session_principal
 from .core.viewer_tokens import VIEWER_AUDIENCE, viewer_principal
 from .services import Pacs, Services
 from .store import db
@@ -64,8 +64,12 @@ def build_authenticator(settings: Settings, session_secret: str) -> Authenticato
         secret=session_secret,
         leeway_seconds=settings.JwtLeewaySeconds,
         cache_size=settings.TokenCacheSize,
+        principal_from_claims=session_principal,  # via "session", its jti the id logout revokes
+        required_claims=("exp", "iss", "aud", "sub", "jti"),
     )
-    return Authenticator(users=users, admins=BasicAuthenticator(settings.AdminUsers), sessions=sessions)
+    # Sessions stay refused until plugin.py connects the revocation list of ended sessions (deny by default).
+    return Authenticator(users=users, admins=BasicAuthenticator(settings.AdminUsers), sessions=sessions,
+                         trusted_origins=[settings.PublicBaseUrl] if settings.PublicBaseUrl else [])
 
 
 def build_services(settings: Settings, pacs: Pacs) -> Services:

@@ -38,6 +38,7 @@ class Settings:
     AdminUsers: dict[str, str] = dataclasses.field(default_factory=dict)
     MaxFileSizeMb: int = 100
     MaxUploadSizeMb: int = 2048  # one request's body on the API port (a ZIP, a form of many files)
+    OrthancPortMaxBodyMb: int = 256  # one request's body on Orthanc's own port (Orthanc holds it whole in memory)
     MaxFilesPerUpload: int = 500  # files of one upload-multiple request, or members of one ZIP
     MaxZipUncompressedMb: int = 8192  # what one ZIP may expand to (zip bombs)
     UploadJobAboveFiles: int = 200  # a ZIP with more files runs as a job (202, polled)
@@ -133,6 +134,7 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
+             "OrthancPortMaxBodyMb": 1,
              "ViewerTokenMaxTtlSeconds": 60}
 
 

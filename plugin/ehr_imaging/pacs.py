@@ -7,6 +7,8 @@ from typing import Any
 
 import orthanc
 
+from .core.logsafe import loggable
+
 
 def configuration() -> dict[str, Any]:
     parsed: dict[str, Any] = json.loads(orthanc.GetConfiguration())
@@ -14,15 +16,15 @@ def configuration() -> dict[str, Any]:
 
 
 def log_info(message: str) -> None:
-    orthanc.LogInfo(message)
+    orthanc.LogInfo(loggable(message))  # one line: request data never writes a raw CR/LF into the log
 
 
 def log_warning(message: str) -> None:
-    orthanc.LogWarning(message)
+    orthanc.LogWarning(loggable(message))  # one line: request data never writes a raw CR/LF into the log
 
 
 def log_error(message: str) -> None:
-    orthanc.LogError(message)
+    orthanc.LogError(loggable(message))  # one line: request data never writes a raw CR/LF into the log
 
 
 class OrthancPacs:

@@ -24,6 +24,7 @@ from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import migrations
+from .store import sessions as session_store
 from .store import viewer as viewer_store
 from .viewer.access_log import AccessLog
 from .viewer.gate import ViewerGate
@@ -74,10 +75,12 @@ def _set_up() -> Any:
         pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
     services = build_services(settings, pacs.OrthancPacs())
     services.node = f"{socket.gethostname()}:{orthanc_config.get('HttpPort', 8042)}"
+    services.tls = bool(orthanc_config.get("SslEnabled", False))
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
     router = Router(services.authenticator, pacs.log_error, unavailable=(OperationalError, InterfaceError))
     gate = _viewer_gate(services)
+    sessions = _session_revocations(services)
     register_all(router, services, gate.revocations)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
@@ -97,14 +100,29 @@ def _set_up() -> Any:
     orthanc.RegisterOnChangeCallback(_on_change(worker, gate))
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
-    threading.Thread(target=_migrate_until_done, args=(services, gate.revocations.refresh), name="ehr-migrate",
+    def load_revocations() -> None:
+        gate.revocations.refresh()
+        sessions.refresh()
+
+    threading.Thread(target=_migrate_until_done, args=(services, load_revocations), name="ehr-migrate",
                      daemon=True).start()
     if settings.ApiPort:
         listener = ApiListener(router, host=settings.ApiListenAddress, port=settings.ApiPort,
                                max_body_bytes=settings.MaxUploadSizeMb * 1024 * 1024, log_error=pacs.log_error)
         listener.start()
         pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
-    return make_filter(services.authenticator, gate, pacs.log_warning)
+    return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
+                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024)
+
+
+def _session_revocations(services: Services) -> RevocationList:
+    """Ended admin sessions (logout), shared through PostgreSQL; cookie sessions are refused until loaded."""
+    engine = services.engine
+    sessions = RevocationList(lambda: session_store.revoked_session_ids(engine), log_error=pacs.log_error,
+                              what="admin sessions")
+    sessions.start()
+    services.authenticator.session_revocations = sessions
+    return sessions
 
 
 def _viewer_gate(services: Services) -> ViewerGate:

@@ -55,3 +55,26 @@ def test_one_study_through_two_nodes_is_linked_once(two_nodes: tuple[Stack, Stac
     # Both nodes see the same study (one shared index).
     for client in (a, b):
         assert client.get("/api/v1/dicom/stats", "admin").json()["total_instances"] >= 6
+
+
+def test_a_logout_on_one_node_ends_the_session_on_the_other(two_nodes: tuple[Stack, Stack]) -> None:
+    """Issue 9: the ended session is shared through PostgreSQL; the other node reloads it within 5 s."""
+    import time
+
+    import requests
+
+    from ehr_imaging.core.auth import SESSION_COOKIE
+
+    first, second = two_nodes
+    browser = requests.Session()
+    signed_in = browser.get(f"{first.url}/api/v1/dicom/admin/login", auth=first.admin_auth, allow_redirects=False,
+                            timeout=10)
+    assert signed_in.status_code == 302
+    cookie = {"Cookie": f"{SESSION_COOKIE}={browser.cookies.get(SESSION_COOKIE)}"}
+    assert requests.get(f"{second.url}/system", headers=cookie, timeout=10).status_code == 200
+    assert browser.post(f"{first.url}/api/v1/dicom/admin/logout", timeout=10).status_code == 204
+    assert requests.get(f"{first.url}/system", headers=cookie, timeout=10).status_code == 403  # at once here
+    deadline = time.monotonic() + 15
+    while requests.get(f"{second.url}/system", headers=cookie, timeout=10).status_code == 200:
+        assert time.monotonic() < deadline, "the other node still accepts the ended session"
+        time.sleep(0.5)

@@ -80,9 +80,14 @@ def test_invalid_fields_answer_422_naming_the_field(client: Client, change: dict
 
 
 def test_body_must_be_json(client: Client) -> None:
-    answer = client.request("PUT", f"/api/v1/dicom/orders/{new_order_id()}", "ehr-service", data=b"{not json")
+    path = f"/api/v1/dicom/orders/{new_order_id()}"
+    answer = client.request("PUT", path, "ehr-service", data=b"{not json", headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert "JSON" in answer.json()["detail"]
+    # JSON sent as anything but application/json (what a page on another site can send): 415 (issue 9).
+    untyped = client.request("PUT", path, "ehr-service", data=b'{"patient_id": "x"}')
+    assert untyped.status_code == 415
+    assert "JSON" in untyped.json()["detail"]
 
 
 @pytest.mark.parametrize("role", ["doctor", "nurse", "radiologist", "technician"])

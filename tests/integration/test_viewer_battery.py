@@ -73,6 +73,7 @@ def cases() -> list[Case]:
         ("/dicom-web/studies/{A}", "multipart/related; type=\"application/dicom\""),
         ("/dicom-web/studies/{A}/series/{SA}/instances/{IA}/rendered", "image/png"),
         ("/dicom-web/studies/{A}/series/{SA}/instances/{IA}/frames/1/rendered", "image/jpeg"),
+        ("/dicom-web/studies/{A}/series/{SA}/instances/{IA}/rendered?viewport=128,128&quality=80", "image/jpeg"),
         ("/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&contentType=application/dicom", None),
         ("/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&contentType=image/jpeg", None),
     ]
@@ -131,7 +132,20 @@ def cases() -> list[Case]:
     battery += [Case("/dicom-web/studies", DENY, method="POST"), Case("/dicom-web/studies/{A}", DENY, method="POST"),
                 Case("/dicom-web/studies/{A}", DENY, method="DELETE"), Case("/studies/{OA}", DENY, method="DELETE"),
                 Case("/dicom-web/studies/{A}/metadata", DENY, method="PUT"),
-                Case("/ehr-imaging/dicom-web/studies", DENY, method="POST", status=405)]
+                # The filter refuses anything but GET on the scoped root before Orthanc reads a body (was 405).
+                Case("/ehr-imaging/dicom-web/studies", DENY, method="POST"),
+                Case("/ehr-imaging/dicom-web/studies/{A}/series", DENY, method="PUT"),
+                Case("/ehr-imaging/dicom-web/studies", DENY, method="DELETE"),
+                # Sizes and qualities a viewer token may ask Orthanc to render are bounded.
+                Case("/dicom-web/studies/{A}/series/{SA}/instances/{IA}/rendered?viewport=60000,60000", DENY),
+                Case("/dicom-web/studies/{A}/series/{SA}/instances/{IA}/frames/1/rendered?viewport=5000,64", DENY),
+                Case("/dicom-web/studies/{A}/rendered?quality=101", DENY),
+                Case("/dicom-web/studies/{A}/thumbnail?viewport=99999,99999", DENY),
+                Case("/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&contentType=image/jpeg"
+                     "&rows=60000&columns=60000", DENY),
+                Case("/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&contentType=image/jpeg"
+                     "&imageQuality=0", DENY),
+                Case("/ehr-imaging/dicom-web/studies?limit=99999999", DENY, status=400)]
     # Viewer tokens on the plugin's API routes: refused there (own audience).
     battery += [Case(path, DENY, status=401) for path in (
         "/api/v1/dicom/stats", "/api/v1/dicom/orders", "/api/v1/dicom/studies/{A}/match", "/api/v1/dicom/unmatched")]

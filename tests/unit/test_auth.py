@@ -32,6 +32,7 @@ from ehr_imaging.core.auth import (
     cookie_value,
     mint_token,
     roles_from_claims,
+    session_principal,
 )
 
 ISSUER = "https://ehr.example/issuer"
@@ -549,44 +550,63 @@ SESSION_AUDIENCE = "ehr-imaging-admin-session"
 SESSION_SECRET = "session-secret-0123456789abcdef-xyz"
 
 
-def session_token(**kwargs: Any) -> str:
+def session_token(session_id: str = "sid-1", **kwargs: Any) -> str:
     kwargs.setdefault("secret", SESSION_SECRET)
     kwargs.setdefault("audience", SESSION_AUDIENCE)
-    return mint_token(issuer=ISSUER, subject="alice", roles=[ADMIN], ttl_seconds=600, **kwargs)
+    return mint_token(issuer=ISSUER, subject="alice", roles=[ADMIN], ttl_seconds=600, extra={"jti": session_id},
+                      **kwargs)
 
 
-def authenticator(with_sessions: bool = True) -> Authenticator:
-    sessions = verifier(audience=SESSION_AUDIENCE, secret=SESSION_SECRET) if with_sessions else None
-    return Authenticator(users=verifier(), admins=BasicAuthenticator({"alice": "s3cret"}), sessions=sessions)
+class Ended:
+    """An in-memory stand-in for the list of ended sessions."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, float] = {}
+
+    def is_revoked(self, token_id: str | None) -> bool:
+        return token_id is None or token_id in self.ids
+
+    def add(self, token_id: str, expires_at: float) -> None:
+        self.ids[token_id] = expires_at
+
+
+def authenticator(with_sessions: bool = True, ended: Ended | None = None) -> Authenticator:
+    sessions = (verifier(audience=SESSION_AUDIENCE, secret=SESSION_SECRET, principal_from_claims=session_principal,
+                         required_claims=("exp", "iss", "aud", "sub", "jti")) if with_sessions else None)
+    return Authenticator(users=verifier(), admins=BasicAuthenticator({"alice": "s3cret"}), sessions=sessions,
+                         session_revocations=ended if ended is not None else Ended())
 
 
 def test_authenticator_bearer() -> None:
-    principal = authenticator().authenticate({"authorization": f"Bearer {hs256(claims(sub='dr'))}"})
+    principal = authenticator().authenticate({"authorization": f"Bearer {hs256(claims(sub='dr'))}"}, method="GET")
     assert principal is not None and (principal.subject, principal.via) == ("dr", "jwt")
 
 
 def test_authenticator_prefers_bearer_over_the_session_cookie() -> None:
     headers = {"authorization": f"Bearer {hs256(claims(sub='dr'))}", "cookie": f"{SESSION_COOKIE}={session_token()}"}
-    principal = authenticator().authenticate(headers)
+    principal = authenticator().authenticate(headers, method="GET")
     assert principal is not None and principal.subject == "dr" and not principal.is_admin
 
 
 def test_authenticator_does_not_fall_back_when_the_bearer_token_is_bad() -> None:
     headers = {"authorization": "Bearer garbage", "cookie": f"{SESSION_COOKIE}={session_token()}"}
     with pytest.raises(AuthError):
-        authenticator().authenticate(headers)
+        authenticator().authenticate(headers, method="GET")
 
 
 def test_authenticator_basic() -> None:
-    assert authenticator().authenticate(basic("alice:s3cret")) == Principal("alice", frozenset({ADMIN}), "basic")
+    admin = Principal("alice", frozenset({ADMIN}), "basic")
+    assert authenticator().authenticate(basic("alice:s3cret"), method="GET") == admin
     with pytest.raises(AuthError, match="invalid credentials"):
-        authenticator().authenticate(basic("alice:nope"))
+        authenticator().authenticate(basic("alice:nope"), method="GET")
 
 
 def test_authenticator_session_cookie() -> None:
-    principal = authenticator().authenticate({"cookie": f"theme=dark; {SESSION_COOKIE}={session_token()}"})
+    headers = {"cookie": f"theme=dark; {SESSION_COOKIE}={session_token()}"}
+    principal = authenticator().authenticate(headers, method="GET")
     assert principal is not None
-    assert (principal.subject, principal.via, principal.is_admin) == ("alice", "jwt", True)
+    assert (principal.subject, principal.via, principal.is_admin) == ("alice", "session", True)
+    assert principal.token_id == "sid-1"
 
 
 @pytest.mark.parametrize(
@@ -601,7 +621,7 @@ def test_authenticator_session_cookie() -> None:
 )
 def test_authenticator_refuses_bad_session_cookies(bad_cookie: str) -> None:
     with pytest.raises(AuthError):
-        authenticator().authenticate({"cookie": f"{SESSION_COOKIE}={bad_cookie}"})
+        authenticator().authenticate({"cookie": f"{SESSION_COOKIE}={bad_cookie}"}, method="GET")
 
 
 def test_session_token_is_not_a_bearer_token() -> None:
@@ -612,11 +632,12 @@ def test_session_token_is_not_a_bearer_token() -> None:
         sessions=verifier(audience=SESSION_AUDIENCE, secret=SESSION_SECRET),
     )
     with pytest.raises(AuthError, match=r"(?i)audience"):
-        auth_.authenticate({"authorization": f"Bearer {session_token()}"})
+        auth_.authenticate({"authorization": f"Bearer {session_token()}"}, method="GET")
 
 
 def test_authenticator_ignores_the_cookie_without_a_session_verifier() -> None:
-    assert authenticator(with_sessions=False).authenticate({"cookie": f"{SESSION_COOKIE}={session_token()}"}) is None
+    headers = {"cookie": f"{SESSION_COOKIE}={session_token()}"}
+    assert authenticator(with_sessions=False).authenticate(headers, method="GET") is None
 
 
 @pytest.mark.parametrize(
@@ -624,18 +645,18 @@ def test_authenticator_ignores_the_cookie_without_a_session_verifier() -> None:
 )
 def test_authenticator_unsupported_scheme_raises(value: str) -> None:
     with pytest.raises(AuthError, match="unsupported authorization scheme"):
-        authenticator().authenticate({"authorization": value})
+        authenticator().authenticate({"authorization": value}, method="GET")
 
 
 def test_authenticator_basic_without_admin_users_is_unsupported() -> None:
     auth_ = Authenticator(users=verifier(), admins=BasicAuthenticator({}), sessions=None)
     with pytest.raises(AuthError, match="unsupported"):
-        auth_.authenticate(basic("alice:s3cret"))
+        auth_.authenticate(basic("alice:s3cret"), method="GET")
 
 
 @pytest.mark.parametrize("headers", [{}, {"authorization": ""}, {"cookie": "theme=dark"}, {"x-other": "1"}])
 def test_authenticator_without_credentials_returns_none(headers: dict[str, str]) -> None:
-    assert authenticator().authenticate(headers) is None
+    assert authenticator().authenticate(headers, method="GET") is None
 
 
 # --- mint_token ------------------------------------------------------------------------------------

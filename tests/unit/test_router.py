@@ -258,7 +258,7 @@ def test_public_handler_exception_is_500_too(h: Harness) -> None:
 
 def test_authenticator_crash_is_500_not_a_pass() -> None:
     class Broken(Authenticator):
-        def authenticate(self, headers: Any) -> Principal | None:
+        def authenticate(self, headers: Any, *, method: str, client: str = "") -> Principal | None:
             raise KeyError("boom")
 
     errors: list[str] = []
@@ -284,14 +284,27 @@ def test_api_error_is_mapped(h: Harness) -> None:
     assert h.errors == []
 
 
+JSON_TYPE = {"content-type": "application/json; charset=utf-8"}
+
+
 def test_request_json(h: Harness) -> None:
-    ok = h.dispatch("POST", "/api/v1/dicom/echo", body=b'{"a": [1, 2]}')
+    ok = h.dispatch("POST", "/api/v1/dicom/echo", JSON_TYPE, body=b'{"a": [1, 2]}')
     assert (ok.status, body(ok)) == (201, {"a": [1, 2]})
     assert body(h.dispatch("POST", "/api/v1/dicom/echo")) is None  # empty body
-    bad = h.dispatch("POST", "/api/v1/dicom/echo", body=b"{nope")
+    bad = h.dispatch("POST", "/api/v1/dicom/echo", JSON_TYPE, body=b"{nope")
     assert bad.status == 400
     assert body(bad)["detail"].startswith("request body is not valid JSON")
-    assert h.dispatch("POST", "/api/v1/dicom/echo", body=b"\xff\xfe").status == 400
+    assert h.dispatch("POST", "/api/v1/dicom/echo", JSON_TYPE, body=b"\xff\xfe").status == 400
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx", "text/json"])
+def test_a_json_body_must_say_application_json(h: Harness, content_type: str | None) -> None:
+    """A page on another site can POST text/plain or a form without a preflight, never application/json."""
+    headers = {"content-type": content_type} if content_type else {}
+    refused = h.dispatch("POST", "/api/v1/dicom/echo", headers, body=b'{"a": 1}')
+    assert refused.status == 415
+    assert "application/json" in body(refused)["detail"]
 
 
 # --- params ----------------------------------------------------------------------------------------

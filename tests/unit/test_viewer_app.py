@@ -172,7 +172,8 @@ def _filter() -> object:
                                   admins=BasicAuthenticator({"admin": "pw"}), sessions=None)
     viewers = TokenVerifier(issuer="i", audience="viewer", secret="s" * 32)
     gate = ViewerGate(viewers, RevocationList(dict), StudyHierarchy(None), AccessLog(lambda counts: None))  # type: ignore[arg-type]
-    return make_filter(authenticator, gate, lambda message: None)
+    return make_filter(authenticator, gate, lambda message: None, body_refusal=lambda method, path, caller: None,
+                       max_body_bytes=1024)
 
 
 @pytest.mark.parametrize(

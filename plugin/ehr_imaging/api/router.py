@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
-from ..core.auth import Authenticator, AuthError, Principal
+from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal
+from .schemas import CONTRACTS
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
 ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
@@ -77,6 +78,10 @@ class Request:
     client_ip: str = ""
 
     def json(self) -> Any:
+        """The JSON body (None when there is none). Only as ``Content-Type: application/json``: a browser can send
+        ``text/plain`` or a form across sites without a preflight, JSON only from the page's own origin."""
+        if self.body and self.content_type != "application/json":
+            raise ApiError(415, "the body must be JSON sent as Content-Type: application/json")
         try:
             return json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -160,6 +165,12 @@ class Route:
     def param_names(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.template)
 
+    @property
+    def body_types(self) -> frozenset[str]:
+        """The media types of the body this route reads, from its contract (api/schemas.py); empty: no body."""
+        contract = CONTRACTS.get((self.method, self.template))
+        return frozenset(contract.body) if contract is not None else frozenset()
+
 
 def decode_query(raw: Mapping[str, str]) -> dict[str, str]:
     """Orthanc 1.10 hands plugins the query string's keys and values still percent-encoded: decode them
@@ -204,6 +215,26 @@ class Router:
     def routes(self) -> list[Route]:
         return [route for template in self.templates() for route in self._routes[template]]
 
+    def route_for(self, method: str, path: str) -> Route | None:
+        """The route that would answer ``method path``, if any (the HTTP filter asks before a body is read)."""
+        found = self.resolve(path)
+        if found is None:
+            return None
+        return next((r for r in self._routes[found[0]] if r.method == method.upper()), None)
+
+    def body_refusal(self, method: str, path: str, caller: Principal | None) -> str | None:
+        """Why a request body for ``method path`` from ``caller`` is refused before it is read, or None.
+        A body is allowed only to a route whose contract declares one, from a caller with one of its roles
+        (``caller`` None: the route alone is judged)."""
+        route = self.route_for(method, path)
+        if route is None:
+            return f"no route {method} {path[:200]}: a body is refused"
+        if not route.body_types:
+            return f"{route.method} {route.template} takes no body"
+        if caller is not None and route.roles not in (PUBLIC, ANY_ROLE) and not caller.has_any_role(route.roles):
+            return f"role not allowed for {route.method} {route.template}"
+        return None
+
     def resolve(self, path: str) -> tuple[str, tuple[str, ...]] | None:
         """The template a path belongs to and its parameters, in the order Orthanc would try them."""
         for template in self.templates():
@@ -236,7 +267,10 @@ class Router:
         if route.roles == PUBLIC:
             return
         try:
-            principal = self._authenticator.authenticate(request.headers)
+            principal = self._authenticator.authenticate(request.headers, method=request.method,
+                                                         client=request.client_ip)
+        except CrossSiteError as exc:
+            raise ApiError(403, str(exc)) from None
         except AuthError as exc:
             raise ApiError(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         if principal is None:

@@ -70,7 +70,7 @@ def _text_param(query: Mapping[str, str], name: str) -> str | None:
 def deletion_reason(request: Request) -> str:
     """``?reason=`` / form field / ``X-Reason`` header, or a JSON body ``{"reason": ...}``; required."""
     reason = request.option("reason")
-    if reason is None and request.body and request.content_type in ("application/json", ""):
+    if reason is None and request.body and request.content_type == "application/json":  # JSON only (CSRF)
         try:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):

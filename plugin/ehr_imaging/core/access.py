@@ -13,6 +13,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from . import query_values
+from .query_values import QIDO, WADO_RS, WADO_URI
+
 API_PREFIX = "/api/v1/dicom/"
 DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
@@ -52,6 +55,40 @@ def classify(uri: str) -> Area:
     if _under(path, DICOMWEB_ROOT) or path == WADO_URI_ROOT:
         return Area.DICOMWEB
     return Area.ADMIN_ONLY
+
+
+# --- request bodies (Orthanc reads and holds the whole declared body after the filter allowed it) -------
+
+# A body up to this size reaches our routes without credentials checked in the filter, so that an expired token
+# still gets the route's 401 JSON (the EHR refreshes its token on 401): as little memory as a request's headers.
+# Anything larger needs valid credentials and a role of the route before Orthanc allocates it.
+UNAUTHENTICATED_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DeclaredBody:
+    """What a request's headers say of its body: ``Content-Length`` (0 when absent) and chunked encoding."""
+
+    length: int
+    chunked: bool
+    valid: bool = True
+
+    @property
+    def present(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+def declared_body(headers: Mapping[str, str]) -> DeclaredBody:
+    """From the headers alone (lower-case names); an unparseable or repeated Content-Length is invalid."""
+    encoding = headers.get("transfer-encoding", "").strip().lower()
+    chunked = encoding not in ("", "identity")
+    raw = headers.get("content-length")
+    if raw is None:
+        return DeclaredBody(0, chunked)
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 18 or not raw.isascii():
+        return DeclaredBody(0, chunked, valid=False)
+    return DeclaredBody(int(raw), chunked)
 
 
 # --- viewer requests -----------------------------------------------------------------------------
@@ -104,6 +141,11 @@ def split_uid_list(value: str) -> list[str]:
     return [part.strip() for part in re.split(r"[,\\]", value) if part.strip()]
 
 
+def query_value_refusal(rules: Mapping[str, Callable[[str], bool]], query: Mapping[str, str]) -> str | None:
+    """Why a viewer query's values are refused (sizes, qualities, pages out of bounds), or None."""
+    return query_values.refusal(rules, query)
+
+
 def _deny(reason: str) -> Decision:
     return Decision(False, reason)
 
@@ -136,6 +178,9 @@ def decide_viewer(method: str, path: str, query: Mapping[str, str], studies: fro
     unexpected = keys - (QIDO_PARAMETERS - _STUDY_UID_KEYS if is_query else WADO_RS_PARAMETERS)
     if unexpected:
         return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
+    bad_value = query_value_refusal(QIDO if is_query else WADO_RS, query)
+    if bad_value is not None:
+        return _deny(bad_value)
     return _in_scope(target, studies, belongs)
 
 
@@ -172,6 +217,9 @@ def _decide_wado_uri(query: Mapping[str, str], studies: frozenset[str], belongs:
     unexpected = set(query) - WADO_URI_PARAMETERS
     if unexpected:
         return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
+    bad_value = query_value_refusal(WADO_URI, query)
+    if bad_value is not None:
+        return _deny(bad_value)
     if query.get("requestType") != "WADO":
         return _deny("WADO-URI needs requestType=WADO")
     study, series, instance = query.get("studyUID", ""), query.get("seriesUID", ""), query.get("objectUID", "")

@@ -14,9 +14,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import jwt
+
+from .lockout import FailureLimiter
 
 ADMIN = "admin"
 RADIOLOGIST = "radiologist"
@@ -36,6 +39,16 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 
 class AuthError(Exception):
     """The caller is not authenticated (HTTP 401)."""
+
+
+class CrossSiteError(AuthError):
+    """A state-changing request authenticated by the session cookie came from another site (HTTP 403)."""
+
+
+def valid_subject(subject: object) -> bool:
+    """A token's ``sub`` goes into audit rows and log lines: a non-empty string without control characters."""
+    return (isinstance(subject, str) and 0 < len(subject) <= 256 and subject.strip() == subject
+            and not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in subject))
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,8 @@ class TokenVerifier:
             # PyJWT raises TypeError (not PyJWTError) when the header's alg does not fit the key type,
             # e.g. alg RS256 against an EC key: still a bad token, not a server error.
             raise AuthError("token algorithm does not match the signing key") from exc
+        if "sub" in claims and not valid_subject(claims["sub"]):
+            raise AuthError("token subject (sub) is empty or has control characters")
         return self._principal_from_claims(claims)
 
 
@@ -178,32 +193,104 @@ def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(found & ALL_ROLES)
 
 
+# Failed admin sign-ins (HTTP basic): per address 10 within 5 minutes lock that address for 5 minutes; per user
+# name 50 (attempts spread over many addresses) lock that name for 5 minutes. In memory, per node (core/lockout.py).
+ADDRESS_FAILURES, USER_FAILURES, FAILURE_WINDOW_SECONDS, LOCKOUT_SECONDS = 10, 50, 300.0, 300.0
+LOCKED_OUT = "too many failed sign-ins; try again later"
+
+
 class BasicAuthenticator:
-    """Checks ``Authorization: Basic`` against the configured admin users, in constant time."""
+    """Checks ``Authorization: Basic`` against the configured admin users, in constant time, with a bounded
+    failure limiter per client address and per user name."""
 
-    def __init__(self, users: Mapping[str, str]) -> None:
+    def __init__(self, users: Mapping[str, str], *, by_address: FailureLimiter | None = None,
+                 by_user: FailureLimiter | None = None) -> None:
         self._users = {name: password.encode() for name, password in users.items() if password}
+        window, lockout = FAILURE_WINDOW_SECONDS, LOCKOUT_SECONDS
+        self.by_address = by_address or FailureLimiter(max_failures=ADDRESS_FAILURES, window_seconds=window,
+                                                       lockout_seconds=lockout)
+        self.by_user = by_user or FailureLimiter(max_failures=USER_FAILURES, window_seconds=window,
+                                                 lockout_seconds=lockout)
 
-    def verify(self, headers: Mapping[str, str]) -> Principal | None:
+    def verify(self, headers: Mapping[str, str], client: str = "") -> Principal | None:
+        """The admin of valid basic credentials; None without basic credentials; AuthError otherwise.
+        ``client`` is the caller's address when known (Orthanc's filter and the API port know it)."""
         value = headers.get("authorization", "")
         scheme, _, encoded = value.partition(" ")
         if scheme.lower() != "basic" or not self._users:
             return None
+        address = [client] if client else []
+        if self.by_address.locked(address):
+            raise AuthError(LOCKED_OUT)
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
+            self.by_address.failed(address)
             raise AuthError("malformed basic credentials") from None
+        if self.by_user.locked([user]):
+            raise AuthError(LOCKED_OUT)
         expected = self._users.get(user)
         # Compare fixed-length digests (length and user existence stay hidden from timing).
         given_digest = hashlib.sha256(password.encode()).digest()
         expected_digest = hashlib.sha256(expected if expected is not None else b"\0").digest()
         ok = hmac.compare_digest(given_digest, expected_digest)
         if not sep or expected is None or not ok:
+            self.by_address.failed(address)
+            if expected is not None:  # only real names: made-up ones cannot fill the table or lock anyone
+                self.by_user.failed([user])
             raise AuthError("invalid credentials")
+        self.by_user.succeeded([user])
+        self.by_address.succeeded(address)
         return Principal(subject=user, roles=frozenset({ADMIN}), via="basic")
 
 
 SESSION_COOKIE = "ehr_imaging_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_principal(claims: Mapping[str, Any]) -> Principal:
+    """An admin browser session (the cookie): its ``jti`` is the server-side id that logout revokes."""
+    principal = user_principal(claims)
+    session_id = claims.get("jti")
+    if not isinstance(session_id, str) or not session_id:
+        raise AuthError("session without an id")
+    return Principal(subject=principal.subject, roles=principal.roles, via="session",
+                     expires_at=principal.expires_at, token_id=session_id)
+
+
+class Revocations(Protocol):
+    """Revoked token ids known in memory (viewer/revocations.RevocationList)."""
+
+    def is_revoked(self, token_id: str | None) -> bool: ...
+
+    def add(self, token_id: str, expires_at: float) -> None: ...
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}" if parts.scheme and parts.netloc else ""
+
+
+def check_same_site(method: str, headers: Mapping[str, str], trusted_origins: Iterable[str] = ()) -> None:
+    """CSRF defence for requests authenticated by the session cookie: a state change (anything but GET, HEAD,
+    OPTIONS) must come from this origin. ``Sec-Fetch-Site`` decides when the browser sends it; otherwise
+    ``Origin`` must name the request's own host (or a trusted origin, e.g. PublicBaseUrl behind a proxy);
+    a state change with neither header is refused (every current browser sends one of them)."""
+    if method.upper() in SAFE_METHODS:
+        return
+    site = headers.get("sec-fetch-site", "").strip().lower()
+    if site:
+        if site in ("same-origin", "none"):
+            return
+        raise CrossSiteError(f"cross-site request refused (Sec-Fetch-Site: {site[:20]})")
+    origin = headers.get("origin", "").strip()
+    if not origin:
+        raise CrossSiteError("a state-changing request with the session cookie needs an Origin header")
+    host = headers.get("host", "").strip().lower()
+    netloc = urlsplit(origin).netloc.lower()
+    if (host and netloc == host) or _origin_of(origin) in {_origin_of(o) for o in trusted_origins if o}:
+        return
+    raise CrossSiteError("cross-origin request refused (Origin does not match)")
 
 
 def cookie_value(headers: Mapping[str, str], name: str) -> str | None:
@@ -222,25 +309,41 @@ class Authenticator:
     """
 
     def __init__(
-        self, *, users: TokenVerifier, admins: BasicAuthenticator, sessions: TokenVerifier | None
+        self, *, users: TokenVerifier, admins: BasicAuthenticator, sessions: TokenVerifier | None,
+        session_revocations: Revocations | None = None, trusted_origins: Iterable[str] = (),
     ) -> None:
         self.users = users
         self.admins = admins
         self.sessions = sessions
+        # Ended admin sessions (logout); plugin.py connects the shared, database-backed list.
+        self.session_revocations = session_revocations
+        self.trusted_origins = tuple(trusted_origins)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+    def authenticate(self, headers: Mapping[str, str], *, method: str, client: str = "") -> Principal | None:
+        """``method`` decides the CSRF check of cookie sessions; ``client`` keys the basic-auth failure limiter."""
         token = bearer_token(headers)
         if token is not None:
             return self.users.verify(token)
-        principal = self.admins.verify(headers)
+        principal = self.admins.verify(headers, client)
         if principal is not None:
             return principal
-        session = cookie_value(headers, SESSION_COOKIE)
-        if session is not None and self.sessions is not None:
-            return self.sessions.verify(session)
+        session = self.session(headers)
+        if session is not None:
+            check_same_site(method, headers, self.trusted_origins)
+            return session
         if headers.get("authorization"):
             raise AuthError("unsupported authorization scheme")
         return None
+
+    def session(self, headers: Mapping[str, str]) -> Principal | None:
+        """The admin session of the cookie, if any (AuthError when it is invalid, expired or ended)."""
+        cookie = cookie_value(headers, SESSION_COOKIE)
+        if cookie is None or self.sessions is None:
+            return None
+        principal = self.sessions.verify(cookie)
+        if self.session_revocations is None or self.session_revocations.is_revoked(principal.token_id):
+            raise AuthError("session ended; sign in again")
+        return principal
 
 
 def mint_token(

@@ -3,6 +3,12 @@
 Returning False makes Orthanc answer 403. The decisions are ``core.access`` (which area a path is in,
 what a viewer token may read) and ``viewer.gate``; this module only adapts Orthanc's arguments and keeps
 the hot path short: cached token checks, in-memory revocations and hierarchy, no database.
+
+Orthanc 1.10 calls the filter *before* it reads a request's body, then allocates the whole declared
+``Content-Length`` and waits for it. So a body is judged here from the headers alone: a declared size
+within ``max_body_bytes``, a route that reads a body (our routes) or administrator credentials (Orthanc's
+own API), and above ``access.UNAUTHENTICATED_BODY_BYTES`` valid credentials with a role of the route;
+otherwise the request is refused before Orthanc allocates anything.
 """
 
 from __future__ import annotations
@@ -10,26 +16,48 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..core import access
-from ..core.auth import Authenticator, AuthError, bearer_token
+from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..viewer.gate import ViewerGate
+
+# Why a body sent to ``method path`` (one of our routes) is refused, or None when the route reads one and the
+# caller (None: not known yet) may call it (api.router.Router.body_refusal: derived from the route table).
+BodyRefusal = Callable[[str, str, "Principal | None"], "str | None"]
 
 
 def make_filter(
-    authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None]
+    authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None], *,
+    body_refusal: BodyRefusal, max_body_bytes: int,
 ) -> Callable[..., bool]:
+    def refuse(uri: str, ip: str, reason: str) -> bool:
+        log_warning(f"refused {uri} from {ip}: {reason}")
+        return False
+
     def http_filter(
         uri: str, method: object, ip: str, headers: Mapping[str, str], get: Mapping[str, str] | None = None
     ) -> bool:
+        verb = method_name(method)
         area = access.classify(uri)
-        if area is access.Area.PLUGIN_API and _is_form_post(method, headers):
-            # Orthanc 1.10 would answer this itself with an empty 200 after handing our route each part
-            # without its headers: refuse it rather than let the caller believe it was stored.
-            log_warning(f"refused {uri} from {ip}: multipart/form-data reaches the plugin only on its API port")
-            return False
-        if area is access.Area.PLUGIN_API or area is access.Area.SCOPED_QIDO:
+        body = access.declared_body(headers)
+        if not body.valid:
+            return refuse(uri, ip, "invalid Content-Length")
+        if body.length > max_body_bytes:
+            return refuse(uri, ip, f"declared body of {body.length} bytes is over the {max_body_bytes} bytes"
+                                   " this port accepts (large uploads go to the API port)")
+        if area is access.Area.PLUGIN_API:
+            if _is_form_post(verb, headers):
+                # Orthanc 1.10 would answer this itself with an empty 200 after handing our route each part
+                # without its headers: refuse it rather than let the caller believe it was stored.
+                return refuse(uri, ip, "multipart/form-data reaches the plugin only on its API port")
+            if body.present:
+                return _body_for_route(uri, verb, ip, headers, body)
             return True  # the callback authenticates and answers 401/403 with a JSON detail
-        if area is access.Area.VIEWER_APP and method_name(method) == "GET":
-            return True  # static files only; the DICOMweb requests the viewer makes carry its token
+        if area is access.Area.SCOPED_QIDO:
+            if verb != "GET" or body.present:
+                return refuse(uri, ip, "the scoped QIDO root answers GET without a body only")
+            return True  # the callback authenticates the viewer token and answers 401 with a JSON detail
+        if area is access.Area.VIEWER_APP and verb == "GET":
+            # Static files only; the DICOMweb requests the viewer makes carry its token.
+            return True if not body.present else refuse(uri, ip, "GET with a body")
         viewer_refusal = ""
         if area is access.Area.DICOMWEB:
             token = bearer_token(headers)
@@ -40,27 +68,45 @@ def make_filter(
                     principal = None  # not a viewer token: perhaps an administrator's JWT
                     viewer_refusal = f"not a valid viewer token ({exc}); "
                 if principal is not None:
-                    decision = gate.decide(principal, method_name(method), uri.split("?", 1)[0], get or {})
+                    if body.present:
+                        return refuse(uri, ip, f"viewer token of {principal.subject}: a body (viewers only read)")
+                    decision = gate.decide(principal, verb, uri.split("?", 1)[0], get or {})
                     if not decision.allowed:
                         log_warning(f"refused {uri} from {ip} to viewer token of {principal.subject}:"
                                     f" {decision.reason}")
                     return decision.allowed
         try:
-            caller = authenticator.authenticate(headers)
+            caller = authenticator.authenticate(headers, method=verb, client=ip)
         except AuthError as exc:
-            log_warning(f"refused {uri} from {ip}: {viewer_refusal}{exc}")
-            return False
+            return refuse(uri, ip, f"{viewer_refusal}{exc}")
         if caller is not None and caller.is_admin:
-            return True
-        log_warning(f"refused {uri} from {ip}: {viewer_refusal}administrator credentials required")
-        return False
+            return True  # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded)
+        return refuse(uri, ip, f"{viewer_refusal}administrator credentials required")
+
+    def _body_for_route(uri: str, verb: str, ip: str, headers: Mapping[str, str], body: access.DeclaredBody) -> bool:
+        path = uri.split("?", 1)[0]
+        reason = body_refusal(verb, path, None)  # does the route read a body at all?
+        if reason is not None:
+            return refuse(uri, ip, reason)
+        if body.chunked:
+            return refuse(uri, ip, "a chunked body cannot be bounded before it is read: send Content-Length")
+        if body.length <= access.UNAUTHENTICATED_BODY_BYTES:
+            return True  # small: the route authenticates and answers 401/403 with a JSON detail
+        try:
+            caller = authenticator.authenticate(headers, method=verb, client=ip)
+        except AuthError as exc:
+            return refuse(uri, ip, f"a body of {body.length} bytes needs valid credentials ({exc})")
+        if caller is None:
+            return refuse(uri, ip, f"a body of {body.length} bytes needs credentials")
+        reason = body_refusal(verb, path, caller)
+        return True if reason is None else refuse(uri, ip, reason)
 
     return http_filter
 
 
-def _is_form_post(method: object, headers: Mapping[str, str]) -> bool:
+def _is_form_post(verb: str, headers: Mapping[str, str]) -> bool:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    return content_type == "multipart/form-data" and method_name(method) == "POST"
+    return content_type == "multipart/form-data" and verb == "POST"
 
 
 def method_name(method: object) -> str:

@@ -312,6 +312,22 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        8,
+        "admin session revocations: logout ends the session on every node",
+        """
+        CREATE TABLE admin_session_revocations (
+            session_id TEXT PRIMARY KEY,
+            subject    TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            revoked_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_admin_session_revocations_expires ON admin_session_revocations (expires_at);
+        """,
+    ),
+)
+
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 

@@ -278,3 +278,14 @@ class OfflineUpload(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AdminSessionRevocation(Base):
+    """Admin browser sessions ended by logout (the cookie's ``jti``), until the cookie would have expired."""
+
+    __tablename__ = "admin_session_revocations"
+
+    session_id: Mapped[str] = mapped_column(primary_key=True)
+    subject: Mapped[str]
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..api.router import Response, error_response
-from ..core import access
+from ..core import access, query_values
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
@@ -51,6 +51,9 @@ class ScopedQido:
         unexpected = sorted(keys - access.QIDO_PARAMETERS)
         if unexpected:
             return error_response(400, f"query parameter not supported here: {unexpected[0]}")
+        bad_value = access.query_value_refusal(query_values.QIDO, query)
+        if bad_value is not None:
+            return error_response(400, bad_value)
         if parts == ["studies"]:
             return self._studies(principal, query)
         if len(parts) >= 3 and parts[0] == "studies" and (parts[2:] in (["series"], ["instances"])
@@ -67,7 +70,7 @@ class ScopedQido:
                 return self._gate.principal(token)
             except AuthError:
                 pass  # perhaps a user token: administrators may use this root too
-        principal = self._authenticator.authenticate(headers)
+        principal = self._authenticator.authenticate(headers, method="GET")
         if principal is not None and not principal.is_admin:
             raise AuthError("a viewer token (or an administrator) is required")
         return principal

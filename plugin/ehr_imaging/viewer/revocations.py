@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 class RevocationList:
     def __init__(self, load: Callable[[], dict[str, float]], *, refresh_seconds: float = 5.0,
-                 log_error: Callable[[str], None] = print, clock: Callable[[], float] = time.time) -> None:
+                 log_error: Callable[[str], None] = print, clock: Callable[[], float] = time.time,
+                 what: str = "viewer tokens") -> None:
+        self._what = what  # also used for ended admin sessions (plugin.py)
         self._load = load
         self._refresh = refresh_seconds
         self._log_error = log_error
@@ -48,7 +50,7 @@ class RevocationList:
         self._loaded.set()
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="ehr-viewer-revocations", daemon=True).start()
+        threading.Thread(target=self._run, name=f"ehr-revocations-{self._what.replace(' ', '-')}", daemon=True).start()
 
     def _run(self) -> None:
         failures = 0
@@ -59,6 +61,6 @@ class RevocationList:
             except Exception as exc:  # noqa: BLE001 - keep the last known list; say so once in a while
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
-                    self._log_error(f"ehr-imaging: cannot reload revoked viewer tokens ({type(exc).__name__})")
+                    self._log_error(f"ehr-imaging: cannot reload revoked {self._what} ({type(exc).__name__})")
             # Until the first load (the schema may not exist yet at start), try again soon.
             time.sleep(self._refresh if self.ready else min(self._refresh, 0.5))
