@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -132,10 +133,8 @@ def _slow_connections(api: Client, sources: list[str]) -> list[socket.socket]:
         sock.connect((url.hostname, url.port))
         held.append(sock)
     for sock in held:
-        try:
+        with contextlib.suppress(OSError):  # closed at once by the per-address limit
             sock.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nX-Slow: 1\r\n")
-        except OSError:
-            pass  # closed at once by the per-address limit
     return held
 
 

@@ -137,7 +137,9 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         limits = self.limits
         if self.requests:  # answering: a client that reads nothing for idle_timeout is cut off
             if self.total_outbufs_len and time.time() - self.last_activity > limits.idle_timeout:
-                self.will_close = True
+                # Not will_close: that waits for the socket to become writable, which a stalled client never
+                # lets happen. Closing wakes the worker thread (its write raises ClientDisconnected).
+                self.handle_close()
             return
         clock, request = self.request_clock, self.request
         if clock is None:
@@ -182,6 +184,7 @@ class ApiServer(TcpWSGIServer):  # type: ignore[misc]
             connection_limit=limits.max_connections + 16,  # ours refuses first; waitress's would stop accepting
             max_request_body_size=limits.max_body_bytes + 1,  # check_head answers 413 first, as JSON
             max_request_header_size=65536, clear_untrusted_proxy_headers=False, asyncore_use_poll=True,
+            outbuf_high_watermark=4 * 1024 * 1024,  # a streamed answer waits for its client beyond this
             expose_tracebacks=False, log_socket_errors=False,  # TCP_NODELAY is waitress's default
         )
         super().__init__(app, map={}, adj=adj)
