@@ -32,7 +32,7 @@ def register(router: Router, services: Services) -> None:
     engine, pacs = services.engine, services.pacs
 
     settings = services.settings
-    download_slots = DownloadSlots(settings.MaxConcurrentDownloads)
+    download_slots = DownloadSlots(int(settings.MaxConcurrentDownloads))
 
     def download(request: Request) -> Response:
         """The study as a ZIP of its DICOM files (a folder per series), streamed one file at a time
