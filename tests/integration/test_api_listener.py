@@ -78,7 +78,10 @@ def _raw(api: Client, data: bytes) -> bytes:
         sock.sendall(data)
         received = b""
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # closed with the rest of what we sent unread: the answer came before
+                return received
             if not chunk:
                 return received
             received += chunk
@@ -92,7 +95,7 @@ def test_any_transfer_coding_is_refused(api: Client) -> None:
     assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer
 
 
-STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ")
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")  # anywhere: a smuggled answer may follow a body
 SMUGGLED = b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
