@@ -46,6 +46,14 @@ class Settings:
     UploadJobDir: str = ""  # where a job's ZIP waits for the worker; "": <temp dir>/ehr-imaging-upload-jobs
     ApiPort: int = 0  # the plugin's own HTTP listener for the EHR API; 0: none (Orthanc's port only)
     ApiListenAddress: str = "0.0.0.0"
+    ApiRequestHeaderTimeoutSeconds: int = 10  # accept (or a kept-alive request's first byte) -> end of its head
+    ApiRequestBodyMinBytesPerSecond: int = 32768  # a body's average rate, after the same grace
+    ApiIdleTimeoutSeconds: int = 30  # a kept-alive connection silent this long, or a client not reading its answer
+    ApiMaxConnections: int = 256  # open connections on the API port; more are closed at once
+    ApiMaxConnectionsPerAddress: int = 32  # ... from one client address (behind a proxy: the proxy's)
+    ApiWorkerThreads: int = 8  # requests answered at once on the API port (waiting clients hold no thread)
+    MaxConcurrentDownloads: int = 4  # study ZIPs being sent at once, both ports together; more: 503
+    MaxOrthancPortDownloadMb: int = 256  # a larger study's ZIP only from the API port (Orthanc's builds it in memory)
     MatchWindowDays: int = 3
     CoerceTags: bool = False
     Timezone: str = "UTC"  # the site's zone: DICOM dates are local, order times are absolute
@@ -135,7 +143,9 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
              "OrthancPortMaxBodyMb": 1,
-             "ViewerTokenMaxTtlSeconds": 60}
+             "ViewerTokenMaxTtlSeconds": 60, "ApiRequestHeaderTimeoutSeconds": 1,
+             "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
+             "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:

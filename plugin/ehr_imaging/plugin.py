@@ -107,8 +107,7 @@ def _set_up() -> Any:
     threading.Thread(target=_migrate_until_done, args=(services, load_revocations), name="ehr-migrate",
                      daemon=True).start()
     if settings.ApiPort:
-        listener = ApiListener(router, host=settings.ApiListenAddress, port=settings.ApiPort,
-                               max_body_bytes=settings.MaxUploadSizeMb * 1024 * 1024, log_error=pacs.log_error)
+        listener = ApiListener.from_settings(router, settings, log_error=pacs.log_error)
         listener.start()
         pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,

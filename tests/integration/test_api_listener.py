@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 import time
 from pathlib import Path
@@ -9,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ehr_imaging.api.listener import MAX_CONNECTIONS
+from ehr_imaging.config import Settings
 from tests.conftest import Client
 from tests.dicom_factory import make_study
 from tests.integration.test_matching import accession, mrn, order, put_order
@@ -76,7 +78,10 @@ def _raw(api: Client, data: bytes) -> bytes:
         sock.sendall(data)
         received = b""
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # closed with the rest of what we sent unread: the answer came before
+                return received
             if not chunk:
                 return received
             received += chunk
@@ -90,23 +95,122 @@ def test_any_transfer_coding_is_refused(api: Client) -> None:
     assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1, answer
 
 
-def test_connections_beyond_the_cap_are_closed_at_once(api: Client) -> None:
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")  # anywhere: a smuggled answer may follow a body
+SMUGGLED = b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(("name", "head", "status"), [
+    ("two Content-Length", b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                           b"Content-Length: 45\r\n\r\n", 400),
+    ("Content-Length 2_0", b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\nContent-Length: 2_0\r\n\r\n",
+     400),
+    ("Transfer-Encoding with a space", b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\n"
+                                       b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+    ("obs-fold", b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: a\r\n"
+                 b" Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("HTTP/0.9", b"GET /api/v1/dicom/health\r\n\r\n", 400),
+    ("bare LF", b"GET /api/v1/dicom/health HTTP/1.1\nHost: x\n\n", 400),
+    ("no Host on HTTP/1.1", b"GET /api/v1/dicom/health HTTP/1.1\r\n\r\n", 400),
+    ("Transfer-Encoding chunked", b"POST /api/v1/dicom/admin/logout HTTP/1.1\r\nHost: x\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+])
+def test_a_smuggling_shape_gets_one_refusal_and_the_connection_closes(api: Client, name: str, head: bytes,
+                                                                      status: int) -> None:
+    """Each head a proxy could frame differently: refused with one JSON answer; what follows is never read."""
+    started = time.monotonic()
+    answer = _raw(api, head + SMUGGLED)
+    statuses = [int(code) for code in STATUS_LINE.findall(answer)]
+    assert statuses == [status], (name, answer)
+    assert b"application/json" in answer and b'"detail"' in answer, answer
+    assert time.monotonic() - started < 5, "answered at once, not at a timeout"
+
+
+def _slow_connections(api: Client, sources: list[str]) -> list[socket.socket]:
+    """One connection per source address, each sending a request line and then one header line."""
     url = urlsplit(api.base)
-    held = [socket.create_connection((url.hostname, url.port), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    held = []
+    for source in sources:
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(5)
+        sock.connect((url.hostname, url.port))
+        held.append(sock)
+    for sock in held:
+        with contextlib.suppress(OSError):  # closed at once by the per-address limit
+            sock.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nX-Slow: 1\r\n")
+    return held
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True  # nothing to read and not closed
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def _health_within(api: Client, seconds: float) -> float:
+    started = time.monotonic()
+    answer = api.get("/api/v1/dicom/health")
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert elapsed < seconds, f"a normal client waited {elapsed:.1f} s"
+    return elapsed
+
+
+def test_70_slow_header_connections_from_one_address_do_not_lock_out_a_normal_client(api: Client) -> None:
+    """Issue 9 item 8: one address trickling headers (a line every 10 s) no longer holds the port."""
+    held = _slow_connections(api, ["127.0.0.2"] * 70)
     try:
         time.sleep(0.5)
-        with socket.create_connection((url.hostname, url.port), timeout=10) as extra:
-            extra.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert extra.recv(100) == b""  # closed without an answer: no thread for it
+        open_ones = sum(_still_open(sock) for sock in held)
+        assert open_ones == Settings().ApiMaxConnectionsPerAddress, open_ones  # the rest closed at once
+        _health_within(api, 3)  # from 127.0.0.1, while the slow ones are still open
+        assert sum(_still_open(sock) for sock in held) == open_ones
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the held connections' threads end once their sockets close
-        if api.get("/api/v1/dicom/health").status_code == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the listener did not recover after the connections closed")
+
+
+def test_slow_header_connections_from_many_addresses_hold_no_thread(api: Client) -> None:
+    """80 addresses, one slow connection each (under every limit): waiting clients hold sockets, not threads."""
+    held = _slow_connections(api, [f"127.0.1.{n}" for n in range(1, 81)])
+    try:
+        time.sleep(0.5)
+        assert all(_still_open(sock) for sock in held)
+        for _ in range(5):
+            _health_within(api, 3)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_head_not_finished_in_time_is_answered_408(api: Client) -> None:
+    """The deadline runs from accept: one header line every second does not keep the connection."""
+    url = urlsplit(api.base)
+    limit = Settings().ApiRequestHeaderTimeoutSeconds
+    with socket.create_connection((url.hostname, url.port), timeout=1) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n")
+        received = b""
+        while time.monotonic() - started < limit + 10:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        elapsed = time.monotonic() - started
+    assert limit <= elapsed < limit + 3, elapsed
+    assert received.startswith(b"HTTP/1.1 408 ") and b"did not arrive within" in received, received
 
 
 def test_a_form_upload_on_orthancs_port_is_refused_not_silently_swallowed(client: Client, tmp_path: Path) -> None:

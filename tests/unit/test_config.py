@@ -184,3 +184,18 @@ def test_redacted_keeps_empty_secrets_empty_and_plain_values() -> None:
 )
 def test_redact_url_password(url: str, expected: str) -> None:
     assert redact_url_password(url) == expected
+
+
+@pytest.mark.parametrize("key", ["ApiRequestHeaderTimeoutSeconds", "ApiRequestBodyMinBytesPerSecond",
+                                 "ApiIdleTimeoutSeconds", "ApiMaxConnections", "ApiMaxConnectionsPerAddress",
+                                 "ApiWorkerThreads", "MaxConcurrentDownloads"])
+def test_the_api_ports_limits_cannot_be_switched_off(key: str) -> None:
+    """0 would mean no deadline, no connection, no worker or no download at all: refused at start-up."""
+    with pytest.raises(ConfigError, match=f"{key} must be at least 1"):
+        load_settings({"EhrImaging": {key: 0}}, {})
+    assert getattr(load_settings({"EhrImaging": {key: 1}}, {}), key) == 1
+
+
+def test_orthancs_port_download_limit_may_be_zero() -> None:
+    """0: every study's ZIP comes from the API port only."""
+    assert load_settings({"EhrImaging": {"MaxOrthancPortDownloadMb": 0}}, {}).MaxOrthancPortDownloadMb == 0

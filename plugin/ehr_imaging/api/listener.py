@@ -4,19 +4,18 @@ Orthanc's HTTP server answers ``multipart/form-data`` POSTs itself (it feeds eac
 without the request's headers and answers an empty 200), drops query strings on every method but GET,
 and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?reason=`` and large ZIPs, so
 the plugin also serves ``/api/v1/dicom/*`` on a port of its own (``ApiPort``), inside Orthanc's process,
-from a small threaded server: form parts are streamed to temporary files, large raw bodies too, sizes
-are checked against the limits before anything is read, and the same ``Router`` answers. Orthanc's port
-keeps serving the same routes for what works there (browsers on the viewer's origin, health checks).
+from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
+temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
+the same ``Router`` answers. Orthanc's port keeps serving the same routes for what works there (browsers
+on the viewer's origin, health checks).
 """
 
 from __future__ import annotations
 
-import socket
+import logging
 import tempfile
-import threading
-from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -24,159 +23,126 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import FormParser
 
+from ..config import Settings
 from ..core.access import API_PREFIX, is_canonical
+from .api_server import ApiServer, Limits, serve_in_thread
 from .router import Request, Response, Router, UploadedFile, error_response
 
 CHUNK = 1024 * 1024
 SPOOL_RAW_BODY_ABOVE = 8 * 1024 * 1024  # raw bodies larger than this go to a temporary file
+_HOP_BY_HOP = {"content-length", "content-type", "connection", "transfer-encoding"}
 
 
 class ApiListener:
-    """Serves the router on ``host:port`` from daemon threads, until ``stop``."""
+    """Serves the router on ``host:port`` from a waitress server on a daemon thread, until ``stop``."""
 
     def __init__(self, router: Router, *, host: str, port: int, max_body_bytes: int,
-                 log_error: Callable[[str], None], spool_dir: str | None = None) -> None:
-        handler = type("BoundApiHandler", (_ApiHandler,), {
-            "router": router, "max_body_bytes": max_body_bytes, "report_error": staticmethod(log_error),
-            "spool_dir": spool_dir,
-        })
-        self._server = _Server((host, port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ehr-api-listener", daemon=True)
+                 log_error: Callable[[str], None], spool_dir: str | None = None,
+                 limits: Limits | None = None) -> None:
+        limits = limits or Limits(max_body_bytes=max_body_bytes)
+        self._app = _WsgiApp(router, max_body_bytes=limits.max_body_bytes, report=log_error, spool_dir=spool_dir)
+        self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error)
+        _forward_waitress_log(log_error)
+
+    @classmethod
+    def from_settings(cls, router: Router, settings: Settings, *, log_error: Callable[[str], None]) -> ApiListener:
+        limits = Limits(
+            max_body_bytes=settings.MaxUploadSizeMb * 1024 * 1024,
+            header_timeout=settings.ApiRequestHeaderTimeoutSeconds,
+            body_min_rate=settings.ApiRequestBodyMinBytesPerSecond, idle_timeout=settings.ApiIdleTimeoutSeconds,
+            max_connections=settings.ApiMaxConnections, per_address=settings.ApiMaxConnectionsPerAddress,
+            threads=settings.ApiWorkerThreads,
+        )
+        return cls(router, host=settings.ApiListenAddress, port=settings.ApiPort,
+                   max_body_bytes=limits.max_body_bytes, log_error=log_error, limits=limits)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._server.effective_port)
 
     def start(self) -> None:
-        self._thread.start()
+        serve_in_thread(self._server, "ehr-api-listener")
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._server.task_dispatcher.shutdown(timeout=5)
 
 
-MAX_CONNECTIONS = 64  # open connections served at once; more are closed at once (each holds a thread)
-IDLE_TIMEOUT_SECONDS = 30  # a connection that sends nothing for this long is closed
+class _WsgiApp:
+    """WSGI environ -> ``Request`` -> the router -> WSGI answer."""
 
+    def __init__(self, router: Router, *, max_body_bytes: int, report: Callable[[str], None],
+                 spool_dir: str | None) -> None:
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+        self.report = report
+        self.spool_dir = spool_dir
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: Any) -> None:
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many connections: refuse rather than pile up threads
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().server_bind()
-
-
-class _ApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the EHR backend reuses its connections
-    timeout = IDLE_TIMEOUT_SECONDS  # per socket operation: a silent or trickling client cannot hold a thread
-    server_version = "ehr-imaging"
-    router: Router
-    max_body_bytes: int
-    report_error: Callable[[str], None]
-    spool_dir: str | None
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _handle(self) -> None:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         cleanup: list[Any] = []
+        method, target = environ["REQUEST_METHOD"], environ.get("REQUEST_URI", "/")
         try:
-            response = self._dispatch(cleanup)
+            response = self._dispatch(environ, cleanup)
         except _Refusal as refusal:
             response = refusal.response
-            self.close_connection = True  # the body was not read: the connection cannot be reused
-        except Exception as exc:  # noqa: BLE001 - never let a request kill the listener thread
-            self.report_error(f"ehr-imaging API listener: {self.command} {self.path}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - never let a request kill a worker thread
+            self.report(f"ehr-imaging API listener: {method} {urlsplit(target).path}: {type(exc).__name__}: {exc}")
             response = error_response(500, "internal error")
-            self.close_connection = True
         finally:
             for item in cleanup:
                 _discard(item)
-        self._send(response)
+        streamed = None
+        if response.stream is not None:
+            def cut(exc: BaseException) -> None:
+                self.report(f"ehr-imaging API listener: {urlsplit(target).path}: answer cut "
+                            f"({type(exc).__name__}: {exc})")
+            try:
+                streamed = _Streamed(response.stream, cut)  # its first chunk: a failure there is still a 500
+            except Exception as exc:  # noqa: BLE001 - nothing sent yet: answer a clean 500
+                cut(exc)
+                response = error_response(500, "internal error")
+        headers = [(name, value) for name, value in response.headers.items() if name.lower() not in _HOP_BY_HOP]
+        if response.body or response.stream is not None:
+            headers.append(("Content-Type", response.content_type))
+        if response.stream is None:
+            headers.append(("Content-Length", str(len(response.body))))
+        start_response(f"{response.status} {_phrase(response.status)}", headers)
+        return [response.body] if streamed is None else streamed
 
-    def _dispatch(self, cleanup: list[Any]) -> Response:
-        split = urlsplit(self.path)
+    def _dispatch(self, environ: dict[str, Any], cleanup: list[Any]) -> Response:
+        split = urlsplit(environ.get("REQUEST_URI", "/"))
         path = unquote(split.path)
         if not is_canonical(path) or not (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
-            self._drain_or_refuse()
             return error_response(404, f"no route {path}")
         request = Request(
-            method=self.command, path=path, query=dict(parse_qsl(split.query, keep_blank_values=True)),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            client_ip=self.client_address[0],
+            method=environ["REQUEST_METHOD"], path=path,
+            query=dict(parse_qsl(split.query, keep_blank_values=True)),
+            headers=_headers(environ), client_ip=str(environ.get("REMOTE_ADDR", "")), can_stream=True,
         )
-        self._read_body(request, cleanup)
+        self._read_body(request, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0), cleanup)
         resolved = self.router.resolve(path)
         if resolved is None:
             return error_response(404, f"no route {path}")
         template, groups = resolved
         return self.router.dispatch(template, request, groups)
 
-    # --- request bodies -----------------------------------------------------------------------
-    def _content_length(self) -> int:
-        if "Transfer-Encoding" in self.headers:
-            # Any transfer coding, not only "chunked": a proxy in front might frame the body by it while we go
-            # by Content-Length, and the two would disagree on where the next request starts.
-            raise _Refusal(error_response(411, "send a Content-Length (transfer codings are not accepted)"))
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise _Refusal(error_response(400, "invalid Content-Length")) from None
-        if length < 0:
-            raise _Refusal(error_response(400, "invalid Content-Length"))
-        if length > self.max_body_bytes:
-            limit_mb = self.max_body_bytes // (1024 * 1024)
-            raise _Refusal(error_response(413, f"request body larger than {limit_mb} MB"))
-        return length
-
-    def _drain_or_refuse(self) -> None:
-        remaining = self._content_length()
-        while remaining > 0:
-            chunk = self.rfile.read(min(CHUNK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def _read_body(self, request: Request, cleanup: list[Any]) -> None:
-        length = self._content_length()
+    # --- request bodies (waitress has received the body whole: in memory, or a temporary file if large) ---
+    def _read_body(self, request: Request, body: IO[bytes], length: int, cleanup: list[Any]) -> None:
         if length == 0:
             return
         if request.content_type == "multipart/form-data":
-            self._read_form(request, length, cleanup)
+            self._read_form(request, body, length, cleanup)
         elif length > SPOOL_RAW_BODY_ABOVE:
             spooled = tempfile.NamedTemporaryFile(prefix="ehr-body-", dir=self.spool_dir, delete=False)  # noqa: SIM115
             cleanup.append(Path(spooled.name))
             with spooled:
-                _copy(self.rfile, spooled, length)
+                for chunk in _chunks(body, length):
+                    spooled.write(chunk)
             request.body_path = Path(spooled.name)
         else:
-            request.body = _read_exactly(self.rfile, length)
+            request.body = b"".join(_chunks(body, length))
 
-    def _read_form(self, request: Request, length: int, cleanup: list[Any]) -> None:
+    def _read_form(self, request: Request, body: IO[bytes], length: int, cleanup: list[Any]) -> None:
         def on_field(field: Any) -> None:
             name = (field.field_name or b"").decode("utf-8", "replace")
             value = field.value
@@ -198,60 +164,74 @@ class _ApiHandler(BaseHTTPRequestHandler):
                   "MAX_BODY_SIZE": self.max_body_bytes}
         try:
             parser = FormParser("multipart/form-data", on_field, on_file,
-                                boundary=_boundary(request.headers.get("content-type", "")),
-                                config=config)
-            remaining = length
-            while remaining > 0:
-                chunk = self.rfile.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise _Refusal(error_response(400, "the request body ended early"))
-                remaining -= len(chunk)
+                                boundary=_boundary(request.headers.get("content-type", "")), config=config)
+            for chunk in _chunks(body, length):
                 parser.write(chunk)
             parser.finalize()
         except (FormParserError, ValueError) as exc:
             raise _Refusal(error_response(400, f"malformed multipart/form-data body: {exc}")) from None
 
-    # --- answers ------------------------------------------------------------------------------
-    def _send(self, response: Response) -> None:
-        try:
-            self.send_response(response.status)
-            if response.body or response.stream is not None:
-                self.send_header("Content-Type", response.content_type)
-            for name, value in response.headers.items():
-                if name.lower() not in {"content-length", "content-type", "connection", "transfer-encoding"}:
-                    self.send_header(name, value)
-            if response.stream is not None:
-                self.send_header("Transfer-Encoding", "chunked")
-            else:
-                self.send_header("Content-Length", str(len(response.body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if response.stream is not None:
-                self._send_chunks(response.stream)
-            else:
-                self.wfile.write(response.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
 
-    def _send_chunks(self, stream: Iterable[bytes]) -> None:
+class _Streamed:
+    """A streamed answer for waitress (chunked). Its first chunk is produced at once, before the status is
+    sent; a failure after that ends the connection without the last chunk, so the client sees a truncated
+    body, never a complete-looking one. ``close`` is passed on to the stream (download slots)."""
+
+    def __init__(self, stream: Iterable[bytes], report: Callable[[BaseException], None]) -> None:
+        self._stream = stream
+        self._report = report
+        self._chunks = iter(stream)
         try:
-            for chunk in stream:
+            self._first = next((chunk for chunk in self._chunks if chunk), b"")
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first:
+            yield self._first
+        try:
+            for chunk in self._chunks:
                 if chunk:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        except Exception as exc:  # noqa: BLE001 - headers are gone: end the connection without the last chunk
-            self.report_error(f"ehr-imaging API listener: {self.path}: answer cut ({type(exc).__name__}: {exc})")
-            self.close_connection = True  # the client sees a truncated body, never a complete-looking one
-            return
-        self.wfile.write(b"0\r\n\r\n")
+                    yield chunk
+        except Exception as exc:  # noqa: BLE001 - the status is gone: cut the answer, say why in the log
+            self._report(exc)
+            raise _AnswerCut from None
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class _AnswerCut(Exception):
+    """Raised to waitress mid-answer: it closes the connection without ending the chunked body."""
 
 
 class _Refusal(Exception):
-    """Answer at once without reading (the rest of) the body."""
+    """Answer at once (waitress has read the whole body already: the connection stays usable)."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers with lower-case names (waitress joins repeated ones with ", ")."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = str(value)
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            headers[key.replace("_", "-").lower()] = str(value)
+    return headers
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _boundary(content_type: str) -> bytes:
@@ -262,21 +242,14 @@ def _boundary(content_type: str) -> bytes:
     raise ValueError("no boundary in Content-Type")
 
 
-def _read_exactly(stream: BufferedIOBase, length: int) -> bytes:
-    data = stream.read(length)
-    if len(data) != length:
-        raise _Refusal(error_response(400, "the request body ended early"))
-    return data
-
-
-def _copy(source: BufferedIOBase, target: IO[bytes], length: int) -> None:
+def _chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
     remaining = length
     while remaining > 0:
-        chunk = source.read(min(CHUNK, remaining))
+        chunk = body.read(min(CHUNK, remaining))
         if not chunk:
             raise _Refusal(error_response(400, "the request body ended early"))
-        target.write(chunk)
         remaining -= len(chunk)
+        yield chunk
 
 
 def _discard(item: Any) -> None:
@@ -285,3 +258,19 @@ def _discard(item: Any) -> None:
     else:  # a form part: closing its temporary file deletes it
         item.close()
 
+
+class _ForwardToOrthanc(logging.Handler):
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._report(f"ehr-imaging API port (waitress): {logging.Formatter().format(record)}")
+
+
+def _forward_waitress_log(report: Callable[[str], None]) -> None:
+    """waitress's warnings (connection limit reached, an exception in a task) go to Orthanc's log."""
+    logger = logging.getLogger("waitress")
+    if not any(isinstance(handler, _ForwardToOrthanc) for handler in logger.handlers):
+        logger.addHandler(_ForwardToOrthanc(report))
+        logger.propagate = False

@@ -18,6 +18,7 @@ from ..core.summary import SummaryOptionsError, clinical_summary, first_image_se
 from ..core.zipstream import safe_member_name, zip_stream
 from ..services import Pacs, Services
 from ..store import studies
+from .downloads import DownloadSlots, refuse_if_too_large_here
 from .router import ApiError, Request, Response, Router, json_response
 from .studies import VIEWERS, study_or_404
 from .validation import query_int
@@ -30,11 +31,20 @@ FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 def register(router: Router, services: Services) -> None:
     engine, pacs = services.engine, services.pacs
 
+    settings = services.settings
+    download_slots = DownloadSlots(int(settings.MaxConcurrentDownloads))
+
     def download(request: Request) -> Response:
-        """The study as a ZIP of its DICOM files (a folder per series), streamed one file at a time."""
+        """The study as a ZIP of its DICOM files (a folder per series), streamed one file at a time
+        (on Orthanc's port: joined, so only up to MaxOrthancPortDownloadMb); MaxConcurrentDownloads at once."""
         uid = request.params["study_uid"]
         orthanc_id = study_or_404(services, uid)
-        return Response(stream=zip_stream(_study_members(pacs, orthanc_id)), content_type="application/zip",
+        if not request.can_stream:
+            size = int(pacs.get_json(f"/studies/{orthanc_id}/statistics").get("UncompressedSize") or 0)
+            refuse_if_too_large_here(request, size, settings.MaxOrthancPortDownloadMb, settings.ApiPort)
+        slot = download_slots.take()
+        return Response(stream=slot.hold(zip_stream(_study_members(pacs, orthanc_id))),
+                        content_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{_file_name(uid)}.zip"'})
 
     def thumbnail(request: Request) -> Response:
