@@ -275,6 +275,33 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        "orders name their station AET; audit of DICOM queries and retrievals (C-FIND, MWL, C-MOVE)",
+        """
+        ALTER TABLE imaging_orders ADD COLUMN station_aet TEXT;
+        CREATE INDEX ix_imaging_orders_station_aet ON imaging_orders (station_aet);
+        CREATE TABLE dimse_audit (
+            id          BIGSERIAL PRIMARY KEY,
+            at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+            service     TEXT NOT NULL CHECK (service IN ('C-FIND', 'MWL', 'C-MOVE')),
+            calling_aet TEXT NOT NULL,
+            called_aet  TEXT,
+            level       TEXT,
+            query       JSONB NOT NULL DEFAULT '{}',
+            answers     INTEGER NOT NULL DEFAULT 0,
+            truncated   BOOLEAN NOT NULL DEFAULT false,
+            target_aet  TEXT,
+            outcome     TEXT NOT NULL,
+            node        TEXT
+        );
+        CREATE INDEX ix_dimse_audit_at ON dimse_audit (at);
+        CREATE INDEX ix_dimse_audit_calling ON dimse_audit (calling_aet, at);
+        """,
+    ),
+)
+
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 
