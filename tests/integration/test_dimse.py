@@ -50,6 +50,11 @@ def refused(run: subprocess.CompletedProcess[str]) -> bool:
                                                                       "Peer aborted"))
 
 
+def aborted(run: subprocess.CompletedProcess[str]) -> bool:
+    """Orthanc refused the request itself (it aborts the association), rather than failing to deliver."""
+    return "Peer aborted Association" in run.stderr or "Association Rejected" in run.stderr
+
+
 def stored_study(client: Client, tmp_path: Path, mrn: str) -> str:
     uid, files = make_study(tmp_path / uuid.uuid4().hex, patient_id=mrn, accession="Q" + uuid.uuid4().hex[:10].upper(),
                             study_date="20261201", modality="CT")
@@ -75,13 +80,14 @@ def test_the_modality_cannot_query_or_retrieve_the_archive(client: Client, tmp_p
 
     run, files = dcmtk("findscu", stack, modality, ["PatientName=*", "PatientID", "StudyInstanceUID"],
                        tmp_path / "find", "-X")
-    assert refused(run) and files == [], run.stderr
+    assert aborted(run) and files == [], run.stderr
+    # Before: the move was accepted and sent to the modality's configured port; now the request is refused.
     receiver = free_port()
     run, files = dcmtk("movescu", stack, modality, [f"StudyInstanceUID={uid}"], tmp_path / "move",
                        "-aem", modality, "--port", str(receiver))
-    assert refused(run) and files == [], run.stderr
+    assert aborted(run) and "Move Request Failed" in run.stderr and files == [], run.stderr
     run, files = dcmtk("getscu", stack, modality, [f"StudyInstanceUID={uid}"], tmp_path / "get")
-    assert refused(run) and files == [], run.stderr
+    assert aborted(run) and files == [], run.stderr
     # Refused by Orthanc before the plugin: nothing answered, so nothing to audit as answered.
     assert [row for row in audit_rows(client, modality, "C-FIND") if row[5] == "answered"] == []
 
@@ -155,7 +161,7 @@ def test_c_get_is_refused_even_to_a_workstation_that_may_find(ws: tuple[Client, 
     client, _ = ws
     uid = stored_study(client, tmp_path, "MRN-G-" + uuid.uuid4().hex[:6].upper())
     run, files = dcmtk("getscu", client.stack, WORKSTATION, [f"StudyInstanceUID={uid}"], tmp_path / "get")
-    assert refused(run) and files == [], run.stderr
+    assert aborted(run) and files == [], run.stderr
 
 
 # --- the worklist's fallback and cap (WorklistModalities, WorklistMaxAnswers) ----------------------------------

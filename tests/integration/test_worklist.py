@@ -98,6 +98,6 @@ def test_every_worklist_query_is_audited(client: Client, tmp_path: Path) -> None
     mrn = "MRN-A-" + uuid.uuid4().hex[:6].upper()
     put_order(client, mrn=mrn, modality="US", station_aet=station)
     assert len(ask(client, tmp_path, f"PatientID={mrn}")) == 1
-    rows = query(client, "SELECT calling_aet, called_aet, answers, truncated, outcome, query->>'mrn'"
+    rows = query(client, "SELECT calling_aet, called_aet, answers, truncated, outcome, query->>'PatientID'"
                  " FROM ehr_imaging.dimse_audit WHERE service = 'MWL' ORDER BY id DESC LIMIT 1")
     assert rows == [(station, client.stack.config.orthanc_aet, 1, False, "answered", mrn)]

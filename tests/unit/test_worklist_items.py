@@ -11,7 +11,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ehr_imaging.core.worklist import MODALITY_WORKLIST_FIND, station_modalities, to_bytes, worklist_item
+from ehr_imaging.core.worklist import (
+    MODALITY_WORKLIST_FIND,
+    audit_keys,
+    station_modalities,
+    to_bytes,
+    worklist_item,
+)
 
 CHICAGO_CST = timezone(timedelta(hours=-6))
 
@@ -211,3 +217,15 @@ def test_station_modalities_setting_is_checked() -> None:
         station_modalities({"CT1": "CT,XX"})
     with pytest.raises(ValueError, match="not a DICOM AE title"):
         station_modalities({"A" * 17: "CT"})
+
+
+def test_the_audit_keeps_the_keys_a_query_constrained() -> None:
+    query = Dataset()
+    query.SpecificCharacterSet = "ISO_IR 100"
+    query.PatientName = "DOE*"
+    query.PatientID = ""
+    step = Dataset()
+    step.Modality = "CT"
+    step.ScheduledStationAETitle = ""
+    query.ScheduledProcedureStepSequence = [step]
+    assert audit_keys(query) == {"PatientName": "DOE*", "ScheduledProcedureStepSequence.Modality": "CT"}

@@ -66,6 +66,23 @@ def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
     return ds
 
 
+def audit_keys(query: Dataset) -> dict[str, str]:
+    """The keys a worklist query constrained (those with a value), for its audit row; the step's as
+    ``ScheduledProcedureStepSequence.<keyword>``."""
+    out: dict[str, str] = {}
+
+    def add(ds: Dataset, prefix: str) -> None:
+        for element in ds:
+            if element.VR == "SQ":
+                if element.keyword == "ScheduledProcedureStepSequence" and element.value:
+                    add(element.value[0], element.keyword + ".")
+            elif element.value not in (None, "", b"") and element.keyword and element.keyword != "SpecificCharacterSet":
+                out[prefix + element.keyword] = str(element.value)
+
+    add(query, "")
+    return out
+
+
 def to_bytes(ds: Dataset, sop_class: str = MODALITY_WORKLIST_FIND) -> bytes:
     """A DICOM file in memory: Orthanc's worklist matcher (and its C-FIND answers) parse a complete file."""
     meta = FileMetaDataset()

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pydicom
 
 from ..core.dimse import DimseEvent
-from ..core.worklist import station_modalities, to_bytes, worklist_item
+from ..core.worklist import audit_keys, station_modalities, to_bytes, worklist_item
 from ..services import Services
 from ..store import dimse_audit
 from ..store import orders as order_store
@@ -31,7 +31,8 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
     def on_worklist(answers: Any, query: Any, issuer_aet: str, called_aet: str) -> None:
         calling = (issuer_aet or "").strip()
         try:
-            keys = _exact_keys(query.WorklistGetDicomQuery())
+            asked = pydicom.dcmread(pydicom.filebase.DicomBytesIO(query.WorklistGetDicomQuery()), force=True)
+            keys = _exact_keys(asked)
             orders = order_store.open_orders(services.engine, zone, station_aet=calling, limit=MAX_SCAN,
                                              fallback_modalities=fallback.get(calling, frozenset()), **keys)
             items: list[bytes] = []
@@ -44,7 +45,7 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
                         break
                     items.append(item)
             event = DimseEvent("MWL", calling, called_aet, "answered", level="WORKLIST",
-                               query={k: v for k, v in keys.items() if v}, answers=len(items), truncated=truncated)
+                               query=audit_keys(asked), answers=len(items), truncated=truncated)
             dimse_audit.record(services.engine, event, services.node)  # no audit row, no answer
             for item in items:
                 answers.WorklistAddAnswer(query, item)
@@ -57,9 +58,8 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
     return on_worklist
 
 
-def _exact_keys(query_bytes: bytes) -> dict[str, str | None]:
+def _exact_keys(ds: pydicom.Dataset) -> dict[str, str | None]:
     """Exact (no wildcard) PatientID / AccessionNumber / Modality narrow the SQL; Orthanc matches the rest."""
-    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(query_bytes), force=True)
     step = ds.get("ScheduledProcedureStepSequence")
     modality = step[0].get("Modality") if step else None
 
