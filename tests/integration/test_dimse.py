@@ -197,6 +197,28 @@ def test_worklist_answers_are_capped_and_audited(ws: tuple[Client, int], tmp_pat
     assert (level, count, truncated, outcome, called) == ("WORKLIST", 2, True, "answered", "EHRIMAGING")
 
 
+def test_a_c_find_that_fails_is_audited(ws: tuple[Client, int], tmp_path: Path) -> None:
+    client, _ = ws
+    run, files = dcmtk("findscu", client.stack, WORKSTATION, ["PatientID"], tmp_path / "find", "-X", "-v",
+                       level="FRAME")  # -v: findscu prints the failed status
+    assert refused(run) and files == [], run.stderr
+    assert audit_rows(client, WORKSTATION, "C-FIND")[-1][5] == "failed"
+
+
+def test_no_audit_row_no_answer(ws: tuple[Client, int], tmp_path: Path) -> None:
+    """With PostgreSQL down a C-FIND cannot be recorded, so Orthanc's index is not read out (runs last here)."""
+    client, _ = ws
+    mrn = "MRN-D-" + uuid.uuid4().hex[:6].upper()
+    stored_study(client, tmp_path, mrn)
+    client.stack.postgres.stop()
+    try:
+        run, files = dcmtk("findscu", client.stack, WORKSTATION, [f"PatientID={mrn}", "StudyInstanceUID"],
+                           tmp_path / "find", "-X", "-v")  # -v: findscu prints the failed status
+        assert refused(run) and files == [], run.stderr
+    finally:
+        client.stack.postgres.start()
+
+
 # --- configurations that would let a service escape the audit do not start -----------------------------------
 
 

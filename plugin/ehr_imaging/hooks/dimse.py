@@ -54,9 +54,18 @@ def make_find_callback(services: Services, log_error: Callable[[str], None]) -> 
                 answers.FindMarkIncomplete()
         except Exception as exc:
             log_error(f"ehr-imaging: C-FIND from {calling} failed: {type(exc).__name__}: {exc}")
+            audit_failure(services, DimseEvent("C-FIND", calling, called_aet, "failed"), log_error)
             raise
 
     return on_find
+
+
+def audit_failure(services: Services, event: DimseEvent, log_error: Callable[[str], None]) -> None:
+    """Best effort: the request fails anyway; say so when even its failure cannot be recorded."""
+    try:
+        dimse_audit.record(services.engine, event, services.node)
+    except Exception as exc:  # noqa: BLE001
+        log_error(f"ehr-imaging: {event.service} failure from {event.calling_aet} not audited ({type(exc).__name__})")
 
 
 def make_move_callback(services: Services, log_error: Callable[[str], None]) -> Callable[..., None]:
@@ -84,13 +93,9 @@ def make_move_callback(services: Services, log_error: Callable[[str], None]) -> 
                 _wait_for_job(pacs, str(job["ID"]))
         except Exception as exc:
             log_error(f"ehr-imaging: C-MOVE from {calling} to {target} failed: {type(exc).__name__}: {exc}")
-            try:
-                failed = "failed" if event.outcome == "allowed" else "refused"
-                dimse_audit.record(services.engine, DimseEvent(
-                    "C-MOVE", calling, called, failed, level=event.level, query=event.query, answers=event.answers,
-                    target_aet=target), services.node)
-            except Exception as audit_exc:  # noqa: BLE001 - the move fails anyway; say the row is missing
-                log_error(f"ehr-imaging: C-MOVE failure not audited ({type(audit_exc).__name__})")
+            failed = "failed" if event.outcome == "allowed" else "refused"
+            audit_failure(services, DimseEvent("C-MOVE", calling, called, failed, level=event.level, query=event.query,
+                                               answers=event.answers, target_aet=target), log_error)
             raise
 
     return on_move

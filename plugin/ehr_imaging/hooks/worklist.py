@@ -18,6 +18,7 @@ from ..core.worklist import audit_keys, station_modalities, to_bytes, worklist_i
 from ..services import Services
 from ..store import dimse_audit
 from ..store import orders as order_store
+from .dimse import audit_failure
 
 MAX_SCAN = 5000  # open orders of one modality read per query before Orthanc's matcher filters them
 
@@ -53,6 +54,7 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
                 answers.WorklistMarkIncomplete()
         except Exception as exc:
             log_error(f"ehr-imaging: worklist query from {calling} failed: {type(exc).__name__}: {exc}")
+            audit_failure(services, DimseEvent("MWL", calling, called_aet, "failed", level="WORKLIST"), log_error)
             raise
 
     return on_worklist
