@@ -37,7 +37,7 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
             orders = order_store.open_orders(services.engine, zone, station_aet=calling, limit=MAX_SCAN,
                                              fallback_modalities=fallback.get(calling, frozenset()), **keys)
             items: list[bytes] = []
-            truncated = False
+            truncated = len(orders) == MAX_SCAN  # more open orders than were read: say the answer is partial
             for order in orders:
                 item = to_bytes(worklist_item(order, station_aet=calling))
                 if query.WorklistIsMatch(item):
