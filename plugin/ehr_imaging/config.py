@@ -62,6 +62,11 @@ class Settings:
     ViewerTokenMaxTtlSeconds: int = 3600  # viewer tokens live this long at most (and by default)
     ViewerPath: str = "/ohif/viewer"  # where OHIF's viewer route is served, joined to PublicBaseUrl
     ViewerAppDir: str = ""  # the prepared OHIF dist served under /ohif/; empty: the viewer answers 404
+    WorklistMaxAnswers: int = 200  # worklist items one query gets at most (then marked incomplete)
+    # Calling AET -> "CT,MR": orders without station_aet of these modalities go to that AET's worklist;
+    # an AET not listed sees only the orders that name it (README "Security: DICOM services").
+    WorklistModalities: dict[str, str] = dataclasses.field(default_factory=dict)
+    DicomFindMaxAnswers: int = 100  # C-FIND answers at most, for a modality allowed to C-FIND
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -145,7 +150,8 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "OrthancPortMaxBodyMb": 1,
              "ViewerTokenMaxTtlSeconds": 60, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
-             "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1}
+             "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
+             "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:

@@ -19,6 +19,8 @@ from .api.router import Request, Response, Router, decode_query, error_response,
 from .api.routes import register_all
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
+from .core.dimse import check_policy
+from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
 from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
@@ -71,6 +73,8 @@ def _set_up() -> Any:
         # Coercion keeps the UIDs, and so Orthanc's instance IDs: the modified copy must replace the original.
         raise ConfigError("EhrImaging.CoerceTags needs Orthanc's OverwriteInstances: true")
     pacs.log_warning(f"ehr-imaging {__version__} starting with {json.dumps(settings.redacted())}")
+    for warning in check_policy(orthanc_config):  # raises on a DICOM service that would escape the audit
+        pacs.log_warning(f"ehr-imaging: {warning}")
     if not signing_secret(settings)[1]:
         pacs.log_warning("ehr-imaging: no SigningSecret/JwtSecret: admin sessions are valid on this node only")
     services = build_services(settings, pacs.OrthancPacs())
@@ -99,6 +103,9 @@ def _set_up() -> Any:
         services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(_on_change(worker, gate))
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
+    # C-FIND and C-MOVE that DicomModalities allows are answered (and audited) by the plugin, not Orthanc.
+    orthanc.RegisterFindCallback(make_find_callback(services, pacs.log_error))
+    orthanc.RegisterMoveCallback(make_move_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     def load_revocations() -> None:
         gate.revocations.refresh()

@@ -159,8 +159,9 @@ class Stack:
             "StorageDirectory": str(self.storage_dir),
             "IndexDirectory": str(self.orthanc_dir / "index"),
             "PythonScript": str(ENTRY_SCRIPT),
-            # Only this modality may C-STORE, and only from loopback (DicomCheckModalityHost).
-            "DicomModalities": {"modality": [c.modality_aet, "127.0.0.1", 11112]},
+            # Only this modality, and only from loopback (DicomCheckModalityHost): it may C-STORE, C-ECHO and
+            # ask its worklist; never C-FIND, C-MOVE or C-GET the archive (README "Security: DICOM services").
+            "DicomModalities": {"modality": modality_entry(c.modality_aet, "127.0.0.1", 11112)},
         })
         if c.stable_age is not None:
             cfg["StableAge"] = c.stable_age
@@ -271,6 +272,13 @@ def _shell_quote(value: str) -> str:
     if value and all(ch.isalnum() or ch in "-_./:@=+,%" for ch in value):
         return value
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def modality_entry(aet: str, host: str, port: int, **allow: bool) -> dict[str, Any]:
+    """A ``DicomModalities`` entry in object form: store, echo and worklist; query/retrieve only if asked."""
+    return {"AET": aet, "Host": host, "Port": port, "AllowEcho": True, "AllowStore": True,
+            "AllowFindWorklist": True, "AllowFind": False, "AllowMove": False, "AllowGet": False,
+            "AllowStorageCommitment": False, **allow}
 
 
 def _base_config() -> dict[str, Any]:

@@ -69,6 +69,8 @@ def test_put_creates_then_updates_idempotently(client: Client) -> None:
         ({"status": "done"}, "status"),
         ({"patient_family_name": "A^B"}, "patient_family_name"),
         ({"colour": "blue"}, "colour"),
+        ({"station_aet": "CT-ROOM-NUMBER-17"}, "station_aet"),
+        ({"station_aet": "CT\\1"}, "station_aet"),
     ],
 )
 def test_invalid_fields_answer_422_naming_the_field(client: Client, change: dict[str, Any], field: str) -> None:
@@ -126,3 +128,13 @@ def test_delete_cancels_and_keeps_the_order(client: Client) -> None:
     assert cancelled.json()["status"] == "cancelled"
     assert client.get(f"/api/v1/dicom/orders/{order_id}", "doctor").json()["status"] == "cancelled"
     assert client.request("DELETE", f"/api/v1/dicom/orders/{new_order_id()}", "ehr-service").status_code == 404
+
+
+def test_an_order_names_its_station_and_a_put_without_it_clears_it(client: Client) -> None:
+    order_id = new_order_id()
+    answer = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                            json=order_fields(station_aet=" CT1 "))
+    assert answer.status_code == 201 and answer.json()["station_aet"] == "CT1"
+    assert client.get(f"/api/v1/dicom/orders/{order_id}", "ehr-service").json()["station_aet"] == "CT1"
+    answer = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=order_fields())
+    assert answer.status_code == 200 and answer.json()["station_aet"] is None

@@ -67,6 +67,7 @@ def test_full_order_is_normalized() -> None:
     assert set(row) == {
         "order_id", "accession_number", "mrn", "patient_id", "patient_family_name", "patient_given_name",
         "birth_date", "sex", "modality", "scheduled_start", "description", "referring_physician", "status",
+        "station_aet",
     }
 
 
@@ -350,3 +351,19 @@ def test_scheduled_start_absent_is_none() -> None:
 )
 def test_invalid_scheduled_start(value: Any) -> None:
     assert refused(payload(scheduled_start=value)).field == "scheduled_start"
+
+
+# --- station_aet: which modality's worklist shows the order ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "stored"), [("CT1", "CT1"), ("  MR_ROOM 2 ", "MR_ROOM 2"), ("A" * 16, "A" * 16),
+                                               (None, None), ("", None), ("   ", None)])
+def test_station_aet_is_an_ae_title(value: Any, stored: str | None) -> None:
+    assert parse_order(ORDER_ID, payload(station_aet=value)).station_aet == stored
+
+
+@pytest.mark.parametrize("value", ["A" * 17, "CT\\1", "CT\n1", "RÖNTGEN", 42, ["CT1"]])
+def test_station_aet_that_is_no_ae_title_is_refused(value: Any) -> None:
+    error = refused(payload(station_aet=value))
+    assert error.field == "station_aet"
+    assert "AE title" in str(error)

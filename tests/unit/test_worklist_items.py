@@ -11,7 +11,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ehr_imaging.core.worklist import MODALITY_WORKLIST_FIND, to_bytes, worklist_item
+from ehr_imaging.core.worklist import (
+    MODALITY_WORKLIST_FIND,
+    audit_keys,
+    station_modalities,
+    to_bytes,
+    worklist_item,
+)
 
 CHICAGO_CST = timezone(timedelta(hours=-6))
 
@@ -190,3 +196,36 @@ def test_empty_item_round_trips() -> None:
     assert str(ds.PatientName) == ""
     assert ds.RequestedProcedureID == "ORD-9"
     assert only_step(ds).Modality == ""
+
+
+# --- which station -----------------------------------------------------------------------------------------
+
+
+def test_the_order_names_its_station() -> None:
+    assert only_step(worklist_item(order(station_aet="CT1"), station_aet="OTHER")).ScheduledStationAETitle == "CT1"
+
+
+def test_an_order_without_station_shows_the_modality_it_went_to() -> None:
+    assert only_step(worklist_item(order(station_aet=None), station_aet="CT1")).ScheduledStationAETitle == "CT1"
+    assert only_step(worklist_item(order())).ScheduledStationAETitle == ""
+
+
+def test_station_modalities_setting_is_checked() -> None:
+    assert station_modalities({"CT1": "ct, MR", " US2 ": "US", "NONE": ""}) == {
+        "CT1": frozenset({"CT", "MR"}), "US2": frozenset({"US"}), "NONE": frozenset()}
+    with pytest.raises(ValueError, match="unknown modality 'XX'"):
+        station_modalities({"CT1": "CT,XX"})
+    with pytest.raises(ValueError, match="not a DICOM AE title"):
+        station_modalities({"A" * 17: "CT"})
+
+
+def test_the_audit_keeps_the_keys_a_query_constrained() -> None:
+    query = Dataset()
+    query.SpecificCharacterSet = "ISO_IR 100"
+    query.PatientName = "DOE*"
+    query.PatientID = ""
+    step = Dataset()
+    step.Modality = "CT"
+    step.ScheduledStationAETitle = ""
+    query.ScheduledProcedureStepSequence = [step]
+    assert audit_keys(query) == {"PatientName": "DOE*", "ScheduledProcedureStepSequence.Modality": "CT"}

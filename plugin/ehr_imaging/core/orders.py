@@ -21,6 +21,8 @@ MODALITIES = frozenset({
     "RF", "RG", "SM", "US", "XA", "XC",
 })
 ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# A DICOM AE title (VR AE): 1-16 printable ASCII characters, no backslash; spaces around it are not significant.
+AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _DICOM_TEXT_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
 
 
@@ -47,6 +49,7 @@ class OrderInput:
     description: str | None
     referring_physician: str | None
     status: str
+    station_aet: str | None = None  # the modality whose worklist shows this order (Scheduled Station AE Title)
 
     def as_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -54,7 +57,7 @@ class OrderInput:
 
 _FIELDS = (
     "accession_number", "patient_id", "mrn", "patient_family_name", "patient_given_name", "birth_date", "sex",
-    "modality", "scheduled_start", "description", "referring_physician", "status",
+    "modality", "scheduled_start", "description", "referring_physician", "status", "station_aet",
 )
 
 
@@ -95,6 +98,7 @@ def parse_order(order_id: str, payload: Any) -> OrderInput:
         description=_text(payload, "description", 1024),
         referring_physician=_text(payload, "referring_physician", 64),  # a DICOM PN: "^" allowed
         status=_choice(payload, "status", ORDER_STATUSES) or "scheduled",
+        station_aet=_ae_title(payload, "station_aet"),
     )
 
 
@@ -117,6 +121,21 @@ def _text(payload: dict[str, Any], field: str, max_length: int, *, required: boo
     if name and ("^" in value or "=" in value):
         raise OrderValidationError(field, "must not contain '^' or '=' (DICOM name separators)")
     return value
+
+
+def ae_title(value: str) -> str | None:
+    """A DICOM AE title without its insignificant spaces, or None when it is not one."""
+    text = value.strip()
+    return text if AE_TITLE_PATTERN.fullmatch(text) else None
+
+
+def _ae_title(payload: dict[str, Any], field: str) -> str | None:
+    value = payload.get(field)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # no station: the worklist's fallback applies (README)
+    if not isinstance(value, str) or ae_title(value) is None:
+        raise OrderValidationError(field, "must be a DICOM AE title: 1-16 printable ASCII characters, no backslash")
+    return ae_title(value)
 
 
 def _choice(payload: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str | None:

@@ -14,13 +14,34 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from .orders import person_name
+from .orders import MODALITIES, ae_title, person_name
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 
-def worklist_item(order: dict[str, Any]) -> Dataset:
-    """An MWL item (PS3.4 K.6) for one order given as the store's order dict."""
+def station_modalities(setting: dict[str, str]) -> dict[str, frozenset[str]]:
+    """``WorklistModalities`` ({"CT1": "CT, MR"}) checked: AE title -> the modalities of its fallback orders.
+
+    Raises ValueError naming the bad AE title or modality code (start-up refuses the configuration).
+    """
+    out: dict[str, frozenset[str]] = {}
+    for aet, codes in setting.items():
+        title = ae_title(aet)
+        if title is None:
+            raise ValueError(f"WorklistModalities: {aet!r} is not a DICOM AE title")
+        modalities = frozenset(code.strip().upper() for code in codes.split(",") if code.strip())
+        unknown = sorted(modalities - MODALITIES)
+        if unknown:
+            raise ValueError(f"WorklistModalities[{aet!r}]: unknown modality {unknown[0]!r}")
+        out[title] = modalities
+    return out
+
+
+def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
+    """An MWL item (PS3.4 K.6) for one order given as the store's order dict.
+
+    ``station_aet`` fills Scheduled Station AE Title when the order names none (the modality it went to).
+    """
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.AccessionNumber = order.get("accession_number") or ""
@@ -34,7 +55,7 @@ def worklist_item(order: dict[str, Any]) -> Dataset:
     ds.StudyInstanceUID = ""
     step = Dataset()
     step.Modality = order.get("modality") or ""
-    step.ScheduledStationAETitle = ""
+    step.ScheduledStationAETitle = order.get("station_aet") or station_aet
     start = _datetime(order.get("scheduled_start"))
     step.ScheduledProcedureStepStartDate = start.strftime("%Y%m%d") if start else ""
     step.ScheduledProcedureStepStartTime = start.strftime("%H%M%S") if start else ""
@@ -45,10 +66,27 @@ def worklist_item(order: dict[str, Any]) -> Dataset:
     return ds
 
 
-def to_bytes(ds: Dataset) -> bytes:
-    """A DICOM file in memory: Orthanc's worklist matcher parses a complete file."""
+def audit_keys(query: Dataset) -> dict[str, str]:
+    """The keys a worklist query constrained (those with a value), for its audit row; the step's as
+    ``ScheduledProcedureStepSequence.<keyword>``."""
+    out: dict[str, str] = {}
+
+    def add(ds: Dataset, prefix: str) -> None:
+        for element in ds:
+            if element.VR == "SQ":
+                if element.keyword == "ScheduledProcedureStepSequence" and element.value:
+                    add(element.value[0], element.keyword + ".")
+            elif element.value not in (None, "", b"") and element.keyword and element.keyword != "SpecificCharacterSet":
+                out[prefix + element.keyword] = str(element.value)
+
+    add(query, "")
+    return out
+
+
+def to_bytes(ds: Dataset, sop_class: str = MODALITY_WORKLIST_FIND) -> bytes:
+    """A DICOM file in memory: Orthanc's worklist matcher (and its C-FIND answers) parse a complete file."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(MODALITY_WORKLIST_FIND)
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID("1.2.3")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta

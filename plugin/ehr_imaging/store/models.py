@@ -31,6 +31,7 @@ class ImagingOrder(Base):
     description: Mapped[str | None]
     referring_physician: Mapped[str | None]
     status: Mapped[str] = mapped_column(default="scheduled")
+    station_aet: Mapped[str | None]  # the modality (Scheduled Station AE Title) whose worklist shows it
     # Filled in by matching:
     study_instance_uid: Mapped[str | None]
     orthanc_study_id: Mapped[str | None]
@@ -47,7 +48,7 @@ class ImagingOrder(Base):
 
     EHR_FIELDS = (
         "accession_number", "patient_id", "mrn", "patient_family_name", "patient_given_name", "birth_date", "sex",
-        "modality", "scheduled_start", "description", "referring_physician", "status",
+        "modality", "scheduled_start", "description", "referring_physician", "status", "station_aet",
     )
     MATCH_FIELDS = (
         "study_instance_uid", "orthanc_study_id", "number_of_series", "number_of_images", "study_date",
@@ -289,3 +290,22 @@ class AdminSessionRevocation(Base):
     subject: Mapped[str]
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DimseAudit(Base):
+    """One row per DICOM query or retrieval the plugin answered or refused: C-FIND, worklist, C-MOVE."""
+
+    __tablename__ = "dimse_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    service: Mapped[str]
+    calling_aet: Mapped[str]
+    called_aet: Mapped[str | None]
+    level: Mapped[str | None]
+    query: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    answers: Mapped[int] = mapped_column(default=0)
+    truncated: Mapped[bool] = mapped_column(default=False)
+    target_aet: Mapped[str | None]
+    outcome: Mapped[str]
+    node: Mapped[str | None]

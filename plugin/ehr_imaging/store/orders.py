@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -102,11 +102,18 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def open_orders(engine: Engine, zone: tzinfo, *, limit: int, mrn: str | None = None, accession: str | None = None,
+def open_orders(engine: Engine, zone: tzinfo, *, station_aet: str, fallback_modalities: frozenset[str] = frozenset(),
+                limit: int, mrn: str | None = None, accession: str | None = None,
                 modality: str | None = None) -> list[dict[str, Any]]:
-    """Scheduled and in-progress orders not yet performed (no study linked), times in the site's zone."""
+    """Scheduled and in-progress orders not yet performed (no study linked) for one modality, times in the
+    site's zone: the orders naming ``station_aet``, and those naming no station whose modality is one of
+    ``fallback_modalities`` (none when it is empty)."""
+    station = ImagingOrder.station_aet == station_aet
+    if fallback_modalities:
+        unassigned = ImagingOrder.station_aet.is_(None) & ImagingOrder.modality.in_(sorted(fallback_modalities))
+        station = or_(station, unassigned)
     query = select(ImagingOrder).where(ImagingOrder.status.in_(OPEN_STATUSES),
-                                       ImagingOrder.study_instance_uid.is_(None))
+                                       ImagingOrder.study_instance_uid.is_(None), station)
     if mrn:
         query = query.where(ImagingOrder.mrn == mrn)
     if accession:
@@ -114,7 +121,7 @@ def open_orders(engine: Engine, zone: tzinfo, *, limit: int, mrn: str | None = N
     if modality:
         query = query.where(ImagingOrder.modality == modality.upper())
     with Session(engine) as session:
-        rows = session.scalars(query.order_by(ImagingOrder.scheduled_start).limit(limit)).all()
+        rows = session.scalars(query.order_by(ImagingOrder.scheduled_start, ImagingOrder.order_id).limit(limit)).all()
         items = []
         for row in rows:
             item = to_dict(row)
