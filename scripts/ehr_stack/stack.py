@@ -185,8 +185,9 @@ class Stack:
         if c.stable_age is not None:
             cfg["StableAge"] = c.stable_age
         # Orthanc 1.10 binds its HTTP and DICOM ports on every interface (it has no bind-address option):
-        # on loopback, its HTTP server refuses every other caller (DICOM: see README "files and ports").
-        cfg["RemoteAccessAllowed"] = c.listen_address != LOOPBACK
+        # on loopback, its HTTP server refuses every other caller, and only the modalities configured (from
+        # their host) may even C-ECHO (README "Security: files and ports").
+        cfg["RemoteAccessAllowed"] = cfg["DicomAlwaysAllowEcho"] = c.listen_address != LOOPBACK
         cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),

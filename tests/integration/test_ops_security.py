@@ -129,7 +129,8 @@ def test_stored_files_and_the_index_are_private_to_orthancs_user(stack: Stack, t
 def test_the_listeners_answer_loopback_only(stack: Stack, client: Client) -> None:
     """Orthanc 1.10 binds HTTP on every interface (no bind option): with RemoteAccessAllowed false it refuses
     a caller from another address before the plugin's filter (401, empty body, even with an administrator's
-    credentials that the filter would accept); the plugin's own API port binds loopback."""
+    credentials that the filter would accept); the plugin's own API port binds loopback; DICOM associations
+    are rejected for every caller but the configured modality from its host (no C-ECHO for strangers)."""
     address = non_loopback_address()
     assert client.get("/api/v1/dicom/health").status_code == 200  # from loopback
     remote = f"http://{address}:{stack.config.http_port}"
@@ -141,6 +142,16 @@ def test_the_listeners_answer_loopback_only(stack: Stack, client: Client) -> Non
         probe.settimeout(5)
         assert probe.connect_ex((address, stack.config.api_port)) != 0
     assert requests.get(stack.api_url + "/api/v1/dicom/health", timeout=10).status_code == 200
+    # DICOM (also on every interface): only the configured modality, from its host, gets an association.
+    assert echo(stack, "127.0.0.1", stack.config.modality_aet).returncode == 0
+    for host, aet in ((address, stack.config.modality_aet), (address, "STRANGER"), ("127.0.0.1", "STRANGER")):
+        refused = echo(stack, host, aet)
+        assert refused.returncode != 0 and "Association Rejected" in refused.stderr + refused.stdout, (host, aet)
+
+
+def echo(stack: Stack, host: str, calling_aet: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["echoscu", "-aet", calling_aet, "-aec", stack.config.orthanc_aet, host,
+                           str(stack.config.dicom_port)], capture_output=True, text=True, timeout=30)
 
 
 # --- item 16: database roles (SQLite index) ---------------------------------------------------------------

@@ -21,9 +21,11 @@ def stack(tmp_path: Path, **overrides: object) -> Stack:
 def test_development_listeners_are_loopback_by_default(tmp_path: Path) -> None:
     cfg = stack(tmp_path).orthanc_config()
     assert cfg["RemoteAccessAllowed"] is False  # Orthanc 1.10 cannot bind loopback: it refuses other callers
+    assert cfg["DicomAlwaysAllowEcho"] is False  # only the configured modalities, from their host, associate
     assert cfg["EhrImaging"]["ApiListenAddress"] == "127.0.0.1"
     opened = stack(tmp_path, listen_address="0.0.0.0").orthanc_config()
     assert opened["RemoteAccessAllowed"] is True and opened["EhrImaging"]["ApiListenAddress"] == "0.0.0.0"
+    assert opened["DicomAlwaysAllowEcho"] is True
 
 
 def test_the_environment_can_open_the_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
