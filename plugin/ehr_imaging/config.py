@@ -43,9 +43,9 @@ class Settings:
     MaxZipUncompressedMb: int = 8192  # what one ZIP may expand to (zip bombs)
     UploadJobAboveFiles: int = 200  # a ZIP with more files runs as a job (202, polled)
     UploadJobAboveMb: int = 256  # ... or one that expands to more than this
-    UploadJobDir: str = ""  # where a job's ZIP waits for the worker; "": <temp dir>/ehr-imaging-upload-jobs
+    UploadJobDir: str = ""  # a private folder (0700, ours, no link) where a job's ZIP waits; "": jobs refused
     ApiPort: int = 0  # the plugin's own HTTP listener for the EHR API; 0: none (Orthanc's port only)
-    ApiListenAddress: str = "0.0.0.0"
+    ApiListenAddress: str = "127.0.0.1"  # loopback unless a deployment opens it (the Docker image: 0.0.0.0)
     ApiRequestHeaderTimeoutSeconds: int = 10  # accept (or a kept-alive request's first byte) -> end of its head
     ApiRequestBodyMinBytesPerSecond: int = 32768  # a body's average rate, after the same grace
     ApiIdleTimeoutSeconds: int = 30  # a kept-alive connection silent this long, or a client not reading its answer

@@ -13,6 +13,7 @@ acknowledge) is at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -20,7 +21,6 @@ import queue
 import re
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -49,6 +49,7 @@ from .core.uploads import (
     zip_directory_totals,
 )
 from .core.uploads import OfflineDeclaration as OfflineDeclaration
+from .private_dirs import UnsafeDirectory, private_directory
 from .services import Services
 from .store import uploads
 
@@ -404,11 +405,18 @@ class JobRunner:
 
     @property
     def directory(self) -> Path:
+        """This node's job folder in ``UploadJobDir``: private (``private_dirs``), or jobs are refused (503)."""
         configured = self._services.settings.UploadJobDir
-        base = Path(configured) if configured else Path(tempfile.gettempdir()) / "ehr-imaging-upload-jobs"
-        path = base / re.sub(r"[^A-Za-z0-9_.-]", "_", self.node())  # one folder per node: its sweep is its own
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        try:
+            if not configured:
+                raise UnsafeDirectory("EhrImaging.UploadJobDir is not set (a private folder on this node's disk)")
+            base = private_directory(Path(configured))
+            # one folder per node: its start-up sweep is its own
+            return private_directory(base / re.sub(r"[^A-Za-z0-9_.-]", "_", self.node()))
+        except UnsafeDirectory as exc:
+            self._services.log_error(f"ehr-imaging: upload jobs refused: {exc}")
+            raise UploadRejected(503, "large ZIP uploads run as jobs, and this node's job folder is not usable"
+                                      " (see Orthanc's log); send fewer or smaller files") from None
 
     def node(self) -> str:
         """This Orthanc node (host name and HTTP port: two nodes on one host differ by port)."""
@@ -418,11 +426,12 @@ class JobRunner:
                patient_id: str | None, total_files: int) -> uuid.UUID:
         """Keep the archive (a hard link to the listener's spooled file, else a copy) and queue the job."""
         self._ensure_started()
+        folder = self.directory  # checked before the job exists: a refused job leaves no row behind
         job_id = uploads.create_job(self._services.engine, created_by=uploaded_by, node=self.node(), source=source,
                                     file_name=upload.filename, order_id=order_id, patient_id=patient_id,
                                     total_files=total_files)
         self._mine.add(job_id)
-        path = self.directory / f"{job_id}.zip"
+        path = folder / f"{job_id}.zip"
         keep_copy(upload, path)
         self._queue.put(JobRequest(job_id, path, uploaded_by, source, order_id, patient_id))
         return job_id
@@ -435,6 +444,8 @@ class JobRunner:
 
     def start(self) -> None:
         """At start-up: fail this node's interrupted jobs (once the database and Orthanc answer)."""
+        with contextlib.suppress(UploadRejected):  # logged: say at start-up, not at the first large upload
+            _ = self.directory
         self._ensure_started()
 
     def _fail_interrupted(self) -> None:
@@ -443,7 +454,11 @@ class JobRunner:
             attempts += 1
             try:
                 uploads.fail_interrupted_jobs(self._services.engine, self.node(), keep=set(self._mine))
-                for stale in self.directory.glob("*.zip"):
+                try:
+                    folder = self.directory
+                except UploadRejected:  # nothing of ours to sweep in a folder that is not ours
+                    return
+                for stale in folder.glob("*.zip"):
                     if stale.stem not in {str(job_id) for job_id in self._mine}:
                         stale.unlink(missing_ok=True)
                 return

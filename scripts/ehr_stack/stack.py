@@ -18,13 +18,16 @@ from typing import IO, Any
 import requests
 
 from .ohif import viewer_dir
-from .postgres import PostgresCluster
+from .postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PostgresCluster
 from .procs import pid_alive, port_in_use, stop_pid, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_CONFIG = REPO / "orthanc-config" / "orthanc.json"
 ENTRY_SCRIPT = REPO / "plugin" / "orthanc_entry.py"
 PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+LOOPBACK = "127.0.0.1"
+# Orthanc and what it writes (storage, index, logs): the stack's user only (README "Security: files and ports").
+PRIVATE_UMASK = 0o077
 
 
 @dataclass
@@ -37,6 +40,8 @@ class StackConfig:
     orthanc_aet: str = "EHRIMAGING"
     modality_aet: str = "EHRMODALITY"
     index: str = "sqlite"  # or "postgresql": Orthanc's own index in the shared PostgreSQL
+    # Where the listeners may be reached from: loopback only by default (EHR_LISTEN_ADDRESS=0.0.0.0 opens them).
+    listen_address: str = LOOPBACK
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     samples_dir: Path | None = None  # None: <var_dir>/samples
     with_plugin: bool = True  # False: plain Orthanc, the baseline benchmarks compare against
@@ -58,6 +63,7 @@ class StackConfig:
             orthanc_aet=env.get("ORTHANC_AET", "EHRIMAGING"),
             modality_aet=env.get("MODALITY_AET", "EHRMODALITY"),
             index=env.get("ORTHANC_INDEX", "sqlite"),
+            listen_address=env.get("EHR_LISTEN_ADDRESS", LOOPBACK),
             venv=Path(env.get("EHR_VENV", sys.prefix)),
             samples_dir=Path(env["EHR_SAMPLES_DIR"]).resolve() if env.get("EHR_SAMPLES_DIR") else None,
         )
@@ -65,35 +71,43 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class Secrets:
-    pg_password: str
+    pg_password: str  # PostgreSQL's superuser (set-up only)
     jwt_secret: str
     admin_user: str
     admin_password: str
+    pg_plugin_password: str = ""  # the plugin's role; "" in a secrets.json from before the roles: generated
+    pg_orthanc_password: str = ""  # Orthanc's index role
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
-        created = cls(
-            pg_password=secrets.token_urlsafe(18),
-            jwt_secret=secrets.token_urlsafe(32),
-            admin_user="admin",
-            admin_password=secrets.token_urlsafe(12),
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(created.__dict__, handle)
-        return created
+        loaded: dict[str, str] = json.loads(path.read_text()) if path.exists() else {
+            "pg_password": secrets.token_urlsafe(18),
+            "jwt_secret": secrets.token_urlsafe(32),
+            "admin_user": "admin",
+            "admin_password": secrets.token_urlsafe(12),
+        }
+        missing = {key: secrets.token_urlsafe(18) for key in ("pg_plugin_password", "pg_orthanc_password")
+                   if not loaded.get(key)}
+        result = cls(**{**loaded, **missing})
+        if missing or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(result.__dict__, handle)
+        return result
 
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        config.var_dir.mkdir(parents=True, exist_ok=True)
+        config.var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Private to the stack's user; as root, PostgreSQL's user must still pass through (not list) it.
+        config.var_dir.chmod(0o711 if os.geteuid() == 0 else 0o700)
         shared = config.node_of or config.var_dir
         self.secrets = Secrets.load_or_create(shared / "secrets.json")
-        self.postgres = PostgresCluster(shared / "postgres", config.pg_port, self.secrets.pg_password)
+        self.postgres = PostgresCluster(shared / "postgres", config.pg_port, self.secrets.pg_password,
+                                        plugin_password=self.secrets.pg_plugin_password,
+                                        orthanc_password=self.secrets.pg_orthanc_password)
         self.storage_dir = shared / "orthanc" / "storage"
 
     # --- paths and derived values -------------------------------------------------------------
@@ -108,6 +122,11 @@ class Stack:
     @property
     def log_file(self) -> Path:
         return self.orthanc_dir / "orthanc.log"
+
+    @property
+    def upload_job_dir(self) -> Path:
+        """The plugin's upload-job folder (UploadJobDir): this node's, private, never the shared temp folder."""
+        return self.orthanc_dir / "upload-jobs"
 
     @property
     def url(self) -> str:
@@ -134,7 +153,8 @@ class Stack:
             "DICOM_PORT": str(c.dicom_port),
             "DICOM_AET": c.orthanc_aet,
             "MODALITY_AET": c.modality_aet,
-            "DATABASE_URL": self.postgres.url,
+            "DATABASE_URL": self.postgres.plugin_url,
+            "DATABASE_ADMIN_URL": self.postgres.url,
             "JWT_SECRET": s.jwt_secret,
             "JWT_ISSUER": self.settings_value("JwtIssuer"),
             "JWT_AUDIENCE": self.settings_value("JwtAudience"),
@@ -165,10 +185,15 @@ class Stack:
         })
         if c.stable_age is not None:
             cfg["StableAge"] = c.stable_age
+        # Orthanc 1.10 binds its HTTP and DICOM ports on every interface (it has no bind-address option):
+        # on loopback, its HTTP server refuses every other caller, and only the modalities configured (from
+        # their host) may even C-ECHO (README "Security: files and ports").
+        cfg["RemoteAccessAllowed"] = cfg["DicomAlwaysAllowEcho"] = c.listen_address != LOOPBACK
         cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
                              "PublicBaseUrl": self.url, "ApiPort": c.api_port,
+                             "ApiListenAddress": c.listen_address, "UploadJobDir": str(self.upload_job_dir),
                              "ViewerAppDir": str(viewer_dir()), **c.extra_settings}
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
@@ -177,7 +202,8 @@ class Stack:
             cfg["Plugins"] = [*cfg["Plugins"], str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so")]
             cfg["PostgreSQL"] = {
                 "EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1", "Port": c.pg_port,
-                "Database": self.postgres.database, "Username": "ehr", "Password": "${EHR_PG_PASSWORD}",
+                # Orthanc's own role and database: the plugin's role cannot reach them, nor Orthanc the plugin's.
+                "Database": ORTHANC_DATABASE, "Username": ORTHANC_ROLE, "Password": "${EHR_PG_ORTHANC_PASSWORD}",
                 "Lock": False, "EnableSsl": False,
             }
         elif c.index != "sqlite":
@@ -185,15 +211,18 @@ class Stack:
         return cfg
 
     def orthanc_environment(self) -> dict[str, str]:
+        """Orthanc's environment: the plugin's own database role; never PostgreSQL's superuser password."""
         s = self.secrets
-        return {
-            **os.environ,
+        env = {key: value for key, value in os.environ.items() if key not in ("PGPASSWORD", "EHR_PG_PASSWORD")}
+        env.update({
             "TCP_NODELAY": "1",  # DCMTK otherwise delays every C-STORE reply (ARCHITECTURE.md)
-            "EHR_IMAGING_DATABASE_URL": self.postgres.url,
+            "EHR_IMAGING_DATABASE_URL": self.postgres.plugin_url,
             "EHR_IMAGING_JWT_SECRET": s.jwt_secret,
             "EHR_IMAGING_ADMIN_USERS": json.dumps({s.admin_user: s.admin_password}),
-            "EHR_PG_PASSWORD": s.pg_password,
-        }
+        })
+        if self.config.index == "postgresql":
+            env["EHR_PG_ORTHANC_PASSWORD"] = s.pg_orthanc_password
+        return env
 
     # --- lifecycle ----------------------------------------------------------------------------
     def orthanc_pid(self) -> int | None:
@@ -228,15 +257,16 @@ class Stack:
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT"
                                    " / EHR_API_PORT")
-        self.orthanc_dir.mkdir(parents=True, exist_ok=True)
+        self.make_private_dirs()
         config_path = self.orthanc_dir / "orthanc.json"
-        config_path.write_text(json.dumps(self.orthanc_config(), indent=2))
-        output: IO[str] = foreground_output or open(self.log_file, "a")  # noqa: SIM115
+        _write_private(config_path, json.dumps(self.orthanc_config(), indent=2))
+        output: IO[str] = foreground_output or _open_private_log(self.log_file)
         proc = subprocess.Popen(
             ["Orthanc", str(config_path)], env=self.orthanc_environment(), stdout=output,
             stderr=subprocess.STDOUT, start_new_session=foreground_output is None, text=True,
+            umask=PRIVATE_UMASK,
         )
-        self.pid_file.write_text(str(proc.pid))
+        _write_private(self.pid_file, str(proc.pid))
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -250,6 +280,13 @@ class Stack:
             raise
         self.write_env_file()
         return proc
+
+    def make_private_dirs(self) -> None:
+        """Orthanc's folders, mode 0700 (also those of a var/ made before; files in them keep their modes,
+        but nobody else can reach them any more)."""
+        for path in (self.orthanc_dir, self.storage_dir.parent, self.storage_dir, self.orthanc_dir / "index"):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.chmod(0o700)
 
     def stop(self) -> None:
         pid = self.orthanc_pid()
@@ -266,6 +303,19 @@ class Stack:
             for key, value in self.env_values().items():
                 handle.write(f"{key}={_shell_quote(value)}\n")
         return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _open_private_log(path: Path) -> IO[str]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "a")
 
 
 def _shell_quote(value: str) -> str:

@@ -119,9 +119,12 @@ def register(router: Router, services: Services) -> None:
             with archive:
                 if uploading.is_large(services, checked):
                     archive.close()
-                    job_id = jobs.submit(source, uploaded_by=_principal(request).subject, source=ZIP_SOURCE,
-                                         order_id=request.option("order_id"),
-                                         patient_id=request.option("patient_id"), total_files=checked.readable)
+                    try:
+                        job_id = jobs.submit(source, uploaded_by=_principal(request).subject, source=ZIP_SOURCE,
+                                             order_id=request.option("order_id"),
+                                             patient_id=request.option("patient_id"), total_files=checked.readable)
+                    except uploading.UploadRejected as exc:  # no usable job folder (503)
+                        raise refuse(request, ZIP_SOURCE, files, exc, began) from None
                     return json_response({"job_id": str(job_id), "status": "queued", "total_files": checked.readable,
                                           "status_url": f"{JOBS_PATH}/{job_id}"}, 202)
                 with batch(request, ZIP_SOURCE) as work:

@@ -26,7 +26,10 @@ def migrate(engine: Engine, schema: str) -> list[int]:
     applied: list[int] = []
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # Created only when missing: the plugin's role owns its schema but may not create schemas, and
+        # CREATE SCHEMA IF NOT EXISTS needs that right even when the schema is there (README "database roles").
+        if conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).first() is None:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))
         conn.execute(
             text(
