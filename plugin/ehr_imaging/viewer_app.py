@@ -70,7 +70,9 @@ def app_config(qido_root: str = QIDO_ROOT, wado_root: str = WADO_ROOT, wado_uri_
         "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": True,
         "investigationalUseDialog": {"option": "never"},
-        "showErrorDetails": "always",
+        # OHIF shows an error's stack and details unless this is "dev" (or "production") in its production build;
+        # "dev" keeps them in the browser console only (checked in the 3.13.2 bundle: isProduction is true).
+        "showErrorDetails": "dev",
         "defaultDataSourceName": "orthanc",
         "dataSources": [{
             "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
