@@ -50,7 +50,7 @@ class PeakRss:
 
 
 @pytest.mark.parametrize(("entries", "zip64", "detail"), [
-    (1_400_000, False, "too large for"),  # 63 MB of directory behind "1 entry": refused from the end record
+    (1_400_000, False, "too large"),  # 63 MB of directory behind "1 entry": refused from the end record
     (60_000, False, "holds more than"),  # within the size bound: counted without zipfile
     (60_000, True, "holds more than"),  # the same through a ZIP64 end record
 ])
@@ -69,5 +69,5 @@ def test_an_understated_entry_count_is_refused_cheaply(api: Client, tmp_path: Pa
     assert detail in answer.json()["detail"] and "at most" in answer.json()["detail"]
     print(f"\n{entries} entries (zip64={zip64}, {body.stat().st_size / 2**20:.1f} MB): 413 in {took:.2f} s,"
           f" Orthanc RSS +{memory.growth:.0f} MB")
-    assert took < 5, took  # before: 8 s of zipfile parsing here (17 s in the review)
-    assert memory.growth < 150, memory.growth  # before: +516 MB
+    assert took < 5, took  # before: 10.4 s of zipfile parsing for 1.4 M entries (17 s in the review)
+    assert memory.growth < 150, memory.growth  # before: +661 MB

@@ -107,7 +107,7 @@ def directory_problem(entries: int, directory_bytes: int, *, max_files: int) -> 
     if entries > limit:
         return f"archive directory declares {entries} entries; at most {max_files} files per upload"
     if directory_bytes > min(limit * ENTRY_BUDGET_BYTES, MAX_DIRECTORY_BYTES):
-        return f"archive directory of {directory_bytes} bytes is too large for {max_files} files per upload"
+        return f"archive directory of {directory_bytes} bytes is too large; at most {max_files} files per upload"
     return None
 
 
