@@ -26,8 +26,9 @@ END = "<!-- role-matrix:end -->"
 GROUP_NOTES = {
     "public": "no credentials",
     "any role": "any authenticated role",
-    "viewing": "read stored patient data: studies, orders, match status, stored tags, the upload log, downloads,"
-               " renders, viewer tokens",
+    "viewing": "read stored patient data: studies, orders, match status, stored tags, downloads, renders,"
+               " viewer tokens",
+    "auditing": "read the upload log (who uploaded what, the tags before edits)",
     "uploading": "store files (only one's own upload jobs and offline uploads), validate, edit and de-identify"
                  " files one sends",
     "file-reading": "read the tags of a file one sends (nothing stored is read)",

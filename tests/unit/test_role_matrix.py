@@ -77,12 +77,18 @@ def test_the_seed_plan_rules() -> None:
     assert auth.TECHNICIAN not in auth.DELETING and auth.NURSE not in auth.UPLOADING
 
 
+def test_whoever_reads_stored_data_holds_a_viewing_role() -> None:
+    for group in (auth.AUDITING, auth.RECONCILING, auth.DELETING):
+        assert set(group) <= set(auth.VIEWING), group
+
+
 def test_a_technician_reads_nothing_stored(entries: list[Entry]) -> None:
     """The review's finding: technicians were refused /studies but read orders, tags, match status, the upload
     log and the unmatched queue, and linked studies. Now they reach only the upload and file routes."""
     allowed = {(e.method, e.template) for e in entries if e.roles is None or auth.TECHNICIAN in e.roles}
     groups = {e.group for e in entries if (e.method, e.template) in allowed}
     assert groups == {"public", "any role", "uploading", "file-reading"}
+    assert auth.TECHNICIAN not in auth.VIEWING and auth.TECHNICIAN not in auth.AUDITING
     for method, template in [("GET", "/api/v1/dicom/orders"), ("GET", "/api/v1/dicom/orders/{order_id}"),
                              ("GET", "/api/v1/dicom/tags/{study_uid}"), ("GET", "/api/v1/dicom/uploads"),
                              ("GET", "/api/v1/dicom/studies/{study_uid}/match"), ("GET", "/api/v1/dicom/unmatched"),
