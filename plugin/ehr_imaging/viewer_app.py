@@ -70,8 +70,8 @@ def app_config(qido_root: str = QIDO_ROOT, wado_root: str = WADO_ROOT, wado_uri_
         "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": True,
         "investigationalUseDialog": {"option": "never"},
-        # OHIF shows an error's stack and details unless this is "dev" (or "production") in its production build;
-        # "dev" keeps them in the browser console only (checked in the 3.13.2 bundle: isProduction is true).
+        # OHIF's error page shows the error's details for "always", "production" or no value in its production
+        # build; "dev" hides them there (the console keeps them). Checked in the 3.13.2 bundle (isProduction true).
         "showErrorDetails": "dev",
         "defaultDataSourceName": "orthanc",
         "dataSources": [{
