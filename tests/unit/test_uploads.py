@@ -264,6 +264,16 @@ def test_an_understated_count_is_refused_before_zipfile_parses_the_directory() -
     assert "holds more than 1400" in _refusal(crafted_zip(1401, declared=10), max_files=100)
 
 
+def test_the_end_record_is_the_one_zipfile_uses() -> None:
+    """zipfile takes the ZIP64 record whenever a locator precedes the classic end record, whatever the classic
+    record says; a check reading the classic record's small numbers (no 0xFFFF markers) looked elsewhere."""
+    data = bytearray(crafted_zip(1_400_000, declared=1, zip64=True))
+    struct.pack_into("<HHLL", data, len(data) - 22 + 8, 1, 1, 100, 0)  # the classic record: 1 entry, 100 bytes
+    end = getattr(zipfile, "_EndRecData")(io.BytesIO(bytes(data)))  # noqa: B009
+    assert end[5] == 1_400_000 * 47  # zipfile would parse the ZIP64 size
+    assert "too large" in _refusal(bytes(data))
+
+
 def test_refusing_a_flood_costs_milliseconds_and_no_memory(tmp_path: Path) -> None:
     """Measured: before the fix, open_archive on crafted_zip(1_400_000) (63 MB) took 8.1 s and 516 MB of RSS
     here, crafted_zip(60_000) (2.7 MB) 0.27 s and 30 MB; after: under 5 ms and 3 MB."""
