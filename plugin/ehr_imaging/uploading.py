@@ -37,16 +37,14 @@ from . import ingest, study_resolution
 from .core import tags
 from .core.study_identity import orthanc_study_id
 from .core.uploads import (
-    EOCD_SEARCH,
     FAIL,
     READ,
     ZipMember,
     archive_problem,
+    central_directory_problem,
     classify_member,
     content_problem,
-    directory_problem,
     uid_mismatches,
-    zip_directory_totals,
 )
 from .core.uploads import OfflineDeclaration as OfflineDeclaration
 from .private_dirs import UnsafeDirectory, private_directory
@@ -296,11 +294,9 @@ class Archive:
 def open_archive(services: Services, stream: IO[bytes]) -> tuple[zipfile.ZipFile, Archive]:
     """Read the central directory and apply the limits (413) before any member is read."""
     settings = services.settings
-    totals = _directory_totals(stream)
-    if totals is not None:
-        problem = directory_problem(*totals, max_files=settings.MaxFilesPerUpload)
-        if problem is not None:
-            raise UploadRejected(413, problem)
+    problem = _directory_problem(stream, settings.MaxFilesPerUpload)
+    if problem is not None:
+        raise UploadRejected(413, problem)
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -316,18 +312,20 @@ def open_archive(services: Services, stream: IO[bytes]) -> tuple[zipfile.ZipFile
     return archive, Archive(infos, len(readable), sum(m.file_size for m in readable))
 
 
-def _directory_totals(stream: IO[bytes]) -> tuple[int, int] | None:
-    end = stream.seek(0, os.SEEK_END)
-    start = max(0, end - EOCD_SEARCH)
-    stream.seek(start)
-    tail = stream.read()
+_END_RECORD = getattr(zipfile, "_EndRecData")  # noqa: B009 - zipfile's own end-record reader: what ZipFile uses
 
+
+def _directory_problem(stream: IO[bytes], max_files: int) -> str | None:
+    """The central directory checked before ``zipfile`` parses it (413), or None (no end record: ZipFile's 422)."""
     def read_at(offset: int, size: int) -> bytes:
         stream.seek(offset)
         return stream.read(size)
 
     try:
-        return zip_directory_totals(tail, read_at)
+        end = _END_RECORD(stream)
+        return central_directory_problem(end, read_at, max_files=max_files) if end else None
+    except (OSError, zipfile.BadZipFile):
+        return None  # ZipFile reports it
     finally:
         stream.seek(0)
 

@@ -70,7 +70,9 @@ def app_config(qido_root: str = QIDO_ROOT, wado_root: str = WADO_ROOT, wado_uri_
         "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": True,
         "investigationalUseDialog": {"option": "never"},
-        "showErrorDetails": "always",
+        # OHIF's error page shows the error's details for "always", "production" or no value in its production
+        # build; "dev" hides them there (the console keeps them). Checked in the 3.13.2 bundle (isProduction true).
+        "showErrorDetails": "dev",
         "defaultDataSourceName": "orthanc",
         "dataSources": [{
             "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",

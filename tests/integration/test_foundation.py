@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_health_reports_versions_and_database(client: Client) -> None:
-    answer = client.get("/api/v1/dicom/health")
+    answer = client.get("/api/v1/dicom/health", "admin")
     assert answer.status_code == 200
     body = answer.json()
     assert body["status"] == "healthy"
@@ -29,6 +29,18 @@ def test_health_reports_versions_and_database(client: Client) -> None:
     assert body["plugin_version"] == __version__
     assert body["orthanc_version"] == "1.10.1"
     assert body["schema_version"] == migrations.LATEST_VERSION
+
+
+@pytest.mark.parametrize("role", [None, "doctor", "ehr-service", "bad-token"])
+def test_health_tells_versions_to_administrators_only(client: Client, role: str | None) -> None:
+    """Public callers (load balancers) learn healthy or not; the versions stay null (the fields are kept)."""
+    headers = {"Authorization": "Bearer not-a-jwt"} if role == "bad-token" else {}
+    answer = client.get("/api/v1/dicom/health", None if role == "bad-token" else role, headers=headers)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "healthy" and body["schema_version"] == migrations.LATEST_VERSION
+    assert body["plugin_version"] is None and body["orthanc_version"] is None
+    assert __version__ not in answer.text and "1.10.1" not in answer.text
 
 
 def test_schema_is_at_the_expected_version(stack: Stack) -> None:
@@ -190,7 +202,8 @@ def test_c_store_from_an_unknown_calling_aet_is_refused(client: Client) -> None:
 
 
 def test_openapi_document_lists_every_route_with_its_roles(client: Client) -> None:
-    answer = client.get("/api/v1/dicom/openapi.json")
+    assert client.get("/api/v1/dicom/openapi.json").status_code == 401  # any role, not public
+    answer = client.get("/api/v1/dicom/openapi.json", "doctor")
     assert answer.status_code == 200
     doc = answer.json()
     assert doc["openapi"].startswith("3.")

@@ -159,7 +159,7 @@ def test_cancelled_orders_receive_no_link(client: Client, tmp_path: Path) -> Non
 
 
 def unmatched_item(client: Client, study_uid: str) -> dict[str, Any] | None:
-    page = client.get("/api/v1/dicom/unmatched", "technician", params={"limit": 500}).json()
+    page = client.get("/api/v1/dicom/unmatched", "radiologist", params={"limit": 500}).json()
     return next((item for item in page["items"] if item["study_instance_uid"] == study_uid), None)
 
 
@@ -176,14 +176,15 @@ def test_reconciliation_queue_link_and_unlink(client: Client, tmp_path: Path) ->
     assert item["reason"] == "ambiguous"
     assert item["candidate_order_ids"] == sorted([first, second])
     assert client.get("/api/v1/dicom/unmatched", "nurse").status_code == 403
+    assert client.get("/api/v1/dicom/unmatched", "technician").status_code == 403
 
     path = f"/api/v1/dicom/studies/{uid}"
-    linked = client.request("POST", f"{path}/link", "technician", json={"order_id": second})
+    linked = client.request("POST", f"{path}/link", "ehr-service", json={"order_id": second})
     assert linked.status_code == 200, linked.text
     assert linked.json()["order"]["study_instance_uid"] == uid
     assert order(client, second)["match_rule"] == "manual"
     assert unmatched_item(client, uid) is None
-    taken = client.request("POST", f"{path}/link", "technician", json={"order_id": first})
+    taken = client.request("POST", f"{path}/link", "radiologist", json={"order_id": first})
     assert taken.status_code == 409
 
     unlinked = client.request("POST", f"{path}/unlink", "radiologist", json={"reason": "wrong order"})
@@ -208,10 +209,10 @@ def test_manual_link_across_patients_needs_force_by_admin_or_radiologist(client:
     send(client.stack, files)
     wait_for_ingest(client, uid, 2)
     path = f"/api/v1/dicom/studies/{uid}/link"
-    refused = client.request("POST", path, "technician", json={"order_id": order_id})
+    refused = client.request("POST", path, "ehr-service", json={"order_id": order_id})
     assert refused.status_code == 409
     assert "patient mismatch" in refused.json()["detail"]
-    assert client.request("POST", path, "technician", json={"order_id": order_id, "force": True}).status_code == 403
+    assert client.request("POST", path, "ehr-service", json={"order_id": order_id, "force": True}).status_code == 403
     assert client.request("POST", path, "admin", json={"order_id": order_id, "force": True}).status_code == 200
     assert order(client, order_id)["study_instance_uid"] == uid
 

@@ -28,7 +28,7 @@ P = "/api/v1/dicom"
 
 @pytest.fixture(scope="module")
 def doc(client: Client) -> dict[str, Any]:
-    answer = client.get(f"{P}/openapi.json")
+    answer = client.get(f"{P}/openapi.json", "ehr-service")
     assert answer.status_code == 200
     result: dict[str, Any] = answer.json()
     return result
@@ -49,7 +49,8 @@ def test_health_stats_and_the_document_itself(client: Client, doc: dict[str, Any
     health = fits(doc, "GET", f"{P}/health", client.get(f"{P}/health"))
     assert health["status"] == "healthy" and isinstance(health["schema_version"], int)
     fits(doc, "GET", f"{P}/stats", client.get(f"{P}/stats", "nurse"))
-    fits(doc, "GET", f"{P}/openapi.json", client.get(f"{P}/openapi.json"))
+    fits(doc, "GET", f"{P}/openapi.json", client.get(f"{P}/openapi.json", "nurse"))
+    assert client.get(f"{P}/openapi.json").status_code == 401  # not public: it names the version and the roles
 
 
 def test_orders(client: Client, doc: dict[str, Any]) -> None:

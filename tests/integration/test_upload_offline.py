@@ -135,6 +135,8 @@ def test_an_offline_upload_is_its_declarers_only(api: Client, tmp_path: Path) ->
     stranger = {"Authorization": f"Bearer {api.token('technician', 'someone-else')}"}
     again = api.request("POST", f"{OFFLINE}/metadata", json=declared, headers=stranger)
     assert again.status_code == 409, again.text
+    assert set(again.json()) == {"detail"} and upload_id not in again.text  # nothing of the other upload
+    assert "tester" not in again.text and "another user" not in again.text  # nor who declared it
     send = api.request("POST", f"{OFFLINE}/binary", data={"upload_id": upload_id}, headers=stranger,
                        files={"file": ("x.dcm", files[0].read_bytes(), "application/dicom")})
     assert send.status_code == 404, send.text

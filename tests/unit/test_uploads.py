@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import time
+import tracemalloc
 import zipfile
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -20,12 +25,13 @@ from ehr_imaging.core.uploads import (
     archive_problem,
     classify_member,
     content_problem,
+    directory_entries,
     directory_problem,
+    entries_problem,
     is_safe_member_name,
     is_uid,
     parse_declaration,
     uid_mismatches,
-    zip_directory_totals,
 )
 
 MB = 1024 * 1024
@@ -187,24 +193,117 @@ def _zip(entries: int, comment: bytes = b"") -> bytes:
     return buffer.getvalue()
 
 
-def _totals(data: bytes) -> tuple[int, int] | None:
-    tail = data[-65558:]
-    return zip_directory_totals(tail, lambda offset, size: data[offset:offset + size])
+def crafted_zip(entries: int, *, declared: int = 1, zip64: bool = False, name: bytes = b"a") -> bytes:
+    """A ZIP whose central directory holds ``entries`` minimal entries (46 bytes + name) while its end record
+    declares ``declared``: what zipfile parses is the directory's bytes, not the count. With ``zip64`` the
+    understating count and the real size are in a ZIP64 end record, and the classic one says 0xFFFF."""
+    entry = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0,
+                        0, 0, 0) + name
+    directory = entry * entries
+    if not zip64:
+        return directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, declared, declared, len(directory), 0, 0)
+    record_at = len(directory)
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, declared, declared, len(directory), 0)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, record_at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return directory + record + locator + end
 
 
-def test_the_directory_is_sized_from_the_end_records_before_zipfile_reads_it() -> None:
-    data = _zip(3, comment=b"x" * 1000)
-    entries, size = _totals(data) or (0, 0)
-    assert entries == 3 and 0 < size < 300
-    assert _totals(b"PK\x03\x04 not an archive") is None
-    assert directory_problem(entries, size, max_files=500) is None
+def _services(max_files: int = 500) -> Any:
+    services = mock.MagicMock()
+    services.settings.MaxFilesPerUpload = max_files
+    services.settings.MaxFileSizeMb = 512
+    services.settings.MaxZipUncompressedMb = 8192
+    return services
+
+
+def _refusal(data: bytes, max_files: int = 500) -> str:
+    """open_archive's 413, checked to come before zipfile parses the directory."""
+    with mock.patch("ehr_imaging.uploading.zipfile.ZipFile", side_effect=AssertionError("zipfile parsed it")), \
+            pytest.raises(uploading.UploadRejected) as refused:
+        uploading.open_archive(_services(max_files), io.BytesIO(data))
+    assert refused.value.status == 413
+    return refused.value.detail
+
+
+def test_the_end_record_bounds_the_directory_by_its_count_and_its_size() -> None:
+    assert directory_problem(3, 300, max_files=500) is None
     assert directory_problem(300_000, 20_000_000, max_files=500) is not None  # a small ZIP declaring a flood
     assert directory_problem(10, 65 * MB, max_files=500) is not None
+    # Understated count: 3,000 entries (4 × 500 + 1,000) of at most ~1 KB each on average, whatever is declared.
+    assert directory_problem(1, 3000 * 1070, max_files=500) is None
+    assert "too large" in (directory_problem(1, 3000 * 1070 + 1, max_files=500) or "")
+    assert directory_problem(1, 60 * MB, max_files=100_000) is None  # a large limit: only the 64 MB cap
+    assert directory_problem(1, 65 * MB, max_files=100_000) is not None
 
 
-def test_zip64_end_records_are_followed() -> None:
-    data = _zip(70_000)  # over 65,535 entries: the totals live in the ZIP64 record
-    totals = _totals(data)
-    assert totals is not None
-    entries, size = totals
-    assert entries == 70_000 and 70_000 * 46 <= size < len(data)
+def test_directory_entries_are_counted_as_zipfile_walks_them() -> None:
+    for count in (0, 1, 3, 700):
+        data = _zip(count, comment=b"x" * 100)
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        start = data.rindex(b"PK\x05\x06")
+        size = struct.unpack_from("<I", data, start + 12)[0]
+        assert directory_entries(data[start - size:start], stop_after=10_000) == len(archive.infolist()) == count
+    directory = crafted_zip(5000)[:-22]
+    assert directory_entries(directory, stop_after=10_000) == 5000
+    assert directory_entries(directory, stop_after=100) == 101  # stops once past the limit
+    assert directory_entries(directory[:-2], stop_after=10_000) == 4999  # a truncated entry: zipfile stops too
+    assert directory_entries(b"PK\x01\x03" + directory[4:], stop_after=10_000) == 0
+    assert entries_problem(3000, 1, max_files=500) is None
+    assert "declares 1" in (entries_problem(3001, 1, max_files=500) or "")
+
+
+def test_an_understated_count_is_refused_before_zipfile_parses_the_directory() -> None:
+    """The review: 1 entry declared in front of a 63 MB directory of 1.4 M entries took 17 s and 600 MB
+    inside zipfile before the 413. Now the size is refused from the end record, and a directory within the
+    size bound is counted without zipfile (ZipFile is patched to fail the test if it is reached)."""
+    assert "too large" in _refusal(crafted_zip(200_000))
+    assert "holds more than 3000 entries (its end record declares 1)" in _refusal(crafted_zip(60_000))
+    assert "holds more than 3000" in _refusal(crafted_zip(60_000, zip64=True))
+    assert "declares 70000 entries" in _refusal(_zip(70_000))  # an honest ZIP64 count
+    assert "holds more than 1400" in _refusal(crafted_zip(1401, declared=10), max_files=100)
+
+
+def test_the_end_record_is_the_one_zipfile_uses() -> None:
+    """zipfile takes the ZIP64 record whenever a locator precedes the classic end record, whatever the classic
+    record says; a check reading the classic record's small numbers (no 0xFFFF markers) looked elsewhere."""
+    data = bytearray(crafted_zip(1_400_000, declared=1, zip64=True))
+    struct.pack_into("<HHLL", data, len(data) - 22 + 8, 1, 1, 100, 0)  # the classic record: 1 entry, 100 bytes
+    end = getattr(zipfile, "_EndRecData")(io.BytesIO(bytes(data)))  # noqa: B009
+    assert end[5] == 1_400_000 * 47  # zipfile would parse the ZIP64 size
+    assert "too large" in _refusal(bytes(data))
+
+
+def test_refusing_a_flood_costs_milliseconds_and_no_memory(tmp_path: Path) -> None:
+    """Measured: before the fix, open_archive on crafted_zip(1_400_000) (63 MB) took 8.1 s and 516 MB of RSS
+    here, crafted_zip(60_000) (2.7 MB) 0.27 s and 30 MB; after: under 5 ms and 3 MB."""
+    flood = tmp_path / "flood.zip"
+    flood.write_bytes(crafted_zip(1_400_000))
+    for path in (flood, None):
+        tracemalloc.start()
+        began = time.perf_counter()
+        with (path.open("rb") if path else io.BytesIO(crafted_zip(60_000))) as stream, \
+                pytest.raises(uploading.UploadRejected):
+            uploading.open_archive(_services(), stream)
+        took = time.perf_counter() - began
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert took < 0.5 and peak < 8 * MB, (path, took, peak)
+
+
+def test_real_archives_still_open() -> None:
+    long_names = io.BytesIO()
+    with zipfile.ZipFile(long_names, "w") as archive:
+        for n in range(500):
+            archive.writestr("DICOM/" + "PATIENT/" * 25 + f"IM{n:06d}", b"x")  # 200-character paths
+        archive.comment = b"c" * 1000
+    for data in (_zip(3), _zip(500), long_names.getvalue()):
+        with uploading.open_archive(_services(), io.BytesIO(data))[0] as opened:
+            assert opened.infolist()
+    assert "archive holds 2999 files" in uploading_refusal(_zip(2999))  # past the directory check: zipfile counts
+
+
+def uploading_refusal(data: bytes) -> str:
+    with pytest.raises(uploading.UploadRejected) as refused:
+        uploading.open_archive(_services(), io.BytesIO(data))
+    return refused.value.detail

@@ -141,6 +141,22 @@ def test_the_app_config_is_the_plugins(dist: Path) -> None:
     assert (QIDO_ROOT, WADO_ROOT, WADO_URI_ROOT) == ("/ehr-imaging/dicom-web", "/dicom-web", "/wado")
 
 
+def test_the_app_config_hides_error_details_from_users(dist: Path) -> None:
+    """The review: ``showErrorDetails: "always"`` showed every user an error's stack (paths, UIDs in messages)."""
+    config = _config_object(ViewerApp(dist).answer("GET", "/ohif/app-config.js").body.decode())
+    assert config["showErrorDetails"] == "dev"  # missing or null would show them too
+
+
+@pytest.mark.skipif(not ohif.is_installed(ohif.viewer_dir()), reason="make install prepares the viewer")
+def test_the_installed_viewer_shows_details_for_dev_only_outside_production() -> None:
+    """What "dev" means in the pinned OHIF build: its error boundary shows details for "dev" only when not a
+    production build, and this build is one."""
+    bundle = (ohif.viewer_dir() / BUNDLE).read_text(encoding="utf-8")
+    assert "const isProduction = \"production\" === 'production';" in bundle
+    assert ("showErrorDetails == null || showErrorDetails === ErrorBoundary_ShowErrorDetails.always ||"
+            " showErrorDetails === ErrorBoundary_ShowErrorDetails.dev && !isProduction") in bundle
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_app_config_runs_and_makes_the_roots_absolute_on_this_origin() -> None:
     script = app_config(qido_root="/api/v1/dicom/qido")

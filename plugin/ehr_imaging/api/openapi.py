@@ -66,4 +66,5 @@ def register(router: Router) -> None:
         """This document."""
         return json_response(document(router))
 
-    router.add("GET", "/api/v1/dicom/openapi.json", openapi, roles=PUBLIC)
+    # Any role, not public: it carries the plugin version and who may call what; every consumer holds a token.
+    router.add("GET", "/api/v1/dicom/openapi.json", openapi, roles=ANY_ROLE)

@@ -10,8 +10,8 @@ from ..store import orders as order_store
 from .router import ApiError, Request, Response, Router, json_response
 from .validation import query_bool, query_int
 
-WRITERS = (auth.EHR_SERVICE, auth.ADMIN)
-READERS = (auth.EHR_SERVICE, auth.ADMIN, auth.RADIOLOGIST, auth.DOCTOR, auth.NURSE, auth.TECHNICIAN)
+WRITERS = auth.ORDER_WRITING
+READERS = auth.VIEWING  # an order carries the patient's demographics and, once matched, the study
 MAX_PAGE = 500
 
 

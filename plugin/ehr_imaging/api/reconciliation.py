@@ -12,9 +12,9 @@ from ..store import reconciliation as queue
 from .router import ApiError, Request, Response, Router, json_response
 from .validation import query_int
 
-RECONCILERS = (auth.ADMIN, auth.RADIOLOGIST, auth.TECHNICIAN, auth.EHR_SERVICE)
-MAY_FORCE = frozenset({auth.ADMIN, auth.RADIOLOGIST})
-READERS = (*RECONCILERS, auth.DOCTOR, auth.NURSE)
+RECONCILERS = auth.RECONCILING
+MAY_FORCE = frozenset(auth.FORCE_LINKING)
+READERS = auth.VIEWING  # the match status names the order (and its patient)
 
 
 def register(router: Router, services: Services) -> None:

@@ -71,7 +71,7 @@ _VIEWER_TOKEN = {"token": string(), "token_id": string(), "expires_at": string("
                  "study_uids": STRINGS}
 
 COMPONENTS: dict[str, Schema] = {
-    "Health": obj({"status": string(enum=["healthy", "unhealthy"]), "plugin_version": string(),
+    "Health": obj({"status": string(enum=["healthy", "unhealthy"]), "plugin_version": NSTR,
                    "orthanc_version": NSTR, "database": string(), "schema_version": integer(nullable=True)},
                   ["status", "plugin_version", "orthanc_version", "database"]),
     "Stats": obj({name: integer() for name in ("total_patients", "total_studies", "total_series", "total_instances",

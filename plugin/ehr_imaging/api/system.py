@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..core.auth import AuthError
 from ..services import Services
 from ..store import db, migrations, summary
 from .router import ANY_ROLE, PUBLIC, Request, Response, Router, json_response
@@ -13,12 +14,23 @@ from .router import ANY_ROLE, PUBLIC, Request, Response, Router, json_response
 def register(router: Router, services: Services) -> None:
     schema = services.settings.DatabaseSchema
 
+    def is_admin(request: Request) -> bool:
+        """An administrator's credentials on a public route; wrong or missing ones count as anonymous."""
+        try:
+            principal = services.authenticator.authenticate(request.headers, method=request.method,
+                                                              client=request.client_ip)
+        except AuthError:
+            return False
+        return principal is not None and principal.is_admin
+
     def health(request: Request) -> Response:
-        """Public: load balancers and the EHR poll it. Says what is down without saying why in detail."""
+        """Public: load balancers and the EHR poll it. Says what is down without saying why in detail.
+        Versions only to administrators: to anyone else they are a map of known vulnerabilities (null)."""
+        admin = is_admin(request)
         body: dict[str, Any] = {
             "status": "healthy",
-            "plugin_version": __version__,
-            "orthanc_version": services.pacs.system().get("Version"),
+            "plugin_version": __version__ if admin else None,
+            "orthanc_version": services.pacs.system().get("Version") if admin else None,
             "database": "ok",
         }
         try:

@@ -23,7 +23,8 @@ from .studies import study_or_404
 from .validation import query_bool
 
 EDITORS = auth.UPLOADING
-READERS = (*EDITORS, auth.NURSE)
+FILE_READERS = auth.FILE_READING  # read-tags: the caller's own file
+READERS = auth.VIEWING  # a stored study's tags
 DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.
 MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
@@ -143,7 +144,7 @@ def register(router: Router, services: Services) -> None:
         return json_response(dicom_tags.study_tags(study, series))
 
     router.add("POST", "/api/v1/dicom/validate", validate, roles=EDITORS)
-    router.add("POST", "/api/v1/dicom/read-tags", read_tags, roles=READERS)
+    router.add("POST", "/api/v1/dicom/read-tags", read_tags, roles=FILE_READERS)
     router.add("POST", "/api/v1/dicom/modify-tags", modify_tags, roles=EDITORS)
     router.add("POST", "/api/v1/dicom/deidentify", deidentify, roles=EDITORS)
     router.add("GET", "/api/v1/dicom/tags/{study_uid}", study_tags, roles=READERS)

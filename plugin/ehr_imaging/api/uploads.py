@@ -159,7 +159,9 @@ def register(router: Router, services: Services) -> None:
         caller = _principal(request)
         row = uploads.declare_offline(engine, declared, caller.subject)
         if row.declared_by != caller.subject and not caller.is_admin:
-            raise ApiError(409, "this file (same SOP Instance UID and sha256) was declared by another user")
+            # Neither who declared it nor its upload_id: only that the exact file (its sha256) is known already.
+            raise ApiError(409, "this file (same SOP Instance UID and sha256) is already declared for offline sync;"
+                                " send it with POST /api/v1/dicom/upload instead")
         return json_response({"upload_id": str(row.upload_id), "status": row.status})
 
     def offline_binary(request: Request) -> Response:

@@ -28,10 +28,26 @@ NURSE = "nurse"
 TECHNICIAN = "technician"
 EHR_SERVICE = "ehr-service"
 ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVICE})
-# Who may do what (the seed plan's roles), one definition each for every route that does it.
-VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE)  # query and view studies, viewer tokens
-UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files, edit tags
+# Who may do what: the role groups, defined once. Every route of the EHR API names exactly one of them (or is public,
+# or open to any role); the README's role matrix is checked against the routes by tests/unit/test_role_matrix.py.
+# The seed plan's rules: view = doctor, nurse, radiologist; upload = doctor, technician; delete = admin, radiologist.
+# One principle decides the rest: whoever reads stored patient data (demographics, study UIDs, orders, the upload
+# log, the reconciliation queue) holds a viewing role, and the audit trail only some of them. A technician uploads
+# and works on the files in their hands; the order to upload against comes from the EHR's worklist (or the
+# modality worklist), not from this API.
+VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE)  # studies, orders, match status, stored tags
+AUDITING = (DOCTOR, RADIOLOGIST, ADMIN, EHR_SERVICE)  # the upload log: who uploaded what, tags before edits
+UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files (own jobs/offline uploads), edit
+FILE_READING = (*UPLOADING, NURSE)  # read the tags of a file the caller sends (nothing stored is read)
 DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
+RECONCILING = (ADMIN, RADIOLOGIST, EHR_SERVICE)  # the unmatched queue, manual link and unlink
+FORCE_LINKING = (ADMIN, RADIOLOGIST)  # a manual link across a patient mismatch (checked inside the link route)
+ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
+# The groups by name (the README's vocabulary). FORCE_LINKING is no route's group.
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "viewing": VIEWING, "auditing": AUDITING, "uploading": UPLOADING, "file-reading": FILE_READING,
+    "deleting": DELETING, "reconciling": RECONCILING, "order-writing": ORDER_WRITING,
+}
 
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")

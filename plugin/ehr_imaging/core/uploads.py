@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,38 +86,70 @@ def archive_problem(members: list[ZipMember], *, max_files: int, max_file_bytes:
     return None
 
 
-EOCD_SEARCH = 65536 + 22  # the end-of-central-directory record and the longest archive comment
-_EOCD, _ZIP64_LOCATOR, _ZIP64_EOCD = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+CENTRAL_ENTRY_BYTES = 46  # the fixed part of a central directory entry; its name, extra field and comment follow
+# What one entry of a real archive takes on average, at most: the fixed part, a long path and its extra fields.
+ENTRY_BUDGET_BYTES = CENTRAL_ENTRY_BYTES + 1024
+MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
+_CENTRAL_ENTRY = b"PK\x01\x02"
 
 
-def zip_directory_totals(tail: bytes, read_at: Callable[[int, int], bytes]) -> tuple[int, int] | None:
-    """(entries, central directory bytes) from an archive's end records, before ``zipfile`` loads the whole
-    directory into memory (a small ZIP can declare hundreds of thousands of members). ``tail`` holds the
-    archive's last bytes; ``read_at(offset, n)`` reads elsewhere (the ZIP64 record).
-    None when there is no end record (not a ZIP)."""
-    at = tail.rfind(_EOCD)
-    if at < 0 or len(tail) - at < 22:
-        return None
-    entries, size = struct.unpack_from("<HI", tail, at + 10)
-    if entries != 0xFFFF and size != 0xFFFFFFFF:
-        return entries, size
-    locator = tail.rfind(_ZIP64_LOCATOR, 0, at)
-    if locator < 0 or at - locator < 20:
-        return None
-    (record_offset,) = struct.unpack_from("<Q", tail, locator + 8)
-    record = read_at(record_offset, 56)
-    if len(record) < 56 or not record.startswith(_ZIP64_EOCD):
-        return None
-    entries64, size64 = struct.unpack_from("<QQ", record, 32)
-    return int(entries64), int(size64)
+def max_entries(max_files: int) -> int:
+    """Directory entries an archive of ``max_files`` files may have: room for folders and skipped members."""
+    return 4 * max_files + 1000
 
 
 def directory_problem(entries: int, directory_bytes: int, *, max_files: int) -> str | None:
-    """Why an archive is refused on its directory's size alone (413): more entries than the file limit
-    can explain (with room for folders and skipped members), or a directory too large to read."""
-    if entries > 4 * max_files + 1000 or directory_bytes > 64 * 1024 * 1024:
+    """Why an archive is refused from its end record alone (413), before its directory is read: more entries
+    than the file limit can explain, or a directory larger than that many entries can take. The second bound
+    matters because ``zipfile`` ignores the declared count and parses every entry in the directory's bytes
+    (each at least 46): a small declared count in front of a large directory cost seconds and hundreds of MB."""
+    limit = max_entries(max_files)
+    if entries > limit:
         return f"archive directory declares {entries} entries; at most {max_files} files per upload"
+    if directory_bytes > min(limit * ENTRY_BUDGET_BYTES, MAX_DIRECTORY_BYTES):
+        return f"archive directory of {directory_bytes} bytes is too large; at most {max_files} files per upload"
     return None
+
+
+def directory_entries(directory: bytes, *, stop_after: int) -> int:
+    """How many entries ``zipfile`` would parse from these central directory bytes, counted without parsing
+    them: the same walk (46 bytes, then name, extra field and comment lengths) up to the first malformed entry
+    (where ``zipfile`` stops with an error too). Counting stops once past ``stop_after``."""
+    at = count = 0
+    while at < len(directory) and count <= stop_after:
+        if len(directory) - at < CENTRAL_ENTRY_BYTES or directory[at:at + 4] != _CENTRAL_ENTRY:
+            break
+        name, extra, comment = struct.unpack_from("<HHH", directory, at + 28)
+        at += CENTRAL_ENTRY_BYTES + name + extra + comment
+        count += 1
+    return count
+
+
+def entries_problem(found: int, declared: int, *, max_files: int) -> str | None:
+    """Why an archive is refused (413) once its directory's entries are counted."""
+    if found > max_entries(max_files):
+        return (f"archive directory holds more than {max_entries(max_files)} entries (its end record declares"
+                f" {declared}); at most {max_files} files per upload")
+    return None
+
+
+_ZIP64_END = b"PK\x06\x06"
+
+
+def central_directory_problem(end: Sequence[Any], read_at: Callable[[int, int], bytes], *,
+                              max_files: int) -> str | None:
+    """Why an archive is refused (413) before ``zipfile`` parses its directory, or None. ``end`` is the end record
+    as ``zipfile`` reads it (``zipfile._EndRecData``, ZIP64 values included: signature [0], entries [4], directory
+    bytes [5], the record's offset [9]), so both look at the same directory; ``read_at(offset, n)`` reads the
+    archive. First the record's count and size, then the entries counted where ``ZipFile`` will parse them
+    (``start_dir``), since the declared count can understate them."""
+    entries, size, location = int(end[4]), int(end[5]), int(end[9])
+    problem = directory_problem(entries, size, max_files=max_files)
+    start = location - size - (56 + 20 if end[0] == _ZIP64_END else 0)  # before the ZIP64 record and locator
+    if problem is None and start >= 0:
+        found = directory_entries(read_at(start, size), stop_after=max_entries(max_files))
+        problem = entries_problem(found, entries, max_files=max_files)
+    return problem
 
 
 def is_uid(value: Any) -> bool:
