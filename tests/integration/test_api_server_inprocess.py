@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -87,8 +88,11 @@ def test_a_stream_that_fails_half_way_is_cut_not_ended(port: int) -> None:
 def test_the_answer_to_a_client_that_left_gives_its_slot_back(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /api/v1/dicom/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Until the server has seen the first client leave, its slot answers 503 (kept alive: ask for a close).
     for _ in range(50):
-        answer = _exchange(port, b"GET /api/v1/dicom/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _exchange(port, b"GET /api/v1/dicom/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         if answer.startswith(b"HTTP/1.1 200 "):
             return
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        time.sleep(0.1)
     raise AssertionError(answer)

@@ -208,23 +208,25 @@ def test_json_routes_refuse_other_content_types(client: Client) -> None:
 # --- info items: the basic-auth limiter, subjects, log lines --------------------------------------------
 
 def test_failed_admin_sign_ins_lock_the_address_out(client: Client) -> None:
-    """From a loopback address of its own (127.0.0.23), so the rest of the suite is not locked out."""
+    """From a loopback address of its own (127.0.0.23), so the rest of the suite is not locked out. Through the
+    API port: Orthanc's own port answers any address but 127.0.0.1 with 401 itself (RemoteAccessAllowed false)."""
     stack = client.stack
     user, password = stack.admin_auth
 
-    def system(secret: str) -> int | None:
+    def stats(secret: str) -> int | None:
         basic = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
-        sock = socket.create_connection(("127.0.0.1", stack.config.http_port), timeout=10,
+        sock = socket.create_connection(("127.0.0.1", stack.config.api_port), timeout=10,
                                         source_address=("127.0.0.23", 0))
         try:
-            sock.sendall(f"GET /system HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\n\r\n".encode())
+            sock.sendall(f"GET /api/v1/dicom/stats HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\n"
+                         "Connection: close\r\n\r\n".encode())
             return status_of(sock)
         finally:
             sock.close()
 
-    assert system(password) == 200
-    assert [system("guess") for _ in range(10)] == [403] * 10
-    assert system(password) == 403  # locked out, the right password included
+    assert stats(password) == 200
+    assert [stats("guess") for _ in range(10)] == [401] * 10
+    assert stats(password) == 401  # locked out, the right password included
     assert client.get("/system", auth=stack.admin_auth).status_code == 200  # other addresses are not
 
 

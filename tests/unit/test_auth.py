@@ -162,8 +162,8 @@ NOW = int(time.time())
 
 REFUSED_CLAIMS: list[tuple[str, dict[str, Any], str]] = [
     ("expired beyond leeway", claims(iat=NOW - 3600, nbf=NOW - 3600, exp=NOW - LEEWAY - 60), "expired"),
-    ("nbf in the future", claims(nbf=NOW + LEEWAY + 300), "not yet valid"),
-    ("iat in the future", claims(iat=NOW + LEEWAY + 300, nbf=None), "not yet valid"),
+    ("nbf in the future", claims(nbf=NOW + LEEWAY + 86_400), "not yet valid"),
+    ("iat in the future", claims(iat=NOW + LEEWAY + 86_400, nbf=None), "not yet valid"),
     ("wrong audience", claims(aud="some-other-api"), "audience"),
     ("audience list without ours", claims(aud=["a", "b"]), "audience"),
     ("wrong issuer", claims(iss="https://evil.example"), "issuer"),
