@@ -64,6 +64,27 @@ def running_stack(name: str, **overrides: object) -> Iterator[Stack]:
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
+def assert_refuses_to_start(name: str, reason: str, **overrides: object) -> None:
+    """A stack whose plugin must refuse its configuration: Orthanc exits, serves nothing, logs ``reason``."""
+    var_dir = stack_dir()
+    config = StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
+                         pg_port=free_port())
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    refused = Stack(config)
+    try:
+        with pytest.raises(RuntimeError, match="Orthanc exited"):
+            refused.start(timeout=30)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(refused.url + "/system", auth=refused.admin_auth, timeout=5)
+        log = refused.log_file.read_text()
+        assert "start-up failed" in log and reason in log
+    finally:
+        keep_log(refused, name)
+        refused.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     with running_stack("session") as started:

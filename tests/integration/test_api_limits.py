@@ -22,6 +22,7 @@ import requests
 
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study
+from tests.integration.raw_http import until_closed
 from tests.integration.test_matching import mrn
 
 pytestmark = pytest.mark.integration
@@ -86,27 +87,12 @@ def _connect(api: Client, source: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def _until_closed(sock: socket.socket, send: bytes, seconds: float) -> tuple[bytes, float]:
-    """Send ``send`` about once a second until the server closes; what it answered and when."""
-    started, received = time.monotonic(), b""
-    while time.monotonic() - started < seconds:
-        try:
-            sock.sendall(send)
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        received += chunk
-    return received, time.monotonic() - started
 
 
 def test_a_head_trickling_past_the_deadline_is_answered_408(api: Client) -> None:
     with _connect(api) as sock:
         sock.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n")
-        received, elapsed = _until_closed(sock, b"X-Slow: 1\r\n", 15)
+        received, elapsed = until_closed(sock, b"X-Slow: 1\r\n", 15)
     assert 2 <= elapsed < 5, elapsed
     assert received.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 s" in received, received
 
@@ -116,7 +102,7 @@ def test_a_body_slower_than_the_minimum_rate_is_answered_408(api: Client) -> Non
     with _connect(api) as sock:
         sock.sendall(b"POST /api/v1/dicom/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/dicom\r\n"
                      b"Content-Length: 1000000\r\n\r\n")
-        received, elapsed = _until_closed(sock, b"z" * 100, 15)
+        received, elapsed = until_closed(sock, b"z" * 100, 15)
     assert elapsed < 6, elapsed
     assert not received or (received.startswith(b"HTTP/1.1 408 ") and b"slower than 2000 bytes/s" in received)
 

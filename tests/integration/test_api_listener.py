@@ -14,6 +14,7 @@ import pytest
 from ehr_imaging.config import Settings
 from tests.conftest import Client
 from tests.dicom_factory import make_study
+from tests.integration.raw_http import until_closed
 from tests.integration.test_matching import accession, mrn, order, put_order
 
 pytestmark = pytest.mark.integration
@@ -196,18 +197,7 @@ def test_a_head_not_finished_in_time_is_answered_408(api: Client) -> None:
     with socket.create_connection((url.hostname, url.port), timeout=1) as sock:
         started = time.monotonic()
         sock.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n")
-        received = b""
-        while time.monotonic() - started < limit + 10:
-            try:
-                sock.sendall(b"X-Slow: 1\r\n")
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            received += chunk
+        received, _ = until_closed(sock, b"X-Slow: 1\r\n", limit + 10)
         elapsed = time.monotonic() - started
     assert limit <= elapsed < limit + 3, elapsed
     assert received.startswith(b"HTTP/1.1 408 ") and b"did not arrive within" in received, received

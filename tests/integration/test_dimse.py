@@ -8,7 +8,6 @@ that allows it starts.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,12 +16,11 @@ from typing import Any
 
 import pydicom
 import pytest
-import requests
 
 from ehr_stack.dicom import DCMTK_ENV, findscu_worklist
 from ehr_stack.procs import free_port
-from ehr_stack.stack import Stack, StackConfig, modality_entry
-from tests.conftest import Client, keep_log, running_stack, stack_dir
+from ehr_stack.stack import Stack, modality_entry
+from tests.conftest import Client, assert_refuses_to_start, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.test_matching import put_order, query, wait_for_ingest
 
@@ -228,17 +226,5 @@ def test_no_audit_row_no_answer(ws: tuple[Client, int], tmp_path: Path) -> None:
     {"AET": "DEFAULTS", "Host": "127.0.0.1", "Port": 11112},  # Orthanc's defaults: everything allowed
 ])
 def test_a_configuration_allowing_unaudited_services_does_not_start(entry: Any) -> None:
-    var_dir = stack_dir()
-    stack = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                              pg_port=free_port(), orthanc_overrides={"DicomModalities": {"m": entry}}))
-    try:
-        with pytest.raises(RuntimeError, match="Orthanc exited"):
-            stack.start(timeout=30)
-        with pytest.raises(requests.ConnectionError):
-            requests.get(stack.url + "/system", timeout=5)
-        log = stack.log_file.read_text()
-        assert "start-up failed" in log and "DicomModalities.m" in log
-    finally:
-        keep_log(stack, "dimse-refused-config")
-        stack.stop()
-        shutil.rmtree(var_dir, ignore_errors=True)
+    assert_refuses_to_start("dimse-refused-config", "DicomModalities.m",
+                            orthanc_overrides={"DicomModalities": {"m": entry}})
