@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import orthanc
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import __version__, pacs
 from .api.listener import ApiListener
 from .api.router import Request, Response, Router, decode_query, error_response, template_regex
 from .api.routes import register_all
+from .api.scoped_qido import ScopedQido
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .core.dimse import check_policy
@@ -25,13 +25,12 @@ from .hooks.http_filter import make_filter
 from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
 from .services import Services
-from .store import migrations
+from .store import db, migrations
 from .store import sessions as session_store
 from .store import viewer as viewer_store
 from .viewer.access_log import AccessLog
 from .viewer.gate import ViewerGate
 from .viewer.hierarchy import StudyHierarchy
-from .viewer.qido import ScopedQido
 from .viewer.revocations import RevocationList
 from .viewer_app import PREFIX as VIEWER_PREFIX
 from .viewer_app import ViewerApp
@@ -82,7 +81,7 @@ def _set_up() -> Any:
     services.tls = bool(orthanc_config.get("SslEnabled", False))
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
-    router = Router(services.authenticator, pacs.log_error, unavailable=(OperationalError, InterfaceError))
+    router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE)
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
     register_all(router, services, gate.revocations)

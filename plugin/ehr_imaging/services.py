@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
-
 from .config import Settings
 from .core.auth import Authenticator, TokenVerifier
+from .store.db import Engine
 from .store.links import MatchPolicy
 
 

@@ -19,7 +19,7 @@ from .query_values import QIDO, WADO_RS, WADO_URI
 API_PREFIX = "/api/v1/dicom/"
 DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
-# The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (viewer/qido.py).
+# The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (api/scoped_qido.py).
 SCOPED_QIDO_ROOT = "/ehr-imaging/dicom-web/"
 VIEWER_APP_PREFIX = "/ohif/"  # the OHIF viewer's static site (viewer_app.py)
 

@@ -18,11 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
 from ..ingest import process_stable_study
 from ..services import Services
-from ..store import collisions, links, studies
+from ..store import collisions, db, links, studies
 
 MAX_ATTEMPTS = 5
 STABLE, DELETED = "stable", "deleted"
@@ -97,7 +95,7 @@ class IngestWorker:
                 except Exception as exc:  # noqa: BLE001 - retried below, never lost silently
                     # An unreachable database is waited for indefinitely; anything else is a bug or a bad
                     # study: a few retries, then the study waits for the catch-up at the next start.
-                    transient = isinstance(exc, OperationalError)
+                    transient = isinstance(exc, db.UNAVAILABLE)
                     self._log_error(f"ehr-imaging: {kind} study {study} failed (attempt {attempts},"
                                     f" {type(exc).__name__}: {exc})")
                     if not transient and attempts >= MAX_ATTEMPTS:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+# The engine's type, for the modules that hold one without touching SQLAlchemy themselves.
+__all__ = ["UNAVAILABLE", "Engine", "create_db_engine", "normalize_url", "ping"]
+
+# What the database raises while it cannot be reached (down, restarting, partitioned): a wait, not a bug.
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def normalize_url(url: str) -> str:

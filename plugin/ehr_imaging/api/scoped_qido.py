@@ -16,12 +16,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..api.router import Response, error_response
 from ..core import access, query_values
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
-from .gate import ViewerGate
+from ..viewer.gate import ViewerGate
+from .router import Response, error_response
 
 DICOM_JSON = "application/dicom+json"
 _STUDY_UID_KEYS = ("studyinstanceuid", "0020000d")
