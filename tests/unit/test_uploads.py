@@ -219,7 +219,8 @@ def _services(max_files: int = 500) -> Any:
 
 def _refusal(data: bytes, max_files: int = 500) -> str:
     """open_archive's 413, checked to come before zipfile parses the directory."""
-    with mock.patch("ehr_imaging.uploading.zipfile.ZipFile", side_effect=AssertionError("zipfile parsed it")), \
+    never = AssertionError("zipfile parsed it")
+    with mock.patch("ehr_imaging.uploading.archives.zipfile.ZipFile", side_effect=never), \
             pytest.raises(uploading.UploadRejected) as refused:
         uploading.open_archive(_services(max_files), io.BytesIO(data))
     assert refused.value.status == 413

@@ -1,0 +1,247 @@
+"""One upload's files: validated, stored in Orthanc, recorded and matched once per study (``Batch``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import Dataset
+
+from .. import ingest, study_resolution
+from ..core import tags
+from ..core.study_identity import orthanc_study_id
+from ..services import Services
+from ..store import uploads
+
+MB = 1024 * 1024
+CHUNK = MB
+UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+
+class UploadRejected(Exception):
+    """A file or request that is refused: ``status`` is the HTTP answer; ``header`` the file's dataset when
+    it could be read far enough to say which study it belongs to."""
+
+    def __init__(self, status: int, detail: str, header: Dataset | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.header = header
+
+
+def check_dicom(data: bytes) -> Dataset:
+    """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
+    a truncated file is refused here, not stored); returns its dataset."""
+    try:
+        parsed = tags.parse(data)
+    except tags.DicomFileError as exc:
+        raise UploadRejected(422, str(exc)) from None
+    if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
+        has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
+        raise UploadRejected(422, f"incomplete DICOM file: {parsed.problems[0]}",
+                             parsed.dataset if has_uids else None)
+    if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
+        raise UploadRejected(422, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
+    ds = parsed.dataset
+    for keyword in UID_KEYWORDS:
+        if not str(ds.get(keyword, "")).strip():
+            raise UploadRejected(422, f"{keyword} is missing")
+    return ds
+
+
+@dataclass
+class FileResult:
+    file_name: str
+    status: str  # stored | failed
+    size: int
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    orthanc_instance_id: str | None = None
+    already_stored: bool = False
+    error: str | None = None
+    http_status: int = 200  # what a single-file upload answers for it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file_name": self.file_name, "status": self.status, "study_instance_uid": self.study_instance_uid,
+                "series_instance_uid": self.series_instance_uid, "sop_instance_uid": self.sop_instance_uid,
+                "orthanc_instance_id": self.orthanc_instance_id, "already_stored": self.already_stored,
+                "error": self.error}
+
+
+@dataclass
+class StudyOutcome:
+    study_instance_uid: str
+    orthanc_study_id: str | None
+    order_id: str | None
+    match_reason: str | None
+    upload_status: str
+    number_of_files: int
+    upload_log_id: uuid.UUID | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"study_instance_uid": self.study_instance_uid, "orthanc_study_id": self.orthanc_study_id,
+                "order_id": self.order_id, "match": match_json(self.order_id, self.match_reason),
+                "upload_status": self.upload_status, "number_of_files": self.number_of_files,
+                "upload_id": str(self.upload_log_id) if self.upload_log_id else None}
+
+
+def match_json(order_id: str | None, reason: str | None) -> dict[str, Any]:
+    return {"status": "linked" if order_id else "unmatched", "reason": None if order_id else reason}
+
+
+@dataclass
+class _Study:
+    orthanc_study_id: str | None = None
+    stored: list[FileResult] = field(default_factory=list)
+    failed: list[FileResult] = field(default_factory=list)
+
+
+class Batch:
+    """The files of one upload request (or job): ``add`` each, then ``finish`` once. Use as a context
+    manager: leaving it releases the studies it held, and hands unrecorded ones to the ingest worker."""
+
+    def __init__(self, services: Services, *, uploaded_by: str, source: str, order_id: str | None = None,
+                 patient_id: str | None = None) -> None:
+        self._services = services
+        self.uploaded_by, self.source, self.order_id, self.patient_id = uploaded_by, source, order_id, patient_id
+        self.results: list[FileResult] = []
+        self.studies: dict[str, StudyOutcome] = {}
+        self._parts: dict[str, _Study] = {}
+        self._held: set[str] = set()
+        self._recorded: set[str] = set()
+        self._collisions: dict[tuple[str, str], str | None] = {}
+        self._began = time.monotonic()
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for orthanc_id in self._held:
+            ingest.release(orthanc_id)
+            if orthanc_id not in self._recorded:
+                self._services.ingest_later(orthanc_id)
+        self._held.clear()
+
+    @property
+    def successful(self) -> int:
+        return sum(1 for r in self.results if r.status == "stored")
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.successful
+
+    def fail(self, file_name: str, error: str, size: int = 0, status: int = 422,
+             header: Dataset | None = None) -> FileResult:
+        result = FileResult(file_name, "failed", size, error=error, http_status=status)
+        if header is not None:
+            result.study_instance_uid = str(header.StudyInstanceUID)
+            result.series_instance_uid = str(header.SeriesInstanceUID)
+            result.sop_instance_uid = str(header.SOPInstanceUID)
+        self.results.append(result)
+        self._parts.setdefault(result.study_instance_uid or "", _Study()).failed.append(result)
+        return result
+
+    def add(self, file_name: str, data: bytes) -> FileResult:
+        """Validate one file and store it in Orthanc; a bad file is a failed result, never an exception."""
+        try:
+            header = check_dicom(data)
+        except UploadRejected as exc:
+            return self.fail(file_name, exc.detail, len(data), exc.status, exc.header)
+        patient_id, study_uid = str(header.get("PatientID", "")), str(header.StudyInstanceUID)
+        conflict = self._collision(study_uid, patient_id)
+        if conflict is not None:
+            return self.fail(file_name, conflict, len(data), 409, header)
+        # Held before the file goes in, so the worker never records a study this upload is still writing.
+        self._hold(orthanc_study_id(patient_id, study_uid))
+        try:
+            stored = self._services.pacs.post_json_bytes("/instances", data)
+        except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing
+            return self.fail(file_name, f"Orthanc refused the file: {exc}", len(data), 400, header)
+        study_id = str(stored["ParentStudy"])
+        self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
+        result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
+                            str(header.SeriesInstanceUID), str(header.SOPInstanceUID), str(stored["ID"]),
+                            already_stored=stored.get("Status") == "AlreadyStored")
+        self.results.append(result)
+        part = self._parts.setdefault(result.study_instance_uid or "", _Study())
+        part.orthanc_study_id = study_id
+        part.stored.append(result)
+        return result
+
+    def _collision(self, study_uid: str, patient_id: str) -> str | None:
+        """Why this StudyInstanceUID must not be stored under this PatientID (asked once per study and patient)."""
+        key = (study_uid, patient_id)
+        if key not in self._collisions:
+            self._collisions[key] = study_resolution.upload_collision(self._services, study_uid, patient_id)
+        return self._collisions[key]
+
+    def _hold(self, orthanc_study_id: str) -> None:
+        if orthanc_study_id not in self._held:
+            ingest.hold(orthanc_study_id)
+            self._held.add(orthanc_study_id)
+
+    def finish(self) -> dict[str, StudyOutcome]:
+        """Record and match each study once (one audit row per study), and a failed row for the files
+        that belong to no study or to a study none of whose files could be stored."""
+        duration = time.monotonic() - self._began
+        for study_uid, part in self._parts.items():
+            names = [r.file_name for r in part.stored + part.failed]
+            errors = "; ".join(f"{r.file_name}: {r.error}" for r in part.failed) or None
+            if part.orthanc_study_id is None:  # nothing stored: the rejected files' own row
+                uploads.record_failed(self._services.engine, uploaded_by=self.uploaded_by, source=self.source,
+                                      file_names=names, size=sum(r.size for r in part.failed), error=errors or "",
+                                      study_uid=study_uid or None, patient_id=self.patient_id, duration=duration)
+                continue
+            audit = uploads.UploadAudit(
+                number_of_files=len(part.stored), total_size_bytes=sum(r.size for r in part.stored),
+                file_names=names, status="partial" if part.failed else "success", error=errors, duration=duration)
+            self.studies[study_uid] = self._record(study_uid, part.orthanc_study_id, audit, names)
+        return self.studies
+
+    def _record(self, study_uid: str, orthanc_id: str, audit: uploads.UploadAudit, names: list[str]) -> StudyOutcome:
+        services = self._services
+        seen = ingest.observe_study(services, orthanc_id)
+        if seen is None:  # deleted by someone else while it was being uploaded
+            self._recorded.add(orthanc_id)
+            error = "the study was deleted while it was being uploaded"
+            for result in self._parts[study_uid].stored:
+                result.status, result.error, result.http_status = "failed", error, 409
+            uploads.record_failed(services.engine, uploaded_by=self.uploaded_by, source=self.source,
+                                  file_names=names, size=audit.total_size_bytes, error=error, study_uid=study_uid,
+                                  patient_id=self.patient_id, duration=audit.duration)
+            return StudyOutcome(study_uid, None, None, error, "failed", 0, None)
+        seen = dataclasses.replace(seen, upload_source=self.source, uploaded_by=self.uploaded_by,
+                                   explicit_order_id=self.order_id)
+        outcome = ingest.record(services, seen, audit)
+        self._recorded.add(orthanc_id)
+        services.revisit_study(orthanc_id)
+        return StudyOutcome(study_uid, orthanc_id, outcome.order_id, outcome.reason, audit.status,
+                            audit.number_of_files, outcome.upload_log_id)
+
+    def summary(self) -> dict[str, Any]:
+        return {"total_files": len(self.results), "successful": self.successful, "failed": self.failed,
+                "results": [r.to_json() for r in self.results],
+                "studies": [s.to_json() for s in self.studies.values()]}
+
+
+# --- limits ------------------------------------------------------------------------------------------
+
+
+def check_files(services: Services, sizes: list[int]) -> None:
+    """The request-wide limits of a multi-file upload (413), before anything is stored."""
+    settings = services.settings
+    if not sizes:
+        raise UploadRejected(400, "send at least one file in the field 'files'")
+    if len(sizes) > settings.MaxFilesPerUpload:
+        raise UploadRejected(413, f"{len(sizes)} files; at most {settings.MaxFilesPerUpload} per upload")
+    if max(sizes) > settings.MaxFileSizeMb * MB:
+        raise UploadRejected(413, f"a file is larger than {settings.MaxFileSizeMb} MB")
+    if sum(sizes) > settings.MaxUploadSizeMb * MB:
+        raise UploadRejected(413, f"upload larger than {settings.MaxUploadSizeMb} MB")
+
+

@@ -1,0 +1,105 @@
+"""The offline sync protocol: declare, send the bytes (verified against the declaration), acknowledge."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import IO, Any
+
+from ..core.uploads import (
+    OfflineDeclaration,
+    content_problem,
+    uid_mismatches,
+)
+from ..services import Services
+from ..store import uploads
+from .batch import CHUNK, UID_KEYWORDS, Batch, UploadRejected, check_dicom
+
+# --- offline sync --------------------------------------------------------------------------------------
+
+
+def sha256_and_size(stream: IO[bytes]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def offline_status(services: Services, upload_id: uuid.UUID, caller: str, admin: bool) -> Any:
+    """The declaration, to the user who made it (or an admin); anyone else gets the same 404 as for none."""
+    row = uploads.get_offline(services.engine, upload_id)
+    if row is None or (row.declared_by != caller and not admin):
+        raise UploadRejected(404, f"offline upload {upload_id} not found")
+    return row
+
+
+def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], uploaded_by: str,
+                   admin: bool = False) -> dict[str, Any]:
+    """Verify the bytes against the declaration (size, sha256, UIDs), store them, audit them. Re-sending
+    after success answers the same status and stores nothing twice. One at a time per upload_id."""
+    with uploads.offline_lock(services.engine, upload_id):
+        row = offline_status(services, upload_id, uploaded_by, admin)
+        declared = OfflineDeclaration(row.sop_instance_uid, row.series_instance_uid, row.study_instance_uid,
+                                      row.size, row.sha256, row.patient_id, row.order_id, row.file_name)
+        name = row.file_name or row.sop_instance_uid
+
+        def reject(status: int, detail: str) -> UploadRejected:
+            uploads.record_failed(services.engine, uploaded_by=uploaded_by, source="offline", file_names=[name],
+                                  size=row.size, error=detail, study_uid=row.study_instance_uid,
+                                  patient_id=row.patient_id)
+            return UploadRejected(status, detail)
+
+        digest, size = sha256_and_size(stream)
+        problem = content_problem(declared, size=size, sha256=digest)
+        if problem is not None:
+            raise reject(422, problem)
+        if row.status in ("STORED", "ACK_RECEIVED") and _in_orthanc(services, row.orthanc_instance_id):
+            return {"upload_id": str(upload_id), "status": row.status}
+        stream.seek(0)
+        data = stream.read()
+        try:
+            header = check_dicom(data)
+        except UploadRejected as exc:
+            raise reject(exc.status, exc.detail) from None
+        wrong = uid_mismatches(declared, {k: str(header.get(k, "")) for k in UID_KEYWORDS})
+        if wrong:
+            raise reject(422, f"the file's {', '.join(wrong)} differ from the declared ones")
+        with Batch(services, uploaded_by=uploaded_by, source="offline", order_id=row.order_id,
+                   patient_id=row.patient_id) as batch:
+            result = batch.add(name, data)
+            studies = batch.finish()
+        study = studies.get(row.study_instance_uid)
+        if result.status != "stored" or study is None or study.orthanc_study_id is None:
+            raise UploadRejected(result.http_status if result.http_status != 200 else 409,
+                                 result.error or "the file could not be stored")
+        uploads.offline_stored(services.engine, upload_id, orthanc_instance_id=result.orthanc_instance_id or "",
+                               orthanc_study_id=study.orthanc_study_id, upload_log_id=study.upload_log_id)
+        return {"upload_id": str(upload_id), "status": "STORED", "study_instance_uid": row.study_instance_uid,
+                "orthanc_instance_id": result.orthanc_instance_id}
+
+
+def offline_ack(services: Services, upload_id: uuid.UUID, caller: str, admin: bool = False) -> dict[str, Any]:
+    """ACK only what is in Orthanc now and audited: then the client may delete its copy."""
+    row = offline_status(services, upload_id, caller, admin)
+    if row.status == "ACK_RECEIVED":
+        return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
+    if row.status != "STORED":
+        raise UploadRejected(409, f"upload is {row.status}: send the binary first")
+    if not _in_orthanc(services, row.orthanc_instance_id):
+        raise UploadRejected(409, "the instance is not in the archive (deleted?): send the binary again")
+    if not uploads.upload_row_exists(services.engine, row.upload_log_id):
+        raise UploadRejected(409, "the upload is not audited yet")
+    uploads.offline_acked(services.engine, upload_id)
+    return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
+
+
+def _in_orthanc(services: Services, orthanc_instance_id: str | None) -> bool:
+    if not orthanc_instance_id:
+        return False
+    try:
+        services.pacs.get_json(f"/instances/{orthanc_instance_id}")
+    except Exception:  # noqa: BLE001 - Orthanc answers 404 for an unknown instance
+        return False
+    return True
+
