@@ -12,6 +12,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from .core.coercion import COERCED_TAGS, tag_changes
+from .core.errors import NotFound
 from .core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from .services import Services
 from .store import collisions, links, uploads
@@ -51,7 +52,7 @@ def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation
         study = pacs.get_json(f"/studies/{orthanc_study_id}")
         stats = pacs.get_json(f"/studies/{orthanc_study_id}/statistics")
         series = pacs.get_json(f"/studies/{orthanc_study_id}/series")
-    except Exception:  # noqa: BLE001 - Orthanc answers 404 for a study deleted before we got to it
+    except NotFound:  # deleted before we got to it
         return None
     tags = study.get("MainDicomTags", {})
     patient = study.get("PatientMainDicomTags", {})
@@ -121,7 +122,7 @@ def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_ui
 def stored(services: Services, orthanc_study_id: str) -> bool:
     try:
         services.pacs.get_json(f"/studies/{orthanc_study_id}")
-    except Exception:  # noqa: BLE001 - Orthanc answers 404 for a study it no longer holds
+    except NotFound:
         return False
     return True
 
@@ -151,7 +152,7 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
             return
         try:
             shared = services.pacs.get_json(f"/studies/{seen.orthanc_study_id}/shared-tags?simplify")
-        except Exception:  # noqa: BLE001 - gone meanwhile (coerced by an earlier run, or deleted)
+        except NotFound:  # gone meanwhile (coerced by an earlier run, or deleted)
             return
         current = {tag: shared.get(tag) if isinstance(shared.get(tag), str) else None for tag in COERCED_TAGS}
         changes = tag_changes(current, order)
@@ -188,7 +189,7 @@ def _rewrite_instances(services: Services, orthanc_study_id: str, modification: 
     for _ in range(MOVE_ROUNDS):
         try:
             originals = pacs.get_json(f"/studies/{orthanc_study_id}/instances")
-        except Exception:  # noqa: BLE001 - every original moved: Orthanc removed the emptied study
+        except NotFound:  # every original moved: Orthanc removed the emptied study
             break
         if not originals:
             break

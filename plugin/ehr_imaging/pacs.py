@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orthanc
 
+from .core.errors import NotFound
 from .core.logsafe import loggable
 
 
@@ -27,11 +29,27 @@ def log_error(message: str) -> None:
     orthanc.LogError(loggable(message))  # one line: request data never writes a raw CR/LF into the log
 
 
+# orthanc-python (since 3.3) raises OrthancException(code, description) when an in-process call fails.
+_ORTHANC_ERROR: type[Exception] = getattr(orthanc, "OrthancException", Exception)
+
+
+def _in_process(call: Callable[..., Any], uri: str, *args: Any) -> Any:
+    """One in-process call; Orthanc's "unknown resource" becomes the plugin's NotFound, so callers catch
+    exactly that instead of every exception."""
+    try:
+        return call(uri, *args)
+    except _ORTHANC_ERROR as exc:
+        unknown = getattr(getattr(orthanc, "ErrorCode", None), "UNKNOWN_RESOURCE", None)
+        if unknown is not None and exc.args and exc.args[0] == unknown:
+            raise NotFound(f"not in Orthanc: {uri.split('?', 1)[0][:200]}") from None
+        raise
+
+
 class OrthancPacs:
     """Orthanc's REST API called in process (no HTTP, no HTTP filter)."""
 
     def get_json(self, uri: str) -> Any:
-        return json.loads(orthanc.RestApiGet(uri))
+        return json.loads(_in_process(orthanc.RestApiGet, uri))
 
 
     def post_json(self, uri: str, body: Any) -> Any:
@@ -39,7 +57,7 @@ class OrthancPacs:
 
     def get_bytes(self, uri: str, *, after_plugins: bool = False) -> bytes:
         """A binary answer (an archive, an image); ``after_plugins`` reaches plugin routes (DICOMweb)."""
-        answer: bytes = orthanc.RestApiGetAfterPlugins(uri) if after_plugins else orthanc.RestApiGet(uri)
+        answer: bytes = _in_process(orthanc.RestApiGetAfterPlugins if after_plugins else orthanc.RestApiGet, uri)
         return answer
 
     def lookup(self, uid: str, level: str) -> str | None:
@@ -53,7 +71,7 @@ class OrthancPacs:
         return [str(m["ID"]) for m in json.loads(self.post_bytes("/tools/lookup", uid)) if m.get("Type") == level]
 
     def post_bytes(self, uri: str, body: bytes | str) -> bytes:
-        answer: bytes = orthanc.RestApiPost(uri, body)
+        answer: bytes = _in_process(orthanc.RestApiPost, uri, body)
         return answer
 
     def post_json_bytes(self, uri: str, body: bytes) -> Any:
@@ -61,7 +79,7 @@ class OrthancPacs:
         return json.loads(self.post_bytes(uri, body))
 
     def delete(self, uri: str) -> None:
-        orthanc.RestApiDelete(uri)
+        _in_process(orthanc.RestApiDelete, uri)
 
     def system(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get_json("/system")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .core.errors import Conflict, NotFound
 from .core.study_identity import REASON_COLLISION, Arrival, StudyCopy, classify_arrival, orthanc_study_id
 from .services import Services
 from .store import collisions
 from .store import studies as study_store
 
 
-class StudyConflict(Exception):
+class StudyConflict(Conflict):
     """The StudyInstanceUID names more than one patient's study and none is recorded: a person must decide."""
 
 
@@ -27,7 +28,7 @@ def copies_in_orthanc(services: Services, study_uid: str) -> list[StudyCopy]:
     for orthanc_id in services.pacs.find_study_ids(study_uid):
         try:
             study: dict[str, Any] = services.pacs.get_json(f"/studies/{orthanc_id}")
-        except Exception:  # noqa: BLE001 - deleted between the lookup and the read
+        except NotFound:  # deleted between the lookup and the read
             continue
         copies.append(StudyCopy(orthanc_id, study.get("PatientMainDicomTags", {}).get("PatientID")))
     return copies

@@ -21,6 +21,7 @@ from ehr_imaging.api.router import (
     json_response,
     template_regex,
 )
+from ehr_imaging.core import errors
 from ehr_imaging.core.auth import (
     ADMIN,
     DOCTOR,
@@ -429,3 +430,19 @@ def test_an_unavailable_dependency_is_a_503_with_retry_after() -> None:
     answer = router.dispatch("/api/v1/dicom/x", Request(method="GET", path="/api/v1/dicom/x"))
     assert (answer.status, answer.headers["Retry-After"]) == (503, "5")
     assert "connection refused" not in body(answer)["detail"]  # no internals in the answer
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (errors.Invalid("x"), 422), (errors.NotFound("x"), 404), (errors.Conflict("x"), 409),
+    (errors.Forbidden("x"), 403), (errors.TooLarge("x"), 413), (errors.Unavailable("x"), 503),
+])
+def test_the_error_vocabulary_becomes_statuses_in_the_router(error: errors.DomainError, status: int) -> None:
+    router = Harness().router
+
+    def failing(request: Request) -> Response:
+        raise error
+
+    router.add("GET", "/api/v1/dicom/fails", failing, roles=PUBLIC)
+    answer = router.dispatch("/api/v1/dicom/fails", Request(method="GET", path="/api/v1/dicom/fails"))
+    assert answer.status == status and json.loads(answer.body) == {"detail": "x"}
+    assert (answer.headers.get("Retry-After") == "5") is (status == 503)

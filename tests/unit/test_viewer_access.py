@@ -10,6 +10,7 @@ import pytest
 
 from ehr_imaging.core import access
 from ehr_imaging.core.auth import AuthError, TokenVerifier
+from ehr_imaging.core.errors import NotFound
 from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import MAX_STUDIES, VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
 from ehr_imaging.store.viewer import AccessCount
@@ -210,7 +211,7 @@ class FakePacs:
     def get_json(self, uri: str) -> Any:
         study = uri.split("/")[2]
         if study not in ("o1", "o2") or (study == "o2" and not self.collide):
-            raise LookupError(uri)  # as Orthanc answers 404
+            raise NotFound(uri)  # as the Orthanc adapter does for an unknown resource
         if uri.endswith("/series"):
             return [{"ID": "s1", "MainDicomTags": {"SeriesInstanceUID": SA}}] if study == "o1" else [
                 {"ID": "s2", "MainDicomTags": {"SeriesInstanceUID": SB}}]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core import auth
+from ..core.errors import NotFound
 from ..core.summary import SummaryOptionsError, clinical_summary, first_image_series, ordered_instances, parse_options
 from ..core.zipstream import safe_member_name, zip_stream
 from ..services import Pacs, Services
@@ -188,7 +189,7 @@ def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = F
     except Exception:  # noqa: BLE001 - Orthanc's error says little; the transfer syntax says why
         try:
             syntax = pacs.get_json(f"/instances/{instance_id}/metadata?expand").get("TransferSyntax", "unknown")
-        except Exception:  # noqa: BLE001 - gone meanwhile
+        except NotFound:  # gone meanwhile
             raise ApiError(404, "the instance is gone") from None
         raise ApiError(422, f"Orthanc cannot render this image (transfer syntax {syntax})") from None
 

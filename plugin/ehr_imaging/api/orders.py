@@ -23,10 +23,7 @@ def register(router: Router, services: Services) -> None:
             order = parse_order(request.params["order_id"], request.json())
         except OrderValidationError as exc:
             raise ApiError(422, str(exc)) from None
-        try:
-            saved, created = order_store.upsert(engine, order)
-        except order_store.OrderConflict as exc:
-            raise ApiError(409, str(exc)) from None
+        saved, created = order_store.upsert(engine, order)
         # A study that arrived before its order links now (the order is the missing piece).
         linked = links.rematch_for_order(engine, order.order_id, services.match_policy)
         for orthanc_id in linked:

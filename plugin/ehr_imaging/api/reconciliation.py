@@ -35,11 +35,8 @@ def register(router: Router, services: Services) -> None:
         principal = _principal(request)
         if force and not principal.has_any_role(MAY_FORCE):
             raise ApiError(403, "force: only admins and radiologists may link across a patient mismatch")
-        try:
-            orthanc_id = links.link_manually(engine, request.params["study_uid"], order_id,
-                                             actor=principal.subject, force=force)
-        except links.LinkError as exc:
-            raise ApiError(exc.status, exc.detail) from None
+        orthanc_id = links.link_manually(engine, request.params["study_uid"], order_id,
+                                         actor=principal.subject, force=force)
         services.revisit_study(orthanc_id)
         return json_response({"status": "linked", "study_instance_uid": request.params["study_uid"],
                               "order": order_store.get(engine, order_id)})
@@ -49,11 +46,8 @@ def register(router: Router, services: Services) -> None:
         reason = body.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise ApiError(422, "reason: must be a string")
-        try:
-            order_id = links.unlink(engine, request.params["study_uid"], actor=_principal(request).subject,
-                                    reason=reason)
-        except links.LinkError as exc:
-            raise ApiError(exc.status, exc.detail) from None
+        order_id = links.unlink(engine, request.params["study_uid"], actor=_principal(request).subject,
+                                reason=reason)
         return json_response({"status": "unlinked", "study_instance_uid": request.params["study_uid"],
                               "order_id": order_id})
 

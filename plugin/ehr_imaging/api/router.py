@@ -16,11 +16,23 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
+from ..core import errors
 from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal
 from .schemas import CONTRACTS
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
 ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
+
+
+# The one place where the plugin's error vocabulary becomes HTTP.
+STATUS: dict[type[errors.DomainError], int] = {
+    errors.Invalid: 422, errors.NotFound: 404, errors.Conflict: 409, errors.Forbidden: 403, errors.TooLarge: 413,
+    errors.Unavailable: 503,
+}
+
+
+def status_of(error: errors.DomainError) -> int:
+    return next((status for kind, status in STATUS.items() if isinstance(error, kind)), 500)
 
 
 class ApiError(Exception):
@@ -257,6 +269,9 @@ class Router:
             return route.handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.detail, exc.headers)
+        except errors.DomainError as exc:
+            retry = {"Retry-After": "5"} if isinstance(exc, errors.Unavailable) else None
+            return error_response(status_of(exc), exc.detail, retry)
         except self._unavailable as exc:
             self._log_error(f"{request.method} {request.path}: unavailable ({type(exc).__name__})")
             return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})

@@ -194,11 +194,8 @@ def _order_id(value: str) -> str:
 
 def resolve_study(services: Services, uid: str) -> str | None:
     """The Orthanc study a StudyInstanceUID names for the patient it is recorded for (study_resolution);
-    409 while several patients' studies hold it and none is recorded."""
-    try:
-        return study_resolution.resolve_one(services, uid) if uid else None
-    except study_resolution.StudyConflict as exc:
-        raise ApiError(409, str(exc)) from None
+    a Conflict while several patients' studies hold it and none is recorded."""
+    return study_resolution.resolve_one(services, uid) if uid else None
 
 
 def study_or_404(services: Services, uid: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from ..core import auth, deid_table
 from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
+from ..core.errors import NotFound
 from ..services import Services
 from ..store import tag_edits
 from .router import ApiError, Request, Response, Router, UploadedFile, json_response
@@ -139,7 +140,7 @@ def register(router: Router, services: Services) -> None:
         try:
             study = services.pacs.get_json(f"/studies/{orthanc_id}")
             series = services.pacs.get_json(f"/studies/{orthanc_id}/series")
-        except Exception:  # noqa: BLE001 - deleted between the lookup and the read
+        except NotFound:  # deleted between the lookup and the read
             raise ApiError(404, f"study {study_uid} not found") from None
         return json_response(dicom_tags.study_tags(study, series))
 

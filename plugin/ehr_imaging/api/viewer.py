@@ -78,10 +78,7 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
 
     def resolved(uids: list[str]) -> dict[str, str]:
         cap(uids)
-        try:
-            return study_resolution.resolve(services, uids)
-        except study_resolution.StudyConflict as exc:
-            raise ApiError(409, str(exc)) from None
+        return study_resolution.resolve(services, uids)
 
     def recorded_studies(where: StudyFilter) -> list[str]:
         """The same selection as the study queries (one past the cap, so too many is an error, not a cut)."""
@@ -146,11 +143,8 @@ def register(router: Router, services: Services, revocations: RevocationList) ->
                 token_id = services.viewer_tokens.verify(str(body["token"])).token_id
             except AuthError as exc:
                 raise ApiError(422, f"token: {exc}") from None
-        try:
-            expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
-                                   roles=request.principal.roles, reason=_text(body.get("reason")))
-        except store.RevokeError as exc:
-            raise ApiError(exc.status, exc.detail) from None
+        expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
+                               roles=request.principal.roles, reason=_text(body.get("reason")))
         revocations.add(str(token_id), expires.timestamp())
         return json_response({"status": "revoked", "token_id": token_id, "expires_at": expires.isoformat()})
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from ..core.errors import Conflict, NotFound
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
 from . import collisions, uploads
@@ -38,15 +39,6 @@ class LinkOutcome:
 
 def _always_stored(orthanc_study_id: str) -> bool:
     return True
-
-
-class LinkError(Exception):
-    """A link or unlink a person asked for cannot be done; ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -249,27 +241,27 @@ def known_orthanc_ids(engine: Engine) -> set[str]:
 
 
 def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> str:
-    """A person links a study to an order. Refused (409) when either side is taken, the order is
-    cancelled, or the patient differs (unless ``force``: an admin or radiologist who checked)."""
+    """A person links a study to an order. Conflict when either side is taken, the order is cancelled, or
+    the patient differs (unless ``force``: an admin or radiologist who checked); NotFound for either side."""
     with Session(engine) as session, session.begin():
         _lock_study(session, study_uid)
         link = session.get(StudyLink, study_uid)
         if link is None:
-            raise LinkError(404, f"study {study_uid} is not known")
+            raise NotFound(f"study {study_uid} is not known")
         order = session.get(ImagingOrder, order_id, with_for_update=True)
         if order is None:
-            raise LinkError(404, f"order {order_id} not found")
+            raise NotFound(f"order {order_id} not found")
         if link.order_id == order_id:
             return link.orthanc_study_id
         if link.order_id is not None:
-            raise LinkError(409, f"study is linked to order {link.order_id}: unlink it first")
+            raise Conflict(f"study is linked to order {link.order_id}: unlink it first")
         if order.study_instance_uid not in (None, study_uid):
-            raise LinkError(409, f"order is linked to study {order.study_instance_uid}")
+            raise Conflict(f"order is linked to study {order.study_instance_uid}")
         if order.status == "cancelled":
-            raise LinkError(409, "order is cancelled")
+            raise Conflict("order is cancelled")
         same_patient = normalize_identifier(order.mrn) == normalize_identifier(link.patient_id)
         if not same_patient and not force:
-            raise LinkError(409, "patient mismatch: the study's PatientID differs from the order's MRN")
+            raise Conflict("patient mismatch: the study's PatientID differs from the order's MRN")
         link.order_id, link.match_rule, link.match_reason, link.candidates = order_id, MANUAL_RULE, None, [order_id]
         link.accepted_patient_id = None if same_patient else link.patient_id
         _fill_order(order, link)
@@ -284,9 +276,9 @@ def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) ->
         _lock_study(session, study_uid)
         link = session.get(StudyLink, study_uid)
         if link is None:
-            raise LinkError(404, f"study {study_uid} is not known")
+            raise NotFound(f"study {study_uid} is not known")
         if link.order_id is None:
-            raise LinkError(409, "study is not linked")
+            raise Conflict("study is not linked")
         order_id = link.order_id
         order = session.get(ImagingOrder, order_id, with_for_update=True)
         if order is not None:

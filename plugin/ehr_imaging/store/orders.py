@@ -10,6 +10,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ..core.errors import Conflict
 from ..core.matching import normalize_identifier
 from ..core.orders import OPEN_STATUSES, OrderInput
 from .models import ImagingOrder
@@ -26,15 +27,11 @@ class OrderFilter:
     offset: int = 0
 
 
-class OrderConflict(Exception):
-    """The change would move a linked study to another patient: refused (unlink the study first)."""
-
-
 def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
     """Insert or replace the EHR's fields of an order; match fields are left alone. Returns (order, created).
 
     An order linked to a study keeps its patient: another MRN would make the study (and, with tag coercion,
-    its files) another patient's without anyone looking at it. OrderConflict; unlink first."""
+    its files) another patient's without anyone looking at it: Conflict (unlink first)."""
     row = order.as_row()
     values = insert(ImagingOrder).values(**row)
     statement = values.on_conflict_do_update(
@@ -47,7 +44,7 @@ def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
                                   .where(ImagingOrder.order_id == row["order_id"]).with_for_update()).first()
         if (current is not None and current.study_instance_uid is not None
                 and normalize_identifier(current.mrn) != normalize_identifier(row.get("mrn"))):
-            raise OrderConflict(f"order {row['order_id']} is linked to study {current.study_instance_uid}: its MRN"
+            raise Conflict(f"order {row['order_id']} is linked to study {current.study_instance_uid}: its MRN"
                                 " cannot change (unlink the study first)")
         result = session.execute(statement).one()
         return to_dict(result[0]), bool(result[1])

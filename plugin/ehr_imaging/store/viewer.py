@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from ..core.auth import ADMIN
+from ..core.errors import Forbidden, NotFound
 from .models import ViewerTokenRecord
 
 
@@ -24,21 +25,14 @@ def record_issued(engine: Engine, *, token_id: str, subject: str, study_uids: Se
                                       order_id=order_id, patient_id=patient_id, expires_at=_utc(expires_at)))
 
 
-class RevokeError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
 def revoke(engine: Engine, *, token_id: str, by: str, roles: frozenset[str], reason: str | None) -> datetime:
     """Revoke an issued token; people other than admins may revoke only the tokens they asked for."""
     with Session(engine) as session, session.begin():
         record = session.get(ViewerTokenRecord, token_id, with_for_update=True)
         if record is None:
-            raise RevokeError(404, "no such viewer token")
+            raise NotFound("no such viewer token")
         if record.subject != by and ADMIN not in roles:
-            raise RevokeError(403, "only its owner or an admin may revoke this token")
+            raise Forbidden("only its owner or an admin may revoke this token")
         if record.revoked_at is None:
             record.revoked_at = datetime.now(UTC)
             record.revoked_by = by

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from typing import IO, Any
 
+from ..core.errors import NotFound
 from ..core.uploads import (
     OfflineDeclaration,
     content_problem,
@@ -99,7 +100,7 @@ def _in_orthanc(services: Services, orthanc_instance_id: str | None) -> bool:
         return False
     try:
         services.pacs.get_json(f"/instances/{orthanc_instance_id}")
-    except Exception:  # noqa: BLE001 - Orthanc answers 404 for an unknown instance
+    except NotFound:
         return False
     return True
 

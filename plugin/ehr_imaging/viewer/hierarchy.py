@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.errors import NotFound
 from ..services import Pacs
 
 
@@ -83,7 +84,7 @@ class StudyHierarchy:
                 return
         try:
             uid = self._pacs.get_json(f"/studies/{orthanc_study_id}").get("MainDicomTags", {}).get("StudyInstanceUID")
-        except Exception:  # noqa: BLE001 - deleted meanwhile: nothing to refresh
+        except NotFound:  # deleted meanwhile: nothing to refresh
             return
         with self._lock:
             for same in [key for key, members in self._studies.items() if members.study_uid == uid]:
@@ -111,7 +112,7 @@ class StudyHierarchy:
             study: dict[str, Any] = self._pacs.get_json(f"/studies/{orthanc_id}")
             series_list: list[dict[str, Any]] = self._pacs.get_json(f"/studies/{orthanc_id}/series")
             instances: list[dict[str, Any]] = self._pacs.get_json(f"/studies/{orthanc_id}/instances")
-        except Exception:  # noqa: BLE001 - not stored (or deleted meanwhile): it has no members
+        except NotFound:  # not stored (or deleted meanwhile): it has no members
             return members
         members.stored = True
         members.patient_id = study.get("PatientMainDicomTags", {}).get("PatientID")
