@@ -6,8 +6,6 @@ Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage p
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
 from datetime import date, datetime, time
 from typing import Any
 
@@ -20,29 +18,6 @@ from .store import collisions, links, uploads
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
 ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",
                     "WebDav": "manual"}
-
-
-# Studies an API upload is writing on this node: the upload records them itself once all its files are
-# in, so the worker must not record half of one when STABLE_STUDY fires during a long upload.
-_held: Counter[str] = Counter()
-_held_lock = threading.Lock()
-
-
-def hold(orthanc_study_id: str) -> None:
-    with _held_lock:
-        _held[orthanc_study_id] += 1
-
-
-def release(orthanc_study_id: str) -> None:
-    with _held_lock:
-        _held[orthanc_study_id] -= 1
-        if _held[orthanc_study_id] <= 0:
-            del _held[orthanc_study_id]
-
-
-def is_held(orthanc_study_id: str) -> bool:
-    with _held_lock:
-        return _held[orthanc_study_id] > 0
 
 
 def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation | None:
@@ -77,10 +52,10 @@ def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation
 
 
 def process_stable_study(services: Services, orthanc_study_id: str) -> links.LinkOutcome | None:
-    if is_held(orthanc_study_id):
+    if services.holds.is_held(orthanc_study_id):
         return None  # an upload in progress records it at its end (or hands it back if that fails)
     seen = observe_study(services, orthanc_study_id)
-    if seen is None or not seen.study_instance_uid or is_held(orthanc_study_id):
+    if seen is None or not seen.study_instance_uid or services.holds.is_held(orthanc_study_id):
         return None  # (held again: an upload began while the study was being read)
     outcome = record(services, seen)
     if services.settings.CoerceTags and outcome.order_id is not None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from .config import Settings
 from .core.auth import Authenticator, TokenVerifier
+from .core.holds import StudyHolds
 from .store.db import Engine
 from .store.links import MatchPolicy
 
@@ -66,6 +67,7 @@ class Services:
     node: str = ""  # this Orthanc node (host:HTTP port): who runs an upload job whose archive is on its disk
     log_error: Callable[[str], None] = _ignore
     log_warning: Callable[[str], None] = _ignore
+    holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
 
     @property
     def match_policy(self) -> MatchPolicy:

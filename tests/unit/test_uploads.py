@@ -308,3 +308,15 @@ def uploading_refusal(data: bytes) -> str:
     with pytest.raises(uploading.UploadRejected) as refused:
         uploading.open_archive(_services(), io.BytesIO(data))
     return refused.value.detail
+
+
+def test_study_holds_count_nested_holds_per_study() -> None:
+    from ehr_imaging.core.holds import StudyHolds
+
+    holds = StudyHolds()
+    holds.hold("a")
+    holds.hold("a")
+    holds.release("a")
+    assert holds.is_held("a") and not holds.is_held("b")
+    holds.release("a")
+    assert not holds.is_held("a")

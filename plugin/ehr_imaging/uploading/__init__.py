@@ -2,7 +2,7 @@
 
 Every upload route goes through ``Batch``: each file is checked (pydicom, header only) and stored at once;
 the studies are read back from Orthanc and recorded (one audit row per study, matching) once, at the end,
-not per file. While a batch runs, its studies are held from the ingest worker (``ingest.hold``), so a
+not per file. While a batch runs, its studies are held from the ingest worker (``Services.holds``), so a
 STABLE_STUDY during a long upload does not record half a study; a batch that cannot record (database
 down) hands its studies to the worker, which records them when the database is back.
 

@@ -122,7 +122,7 @@ class Batch:
 
     def __exit__(self, *exc_info: object) -> None:
         for orthanc_id in self._held:
-            ingest.release(orthanc_id)
+            self._services.holds.release(orthanc_id)
             if orthanc_id not in self._recorded:
                 self._services.ingest_later(orthanc_id)
         self._held.clear()
@@ -182,7 +182,7 @@ class Batch:
 
     def _hold(self, orthanc_study_id: str) -> None:
         if orthanc_study_id not in self._held:
-            ingest.hold(orthanc_study_id)
+            self._services.holds.hold(orthanc_study_id)
             self._held.add(orthanc_study_id)
 
     def finish(self) -> dict[str, StudyOutcome]:
