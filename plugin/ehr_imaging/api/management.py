@@ -29,11 +29,10 @@ MAX_PAGE = 500
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 
 
-def register(router: Router, services: Services) -> None:
+def register(router: Router, services: Services, download_slots: DownloadSlots) -> None:
     engine, pacs = services.engine, services.pacs
 
     settings = services.settings
-    download_slots = DownloadSlots(int(settings.MaxConcurrentDownloads))
 
     def download(request: Request) -> Response:
         """The study as a ZIP of its DICOM files (a folder per series), streamed one file at a time

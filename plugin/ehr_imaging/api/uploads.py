@@ -34,11 +34,9 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/oct
 JOBS_PATH = "/api/v1/dicom/upload-jobs"
 
 
-def register(router: Router, services: Services) -> None:
+def register(router: Router, services: Services, jobs: uploading.JobRunner) -> None:
     settings = services.settings
     engine = services.engine
-    jobs = uploading.JobRunner(services)
-    jobs.start()
 
     def batch(request: Request, source: str) -> uploading.Batch:
         return uploading.Batch(services, uploaded_by=_principal(request).subject, source=source,

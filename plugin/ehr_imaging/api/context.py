@@ -1,0 +1,30 @@
+"""What every route handler receives besides its request: the services and the API's own workers.
+
+Handlers are module-level functions ``handler(api, request) -> Response``; ``api/routes.py`` binds them to
+one ``Api`` built at start-up, so a handler is importable and testable with any ``Api`` it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import uploading
+from ..services import Services
+from ..viewer.revocations import RevocationList
+from .downloads import DownloadSlots
+from .router import Router
+
+
+@dataclass(frozen=True)
+class Api:
+    services: Services
+    revocations: RevocationList  # viewer tokens revoked (the revoke route adds to it at once)
+    jobs: uploading.JobRunner  # large ZIP uploads, on this node's worker thread
+    downloads: DownloadSlots  # study ZIPs sent at once, both ports together
+    router: Router  # the routes themselves (the OpenAPI document describes them)
+
+    @classmethod
+    def build(cls, services: Services, revocations: RevocationList, router: Router) -> Api:
+        jobs = uploading.JobRunner(services)
+        jobs.start()
+        return cls(services, revocations, jobs, DownloadSlots(int(services.settings.MaxConcurrentDownloads)), router)
