@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, update_wrapper
 
 from ..services import Services
 from ..viewer.revocations import RevocationList
@@ -55,7 +55,9 @@ ROUTES: tuple[RouteSpec, ...] = (
 def register_all(router: Router, services: Services, revocations: RevocationList) -> None:
     api = Api.build(services, revocations, router)
     for spec in ROUTES:
-        router.add(spec.method, spec.path, partial(spec.handler, api), roles=spec.roles)
+        # The bound handler keeps the function's name and docstring (the OpenAPI document reads them).
+        bound = update_wrapper(partial(spec.handler, api), spec.handler)
+        router.add(spec.method, spec.path, bound, roles=spec.roles)
     # Modules not yet in the table register their own closures (being folded into ROUTES).
     viewer.register(router, services, revocations)
     system.register(router, services)
