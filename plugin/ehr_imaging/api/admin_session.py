@@ -15,7 +15,8 @@ from ..bootstrap import ADMIN_SESSION_AUDIENCE
 from ..core.auth import SESSION_COOKIE, AuthError, Principal, mint_token
 from ..services import Services
 from ..store import sessions as session_store
-from .router import PUBLIC, Request, Response, Router, error_response
+from .context import Api
+from .router import Request, Response, error_response
 
 REALM = 'Basic realm="ehr-imaging administrators", charset="UTF-8"'
 DEFAULT_LANDING = "/app/explorer.html"
@@ -44,50 +45,48 @@ def session_cookie(value: str, max_age: int, secure: bool) -> str:
             + ("; Secure" if secure else ""))
 
 
-def register(router: Router, services: Services) -> None:
+def login(api: Api, request: Request) -> Response:
+    services = api.services
     settings = services.settings
-    authenticator = services.authenticator
+    try:
+        principal = services.authenticator.admins.verify(request.headers, request.client_ip)
+    except AuthError:
+        principal = None
+    if principal is None:
+        return error_response(401, "administrator credentials required", {"WWW-Authenticate": REALM})
+    ttl = settings.AdminSessionTtlSeconds
+    token = mint_token(
+        secret=services.signing_secret, issuer=settings.JwtIssuer, audience=ADMIN_SESSION_AUDIENCE,
+        subject=principal.subject, roles=["admin"], ttl_seconds=ttl,
+        extra={"jti": secrets.token_urlsafe(16)},
+    )
+    cookie = session_cookie(token, ttl, served_over_tls(services, request))
+    return Response(status=302, headers={"Set-Cookie": cookie, "Location": safe_next(request.query.get("next"))})
 
-    def login(request: Request) -> Response:
+
+def logout(api: Api, request: Request) -> Response:
+    """End the admin session: its id is recorded as ended on every node, and the cookie is cleared."""
+    # No origin check here: ending a session only takes rights away, and a logout must never be refused.
+    services = api.services
+    cleared = {"Set-Cookie": session_cookie("", 0, served_over_tls(services, request))}
+    try:
+        session = services.authenticator.session(request.headers)
+    except AuthError:
+        session = None  # already ended, expired or not ours: clearing the cookie is all there is to do
+    if session is not None:
         try:
-            principal = authenticator.admins.verify(request.headers, request.client_ip)
-        except AuthError:
-            principal = None
-        if principal is None:
-            return error_response(401, "administrator credentials required", {"WWW-Authenticate": REALM})
-        ttl = settings.AdminSessionTtlSeconds
-        token = mint_token(
-            secret=services.signing_secret, issuer=settings.JwtIssuer, audience=ADMIN_SESSION_AUDIENCE,
-            subject=principal.subject, roles=["admin"], ttl_seconds=ttl,
-            extra={"jti": secrets.token_urlsafe(16)},
-        )
-        cookie = session_cookie(token, ttl, served_over_tls(services, request))
-        return Response(status=302, headers={"Set-Cookie": cookie, "Location": safe_next(request.query.get("next"))})
+            _end(services, session)
+        except Exception as exc:  # noqa: BLE001 - ended on this node; say that the others may not know yet
+            services.log_error(f"ehr-imaging: logout of {session.subject} not recorded ({type(exc).__name__})")
+            return error_response(503, "session ended on this node only: the database is unavailable;"
+                                       " try again shortly", {**cleared, "Retry-After": "5"})
+    return Response(status=204, headers=cleared)
 
-    def logout(request: Request) -> Response:
-        """End the admin session: its id is recorded as ended on every node, and the cookie is cleared."""
-        # No origin check here: ending a session only takes rights away, and a logout must never be refused.
-        cleared = {"Set-Cookie": session_cookie("", 0, served_over_tls(services, request))}
-        try:
-            session = authenticator.session(request.headers)
-        except AuthError:
-            session = None  # already ended, expired or not ours: clearing the cookie is all there is to do
-        if session is not None:
-            try:
-                _end(session)
-            except Exception as exc:  # noqa: BLE001 - ended on this node; say that the others may not know yet
-                services.log_error(f"ehr-imaging: logout of {session.subject} not recorded ({type(exc).__name__})")
-                return error_response(503, "session ended on this node only: the database is unavailable;"
-                                           " try again shortly", {**cleared, "Retry-After": "5"})
-        return Response(status=204, headers=cleared)
 
-    def _end(session: Principal) -> None:
-        assert session.token_id is not None and session.expires_at is not None
-        revocations = authenticator.session_revocations
-        if revocations is not None:
-            revocations.add(session.token_id, session.expires_at)  # this node: at once
-        session_store.revoke_session(services.engine, session_id=session.token_id, subject=session.subject,
-                                     expires_at=session.expires_at)
-
-    router.add("GET", "/api/v1/dicom/admin/login", login, roles=PUBLIC)
-    router.add("POST", "/api/v1/dicom/admin/logout", logout, roles=PUBLIC)
+def _end(services: Services, session: Principal) -> None:
+    assert session.token_id is not None and session.expires_at is not None
+    revocations = services.authenticator.session_revocations
+    if revocations is not None:
+        revocations.add(session.token_id, session.expires_at)  # this node: at once
+    session_store.revoke_session(services.engine, session_id=session.token_id, subject=session.subject,
+                                 expires_at=session.expires_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from .context import Api
 from .router import ANY_ROLE, PUBLIC, Request, Response, Route, Router, json_response
 from .schemas import COMPONENTS, CONTRACTS
 
@@ -61,10 +62,6 @@ def _content(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {media_type: {"schema": schema} for media_type, schema in schemas.items()}
 
 
-def register(router: Router) -> None:
-    def openapi(request: Request) -> Response:
-        """This document."""
-        return json_response(document(router))
-
-    # Any role, not public: it carries the plugin version and who may call what; every consumer holds a token.
-    router.add("GET", "/api/v1/dicom/openapi.json", openapi, roles=ANY_ROLE)
+def openapi(api: Api, request: Request) -> Response:
+    """This document."""
+    return json_response(document(api.router))

@@ -2,69 +2,60 @@
 
 from __future__ import annotations
 
-from ..core import auth
 from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
-from ..services import Services
 from ..store import links
 from ..store import orders as order_store
-from .router import ApiError, Request, Response, Router, json_response
+from .context import Api
+from .router import ApiError, Request, Response, json_response
 from .validation import query_bool, query_int
 
-WRITERS = auth.ORDER_WRITING
-READERS = auth.VIEWING  # an order carries the patient's demographics and, once matched, the study
 MAX_PAGE = 500
 
 
-def register(router: Router, services: Services) -> None:
-    engine = services.engine
+def put_order(api: Api, request: Request) -> Response:
+    services = api.services
+    try:
+        order = parse_order(request.params["order_id"], request.json())
+    except OrderValidationError as exc:
+        raise ApiError(422, str(exc)) from None
+    saved, created = order_store.upsert(services.engine, order)
+    # A study that arrived before its order links now (the order is the missing piece).
+    linked = links.rematch_for_order(services.engine, order.order_id, services.match_policy)
+    for orthanc_id in linked:
+        services.revisit_study(orthanc_id)
+    if linked:
+        saved = order_store.get(services.engine, order.order_id) or saved
+    return json_response(saved, 201 if created else 200)
 
-    def put_order(request: Request) -> Response:
-        try:
-            order = parse_order(request.params["order_id"], request.json())
-        except OrderValidationError as exc:
-            raise ApiError(422, str(exc)) from None
-        saved, created = order_store.upsert(engine, order)
-        # A study that arrived before its order links now (the order is the missing piece).
-        linked = links.rematch_for_order(engine, order.order_id, services.match_policy)
-        for orthanc_id in linked:
-            services.revisit_study(orthanc_id)
-        if linked:
-            saved = order_store.get(engine, order.order_id) or saved
-        return json_response(saved, 201 if created else 200)
 
-    def get_order(request: Request) -> Response:
-        return json_response(_existing(request.params["order_id"]))
+def get_order(api: Api, request: Request) -> Response:
+    order_id = request.params["order_id"]
+    order = order_store.get(api.services.engine, _checked_id(order_id))
+    if order is None:
+        raise ApiError(404, f"order {order_id} not found")
+    return json_response(order)
 
-    def cancel_order(request: Request) -> Response:
-        order_id = _checked_id(request.params["order_id"])
-        cancelled = order_store.cancel(engine, order_id)
-        if cancelled is None:
-            raise ApiError(404, f"order {order_id} not found")
-        return json_response(cancelled)
 
-    def list_orders(request: Request) -> Response:
-        q = request.query
-        status = q.get("status") or None
-        if status is not None and status not in ORDER_STATUSES:
-            raise ApiError(422, f"status: must be one of {', '.join(ORDER_STATUSES)}")
-        where = order_store.OrderFilter(
-            status=status, unmatched=query_bool(q, "unmatched"), mrn=q.get("mrn") or None,
-            accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
-            limit=query_int(q, "limit", 50, 1, MAX_PAGE), offset=query_int(q, "offset", 0, 0, 10**9),
-        )
-        total, items = order_store.search(engine, where)
-        return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+def cancel_order(api: Api, request: Request) -> Response:
+    order_id = _checked_id(request.params["order_id"])
+    cancelled = order_store.cancel(api.services.engine, order_id)
+    if cancelled is None:
+        raise ApiError(404, f"order {order_id} not found")
+    return json_response(cancelled)
 
-    def _existing(order_id: str) -> dict[str, object]:
-        order = order_store.get(engine, _checked_id(order_id))
-        if order is None:
-            raise ApiError(404, f"order {order_id} not found")
-        return order
 
-    router.add("PUT", "/api/v1/dicom/orders/{order_id}", put_order, roles=WRITERS)
-    router.add("GET", "/api/v1/dicom/orders/{order_id}", get_order, roles=READERS)
-    router.add("DELETE", "/api/v1/dicom/orders/{order_id}", cancel_order, roles=WRITERS)
-    router.add("GET", "/api/v1/dicom/orders", list_orders, roles=READERS)
+def list_orders(api: Api, request: Request) -> Response:
+    q = request.query
+    status = q.get("status") or None
+    if status is not None and status not in ORDER_STATUSES:
+        raise ApiError(422, f"status: must be one of {', '.join(ORDER_STATUSES)}")
+    where = order_store.OrderFilter(
+        status=status, unmatched=query_bool(q, "unmatched"), mrn=q.get("mrn") or None,
+        accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
+        limit=query_int(q, "limit", 50, 1, MAX_PAGE), offset=query_int(q, "offset", 0, 0, 10**9),
+    )
+    total, items = order_store.search(api.services.engine, where)
+    return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
 
 
 def _checked_id(order_id: str) -> str:

@@ -7,15 +7,16 @@ under the same (method, path) keys, checked against this table by tests/unit/tes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 
+from ..core import auth
 from ..services import Services
 from ..viewer.revocations import RevocationList
 from . import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
 from .context import Api
-from .router import Request, Response, Router
+from .router import ANY_ROLE, PUBLIC, Request, Response, Router
 
 P = "/api/v1/dicom"
 
@@ -25,18 +26,31 @@ class RouteSpec:
     method: str
     path: str
     handler: Callable[[Api, Request], Response]
-    roles: frozenset[str]
+    roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE
 
 
 ROUTES: tuple[RouteSpec, ...] = (
     # --- orders ----------------------------------------------------------------------------------------------
-    # (rows)
+    # Reading an order: viewing (it carries the patient's demographics and, once matched, the study).
+    RouteSpec("PUT",    f"{P}/orders/{{order_id}}",          orders.put_order,              auth.ORDER_WRITING),
+    RouteSpec("GET",    f"{P}/orders/{{order_id}}",          orders.get_order,              auth.VIEWING),
+    RouteSpec("DELETE", f"{P}/orders/{{order_id}}",          orders.cancel_order,           auth.ORDER_WRITING),
+    RouteSpec("GET",    f"{P}/orders",                       orders.list_orders,            auth.VIEWING),
 
     # --- reconciliation --------------------------------------------------------------------------------------
-    # (rows)
+    # The match status names the order (and its patient): viewing. Forcing a link is checked inside link().
+    RouteSpec("GET",    f"{P}/unmatched",                    reconciliation.list_unmatched, auth.RECONCILING),
+    RouteSpec("GET",    f"{P}/studies/{{study_uid}}/match",  reconciliation.match,          auth.VIEWING),
+    RouteSpec("POST",   f"{P}/studies/{{study_uid}}/link",   reconciliation.link,           auth.RECONCILING),
+    RouteSpec("POST",   f"{P}/studies/{{study_uid}}/unlink", reconciliation.unlink,         auth.RECONCILING),
 
     # --- system, admin session, OpenAPI ----------------------------------------------------------------------
-    # (rows)
+    # OpenAPI: any role, not public: it carries the plugin version and who may call what; every consumer holds a token.
+    RouteSpec("GET",    f"{P}/health",                       system.health,                 PUBLIC),
+    RouteSpec("GET",    f"{P}/stats",                        system.stats,                  ANY_ROLE),
+    RouteSpec("GET",    f"{P}/admin/login",                  admin_session.login,           PUBLIC),
+    RouteSpec("POST",   f"{P}/admin/logout",                 admin_session.logout,          PUBLIC),
+    RouteSpec("GET",    f"{P}/openapi.json",                 openapi.openapi,               ANY_ROLE),
 
     # --- studies, images, downloads, summaries, upload history -----------------------------------------------
     # (rows)
@@ -60,12 +74,7 @@ def register_all(router: Router, services: Services, revocations: RevocationList
         router.add(spec.method, spec.path, bound, roles=spec.roles)
     # Modules not yet in the table register their own closures (being folded into ROUTES).
     viewer.register(router, services, revocations)
-    system.register(router, services)
-    admin_session.register(router, services)
-    orders.register(router, services)
-    reconciliation.register(router, services)
     uploads.register(router, services, api.jobs)
     tags.register(router, services)
     studies.register(router, services)
     management.register(router, services, api.downloads)
-    openapi.register(router)  # last: it describes the routes above

@@ -8,55 +8,54 @@ from .. import __version__
 from ..core.auth import AuthError
 from ..services import Services
 from ..store import db, migrations, summary
-from .router import ANY_ROLE, PUBLIC, Request, Response, Router, json_response
+from .context import Api
+from .router import Request, Response, json_response
 
 
-def register(router: Router, services: Services) -> None:
-    schema = services.settings.DatabaseSchema
+def health(api: Api, request: Request) -> Response:
+    """Public: load balancers and the EHR poll it. Says what is down without saying why in detail.
+    Versions only to administrators: to anyone else they are a map of known vulnerabilities (null)."""
+    services = api.services
+    admin = _is_admin(services, request)
+    body: dict[str, Any] = {
+        "status": "healthy",
+        "plugin_version": __version__ if admin else None,
+        "orthanc_version": services.pacs.system().get("Version") if admin else None,
+        "database": "ok",
+    }
+    try:
+        db.ping(services.engine)
+        version = migrations.current_version(services.engine, services.settings.DatabaseSchema)
+        body["schema_version"] = version
+        if version != migrations.LATEST_VERSION:
+            body["database"] = "schema not at the expected version"
+    except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
+        body["database"] = f"unavailable ({type(exc).__name__})"
+    if body["database"] != "ok":
+        body["status"] = "unhealthy"
+        return json_response(body, 503)
+    return json_response(body)
 
-    def is_admin(request: Request) -> bool:
-        """An administrator's credentials on a public route; wrong or missing ones count as anonymous."""
-        try:
-            principal = services.authenticator.authenticate(request.headers, method=request.method,
-                                                              client=request.client_ip)
-        except AuthError:
-            return False
-        return principal is not None and principal.is_admin
 
-    def health(request: Request) -> Response:
-        """Public: load balancers and the EHR poll it. Says what is down without saying why in detail.
-        Versions only to administrators: to anyone else they are a map of known vulnerabilities (null)."""
-        admin = is_admin(request)
-        body: dict[str, Any] = {
-            "status": "healthy",
-            "plugin_version": __version__ if admin else None,
-            "orthanc_version": services.pacs.system().get("Version") if admin else None,
-            "database": "ok",
-        }
-        try:
-            db.ping(services.engine)
-            version = migrations.current_version(services.engine, schema)
-            body["schema_version"] = version
-            if version != migrations.LATEST_VERSION:
-                body["database"] = "schema not at the expected version"
-        except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
-            body["database"] = f"unavailable ({type(exc).__name__})"
-        if body["database"] != "ok":
-            body["status"] = "unhealthy"
-            return json_response(body, 503)
-        return json_response(body)
+def stats(api: Api, request: Request) -> Response:
+    services = api.services
+    orthanc = services.pacs.statistics()
+    body: dict[str, Any] = {
+        "total_patients": orthanc.get("CountPatients", 0),
+        "total_studies": orthanc.get("CountStudies", 0),
+        "total_series": orthanc.get("CountSeries", 0),
+        "total_instances": orthanc.get("CountInstances", 0),
+        "disk_size_mb": orthanc.get("TotalDiskSizeMB", 0),
+    }
+    body.update(summary.counts(services.engine, services.settings.DatabaseSchema))
+    return json_response(body)
 
-    def stats(request: Request) -> Response:
-        orthanc = services.pacs.statistics()
-        body: dict[str, Any] = {
-            "total_patients": orthanc.get("CountPatients", 0),
-            "total_studies": orthanc.get("CountStudies", 0),
-            "total_series": orthanc.get("CountSeries", 0),
-            "total_instances": orthanc.get("CountInstances", 0),
-            "disk_size_mb": orthanc.get("TotalDiskSizeMB", 0),
-        }
-        body.update(summary.counts(services.engine, schema))
-        return json_response(body)
 
-    router.add("GET", "/api/v1/dicom/health", health, roles=PUBLIC)
-    router.add("GET", "/api/v1/dicom/stats", stats, roles=ANY_ROLE)
+def _is_admin(services: Services, request: Request) -> bool:
+    """An administrator's credentials on a public route; wrong or missing ones count as anonymous."""
+    try:
+        principal = services.authenticator.authenticate(request.headers, method=request.method,
+                                                          client=request.client_ip)
+    except AuthError:
+        return False
+    return principal is not None and principal.is_admin
