@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 
+from ..core import auth
 from ..services import Services
 from ..viewer.revocations import RevocationList
 from . import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
@@ -45,10 +46,20 @@ ROUTES: tuple[RouteSpec, ...] = (
     # (rows)
 
     # --- uploads ---------------------------------------------------------------------------------------------
-    # (rows)
+    RouteSpec("POST", f"{P}/upload",                 uploads.upload,           frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/upload-multiple",        uploads.upload_multiple,  frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/upload-zip",             uploads.upload_zip,       frozenset(auth.UPLOADING)),
+    RouteSpec("GET",  f"{P}/upload-jobs/{{job_id}}", uploads.upload_job,       frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/offline/metadata",       uploads.offline_metadata, frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/offline/binary",         uploads.offline_binary,   frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/offline/ack",            uploads.offline_ack,      frozenset(auth.UPLOADING)),
 
     # --- viewer tokens and URLs ------------------------------------------------------------------------------
-    # (rows)
+    RouteSpec("POST", f"{P}/viewer-token",                      viewer.viewer_token,       frozenset(auth.VIEWING)),
+    RouteSpec("POST", f"{P}/viewer-token/revoke",               viewer.revoke,             frozenset(auth.VIEWING)),
+    RouteSpec("GET",  f"{P}/viewer-url/{{study_uid}}",          viewer.viewer_url_study,   frozenset(auth.VIEWING)),
+    RouteSpec("GET",  f"{P}/viewer-url/order/{{order_id}}",     viewer.viewer_url_order,   frozenset(auth.VIEWING)),
+    RouteSpec("GET",  f"{P}/viewer-url/patient/{{patient_id}}", viewer.viewer_url_patient, frozenset(auth.VIEWING)),
 )
 
 
@@ -59,12 +70,10 @@ def register_all(router: Router, services: Services, revocations: RevocationList
         bound = update_wrapper(partial(spec.handler, api), spec.handler)
         router.add(spec.method, spec.path, bound, roles=spec.roles)
     # Modules not yet in the table register their own closures (being folded into ROUTES).
-    viewer.register(router, services, revocations)
     system.register(router, services)
     admin_session.register(router, services)
     orders.register(router, services)
     reconciliation.register(router, services)
-    uploads.register(router, services, api.jobs)
     tags.register(router, services)
     studies.register(router, services)
     management.register(router, services, api.downloads)
