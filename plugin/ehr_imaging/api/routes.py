@@ -59,10 +59,20 @@ ROUTES: tuple[RouteSpec, ...] = (
     # (rows)
 
     # --- uploads ---------------------------------------------------------------------------------------------
-    # (rows)
+    RouteSpec("POST", f"{P}/upload",                 uploads.upload,           auth.UPLOADING),
+    RouteSpec("POST", f"{P}/upload-multiple",        uploads.upload_multiple,  auth.UPLOADING),
+    RouteSpec("POST", f"{P}/upload-zip",             uploads.upload_zip,       auth.UPLOADING),
+    RouteSpec("GET",  f"{P}/upload-jobs/{{job_id}}", uploads.upload_job,       auth.UPLOADING),
+    RouteSpec("POST", f"{P}/offline/metadata",       uploads.offline_metadata, auth.UPLOADING),
+    RouteSpec("POST", f"{P}/offline/binary",         uploads.offline_binary,   auth.UPLOADING),
+    RouteSpec("POST", f"{P}/offline/ack",            uploads.offline_ack,      auth.UPLOADING),
 
     # --- viewer tokens and URLs ------------------------------------------------------------------------------
-    # (rows)
+    RouteSpec("POST", f"{P}/viewer-token",                      viewer.viewer_token,       auth.VIEWING),
+    RouteSpec("POST", f"{P}/viewer-token/revoke",               viewer.revoke,             auth.VIEWING),
+    RouteSpec("GET",  f"{P}/viewer-url/{{study_uid}}",          viewer.viewer_url_study,   auth.VIEWING),
+    RouteSpec("GET",  f"{P}/viewer-url/order/{{order_id}}",     viewer.viewer_url_order,   auth.VIEWING),
+    RouteSpec("GET",  f"{P}/viewer-url/patient/{{patient_id}}", viewer.viewer_url_patient, auth.VIEWING),
 )
 
 
@@ -73,8 +83,6 @@ def register_all(router: Router, services: Services, revocations: RevocationList
         bound = update_wrapper(partial(spec.handler, api), spec.handler)
         router.add(spec.method, spec.path, bound, roles=spec.roles)
     # Modules not yet in the table register their own closures (being folded into ROUTES).
-    viewer.register(router, services, revocations)
-    uploads.register(router, services, api.jobs)
     tags.register(router, services)
     studies.register(router, services)
     management.register(router, services, api.downloads)

@@ -21,11 +21,10 @@ from .. import uploading
 from ..core import auth
 from ..core.auth import Principal
 from ..core.uploads import DeclarationError, parse_declaration
-from ..services import Services
 from ..store import uploads
-from .router import ApiError, Request, Response, Router, UploadedFile, json_response
+from .context import Api
+from .router import ApiError, Request, Response, UploadedFile, json_response
 
-UPLOADERS = auth.UPLOADING
 SOURCE = "api"
 ZIP_SOURCE = "cd_import"
 OFFLINE_SOURCE = "offline"
@@ -34,166 +33,168 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/oct
 JOBS_PATH = "/api/v1/dicom/upload-jobs"
 
 
-def register(router: Router, services: Services, jobs: uploading.JobRunner) -> None:
-    settings = services.settings
-    engine = services.engine
+def upload(api: Api, request: Request) -> Response:
+    """Upload one DICOM file (multipart field `file` or raw application/dicom body)."""
+    settings = api.services.settings
+    began = time.monotonic()
+    files = _received(api, request, SOURCE, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as"
+                      " the body with Content-Type: application/dicom", "file", began, "file")
+    if files[0].size > settings.MaxFileSizeMb * uploading.MB:
+        raise _refuse(api, request, SOURCE, files, uploading.UploadRejected(
+            413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
+    with _batch(api, request, SOURCE) as work:
+        result = work.add(files[0].filename, files[0].read_bytes())
+        studies = work.finish()
+    if result.status != "stored":
+        raise ApiError(result.http_status, f"{result.file_name}: {result.error}")
+    study = studies[result.study_instance_uid or ""]
+    return json_response({
+        "status": "uploaded", "already_stored": result.already_stored,
+        "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
+        "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
+        "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
+        "match": uploading.match_json(study.order_id, study.match_reason),
+        "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
+    })
 
-    def batch(request: Request, source: str) -> uploading.Batch:
-        return uploading.Batch(services, uploaded_by=_principal(request).subject, source=source,
-                               order_id=request.option("order_id"), patient_id=request.option("patient_id"))
 
-    def refuse(request: Request, source: str, files: list[UploadedFile], exc: uploading.UploadRejected,
-               began: float) -> ApiError:
-        """Audit a request refused as a whole (nothing stored) and answer it."""
-        uploads.record_failed(engine, uploaded_by=_principal(request).subject, source=source,
-                              file_names=[f.filename for f in files], size=sum(f.size for f in files),
-                              error=exc.detail, patient_id=request.option("patient_id"),
-                              duration=time.monotonic() - began)
-        return ApiError(exc.status, exc.detail)
+def upload_multiple(api: Api, request: Request) -> Response:
+    """Upload several DICOM files (multipart field `files`, repeated); reported per file."""
+    began = time.monotonic()
+    files = _received(api, request, SOURCE, DICOM_TYPES, "send the DICOM files as the multipart field 'files'"
+                      " (repeated)", "files", began)
+    try:
+        uploading.check_files(api.services, [f.size for f in files])
+    except uploading.UploadRejected as exc:
+        raise _refuse(api, request, SOURCE, files, exc, began) from None
+    with _batch(api, request, SOURCE) as work:
+        for file in files:
+            work.add(file.filename, file.read_bytes())
+        work.finish()
+    return json_response(work.summary())
 
-    def received(request: Request, source: str, types: tuple[str, ...], hint: str, field: str, began: float,
-                 what: str | None = None) -> list[UploadedFile]:
-        """The request's files (exactly one when ``what`` names it); a request that is refused for its
-        shape (415, 400) is audited like any other rejected upload."""
+
+def upload_zip(api: Api, request: Request) -> Response:
+    """Upload a ZIP of DICOM files or a DICOMDIR medium (multipart field `file` or raw application/zip)."""
+    services = api.services
+    began = time.monotonic()
+    files = _received(api, request, ZIP_SOURCE, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the"
+                      " body with Content-Type: application/zip", "file", began, "ZIP archive")
+    source = files[0]
+    with source.open() as stream:
         try:
-            _require_type(request, types, hint)
-            files = [request.single_file(field, what)] if what else request.uploaded_files(field)
-            if not files:
-                raise ApiError(400, f"send the files in the multipart field '{field}'")
-        except ApiError as exc:
-            raise refuse(request, source, request.files, uploading.UploadRejected(exc.status, exc.detail),
-                         began) from None
-        return files
-
-    def upload(request: Request) -> Response:
-        """Upload one DICOM file (multipart field `file` or raw application/dicom body)."""
-        began = time.monotonic()
-        files = received(request, SOURCE, DICOM_TYPES, "send the DICOM file as the multipart field 'file', or as"
-                         " the body with Content-Type: application/dicom", "file", began, "file")
-        if files[0].size > settings.MaxFileSizeMb * uploading.MB:
-            raise refuse(request, SOURCE, files, uploading.UploadRejected(
-                413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
-        with batch(request, SOURCE) as work:
-            result = work.add(files[0].filename, files[0].read_bytes())
-            studies = work.finish()
-        if result.status != "stored":
-            raise ApiError(result.http_status, f"{result.file_name}: {result.error}")
-        study = studies[result.study_instance_uid or ""]
-        return json_response({
-            "status": "uploaded", "already_stored": result.already_stored,
-            "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
-            "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
-            "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
-            "match": uploading.match_json(study.order_id, study.match_reason),
-            "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
-        })
-
-    def upload_multiple(request: Request) -> Response:
-        """Upload several DICOM files (multipart field `files`, repeated); reported per file."""
-        began = time.monotonic()
-        files = received(request, SOURCE, DICOM_TYPES, "send the DICOM files as the multipart field 'files'"
-                         " (repeated)", "files", began)
-        try:
-            uploading.check_files(services, [f.size for f in files])
+            archive, checked = uploading.open_archive(services, stream)
         except uploading.UploadRejected as exc:
-            raise refuse(request, SOURCE, files, exc, began) from None
-        with batch(request, SOURCE) as work:
-            for file in files:
-                work.add(file.filename, file.read_bytes())
-            work.finish()
-        return json_response(work.summary())
-
-    def upload_zip(request: Request) -> Response:
-        """Upload a ZIP of DICOM files or a DICOMDIR medium (multipart field `file` or raw application/zip)."""
-        began = time.monotonic()
-        files = received(request, ZIP_SOURCE, ZIP_TYPES, "send the ZIP as the multipart field 'file', or as the"
-                         " body with Content-Type: application/zip", "file", began, "ZIP archive")
-        source = files[0]
-        with source.open() as stream:
-            try:
-                archive, checked = uploading.open_archive(services, stream)
-            except uploading.UploadRejected as exc:
-                raise refuse(request, ZIP_SOURCE, files, exc, began) from None
-            with archive:
-                if uploading.is_large(services, checked):
-                    archive.close()
-                    try:
-                        job_id = jobs.submit(source, uploaded_by=_principal(request).subject, source=ZIP_SOURCE,
+            raise _refuse(api, request, ZIP_SOURCE, files, exc, began) from None
+        with archive:
+            if uploading.is_large(services, checked):
+                archive.close()
+                try:
+                    job_id = api.jobs.submit(source, uploaded_by=_principal(request).subject, source=ZIP_SOURCE,
                                              order_id=request.option("order_id"),
                                              patient_id=request.option("patient_id"), total_files=checked.readable)
-                    except uploading.UploadRejected as exc:  # no usable job folder (503)
-                        raise refuse(request, ZIP_SOURCE, files, exc, began) from None
-                    return json_response({"job_id": str(job_id), "status": "queued", "total_files": checked.readable,
-                                          "status_url": f"{JOBS_PATH}/{job_id}"}, 202)
-                with batch(request, ZIP_SOURCE) as work:
-                    uploading.store_archive(work, archive, checked.members, settings.MaxFileSizeMb * uploading.MB)
-                    work.finish()
-        return json_response(work.summary())
+                except uploading.UploadRejected as exc:  # no usable job folder (503)
+                    raise _refuse(api, request, ZIP_SOURCE, files, exc, began) from None
+                return json_response({"job_id": str(job_id), "status": "queued", "total_files": checked.readable,
+                                      "status_url": f"{JOBS_PATH}/{job_id}"}, 202)
+            with _batch(api, request, ZIP_SOURCE) as work:
+                uploading.store_archive(work, archive, checked.members, services.settings.MaxFileSizeMb * uploading.MB)
+                work.finish()
+    return json_response(work.summary())
 
-    def upload_job(request: Request) -> Response:
-        """Progress of a ZIP upload job (results once it is done)."""
-        job = uploads.get_job(engine, _uuid(request.params["job_id"], "job_id", 404))
-        principal = _principal(request)
-        if job is None or (job.created_by != principal.subject and not principal.has_any_role({auth.ADMIN})):
-            raise ApiError(404, f"upload job {request.params['job_id']} not found")
-        answer: dict[str, Any] = {
-            "job_id": str(job.job_id), "status": job.status, "total_files": job.total_files,
-            "processed_files": job.processed_files, "successful": job.successful, "failed": job.failed,
-            "error": job.error, "created_at": job.created_at.isoformat(),
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        }
-        if job.status in ("completed", "failed"):
-            answer["results"] = job.results or []
-        return json_response(answer)
 
-    def offline_metadata(request: Request) -> Response:
-        """Offline sync, step 1: declare a file (UIDs, size, sha256) and get its upload_id."""
-        try:
-            declared = parse_declaration(request.json(), max_size=settings.MaxFileSizeMb * uploading.MB)
-        except DeclarationError as exc:
-            raise ApiError(422, str(exc)) from None
-        except OverflowError as exc:
-            raise ApiError(413, str(exc)) from None
-        caller = _principal(request)
-        row = uploads.declare_offline(engine, declared, caller.subject)
-        if row.declared_by != caller.subject and not caller.is_admin:
-            # Neither who declared it nor its upload_id: only that the exact file (its sha256) is known already.
-            raise ApiError(409, "this file (same SOP Instance UID and sha256) is already declared for offline sync;"
-                                " send it with POST /api/v1/dicom/upload instead")
-        return json_response({"upload_id": str(row.upload_id), "status": row.status})
+def upload_job(api: Api, request: Request) -> Response:
+    """Progress of a ZIP upload job (results once it is done)."""
+    job = uploads.get_job(api.services.engine, _uuid(request.params["job_id"], "job_id", 404))
+    principal = _principal(request)
+    if job is None or (job.created_by != principal.subject and not principal.has_any_role({auth.ADMIN})):
+        raise ApiError(404, f"upload job {request.params['job_id']} not found")
+    answer: dict[str, Any] = {
+        "job_id": str(job.job_id), "status": job.status, "total_files": job.total_files,
+        "processed_files": job.processed_files, "successful": job.successful, "failed": job.failed,
+        "error": job.error, "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+    if job.status in ("completed", "failed"):
+        answer["results"] = job.results or []
+    return json_response(answer)
 
-    def offline_binary(request: Request) -> Response:
-        """Offline sync, step 2: the file's bytes (checked against the declaration, then stored)."""
-        upload_id = _uuid(request.option("upload_id"), "upload_id", 422)
-        files = [request.single_file("file")]
-        if files[0].size > settings.MaxFileSizeMb * uploading.MB:
-            raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
-        with files[0].open() as stream:
-            try:
-                caller = _principal(request)
-                answer = uploading.offline_binary(services, upload_id, stream, caller.subject, caller.is_admin)
-            except uploading.UploadRejected as exc:
-                raise ApiError(exc.status, exc.detail) from None
-        return json_response(answer)
 
-    def offline_ack(request: Request) -> Response:
-        """Offline sync, step 3: ACK_RECEIVED once the instance is in the archive and audited."""
-        body = request.json() if request.body else {}
-        given = body.get("upload_id") if isinstance(body, dict) else None
-        upload_id = _uuid(given or request.option("upload_id"), "upload_id", 422)
+def offline_metadata(api: Api, request: Request) -> Response:
+    """Offline sync, step 1: declare a file (UIDs, size, sha256) and get its upload_id."""
+    try:
+        declared = parse_declaration(request.json(), max_size=api.services.settings.MaxFileSizeMb * uploading.MB)
+    except DeclarationError as exc:
+        raise ApiError(422, str(exc)) from None
+    except OverflowError as exc:
+        raise ApiError(413, str(exc)) from None
+    caller = _principal(request)
+    row = uploads.declare_offline(api.services.engine, declared, caller.subject)
+    if row.declared_by != caller.subject and not caller.is_admin:
+        # Neither who declared it nor its upload_id: only that the exact file (its sha256) is known already.
+        raise ApiError(409, "this file (same SOP Instance UID and sha256) is already declared for offline sync;"
+                            " send it with POST /api/v1/dicom/upload instead")
+    return json_response({"upload_id": str(row.upload_id), "status": row.status})
+
+
+def offline_binary(api: Api, request: Request) -> Response:
+    """Offline sync, step 2: the file's bytes (checked against the declaration, then stored)."""
+    settings = api.services.settings
+    upload_id = _uuid(request.option("upload_id"), "upload_id", 422)
+    files = [request.single_file("file")]
+    if files[0].size > settings.MaxFileSizeMb * uploading.MB:
+        raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
+    with files[0].open() as stream:
         try:
             caller = _principal(request)
-            return json_response(uploading.offline_ack(services, upload_id, caller.subject, caller.is_admin))
+            answer = uploading.offline_binary(api.services, upload_id, stream, caller.subject, caller.is_admin)
         except uploading.UploadRejected as exc:
             raise ApiError(exc.status, exc.detail) from None
+    return json_response(answer)
 
-    router.add("POST", "/api/v1/dicom/upload", upload, roles=UPLOADERS)
-    router.add("POST", "/api/v1/dicom/upload-multiple", upload_multiple, roles=UPLOADERS)
-    router.add("POST", "/api/v1/dicom/upload-zip", upload_zip, roles=UPLOADERS)
-    router.add("GET", JOBS_PATH + "/{job_id}", upload_job, roles=UPLOADERS)
-    router.add("POST", "/api/v1/dicom/offline/metadata", offline_metadata, roles=UPLOADERS)
-    router.add("POST", "/api/v1/dicom/offline/binary", offline_binary, roles=UPLOADERS)
-    router.add("POST", "/api/v1/dicom/offline/ack", offline_ack, roles=UPLOADERS)
+
+def offline_ack(api: Api, request: Request) -> Response:
+    """Offline sync, step 3: ACK_RECEIVED once the instance is in the archive and audited."""
+    body = request.json() if request.body else {}
+    given = body.get("upload_id") if isinstance(body, dict) else None
+    upload_id = _uuid(given or request.option("upload_id"), "upload_id", 422)
+    try:
+        caller = _principal(request)
+        return json_response(uploading.offline_ack(api.services, upload_id, caller.subject, caller.is_admin))
+    except uploading.UploadRejected as exc:
+        raise ApiError(exc.status, exc.detail) from None
+
+
+# --- helpers shared by the handlers ----------------------------------------------------------------------------
+
+def _batch(api: Api, request: Request, source: str) -> uploading.Batch:
+    return uploading.Batch(api.services, uploaded_by=_principal(request).subject, source=source,
+                           order_id=request.option("order_id"), patient_id=request.option("patient_id"))
+
+
+def _refuse(api: Api, request: Request, source: str, files: list[UploadedFile], exc: uploading.UploadRejected,
+            began: float) -> ApiError:
+    """Audit a request refused as a whole (nothing stored) and answer it."""
+    uploads.record_failed(api.services.engine, uploaded_by=_principal(request).subject, source=source,
+                          file_names=[f.filename for f in files], size=sum(f.size for f in files),
+                          error=exc.detail, patient_id=request.option("patient_id"),
+                          duration=time.monotonic() - began)
+    return ApiError(exc.status, exc.detail)
+
+
+def _received(api: Api, request: Request, source: str, types: tuple[str, ...], hint: str, field: str, began: float,
+              what: str | None = None) -> list[UploadedFile]:
+    """The request's files (exactly one when ``what`` names it); a request that is refused for its
+    shape (415, 400) is audited like any other rejected upload."""
+    try:
+        _require_type(request, types, hint)
+        files = [request.single_file(field, what)] if what else request.uploaded_files(field)
+        if not files:
+            raise ApiError(400, f"send the files in the multipart field '{field}'")
+    except ApiError as exc:
+        raise _refuse(api, request, source, request.files, uploading.UploadRejected(exc.status, exc.detail),
+                      began) from None
+    return files
 
 
 def _principal(request: Request) -> Principal:
