@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 
+from ..core import auth
 from ..services import Services
 from ..viewer.revocations import RevocationList
 from . import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
@@ -39,10 +40,26 @@ ROUTES: tuple[RouteSpec, ...] = (
     # (rows)
 
     # --- studies, images, downloads, summaries, upload history -----------------------------------------------
-    # (rows)
+    RouteSpec("GET",    f"{P}/studies",                         studies.list_studies,       frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/studies/patient/{{patient_id}}",  studies.patient_studies,    frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/studies/order/{{order_id}}",      studies.order_studies,      frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/studies/accession/{{accession}}", studies.accession_studies,  frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/studies/{{study_uid}}",           studies.get_study,          frozenset(auth.VIEWING)),
+    RouteSpec("DELETE", f"{P}/studies/{{study_uid}}",           studies.delete_study,       frozenset(auth.DELETING)),
+    RouteSpec("GET",    f"{P}/download/{{study_uid}}",          management.download,        frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",         management.thumbnail,       frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",     management.render,          frozenset(auth.VIEWING)),
+    RouteSpec("POST",   f"{P}/clinical-summary/{{study_uid}}",  management.summary,         frozenset(auth.VIEWING)),
+    RouteSpec("GET",    f"{P}/uploads",                         management.list_uploads,    frozenset(auth.AUDITING)),
+    RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",  management.patient_uploads, frozenset(auth.AUDITING)),
+    RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",           management.get_upload,      frozenset(auth.AUDITING)),
 
     # --- tags ------------------------------------------------------------------------------------------------
-    # (rows)
+    RouteSpec("POST", f"{P}/validate",           tags.validate,    frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/read-tags",          tags.read_tags,   frozenset(auth.FILE_READING)),
+    RouteSpec("POST", f"{P}/modify-tags",        tags.modify_tags, frozenset(auth.UPLOADING)),
+    RouteSpec("POST", f"{P}/deidentify",         tags.deidentify,  frozenset(auth.UPLOADING)),
+    RouteSpec("GET",  f"{P}/tags/{{study_uid}}", tags.study_tags,  frozenset(auth.VIEWING)),
 
     # --- uploads ---------------------------------------------------------------------------------------------
     # (rows)
@@ -65,7 +82,4 @@ def register_all(router: Router, services: Services, revocations: RevocationList
     orders.register(router, services)
     reconciliation.register(router, services)
     uploads.register(router, services, api.jobs)
-    tags.register(router, services)
-    studies.register(router, services)
-    management.register(router, services, api.downloads)
     openapi.register(router)  # last: it describes the routes above
