@@ -13,15 +13,13 @@ from collections.abc import Mapping
 from datetime import date, datetime
 
 from .. import ingest, study_resolution
-from ..core import auth
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..services import Services
 from ..store import studies
-from .router import ApiError, Request, Response, Router, json_response
+from .context import Api
+from .router import ApiError, Request, Response, json_response
 from .validation import query_int
 
-VIEWERS = auth.VIEWING
-DELETERS = auth.DELETING
 MAX_PAGE = 500
 MAX_TEXT = 128
 
@@ -84,98 +82,97 @@ def deletion_reason(request: Request) -> str:
     return reason
 
 
-def register(router: Router, services: Services) -> None:
-    engine, pacs = services.engine, services.pacs
+def list_studies(api: Api, request: Request) -> Response:
+    """Studies matching filters, newest first."""
+    where = parse_study_filter(request.query)
+    total, items = studies.search(api.services.engine, where)
+    return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
 
-    def list_studies(request: Request) -> Response:
-        """Studies matching filters, newest first."""
-        where = parse_study_filter(request.query)
-        total, items = studies.search(engine, where)
-        return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
 
-    def _listed(where: studies.StudyFilter) -> Response:
-        # The seed's EHR expects a bare JSON list here; the total travels in a header.
-        total, items = studies.search(engine, where)
-        response = json_response(items)
-        response.headers["X-Total-Count"] = str(total)
-        return response
+def patient_studies(api: Api, request: Request) -> Response:
+    """A patient's studies (EHR patient id: their orders' studies and studies carrying their MRN)."""
+    return _listed(api, _page(request, studies.StudyFilter(patient_id=_path_text(request, "patient_id"))))
 
-    def _page(request: Request, where: studies.StudyFilter) -> studies.StudyFilter:
-        return dataclasses.replace(where, limit=query_int(request.query, "limit", MAX_PAGE, 1, MAX_PAGE),
-                                   offset=query_int(request.query, "offset", 0, 0, 10**9))
 
-    def patient_studies(request: Request) -> Response:
-        """A patient's studies (EHR patient id: their orders' studies and studies carrying their MRN)."""
-        return _listed(_page(request, studies.StudyFilter(patient_id=_path_text(request, "patient_id"))))
+def order_studies(api: Api, request: Request) -> Response:
+    """The study linked to an order (a list of zero or one)."""
+    order_id = _order_id(request.params["order_id"])
+    if not studies.order_exists(api.services.engine, order_id):
+        raise ApiError(404, f"order {order_id} not found")
+    return _listed(api, _page(request, studies.StudyFilter(order_id=order_id)))
 
-    def order_studies(request: Request) -> Response:
-        """The study linked to an order (a list of zero or one)."""
-        order_id = _order_id(request.params["order_id"])
-        if not studies.order_exists(engine, order_id):
-            raise ApiError(404, f"order {order_id} not found")
-        return _listed(_page(request, studies.StudyFilter(order_id=order_id)))
 
-    def accession_studies(request: Request) -> Response:
-        """Studies with an AccessionNumber."""
-        return _listed(_page(request, studies.StudyFilter(accession=_path_text(request, "accession"))))
+def accession_studies(api: Api, request: Request) -> Response:
+    """Studies with an AccessionNumber."""
+    return _listed(api, _page(request, studies.StudyFilter(accession=_path_text(request, "accession"))))
 
-    def get_study(request: Request) -> Response:
-        """One study, as Orthanc holds it now, with its link; 404 when absent or deleted."""
-        uid = _path_text(request, "study_uid")
-        orthanc_id = resolve_study(services, uid)
-        seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
-        if seen is None:
+
+def get_study(api: Api, request: Request) -> Response:
+    """One study, as Orthanc holds it now, with its link; 404 when absent or deleted."""
+    services = api.services
+    uid = _path_text(request, "study_uid")
+    orthanc_id = resolve_study(services, uid)
+    seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+    if seen is None:
+        raise ApiError(404, f"study {uid} not found")
+    recorded = studies.get(services.engine, uid)
+    match = recorded["match"] if recorded else {"status": "pending", "rule": None,
+                                                "reason": "not yet recorded: the study is still arriving"}
+    return json_response(studies.study_item(
+        uid, seen.orthanc_study_id, patient_id=seen.patient_id, patient_name=seen.patient_name,
+        study_date=seen.study_date, study_time_text=seen.study_time.strftime("%H%M%S") if seen.study_time else None,
+        description=seen.study_description, accession=seen.accession_number, modalities=list(seen.modalities),
+        series=seen.number_of_series, instances=seen.number_of_instances,
+        order_id=recorded["order_id"] if recorded else None, match=match,
+    ))
+
+
+def delete_study(api: Api, request: Request) -> Response:
+    """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted."""
+    services = api.services
+    uid = _path_text(request, "study_uid")
+    reason = deletion_reason(request)
+    assert request.principal is not None
+    orthanc_id = resolve_study(services, uid)
+    seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+    if seen is not None:
+        facts = studies.StudyFacts(uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
+                                   seen.accession_number, seen.study_date, seen.modalities, seen.number_of_series,
+                                   seen.number_of_instances)
+    else:
+        # Not in Orthanc: only a stale record (deleted while the plugin was down) is still worth cleaning up.
+        recorded = studies.facts_of(services.engine, uid)
+        if recorded is None:
             raise ApiError(404, f"study {uid} not found")
-        recorded = studies.get(engine, uid)
-        match = recorded["match"] if recorded else {"status": "pending", "rule": None,
-                                                    "reason": "not yet recorded: the study is still arriving"}
-        return json_response(studies.study_item(
-            uid, seen.orthanc_study_id, patient_id=seen.patient_id, patient_name=seen.patient_name,
-            study_date=seen.study_date, study_time_text=seen.study_time.strftime("%H%M%S") if seen.study_time else None,
-            description=seen.study_description, accession=seen.accession_number, modalities=list(seen.modalities),
-            series=seen.number_of_series, instances=seen.number_of_instances,
-            order_id=recorded["order_id"] if recorded else None, match=match,
-        ))
+        facts = dataclasses.replace(recorded, number_of_series=0, number_of_instances=0)
 
-    def delete_study(request: Request) -> Response:
-        """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted."""
-        uid = _path_text(request, "study_uid")
-        reason = deletion_reason(request)
-        assert request.principal is not None
-        orthanc_id = resolve_study(services, uid)
-        seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+    def delete_in_orthanc() -> None:
         if seen is not None:
-            facts = studies.StudyFacts(uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
-                                       seen.accession_number, seen.study_date, seen.modalities, seen.number_of_series,
-                                       seen.number_of_instances)
-        else:
-            # Not in Orthanc: only a stale record (deleted while the plugin was down) is still worth cleaning up.
-            recorded = studies.facts_of(engine, uid)
-            if recorded is None:
-                raise ApiError(404, f"study {uid} not found")
-            facts = dataclasses.replace(recorded, number_of_series=0, number_of_instances=0)
+            try:
+                services.pacs.delete(f"/studies/{seen.orthanc_study_id}")
+            except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: nothing is recorded
+                raise ApiError(409, f"Orthanc could not delete the study: {exc}") from None
 
-        def delete_in_orthanc() -> None:
-            if seen is not None:
-                try:
-                    pacs.delete(f"/studies/{seen.orthanc_study_id}")
-                except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: nothing is recorded
-                    raise ApiError(409, f"Orthanc could not delete the study: {exc}") from None
+    order_id = studies.record_deletion(services.engine, facts, actor=request.principal.subject, reason=reason,
+                                       delete_in_orthanc=delete_in_orthanc)
+    return json_response({
+        "status": "deleted", "study_instance_uid": uid, "orthanc_study_id": facts.orthanc_study_id,
+        "order_id": order_id, "deleted_series": facts.number_of_series,
+        "deleted_instances": facts.number_of_instances, "reason": reason, "deleted_by": request.principal.subject,
+    })
 
-        order_id = studies.record_deletion(engine, facts, actor=request.principal.subject, reason=reason,
-                                           delete_in_orthanc=delete_in_orthanc)
-        return json_response({
-            "status": "deleted", "study_instance_uid": uid, "orthanc_study_id": facts.orthanc_study_id,
-            "order_id": order_id, "deleted_series": facts.number_of_series,
-            "deleted_instances": facts.number_of_instances, "reason": reason, "deleted_by": request.principal.subject,
-        })
 
-    router.add("GET", "/api/v1/dicom/studies", list_studies, roles=VIEWERS)
-    router.add("GET", "/api/v1/dicom/studies/patient/{patient_id}", patient_studies, roles=VIEWERS)
-    router.add("GET", "/api/v1/dicom/studies/order/{order_id}", order_studies, roles=VIEWERS)
-    router.add("GET", "/api/v1/dicom/studies/accession/{accession}", accession_studies, roles=VIEWERS)
-    router.add("GET", "/api/v1/dicom/studies/{study_uid}", get_study, roles=VIEWERS)
-    router.add("DELETE", "/api/v1/dicom/studies/{study_uid}", delete_study, roles=DELETERS)
+def _listed(api: Api, where: studies.StudyFilter) -> Response:
+    # The seed's EHR expects a bare JSON list here; the total travels in a header.
+    total, items = studies.search(api.services.engine, where)
+    response = json_response(items)
+    response.headers["X-Total-Count"] = str(total)
+    return response
+
+
+def _page(request: Request, where: studies.StudyFilter) -> studies.StudyFilter:
+    return dataclasses.replace(where, limit=query_int(request.query, "limit", MAX_PAGE, 1, MAX_PAGE),
+                               offset=query_int(request.query, "offset", 0, 0, 10**9))
 
 
 def _path_text(request: Request, name: str) -> str:

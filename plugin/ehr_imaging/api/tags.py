@@ -13,19 +13,17 @@ import json
 import re
 from typing import Any
 
-from ..core import auth, deid_table
+from ..core import deid_table
 from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
 from ..core.errors import NotFound
 from ..services import Services
 from ..store import tag_edits
-from .router import ApiError, Request, Response, Router, UploadedFile, json_response
+from .context import Api
+from .router import ApiError, Request, Response, UploadedFile, json_response
 from .studies import study_or_404
 from .validation import query_bool
 
-EDITORS = auth.UPLOADING
-FILE_READERS = auth.FILE_READING  # read-tags: the caller's own file
-READERS = auth.VIEWING  # a stored study's tags
 DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.
 MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
@@ -34,121 +32,119 @@ _UID = re.compile(r"[0-9.]{1,64}")
 BURNED_IN_HEADER = "X-Burned-In-Annotation"
 
 
-def register(router: Router, services: Services) -> None:
-    max_bytes = services.settings.MaxFileSizeMb * 1024 * 1024
+def validate(api: Api, request: Request) -> Response:
+    """Validate a DICOM file (not stored): errors, warnings, transfer syntax, SOP class, modality."""
+    upload = _one_file(api.services, request)
+    with upload.open() as stream:
+        report = dicom_tags.validate(stream)
+    return json_response({**report, "file_size_bytes": upload.size})
 
-    def files_of(request: Request, *fields: str) -> list[UploadedFile]:
-        found = [f for name in fields for f in request.uploaded_files(name)]
-        if not request.files:
-            found = found[:1]  # a raw body is the one file, whichever field is asked for
-        if not found:
-            raise ApiError(400, f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
-                                f" Content-Type: {DICOM}")
-        if len(found) > services.settings.MaxFilesPerUpload:
-            raise ApiError(413, f"{len(found)} files; at most {services.settings.MaxFilesPerUpload} per request")
-        for upload in found:
-            if upload.size > max_bytes:
-                raise ApiError(413, f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
-        return found
 
-    def one_file(request: Request) -> UploadedFile:
-        found = files_of(request, "file")
-        if len(found) != 1:
-            raise ApiError(400, "send exactly one file in the field 'file'")
-        return found[0]
+def read_tags(api: Api, request: Request) -> Response:
+    """Read a DICOM file's main tags, or all of them with all=true (the file is not stored)."""
+    upload = _one_file(api.services, request)
+    everything = _flag(request, "all")
+    parsed = _read(upload)
+    found = dicom_tags.all_tags(parsed.dataset) if everything else dicom_tags.main_tags(parsed.dataset)
+    return json_response({"tags": found})
 
-    def validate(request: Request) -> Response:
-        """Validate a DICOM file (not stored): errors, warnings, transfer syntax, SOP class, modality."""
-        upload = one_file(request)
+
+def modify_tags(api: Api, request: Request) -> Response:
+    """Change patient/study tags of a DICOM file (UIDs never) and return it; every change is audited."""
+    upload = _one_file(api.services, request)
+    principal = request.principal
+    assert principal is not None
+    changes = _changes(request)
+    try:
         with upload.open() as stream:
-            report = dicom_tags.validate(stream)
-        return json_response({**report, "file_size_bytes": upload.size})
+            modified = dicom_tags.modify_tags(stream, changes,
+                                              remove_private_tags=_flag(request, "remove_private_tags"))
+    except dicom_tags.TagChangeError as exc:
+        raise ApiError(422, str(exc)) from None
+    except dicom_tags.DicomFileError as exc:
+        raise ApiError(422, f"{upload.filename}: {exc}") from None
+    # Audited before the file leaves: no unaudited change is ever handed out.
+    audit_id = tag_edits.record(
+        api.services.engine, edited_by=principal.subject, sop_instance_uid=modified.sop_instance_uid,
+        study_instance_uid=modified.study_instance_uid, file_name=upload.filename, original=modified.original,
+        new=modified.new, removed_private_tags=_flag(request, "remove_private_tags"),
+        private_tags_removed=modified.private_tags_removed)
+    return Response(body=modified.data, content_type=DICOM, headers={
+        "Content-Disposition": f'attachment; filename="modified_{_safe_name(upload.filename)}"',
+        "X-Tag-Edit-Audit-Id": str(audit_id),
+    })
 
-    def read_tags(request: Request) -> Response:
-        """Read a DICOM file's main tags, or all of them with all=true (the file is not stored)."""
-        upload = one_file(request)
-        everything = _flag(request, "all")
-        parsed = _read(upload)
-        found = dicom_tags.all_tags(parsed.dataset) if everything else dicom_tags.main_tags(parsed.dataset)
-        return json_response({"tags": found})
 
-    def modify_tags(request: Request) -> Response:
-        """Change patient/study tags of a DICOM file (UIDs never) and return it; every change is audited."""
-        upload = one_file(request)
-        principal = request.principal
-        assert principal is not None
-        changes = _changes(request)
+def deidentify(api: Api, request: Request) -> Response:
+    """De-identify DICOM files (PS3.15 basic profile, UIDs replaced consistently); one file, or a ZIP.
+    Files whose pixels may show identifying text (BurnedInAnnotation YES, or absent on ultrasound and
+    captures) are refused unless ``accept_burned_in_annotation`` is true; the answer's headers tell the
+    verdict, the profile and the action table used."""
+    uploads = _files_of(api.services, request, "files", "file")
+    accept = _flag(request, "accept_burned_in_annotation")
+    mapper = deidentification.UidMapper()
+    results: list[tuple[str, bytes]] = []
+    verdicts: list[str] = []
+    for index, upload in enumerate(uploads):
         try:
             with upload.open() as stream:
-                modified = dicom_tags.modify_tags(stream, changes,
-                                                  remove_private_tags=_flag(request, "remove_private_tags"))
+                done = deidentification.deidentify(stream, mapper, patient_id=request.option("patient_id"),
+                                                   patient_name=request.option("patient_name"),
+                                                   accept_burned_in_annotation=accept)
         except dicom_tags.TagChangeError as exc:
             raise ApiError(422, str(exc)) from None
         except dicom_tags.DicomFileError as exc:
-            raise ApiError(422, f"{upload.filename}: {exc}") from None
-        # Audited before the file leaves: no unaudited change is ever handed out.
-        audit_id = tag_edits.record(
-            services.engine, edited_by=principal.subject, sop_instance_uid=modified.sop_instance_uid,
-            study_instance_uid=modified.study_instance_uid, file_name=upload.filename, original=modified.original,
-            new=modified.new, removed_private_tags=_flag(request, "remove_private_tags"),
-            private_tags_removed=modified.private_tags_removed)
-        return Response(body=modified.data, content_type=DICOM, headers={
-            "Content-Disposition": f'attachment; filename="modified_{_safe_name(upload.filename)}"',
-            "X-Tag-Edit-Audit-Id": str(audit_id),
-        })
+            raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}") from None
+        except deidentification.BurnedInAnnotationError as exc:
+            raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}",
+                           headers={BURNED_IN_HEADER: exc.burned_in_annotation}) from None
+        results.append((_unique(f"{done.sop_instance_uid or index}.dcm", results), done.data))
+        verdicts.append(done.burned_in_annotation)
+    headers = {BURNED_IN_HEADER: _worst(verdicts), "X-Deidentification-Profile": deid_table.PROFILE,
+               "X-Deidentification-Table": deid_table.TABLE_SOURCE}
+    if len(results) == 1:
+        name, data = results[0]
+        return Response(body=data, content_type=DICOM,
+                        headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(body=deidentification.zip_files(results), content_type="application/zip",
+                    headers={**headers, "Content-Disposition": 'attachment; filename="deidentified.zip"'})
 
-    def deidentify(request: Request) -> Response:
-        """De-identify DICOM files (PS3.15 basic profile, UIDs replaced consistently); one file, or a ZIP.
-        Files whose pixels may show identifying text (BurnedInAnnotation YES, or absent on ultrasound and
-        captures) are refused unless ``accept_burned_in_annotation`` is true; the answer's headers tell the
-        verdict, the profile and the action table used."""
-        uploads = files_of(request, "files", "file")
-        accept = _flag(request, "accept_burned_in_annotation")
-        mapper = deidentification.UidMapper()
-        results: list[tuple[str, bytes]] = []
-        verdicts: list[str] = []
-        for index, upload in enumerate(uploads):
-            try:
-                with upload.open() as stream:
-                    done = deidentification.deidentify(stream, mapper, patient_id=request.option("patient_id"),
-                                                       patient_name=request.option("patient_name"),
-                                                       accept_burned_in_annotation=accept)
-            except dicom_tags.TagChangeError as exc:
-                raise ApiError(422, str(exc)) from None
-            except dicom_tags.DicomFileError as exc:
-                raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}") from None
-            except deidentification.BurnedInAnnotationError as exc:
-                raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}",
-                               headers={BURNED_IN_HEADER: exc.burned_in_annotation}) from None
-            results.append((_unique(f"{done.sop_instance_uid or index}.dcm", results), done.data))
-            verdicts.append(done.burned_in_annotation)
-        headers = {BURNED_IN_HEADER: _worst(verdicts), "X-Deidentification-Profile": deid_table.PROFILE,
-                   "X-Deidentification-Table": deid_table.TABLE_SOURCE}
-        if len(results) == 1:
-            name, data = results[0]
-            return Response(body=data, content_type=DICOM,
-                            headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'})
-        return Response(body=deidentification.zip_files(results), content_type="application/zip",
-                        headers={**headers, "Content-Disposition": 'attachment; filename="deidentified.zip"'})
 
-    def study_tags(request: Request) -> Response:
-        """The main tags of a stored study: patient, study, and its series with modality and counts."""
-        study_uid = request.params["study_uid"]
-        if not _UID.fullmatch(study_uid):
-            raise ApiError(400, "study_uid: not a DICOM UID")
-        orthanc_id = study_or_404(services, study_uid)
-        try:
-            study = services.pacs.get_json(f"/studies/{orthanc_id}")
-            series = services.pacs.get_json(f"/studies/{orthanc_id}/series")
-        except NotFound:  # deleted between the lookup and the read
-            raise ApiError(404, f"study {study_uid} not found") from None
-        return json_response(dicom_tags.study_tags(study, series))
+def study_tags(api: Api, request: Request) -> Response:
+    """The main tags of a stored study: patient, study, and its series with modality and counts."""
+    study_uid = request.params["study_uid"]
+    if not _UID.fullmatch(study_uid):
+        raise ApiError(400, "study_uid: not a DICOM UID")
+    orthanc_id = study_or_404(api.services, study_uid)
+    try:
+        study = api.services.pacs.get_json(f"/studies/{orthanc_id}")
+        series = api.services.pacs.get_json(f"/studies/{orthanc_id}/series")
+    except NotFound:  # deleted between the lookup and the read
+        raise ApiError(404, f"study {study_uid} not found") from None
+    return json_response(dicom_tags.study_tags(study, series))
 
-    router.add("POST", "/api/v1/dicom/validate", validate, roles=EDITORS)
-    router.add("POST", "/api/v1/dicom/read-tags", read_tags, roles=FILE_READERS)
-    router.add("POST", "/api/v1/dicom/modify-tags", modify_tags, roles=EDITORS)
-    router.add("POST", "/api/v1/dicom/deidentify", deidentify, roles=EDITORS)
-    router.add("GET", "/api/v1/dicom/tags/{study_uid}", study_tags, roles=READERS)
+
+def _files_of(services: Services, request: Request, *fields: str) -> list[UploadedFile]:
+    max_bytes = services.settings.MaxFileSizeMb * 1024 * 1024
+    found = [f for name in fields for f in request.uploaded_files(name)]
+    if not request.files:
+        found = found[:1]  # a raw body is the one file, whichever field is asked for
+    if not found:
+        raise ApiError(400, f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
+                            f" Content-Type: {DICOM}")
+    if len(found) > services.settings.MaxFilesPerUpload:
+        raise ApiError(413, f"{len(found)} files; at most {services.settings.MaxFilesPerUpload} per request")
+    for upload in found:
+        if upload.size > max_bytes:
+            raise ApiError(413, f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
+    return found
+
+
+def _one_file(services: Services, request: Request) -> UploadedFile:
+    found = _files_of(services, request, "file")
+    if len(found) != 1:
+        raise ApiError(400, "send exactly one file in the field 'file'")
+    return found[0]
 
 
 def _read(upload: UploadedFile) -> dicom_tags.ParsedFile:
