@@ -6,9 +6,11 @@ Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage p
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Any
 
+from .core import study_identity
 from .core.coercion import COERCED_TAGS, tag_changes
 from .core.errors import NotFound
 from .core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
@@ -79,16 +81,23 @@ def record(services: Services, seen: StudyObservation,
 
 
 def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_uid: str) -> None:
-    """Give a quarantined study its own StudyInstanceUID (series and SOP UIDs kept), so that nothing found by
-    StudyInstanceUID alone (DICOMweb, the viewer) mixes it with the recorded patient's study."""
-    modification = {"Replace": {"StudyInstanceUID": quarantine_uid},
-                    "Keep": ["SeriesInstanceUID", "SOPInstanceUID"], "Force": True}
+    """Give a quarantined study UIDs of its own, so that nothing found by UIDs alone (DICOMweb, the viewer)
+    mixes it with the recorded patient's study: its StudyInstanceUID, and its series and SOP UIDs too (a
+    modality re-sending a study under another PatientID reuses them all). Each is a 2.25 UID derived from
+    the Orthanc resource it arrived as, so a later batch and another node moving the same files at once
+    land on the same UIDs. Should Orthanc refuse, the study stays where it arrived, still quarantined (the
+    next STABLE_STUDY tries again) and readers of that StudyInstanceUID fail closed meanwhile."""
+    def modification(instance: dict[str, Any]) -> dict[str, Any]:
+        return {"Replace": {"StudyInstanceUID": quarantine_uid,
+                            "SeriesInstanceUID": study_identity.quarantine_uid(str(instance["ParentSeries"])),
+                            "SOPInstanceUID": study_identity.quarantine_uid(str(instance["ID"]))},
+                "Force": True}
+
     try:
         moved = _rewrite_instances(services, orthanc_study_id, modification)
     except Exception as exc:  # noqa: BLE001 - Orthanc refused: it stays where it is, quarantined, readers fail closed
-        services.log_error(f"ehr-imaging: quarantined study {orthanc_study_id} could not be moved"
+        services.log_error(f"ehr-imaging: quarantined study {orthanc_study_id} could not be moved yet"
                            f" ({type(exc).__name__}: {exc})")
-        collisions.not_moved(services.engine, orthanc_study_id)
         return
     if moved:
         collisions.moved_to(services.engine, orthanc_study_id, moved)
@@ -136,7 +145,7 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
         modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
                         "Force": True}
         if "PatientID" in changes:
-            new_study_id = _rewrite_instances(services, seen.orthanc_study_id, modification)
+            new_study_id = _rewrite_instances(services, seen.orthanc_study_id, lambda _: modification)
         else:
             # Same PatientID: Orthanc's IDs (hashes of PatientID and the UIDs) do not change, the modified
             # copies overwrite the originals, so the source must be kept (deleting it would delete them).
@@ -154,7 +163,8 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
 MOVE_ROUNDS = 5
 
 
-def _rewrite_instances(services: Services, orthanc_study_id: str, modification: dict[str, Any]) -> str:
+def _rewrite_instances(services: Services, orthanc_study_id: str,
+                       modification: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
     """Orthanc 1.10 refuses a new PatientID in a study-level modify (and a study-level modify lists the study
     once): rewrite instance by instance, and delete an original only once its modified copy is stored. The
     study is listed again until no original is left, so instances that arrive during the rewrite are moved
@@ -169,10 +179,14 @@ def _rewrite_instances(services: Services, orthanc_study_id: str, modification: 
         if not originals:
             break
         for instance in originals:
-            modified = pacs.post_bytes(f"/instances/{instance['ID']}/modify", json.dumps(modification))
-            stored_copy = json.loads(pacs.post_bytes("/instances", modified))
-            new_study_id = stored_copy["ParentStudy"]
-            pacs.delete(f"/instances/{instance['ID']}")
+            try:
+                modified = pacs.post_bytes(f"/instances/{instance['ID']}/modify",
+                                           json.dumps(modification(instance)))
+                stored_copy = json.loads(pacs.post_bytes("/instances", modified))
+                new_study_id = stored_copy["ParentStudy"]
+                pacs.delete(f"/instances/{instance['ID']}")
+            except NotFound:
+                continue  # rewritten and deleted meanwhile (another node moving the same study): not lost
     return new_study_id
 
 

@@ -78,11 +78,11 @@ def test_cstore_and_orthancs_rest_upload_are_quarantined(client: Client, tmp_pat
     assert (item["reason"], item["patient_id"], item["collides_with_orthanc_study_id"]) == (
         COLLISION, "ATTACKER-1", before[0])
     assert moved_uid.startswith("2.25.") and moved_uid != victim.uid
-    # Moved out of the victim's StudyInstanceUID, its own series and SOP UIDs kept: nothing is lost or mixed.
+    # Moved out of the victim's StudyInstanceUID, with series and SOP UIDs of its own: nothing lost or mixed.
     wait_until(lambda: orthanc_studies(client, victim.uid) == [before[0]], 30, "the victim's UID to be hers alone")
     assert orthanc_studies(client, moved_uid) == [moved_id]
     moved = client.get(f"/studies/{moved_id}/instances", auth=client.stack.admin_auth).json()
-    assert [i["MainDicomTags"]["SOPInstanceUID"] for i in moved] == [intruder_sop]
+    assert len(moved) == 1 and moved[0]["MainDicomTags"]["SOPInstanceUID"].startswith("2.25.")
     assert_victim_untouched(client, victim, before)
 
     # Orthanc's own REST upload (an admin in Explorer) ends the same way, in the same quarantined study.
@@ -184,3 +184,45 @@ def test_a_resent_batch_of_the_same_patient_is_not_a_collision(client: Client, t
     answer = upload_single(client, late[0])
     assert answer.status_code == 200, answer.text
     assert link_row(client, victim.uid)[2] == len(victim.instances) + 1
+
+
+def test_a_full_resend_under_another_patient_id_never_mixes_and_never_blocks_the_victim(
+        client: Client, tmp_path: Path) -> None:
+    """The same files (study, series and SOP UIDs all reused) sent again under another PatientID, as a modality
+    re-sending a study keyed to the wrong patient does. While both are in Orthanc under the same UIDs, queries of
+    the victim's token are refused (not answered with a mix); once quarantined, the copy has UIDs of its own at
+    every level, and the victim's series, metadata and frames read again."""
+    victim = store_study(client, tmp_path / "victim", instances=2)
+    before = link_row(client, victim.uid)
+    token = viewer_token(client, study_uids=[victim.uid])["token"]
+    copies = []
+    for path in sorted((tmp_path / "victim").glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName = "ATTACKER-2", "Other^Patient"
+        copy = tmp_path / f"copy-{path.name}"
+        ds.save_as(copy)
+        copies.append(copy)
+    in_series = f"/dicom-web/studies/{victim.uid}/series/{victim.series}/instances?includefield=00100010"
+    send(client.stack, copies)
+    # Within StableAge (2 s here) of the resend both studies hold the UIDs: the query is refused, not mixed.
+    assert as_viewer(client, token, in_series).status_code == 403
+    scoped = f"/ehr-imaging/dicom-web/studies/{victim.uid}/series/{victim.series}/instances"
+    assert as_viewer(client, token, scoped).status_code == 403
+
+    wait_until(lambda: orthanc_studies(client, victim.uid) == [before[0]], 30, "the copy moved out of the UID")
+    item = queued(client, victim.uid)
+    assert item is not None and item["patient_id"] == "ATTACKER-2" and item["reason"] == COLLISION
+    moved = client.get(f"/studies/{item['orthanc_study_id']}/instances", auth=client.stack.admin_auth).json()
+    moved_sops = {i["MainDicomTags"]["SOPInstanceUID"] for i in moved}
+    assert len(moved_sops) == 2 and not moved_sops & set(victim.instances)  # UIDs of its own at every level
+    assert_victim_untouched(client, victim, before)
+
+    answer = as_viewer(client, token, in_series)
+    assert answer.status_code == 200
+    assert sorted(i["00080018"]["Value"][0] for i in answer.json()) == sorted(victim.instances)
+    assert {i["00100010"]["Value"][0]["Alphabetic"] for i in answer.json()} == {"Test^Patient"}
+    base = f"/dicom-web/studies/{victim.uid}/series/{victim.series}"
+    assert as_viewer(client, token, f"{base}/metadata").status_code == 200
+    frame = as_viewer(client, token, f"{base}/instances/{victim.instances[0]}/frames/1",
+                      headers={"Accept": FRAME_ACCEPT})
+    assert frame.status_code == 200, frame.text

@@ -88,21 +88,18 @@ class ScopedQido:
 
     def _within_study(self, principal: Principal, parts: list[str], query: Mapping[str, str]) -> Response:
         study, series = parts[1], (parts[3] if len(parts) == 5 else None)
-        members = None
         if principal.scope is not None:
-            if study not in principal.scope or not self._gate.belongs(principal, study, series):
+            orthanc_id = (principal.scope_studies or {}).get(study)
+            if study not in principal.scope or orthanc_id is None or not self._gate.belongs(principal, study, series):
                 self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
                 return error_response(403, "study outside the token's scope")
-            members = self._gate.members(principal, study)
+            if self._gate.hierarchy.shared_now(orthanc_id):
+                # Another patient's study under this StudyInstanceUID (until it is quarantined and moved): its
+                # series and instances may reuse these UIDs, so nothing is answered rather than a mix.
+                self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
+                return error_response(403, "StudyInstanceUID shared with another patient's study; try again shortly")
         rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}  # the path names the study
-        keep = None
-        if members is not None and members.uid_shared:
-            # Orthanc holds another patient's study under this StudyInstanceUID: only the token's own series
-            # and instances are answered.
-            def keep(item: dict[str, Any]) -> bool:
-                return (_value(item, "0020000E") in members.series if parts[-1] == "series"
-                        else _value(item, "00080018") in members.instances)
-        return self._forward("/".join(parts), rest, principal, [study], keep=keep)
+        return self._forward("/".join(parts), rest, principal, [study])
 
     def _token_study(self, principal: Principal, item: dict[str, Any]) -> bool:
         """Is this study of a QIDO answer the token's own Orthanc study (not another patient's study that

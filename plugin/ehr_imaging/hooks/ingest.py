@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..ingest import process_stable_study
+from ..ingest import process_stable_study, stored
 from ..services import Services
 from ..store import collisions, db, links, studies
 
@@ -105,7 +105,9 @@ class IngestWorker:
             self._queue.task_done()
 
     def _deleted(self, orthanc_study_id: str) -> None:
-        if collisions.forget(self._services.engine, orthanc_study_id):
+        engine = self._services.engine
+        if collisions.forget(engine, orthanc_study_id) or collisions.forget_arrival(
+                engine, orthanc_study_id, lambda moved: stored(self._services, moved)):
             self._log_warning(f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation")
             return
         uid = studies.record_deleted_in_orthanc(self._services.engine, orthanc_study_id)

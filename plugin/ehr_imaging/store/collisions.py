@@ -9,6 +9,7 @@ Orthanc (its DELETED change removes the row).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, or_, select
@@ -74,12 +75,15 @@ def moved_to(engine: Engine, orthanc_study_id: str, moved_orthanc_study_id: str)
             row.quarantine_orthanc_study_id = moved_orthanc_study_id
 
 
-def not_moved(engine: Engine, orthanc_study_id: str) -> None:
-    """Orthanc could not move the study: it stays quarantined where it arrived (readers fail closed there)."""
+def forget_arrival(engine: Engine, orthanc_study_id: str, moved_still_stored: Callable[[str], bool]) -> bool:
+    """The study as it arrived was deleted: if it was never moved (the study it was to be moved to is not
+    in Orthanc), it leaves the queue. True when a row went."""
     with Session(engine) as session, session.begin():
         row = session.get(StudyUidCollision, orthanc_study_id, with_for_update=True)
-        if row is not None:
-            row.quarantine_study_instance_uid = row.quarantine_orthanc_study_id = None
+        if row is None or (row.quarantine_orthanc_study_id and moved_still_stored(row.quarantine_orthanc_study_id)):
+            return False
+        session.delete(row)
+        return True
 
 
 def quarantined_ids(engine: Engine, study_uids: list[str]) -> set[str]:
@@ -94,14 +98,12 @@ def quarantined_ids(engine: Engine, study_uids: list[str]) -> set[str]:
 
 
 def forget(engine: Engine, orthanc_study_id: str) -> bool:
-    """A quarantined study was deleted in Orthanc: it leaves the queue. True when it was quarantined. (The
-    study it arrived as is deleted by the move itself: that keeps the row.)"""
+    """A moved quarantined study was deleted in Orthanc: it leaves the queue. True when it was one. (The study
+    it arrived as is deleted by the move itself: ``forget_arrival`` decides about that one.)"""
     with Session(engine) as session, session.begin():
-        result = session.execute(delete(StudyUidCollision).where(or_(
+        result = session.execute(delete(StudyUidCollision).where(
             StudyUidCollision.quarantine_orthanc_study_id == orthanc_study_id,
-            (StudyUidCollision.orthanc_study_id == orthanc_study_id)
-            & StudyUidCollision.quarantine_orthanc_study_id.is_(None),
-        )).returning(StudyUidCollision.study_instance_uid))
+        ).returning(StudyUidCollision.study_instance_uid))
         return result.first() is not None
 
 

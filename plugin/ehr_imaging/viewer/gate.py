@@ -52,6 +52,13 @@ class ViewerGate:
         if target is not None and target.series is None and target.instance is None:
             decision = self._study_level(principal, target)
             target = decision.target
+        if target is not None and path.rsplit("/", 1)[-1] in ("series", "instances"):
+            # A query: Orthanc's DICOMweb answers it by UIDs alone, so a study of another patient under the
+            # same UIDs would be in the answer. Checked live (another node's arrival is not in the cache).
+            orthanc_id = (principal.scope_studies or {}).get(target.study)
+            if orthanc_id is None or self.hierarchy.shared_now(orthanc_id):
+                decision = access.Decision(False, "StudyInstanceUID shared with another patient's study")
+                target = None
         if target is not None:
             self.access_log.record(principal.token_id, principal.subject, target.study, allowed=True,
                                    size=self._size(principal, path, target))

@@ -59,6 +59,14 @@ class StudyHierarchy:
     def members(self, orthanc_study_id: str) -> StudyMembers:
         return self._members(orthanc_study_id, fresh=False)
 
+    def shared_now(self, orthanc_study_id: str) -> bool:
+        """Does Orthanc hold another study under this study's StudyInstanceUID *now*? A live lookup, not the
+        cache: another node's arrival raises no change event here. For queries (few), never for frames."""
+        members = self._members(orthanc_study_id, fresh=False)
+        if not members.stored:
+            return True  # fail closed: nothing to answer for
+        return any(other != orthanc_study_id for other in self._pacs.find_study_ids(members.study_uid))
+
     def size_of(self, orthanc_study_id: str, instance_uid: str | None, frames: int | None = None) -> int:
         """Stored bytes of an instance (or of ``frames`` of its frames): what a WADO read returns, near enough."""
         with self._lock:
