@@ -28,9 +28,14 @@ def stored_tags(client: Client, study_uid: str) -> list[tuple[str, str, str]]:
     studies = [f["ID"] for f in found if f["Type"] == "Study"]
     tags = []
     for study in studies:
-        for instance in client.get(f"/studies/{study}/instances", auth=auth).json():
-            t = client.get(f"/instances/{instance['ID']}/simplified-tags", auth=auth).json()
-            tags.append((t.get("PatientID"), t.get("PatientName"), t.get("AccessionNumber")))
+        # A coercion or a quarantine move deletes originals one by one while this reads: a study or instance
+        # gone meanwhile is skipped (the callers poll until the tags settle).
+        listed = client.get(f"/studies/{study}/instances", auth=auth)
+        for instance in listed.json() if listed.status_code == 200 else []:
+            answer = client.get(f"/instances/{instance['ID']}/simplified-tags", auth=auth)
+            if answer.status_code == 200:
+                t = answer.json()
+                tags.append((t.get("PatientID"), t.get("PatientName"), t.get("AccessionNumber")))
     return tags
 
 
