@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-from ehr_imaging import uploading
 from ehr_imaging.api.router import ANY_ROLE, PUBLIC, Router
 from ehr_imaging.api.routes import register_all
+from ehr_imaging.app import uploading
 from ehr_imaging.core import auth
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -14,9 +14,15 @@ import orthanc
 
 from . import __version__, pacs
 from .api.listener import ApiListener
+from .api.ohif_site import PREFIX as VIEWER_PREFIX
+from .api.ohif_site import ViewerApp
 from .api.router import Request, Response, Router, decode_query, error_response, template_regex
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
+from .app.access_log import AccessLog
+from .app.dicomweb_gate import ViewerGate
+from .app.study_hierarchy import StudyHierarchy
+from .app.token_revocations import RevocationList
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .core.dimse import check_policy
@@ -27,13 +33,7 @@ from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import db, migrations
 from .store import sessions as session_store
-from .store import viewer as viewer_store
-from .viewer.access_log import AccessLog
-from .viewer.gate import ViewerGate
-from .viewer.hierarchy import StudyHierarchy
-from .viewer.revocations import RevocationList
-from .viewer_app import PREFIX as VIEWER_PREFIX
-from .viewer_app import ViewerApp
+from .store import viewer_tokens as viewer_store
 
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"

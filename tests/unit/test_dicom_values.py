@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ehr_imaging.ingest import parse_da, parse_tm
+from ehr_imaging.app.ingest import parse_da, parse_tm
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugin"
 
@@ -81,7 +81,7 @@ def test_ingest_imports_without_orthanc() -> None:
     code = (
         "import sys\n"
         "sys.modules['orthanc'] = None  # any 'import orthanc' now raises ImportError\n"
-        "import ehr_imaging.ingest as ingest\n"
+        "import ehr_imaging.app.ingest as ingest\n"
         "assert ingest.parse_da('20261120') is not None\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PLUGIN_DIR, capture_output=True, text=True,

@@ -12,9 +12,13 @@ from unittest import mock
 
 import pytest
 
-from ehr_imaging import uploading
 from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import register_all
+from ehr_imaging.app import uploading
+from ehr_imaging.app.access_log import AccessLog
+from ehr_imaging.app.dicomweb_gate import ViewerGate
+from ehr_imaging.app.study_hierarchy import StudyHierarchy
+from ehr_imaging.app.token_revocations import RevocationList
 from ehr_imaging.core.access import UNAUTHENTICATED_BODY_BYTES
 from ehr_imaging.core.auth import (
     ALL_ROLES,
@@ -26,10 +30,6 @@ from ehr_imaging.core.auth import (
     session_principal,
 )
 from ehr_imaging.hooks.http_filter import make_filter
-from ehr_imaging.viewer.access_log import AccessLog
-from ehr_imaging.viewer.gate import ViewerGate
-from ehr_imaging.viewer.hierarchy import StudyHierarchy
-from ehr_imaging.viewer.revocations import RevocationList
 from tests.unit.test_auth import Ended
 
 SECRET = "filter-test-secret-0123456789abcdef"

@@ -13,13 +13,13 @@ from unittest import mock
 
 import pytest
 
-from ehr_imaging import uploading
 from ehr_imaging.api import (
     openapi,
 )
 from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import register_all
 from ehr_imaging.api.schemas import COMPONENTS, CONTRACTS, JSON
+from ehr_imaging.app import uploading
 from ehr_imaging.core import tags as dicom_tags
 from ehr_imaging.store import studies as study_store
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from ehr_imaging.app.uploading import JobRunner, UploadRejected
 from ehr_imaging.config import Settings
 from ehr_imaging.private_dirs import UnsafeDirectory, check_private, private_directory
-from ehr_imaging.uploading import JobRunner, UploadRejected
 
 
 def mode(path: Path) -> int:

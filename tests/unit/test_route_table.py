@@ -5,10 +5,10 @@ from __future__ import annotations
 import inspect
 from unittest import mock
 
-from ehr_imaging import uploading
 from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import ROUTES, register_all
 from ehr_imaging.api.schemas import CONTRACTS
+from ehr_imaging.app import uploading
 
 KEYS = [(spec.method, spec.path) for spec in ROUTES]
 

@@ -14,8 +14,8 @@ from unittest import mock
 
 import pytest
 
-from ehr_imaging import uploading
-from ehr_imaging.core.uploads import (
+from ehr_imaging.app import uploading
+from ehr_imaging.core.upload_rules import (
     FAIL,
     READ,
     SKIP,
@@ -220,7 +220,7 @@ def _services(max_files: int = 500) -> Any:
 def _refusal(data: bytes, max_files: int = 500) -> str:
     """open_archive's 413, checked to come before zipfile parses the directory."""
     never = AssertionError("zipfile parsed it")
-    with mock.patch("ehr_imaging.uploading.archives.zipfile.ZipFile", side_effect=never), \
+    with mock.patch("ehr_imaging.app.uploading.archives.zipfile.ZipFile", side_effect=never), \
             pytest.raises(uploading.UploadRejected) as refused:
         uploading.open_archive(_services(max_files), io.BytesIO(data))
     assert refused.value.status == 413

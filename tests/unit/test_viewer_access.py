@@ -8,15 +8,15 @@ from typing import Any
 import jwt
 import pytest
 
+from ehr_imaging.app.access_log import AccessLog
+from ehr_imaging.app.study_hierarchy import StudyHierarchy
+from ehr_imaging.app.token_revocations import RevocationList
 from ehr_imaging.core import access
 from ehr_imaging.core.auth import AuthError, TokenVerifier
 from ehr_imaging.core.errors import NotFound
 from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import MAX_STUDIES, VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
-from ehr_imaging.store.viewer import AccessCount
-from ehr_imaging.viewer.access_log import AccessLog
-from ehr_imaging.viewer.hierarchy import StudyHierarchy
-from ehr_imaging.viewer.revocations import RevocationList
+from ehr_imaging.store.viewer_tokens import AccessCount
 
 A, SA, IA = "1.2.3", "1.2.3.1", "1.2.3.1.1"
 B, SB, IB = "1.2.4", "1.2.4.1", "1.2.4.1.1"

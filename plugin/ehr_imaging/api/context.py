@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import uploading
+from ..app import uploading
+from ..app.token_revocations import RevocationList
 from ..services import Services
-from ..viewer.revocations import RevocationList
 from .downloads import DownloadSlots
 from .router import Router
 

@@ -11,10 +11,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 
+from ..app.token_revocations import RevocationList
 from ..core import auth
 from ..services import Services
-from ..viewer.revocations import RevocationList
-from . import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads, viewer
+from . import admin_session, management, openapi, orders, reconciliation, studies, system, tags, uploads
+from . import viewer_tokens as viewer
 from .context import Api
 from .router import ANY_ROLE, PUBLIC, Request, Response, Router
 

@@ -16,11 +16,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..app.dicomweb_gate import ViewerGate
 from ..core import access, query_values
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
-from ..viewer.gate import ViewerGate
 from .router import Response, error_response
 
 DICOM_JSON = "application/dicom+json"

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 
-from .. import ingest, study_resolution
+from ..app import ingest, study_resolution
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..services import Services
 from ..store import studies

@@ -1,7 +1,7 @@
 """DICOM uploads by the EHR and its users: files go into Orthanc and through the same matching.
 
 Routes are thin: the work (validate, store, record per study, ZIP members, jobs, offline sync) is in
-``uploading.py``. An upload may name its order (``order_id``): the explicit rule, still subject to the
+``app/uploading``. An upload may name its order (``order_id``): the explicit rule, still subject to the
 patient check. A rejected upload stores nothing and leaves a failed audit row.
 
 On the plugin's API port files are multipart fields (options as form fields ``order_id``,
@@ -17,11 +17,11 @@ import time
 import uuid
 from typing import Any
 
-from .. import uploading
+from ..app import uploading
 from ..core import auth
 from ..core.auth import Principal
-from ..core.uploads import DeclarationError, parse_declaration
-from ..store import uploads
+from ..core.upload_rules import DeclarationError, parse_declaration
+from ..store import upload_log as uploads
 from .context import Api
 from .router import ApiError, Request, Response, UploadedFile, json_response
 

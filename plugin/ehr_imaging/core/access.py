@@ -21,7 +21,7 @@ DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
 # The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (api/scoped_qido.py).
 SCOPED_QIDO_ROOT = "/ehr-imaging/dicom-web/"
-VIEWER_APP_PREFIX = "/ohif/"  # the OHIF viewer's static site (viewer_app.py)
+VIEWER_APP_PREFIX = "/ohif/"  # the OHIF viewer's static site (api/ohif_site.py)
 
 
 class Area(enum.Enum):

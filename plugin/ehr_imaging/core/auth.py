@@ -275,7 +275,7 @@ def session_principal(claims: Mapping[str, Any]) -> Principal:
 
 
 class Revocations(Protocol):
-    """Revoked token ids known in memory (viewer/revocations.RevocationList)."""
+    """Revoked token ids known in memory (app/token_revocations.RevocationList)."""
 
     def is_revoked(self, token_id: str | None) -> bool: ...
 

@@ -1,7 +1,7 @@
 """The incoming-HTTP-request filter: runs for every request Orthanc receives, frames included.
 
 Returning False makes Orthanc answer 403. The decisions are ``core.access`` (which area a path is in,
-what a viewer token may read) and ``viewer.gate``; this module only adapts Orthanc's arguments and keeps
+what a viewer token may read) and ``app/dicomweb_gate``; this module only adapts Orthanc's arguments and keeps
 the hot path short: cached token checks, in-memory revocations and hierarchy, no database.
 
 Orthanc 1.10 calls the filter *before* it reads a request's body, then allocates the whole declared
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ..app.dicomweb_gate import ViewerGate
 from ..core import access
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
-from ..viewer.gate import ViewerGate
 
 # Why a body sent to ``method path`` (one of our routes) is refused, or None when the route reads one and the
 # caller (None: not known yet) may call it (api.router.Router.body_refusal: derived from the route table).

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..ingest import process_stable_study, stored
+from ..app.ingest import process_stable_study, stored
 from ..services import Services
 from ..store import collisions, db, links, studies
 

@@ -1,6 +1,6 @@
 """Pure upload rules: which ZIP members to read, archive limits, offline-sync declarations.
 
-No I/O here: the callers (``uploading.py``) hand in what ``zipfile`` and the request say.
+No I/O here: the callers (``app/uploading``) hand in what ``zipfile`` and the request say.
 """
 
 from __future__ import annotations

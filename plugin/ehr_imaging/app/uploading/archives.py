@@ -8,15 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from ..core.uploads import (
-    FAIL,
-    READ,
-    ZipMember,
-    archive_problem,
-    central_directory_problem,
-    classify_member,
-)
-from ..services import Services
+from ...core.upload_rules import FAIL, READ, ZipMember, archive_problem, central_directory_problem, classify_member
+from ...services import Services
 from .batch import MB, Batch, UploadRejected
 
 # --- ZIP archives --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..store.viewer import AccessCount
+from ..store.viewer_tokens import AccessCount
 
 
 class AccessLog:

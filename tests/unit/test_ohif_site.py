@@ -1,4 +1,4 @@
-"""The OHIF site under /ohif/: file serving (``viewer_app``), its place in the HTTP filter, and the install
+"""The OHIF site under /ohif/: file serving (``api/ohif_site``), its place in the HTTP filter, and the install
 step that prepares the pinned dist for the sub-path (``ehr_stack.ohif``)."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
+from ehr_imaging.api.ohif_site import IMMUTABLE, QIDO_ROOT, REVALIDATE, WADO_ROOT, WADO_URI_ROOT, ViewerApp, app_config
+from ehr_imaging.app.access_log import AccessLog
+from ehr_imaging.app.dicomweb_gate import ViewerGate
+from ehr_imaging.app.study_hierarchy import StudyHierarchy
+from ehr_imaging.app.token_revocations import RevocationList
 from ehr_imaging.core.access import Area, classify
 from ehr_imaging.core.auth import Authenticator, BasicAuthenticator, TokenVerifier
 from ehr_imaging.hooks.http_filter import make_filter
-from ehr_imaging.viewer.access_log import AccessLog
-from ehr_imaging.viewer.gate import ViewerGate
-from ehr_imaging.viewer.hierarchy import StudyHierarchy
-from ehr_imaging.viewer.revocations import RevocationList
-from ehr_imaging.viewer_app import IMMUTABLE, QIDO_ROOT, REVALIDATE, WADO_ROOT, WADO_URI_ROOT, ViewerApp, app_config
 from ehr_stack import ohif
 
 INDEX = b'<html><script>window.PUBLIC_URL="/ohif/"</script></html>'

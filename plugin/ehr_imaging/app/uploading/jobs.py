@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..private_dirs import UnsafeDirectory, private_directory
-from ..services import Services
-from ..store import uploads
+from ...private_dirs import UnsafeDirectory, private_directory
+from ...services import Services
+from ...store import upload_log as uploads
 from .archives import open_archive, store_archive
 from .batch import MB, Batch, UploadRejected
 

@@ -6,14 +6,10 @@ import hashlib
 import uuid
 from typing import IO, Any
 
-from ..core.errors import NotFound
-from ..core.uploads import (
-    OfflineDeclaration,
-    content_problem,
-    uid_mismatches,
-)
-from ..services import Services
-from ..store import uploads
+from ...core.errors import NotFound
+from ...core.upload_rules import OfflineDeclaration, content_problem, uid_mismatches
+from ...services import Services
+from ...store import upload_log as uploads
 from .batch import CHUNK, UID_KEYWORDS, Batch, UploadRejected, check_dicom
 
 # --- offline sync --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from .jobs import JobRequest as JobRequest
 from .jobs import JobRunner as JobRunner
 from .jobs import UploadedSource as UploadedSource
 from .jobs import keep_copy as keep_copy
-from .offline import offline_ack as offline_ack
-from .offline import offline_binary as offline_binary
-from .offline import offline_status as offline_status
-from .offline import sha256_and_size as sha256_and_size
+from .offline_sync import offline_ack as offline_ack
+from .offline_sync import offline_binary as offline_binary
+from .offline_sync import offline_status as offline_status
+from .offline_sync import sha256_and_size as sha256_and_size

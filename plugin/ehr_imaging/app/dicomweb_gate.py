@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from ..core import access
 from ..core.auth import AuthError, Principal, TokenVerifier
 from .access_log import AccessLog
-from .hierarchy import StudyHierarchy, StudyMembers
-from .revocations import RevocationList
+from .study_hierarchy import StudyHierarchy, StudyMembers
+from .token_revocations import RevocationList
 
 
 class ViewerGate:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core.errors import Conflict, NotFound
-from .core.study_identity import REASON_COLLISION, Arrival, StudyCopy, classify_arrival, orthanc_study_id
-from .services import Services
-from .store import collisions
-from .store import studies as study_store
+from ..core.errors import Conflict, NotFound
+from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, classify_arrival, orthanc_study_id
+from ..services import Services
+from ..store import collisions
+from ..store import studies as study_store
 
 
 class StudyConflict(Conflict):

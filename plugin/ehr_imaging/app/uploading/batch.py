@@ -10,11 +10,11 @@ from typing import Any
 
 from pydicom import Dataset
 
+from ...core import tags
+from ...core.study_identity import orthanc_study_id
+from ...services import Services
+from ...store import upload_log as uploads
 from .. import ingest, study_resolution
-from ..core import tags
-from ..core.study_identity import orthanc_study_id
-from ..services import Services
-from ..store import uploads
 
 MB = 1024 * 1024
 CHUNK = MB

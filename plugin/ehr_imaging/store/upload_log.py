@@ -16,7 +16,7 @@ from ..core.study_identity import StudyObservation
 from .models import DicomUploadLog, OfflineUpload, UploadJob
 
 if TYPE_CHECKING:
-    from ..core.uploads import OfflineDeclaration
+    from ..core.upload_rules import OfflineDeclaration
 
 
 @dataclass(frozen=True)

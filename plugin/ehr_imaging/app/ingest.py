@@ -10,12 +10,13 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Any
 
-from .core import study_identity
-from .core.coercion import COERCED_TAGS, tag_changes
-from .core.errors import NotFound
-from .core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
-from .services import Services
-from .store import collisions, links, uploads
+from ..core import study_identity
+from ..core.coercion import COERCED_TAGS, tag_changes
+from ..core.errors import NotFound
+from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
+from ..services import Services
+from ..store import collisions, links
+from ..store import upload_log as uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
 ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from .. import study_resolution
+from ..app import study_resolution
 from ..core.auth import AuthError
 from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
 from ..services import Services
 from ..store import studies as study_store
-from ..store import viewer as store
+from ..store import viewer_tokens as store
 from ..store.studies import StudyFilter
 from .context import Api
 from .router import ApiError, Request, Response, json_response

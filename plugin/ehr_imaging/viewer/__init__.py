@@ -1,1 +1,0 @@
-"""Viewer access: what an OHIF viewer holding a viewer token may read, decided on every request."""
