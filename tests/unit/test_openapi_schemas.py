@@ -17,8 +17,8 @@ from ehr_imaging.api import (
     openapi,
 )
 from ehr_imaging.api.router import Router
-from ehr_imaging.api.routes import register_all
-from ehr_imaging.api.schemas import COMPONENTS, CONTRACTS, JSON
+from ehr_imaging.api.routes import ROUTES, register_all
+from ehr_imaging.api.schemas import COMPONENTS, JSON
 from ehr_imaging.app import uploading
 from ehr_imaging.core import tags as dicom_tags
 from ehr_imaging.store import studies as study_store
@@ -144,13 +144,10 @@ def registered(router: Router) -> set[tuple[str, str]]:
     return {(route.method, route.template) for route in router.routes()}
 
 
-def test_every_schema_names_a_registered_route(router: Router) -> None:
-    assert set(CONTRACTS) - registered(router) == set()
-
-
 def test_every_route_has_a_schema_but_the_deliberate_exceptions(router: Router) -> None:
-    assert registered(router) - set(CONTRACTS) == WITHOUT_SCHEMA
-    assert len(CONTRACTS) == len(registered(router)) - len(WITHOUT_SCHEMA)
+    documented = {(route.method, route.template) for route in router.routes()
+                  if route.contract is not None and any(route.contract.answers.values())}
+    assert registered(router) - documented == WITHOUT_SCHEMA
 
 
 def test_every_ref_resolves(document: dict[str, Any]) -> None:
@@ -178,7 +175,7 @@ def walk(schema: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_schemas_are_well_formed() -> None:
-    everything = {**COMPONENTS, **{f"{m} {t}": [c.answers, c.body] for (m, t), c in CONTRACTS.items()}}
+    everything = {**COMPONENTS, **{f"{s.method} {s.path}": [s.contract.answers, s.contract.body] for s in ROUTES}}
     for where, schema in walk(everything, "schemas"):
         if schema.get("type") == "object" and "properties" in schema:
             missing = set(schema.get("required", [])) - set(schema["properties"])
@@ -200,7 +197,9 @@ def test_json_routes_document_their_answer_and_binary_routes_their_media_type(
         operation = document["paths"][route.template][route.method.lower()]
         success = {code: answer for code, answer in operation["responses"].items() if code < "300"}
         if (route.method, route.template) in WITHOUT_SCHEMA:
-            assert success == {"200": {"description": "success"}}  # today's shape
+            redirect_or_empty = {code: answer for code, answer in operation["responses"].items() if code < "400"}
+            assert redirect_or_empty in ({"302": {"description": "redirected"}},
+                                         {"204": {"description": "done, no body"}}), route
             continue
         assert success, route
         for answer in success.values():

@@ -1,4 +1,4 @@
-"""The OpenAPI document, generated from the router so it cannot drift from the routes it describes."""
+"""The OpenAPI document, generated from the route table (through the router) so it cannot drift from the routes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Any
 from .. import __version__
 from .context import Api
 from .router import ANY_ROLE, PUBLIC, Request, Response, Route, Router, json_response
-from .schemas import COMPONENTS, CONTRACTS
+from .schemas import COMPONENTS
 
 ERRORS = {"400": "bad input", "401": "missing or invalid token", "403": "role not allowed", "404": "unknown",
           "405": "method not allowed", "409": "conflict", "413": "too large", "415": "unsupported media type",
           "422": "validation error", "500": "internal error", "503": "database unavailable (retry)"}
 ERROR = {"$ref": "#/components/schemas/Error"}
+_DESCRIPTIONS = {"200": "success", "201": "created", "202": "accepted", "204": "done, no body",
+                 "302": "redirected"}
 
 
 def document(router: Router) -> dict[str, Any]:
@@ -34,11 +36,12 @@ def document(router: Router) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     doc = (route.handler.__doc__ or "").strip().splitlines()
-    contract = CONTRACTS.get((route.method, route.template))
+    contract = route.contract
     success: dict[str, Any] = {"200": {"description": "success"}}
     if contract is not None:
-        success = {status: {"description": "success" if status < "300" else "answered with this body",
-                            "content": _content(answer)} for status, answer in contract.answers.items()}
+        success = {status: {"description": _DESCRIPTIONS.get(status, "answered with this body"),
+                            **({"content": _content(answer)} if answer else {})}
+                   for status, answer in contract.answers.items()}
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": doc[0] if doc else route.handler.__name__.replace("_", " ").capitalize(),

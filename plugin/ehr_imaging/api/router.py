@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 
 from ..core import errors
 from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal
-from .schemas import CONTRACTS
+from .schemas import Contract
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
 ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
@@ -169,6 +169,7 @@ class Route:
     template: str
     handler: Handler
     roles: frozenset[str]
+    contract: Contract | None = None  # from the route table; None only for routes made in tests
 
     @property
     def regex(self) -> str:
@@ -180,9 +181,8 @@ class Route:
 
     @property
     def body_types(self) -> frozenset[str]:
-        """The media types of the body this route reads, from its contract (api/schemas.py); empty: no body."""
-        contract = CONTRACTS.get((self.method, self.template))
-        return frozenset(contract.body) if contract is not None else frozenset()
+        """The media types of the body this route reads, from its contract; empty: no body."""
+        return frozenset(self.contract.body) if self.contract is not None else frozenset()
 
 
 def decode_query(raw: Mapping[str, str]) -> dict[str, str]:
@@ -215,11 +215,12 @@ class Router:
         self._unavailable = unavailable
         self._routes: dict[str, list[Route]] = {}
 
-    def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str]) -> None:
+    def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str],
+            contract: Contract | None = None) -> None:
         roles = frozenset(roles)
         if not roles:
             raise ValueError(f"route {method} {template} must say who may call it")
-        self._routes.setdefault(template, []).append(Route(method.upper(), template, handler, roles))
+        self._routes.setdefault(template, []).append(Route(method.upper(), template, handler, roles, contract))
 
     def templates(self) -> list[str]:
         """Templates with literal segments first, so ``/studies/patient/{id}`` wins over ``/studies/{uid}``."""

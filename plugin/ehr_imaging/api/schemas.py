@@ -1,4 +1,6 @@
-"""JSON Schemas (OpenAPI 3.0) of the API's answers and request bodies, keyed by route as the router registers it.
+"""JSON Schemas (OpenAPI 3.0) of the API's answers and request bodies: shared components and one named
+contract per kind of route, which the route's row in api/routes.py references (the table is the only list of
+routes; nothing here is keyed by path).
 
 ``api/openapi.py`` puts them into the document; tests/integration/test_openapi_contract.py checks real answers
 against them, so a field added to or dropped from a handler's answer must be changed here too. ``required``
@@ -11,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Schema = dict[str, Any]
-Key = tuple[str, str]  # (METHOD, template), as given to ``Router.add``
 
 JSON = "application/json"
 DICOM = "application/dicom"
@@ -204,98 +205,87 @@ def binary(*media_types: str) -> dict[str, dict[str, Schema]]:
 _UPLOAD_OPTIONS = {"order_id": string(), "patient_id": string()}
 _DICOM_RAW = [DICOM, "application/octet-stream"]
 
-CONTRACTS: dict[Key, Contract] = {
-    ("GET", f"{P}/health"): Contract({**ok(ref("Health")), **ok(ref("Health"), "503")}),
-    ("GET", f"{P}/openapi.json"): Contract(ok(obj({"openapi": string(), "info": ANY_OBJECT, "paths": ANY_OBJECT,
-                                                   "components": ANY_OBJECT}))),
-    ("GET", f"{P}/stats"): Contract(ok(ref("Stats"))),
-    # orders
-    ("PUT", f"{P}/orders/{{order_id}}"): Contract({**ok(ref("Order")), **ok(ref("Order"), "201")},
-                                                  {JSON: ref("OrderInput")}, body_required=True),
-    ("GET", f"{P}/orders/{{order_id}}"): Contract(ok(ref("Order"))),
-    ("DELETE", f"{P}/orders/{{order_id}}"): Contract(ok(ref("Order"))),
-    ("GET", f"{P}/orders"): Contract(ok(page("Order"))),
-    # reconciliation
-    ("GET", f"{P}/unmatched"): Contract(ok(page("UnmatchedStudy"))),
-    ("GET", f"{P}/studies/{{study_uid}}/match"): Contract(ok(ref("Match"))),
-    ("POST", f"{P}/studies/{{study_uid}}/link"): Contract(
-        ok(obj({"status": string(enum=["linked"]), "study_instance_uid": string(), "order": nullable_ref("Order")})),
-        {JSON: obj({"order_id": string(), "force": {"type": "boolean"}}, ["order_id"])}, body_required=True),
-    ("POST", f"{P}/studies/{{study_uid}}/unlink"): Contract(
-        ok(obj({"status": string(enum=["unlinked"]), "study_instance_uid": string(), "order_id": string()})),
-        {JSON: obj({"reason": NSTR}, [])}),
-    # uploads
-    ("POST", f"{P}/upload"): Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
-                                      body_required=True),
-    ("POST", f"{P}/upload-multiple"): Contract(ok(ref("UploadSummary")),
-                                               _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
-                                               body_required=True),
-    ("POST", f"{P}/upload-zip"): Contract({**ok(ref("UploadSummary")), **ok(ref("UploadJobQueued"), "202")},
-                                          _file_body("file", [ZIP, "application/x-zip-compressed",
-                                                              "application/octet-stream"], _UPLOAD_OPTIONS),
-                                          body_required=True),
-    ("GET", f"{P}/upload-jobs/{{job_id}}"): Contract(ok(ref("UploadJob"))),
-    ("POST", f"{P}/offline/metadata"): Contract(
-        ok(ref("OfflineStatus")),
-        {JSON: obj({"sop_instance_uid": string(), "series_instance_uid": string(), "study_instance_uid": string(),
-                    "size": integer(), "sha256": string(), "patient_id": NSTR, "order_id": NSTR, "file_name": NSTR},
-                   ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "size", "sha256"])},
-        body_required=True),
-    ("POST", f"{P}/offline/binary"): Contract(ok(ref("OfflineStatus")),
-                                              _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
-                                              body_required=True),
-    ("POST", f"{P}/offline/ack"): Contract(ok(ref("OfflineStatus")),
-                                           {JSON: obj({"upload_id": string("uuid")})}),
-    # tags
-    ("POST", f"{P}/validate"): Contract(ok(ref("ValidationReport")), _file_body("file", _DICOM_RAW),
-                                        body_required=True),
-    ("POST", f"{P}/read-tags"): Contract(ok(obj({"tags": ANY_OBJECT})),
-                                         _file_body("file", _DICOM_RAW, {"all": {"type": "boolean"}}),
-                                         body_required=True),
-    ("POST", f"{P}/modify-tags"): Contract(binary(DICOM),
-                                           _file_body("file", _DICOM_RAW, {"changes": string(),
-                                                                           "remove_private_tags": {"type": "boolean"}}),
-                                           body_required=True),
-    ("POST", f"{P}/deidentify"): Contract(binary(DICOM, ZIP),
-                                          _file_body("files", _DICOM_RAW, {"patient_id": string(),
-                                                                           "patient_name": string(),
-                                                                           "accept_burned_in_annotation":
-                                                                               {"type": "boolean"}}, repeated=True),
-                                          body_required=True),
-    ("GET", f"{P}/tags/{{study_uid}}"): Contract(ok(ref("StudyTags"))),
-    # studies
-    ("GET", f"{P}/studies"): Contract(ok(page("Study"))),
-    ("GET", f"{P}/studies/patient/{{patient_id}}"): Contract(ok(array(ref("Study")))),
-    ("GET", f"{P}/studies/order/{{order_id}}"): Contract(ok(array(ref("Study")))),
-    ("GET", f"{P}/studies/accession/{{accession}}"): Contract(ok(array(ref("Study")))),
-    ("GET", f"{P}/studies/{{study_uid}}"): Contract(ok(ref("Study"))),
-    ("DELETE", f"{P}/studies/{{study_uid}}"): Contract(
-        ok(obj({"status": string(enum=["deleted"]), "study_instance_uid": string(), "orthanc_study_id": NSTR,
-                "order_id": NSTR, "deleted_series": integer(), "deleted_instances": integer(), "reason": string(),
-                "deleted_by": string()})),
-        {JSON: obj({"reason": string()})}),
-    # images, summaries, upload history
-    ("GET", f"{P}/download/{{study_uid}}"): Contract(binary(ZIP)),
-    ("GET", f"{P}/thumbnail/{{study_uid}}"): Contract(binary(PNG)),
-    ("GET", f"{P}/render/{{sop_instance_uid}}"): Contract(binary(PNG, JPEG)),
-    ("POST", f"{P}/clinical-summary/{{study_uid}}"): Contract(
-        ok(obj({"study_instance_uid": string(), "summary": string(),
-                "structured_data": obj({"patient": ANY_OBJECT, "study": ANY_OBJECT, "technical": ANY_OBJECT}, [])})),
-        {JSON: obj({name: {"type": "boolean"} for name in ("include_patient_info", "include_study_info",
-                                                           "include_technical_params")},
-                   [], additionalProperties=False)}),
-    ("GET", f"{P}/uploads"): Contract(ok(page("UploadRow"))),
-    ("GET", f"{P}/uploads/patient/{{patient_id}}"): Contract(ok(page("UploadRow"))),
-    ("GET", f"{P}/uploads/{{upload_id}}"): Contract(ok(ref("UploadRow"))),
-    # viewer
-    ("POST", f"{P}/viewer-token"): Contract(
-        ok(ref("ViewerToken")),
-        {JSON: obj({"study_uids": STRINGS, "order_id": string(), "patient_id": string(), "ttl_seconds": integer()},
-                   [], additionalProperties=False)}, body_required=True),
-    ("POST", f"{P}/viewer-token/revoke"): Contract(
-        ok(obj({"status": string(enum=["revoked"]), "token_id": string(), "expires_at": string("date-time")})),
-        {JSON: obj({"token": string(), "token_id": string(), "reason": NSTR}, [])}, body_required=True),
-    ("GET", f"{P}/viewer-url/{{study_uid}}"): Contract(ok(ref("ViewerUrl"))),
-    ("GET", f"{P}/viewer-url/order/{{order_id}}"): Contract(ok(ref("ViewerUrl"))),
-    ("GET", f"{P}/viewer-url/patient/{{patient_id}}"): Contract(ok(ref("ViewerUrl"))),
-}
+# What each route answers and reads, referenced by its row in api/routes.py (the one list of routes).
+HEALTH = Contract({**ok(ref("Health")), **ok(ref("Health"), "503")})
+OPENAPI = Contract(ok(obj({"openapi": string(), "info": ANY_OBJECT, "paths": ANY_OBJECT,
+                           "components": ANY_OBJECT})))
+STATS = Contract(ok(ref("Stats")))
+PUT_ORDER = Contract({**ok(ref("Order")), **ok(ref("Order"), "201")},
+                     {JSON: ref("OrderInput")}, body_required=True)
+ORDER = Contract(ok(ref("Order")))
+LIST_ORDERS = Contract(ok(page("Order")))
+LIST_UNMATCHED = Contract(ok(page("UnmatchedStudy")))
+MATCH = Contract(ok(ref("Match")))
+LINK = Contract(
+    ok(obj({"status": string(enum=["linked"]), "study_instance_uid": string(), "order": nullable_ref("Order")})),
+    {JSON: obj({"order_id": string(), "force": {"type": "boolean"}}, ["order_id"])}, body_required=True)
+UNLINK = Contract(
+    ok(obj({"status": string(enum=["unlinked"]), "study_instance_uid": string(), "order_id": string()})),
+    {JSON: obj({"reason": NSTR}, [])})
+UPLOAD = Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
+                  body_required=True)
+UPLOAD_MULTIPLE = Contract(ok(ref("UploadSummary")),
+                           _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
+                           body_required=True)
+UPLOAD_ZIP = Contract({**ok(ref("UploadSummary")), **ok(ref("UploadJobQueued"), "202")},
+                      _file_body("file", [ZIP, "application/x-zip-compressed",
+                                          "application/octet-stream"], _UPLOAD_OPTIONS),
+                      body_required=True)
+UPLOAD_JOB = Contract(ok(ref("UploadJob")))
+OFFLINE_METADATA = Contract(
+    ok(ref("OfflineStatus")),
+    {JSON: obj({"sop_instance_uid": string(), "series_instance_uid": string(), "study_instance_uid": string(),
+                "size": integer(), "sha256": string(), "patient_id": NSTR, "order_id": NSTR, "file_name": NSTR},
+               ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "size", "sha256"])},
+    body_required=True)
+OFFLINE_BINARY = Contract(ok(ref("OfflineStatus")),
+                          _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
+                          body_required=True)
+OFFLINE_ACK = Contract(ok(ref("OfflineStatus")),
+                       {JSON: obj({"upload_id": string("uuid")})})
+VALIDATE = Contract(ok(ref("ValidationReport")), _file_body("file", _DICOM_RAW),
+                    body_required=True)
+READ_TAGS = Contract(ok(obj({"tags": ANY_OBJECT})),
+                     _file_body("file", _DICOM_RAW, {"all": {"type": "boolean"}}),
+                     body_required=True)
+MODIFY_TAGS = Contract(binary(DICOM),
+                       _file_body("file", _DICOM_RAW, {"changes": string(),
+                                                       "remove_private_tags": {"type": "boolean"}}),
+                       body_required=True)
+DEIDENTIFY = Contract(binary(DICOM, ZIP),
+                      _file_body("files", _DICOM_RAW, {"patient_id": string(),
+                                                       "patient_name": string(),
+                                                       "accept_burned_in_annotation":
+                                                           {"type": "boolean"}}, repeated=True),
+                      body_required=True)
+STUDY_TAGS = Contract(ok(ref("StudyTags")))
+LIST_STUDIES = Contract(ok(page("Study")))
+STUDIES = Contract(ok(array(ref("Study"))))
+GET_STUDY = Contract(ok(ref("Study")))
+DELETE_STUDY = Contract(
+    ok(obj({"status": string(enum=["deleted"]), "study_instance_uid": string(), "orthanc_study_id": NSTR,
+            "order_id": NSTR, "deleted_series": integer(), "deleted_instances": integer(), "reason": string(),
+            "deleted_by": string()})),
+    {JSON: obj({"reason": string()})})
+DOWNLOAD = Contract(binary(ZIP))
+THUMBNAIL = Contract(binary(PNG))
+RENDER = Contract(binary(PNG, JPEG))
+SUMMARY = Contract(
+    ok(obj({"study_instance_uid": string(), "summary": string(),
+            "structured_data": obj({"patient": ANY_OBJECT, "study": ANY_OBJECT, "technical": ANY_OBJECT}, [])})),
+    {JSON: obj({name: {"type": "boolean"} for name in ("include_patient_info", "include_study_info",
+            "include_technical_params")},
+               [], additionalProperties=False)})
+UPLOAD_PAGE = Contract(ok(page("UploadRow")))
+GET_UPLOAD = Contract(ok(ref("UploadRow")))
+VIEWER_TOKEN = Contract(
+    ok(ref("ViewerToken")),
+    {JSON: obj({"study_uids": STRINGS, "order_id": string(), "patient_id": string(), "ttl_seconds": integer()},
+               [], additionalProperties=False)}, body_required=True)
+REVOKE = Contract(
+    ok(obj({"status": string(enum=["revoked"]), "token_id": string(), "expires_at": string("date-time")})),
+    {JSON: obj({"token": string(), "token_id": string(), "reason": NSTR}, [])}, body_required=True)
+VIEWER_URL = Contract(ok(ref("ViewerUrl")))
+# The admin session's browser routes: a redirect with a session cookie, and an empty answer.
+LOGIN = Contract({"302": {}})
+LOGOUT = Contract({"204": {}})
