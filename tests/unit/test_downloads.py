@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from ehr_imaging.api.downloads import DownloadSlots, refuse_if_too_large_here
-from ehr_imaging.api.router import ApiError, Request
+from ehr_imaging.api.router import Request, headers_of, status_of
+from ehr_imaging.core import errors
 
 MB = 1024 * 1024
 
@@ -23,8 +24,8 @@ def chunks(fail: bool = False) -> Iterator[bytes]:
 def busy(slots: DownloadSlots) -> bool:
     try:
         slots.take().release()
-    except ApiError as exc:
-        assert exc.status == 503 and exc.headers["Retry-After"]
+    except errors.DomainError as exc:
+        assert status_of(exc) == 503 and headers_of(exc)["Retry-After"]
         return True
     return False
 
@@ -67,11 +68,11 @@ def test_a_dropped_answer_gives_its_slot_back() -> None:
 def test_orthancs_port_refuses_a_study_over_the_limit_and_names_the_api_port() -> None:
     on_orthanc = Request("GET", "/api/v1/dicom/download/1.2.3")
     refuse_if_too_large_here(on_orthanc, 8 * MB, 8, 8044)  # at the limit: served
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(errors.DomainError) as refused:
         refuse_if_too_large_here(on_orthanc, 8 * MB + 1, 8, 8044)
-    assert refused.value.status == 413
+    assert status_of(refused.value) == 413
     assert "API port 8044" in refused.value.detail and "/api/v1/dicom/download/1.2.3" in refused.value.detail
-    with pytest.raises(ApiError) as no_port:
+    with pytest.raises(errors.DomainError) as no_port:
         refuse_if_too_large_here(on_orthanc, 9 * MB, 8, 0)
     assert "ApiPort" in no_port.value.detail
 

@@ -242,7 +242,7 @@ def component(name: str) -> dict[str, Any]:
 
 def test_pure_builders_fit_their_schemas() -> None:
     stored = uploading.FileResult("a.dcm", "stored", 10, "1.2", "1.2.3", "1.2.3.4", "abc")
-    failed = uploading.FileResult("b.dcm", "failed", 3, error="not DICOM", http_status=422)
+    failed = uploading.FileResult("b.dcm", "failed", 3, error="not DICOM")
     outcome = uploading.StudyOutcome("1.2", None, None, "no order", "partial", 1, uuid.uuid4())
     assert problems(component("FileResult"), stored.to_json(), COMPONENTS) == []
     assert problems(component("FileResult"), failed.to_json(), COMPONENTS) == []

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ehr_imaging.api.router import status_of
 from ehr_imaging.app.uploading import JobRunner, UploadRejected
 from ehr_imaging.config import Settings
 from ehr_imaging.private_dirs import UnsafeDirectory, check_private, private_directory
@@ -92,7 +93,7 @@ def test_an_unusable_job_folder_refuses_jobs_with_503_and_says_why_in_the_log(tm
     jobs, logged = runner(str(tmp_path / setting) if setting else "")
     with pytest.raises(UploadRejected) as refused:
         _ = jobs.directory
-    assert refused.value.status == 503
+    assert status_of(refused.value.error) == 503
     assert "job folder is not usable" in refused.value.detail and str(tmp_path) not in refused.value.detail
     reason = {"": "UploadJobDir is not set", "open": "open to group or others", "link": "symbolic link"}[setting]
     assert len(logged) == 1 and reason in logged[0]

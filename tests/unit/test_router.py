@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ehr_imaging.api.router import (
     ANY_ROLE,
     PUBLIC,
-    ApiError,
     Request,
     Response,
     Router,
@@ -89,7 +88,7 @@ class Harness:
         raise RuntimeError("secret database detail")
 
     def conflict(self, request: Request) -> Response:
-        raise ApiError(409, "order already linked", {"Retry-After": "5"})
+        raise errors.Conflict("order already linked", {"Retry-After": "5"})
 
     def echo(self, request: Request) -> Response:
         return json_response(request.json(), status=201)
@@ -236,7 +235,7 @@ def test_unknown_template_is_405_with_empty_allow(h: Harness) -> None:
     assert (response.status, response.headers) == (405, {"Allow": ""})
 
 
-# --- 500 and ApiError ------------------------------------------------------------------------------
+# --- 500 and the error vocabulary ------------------------------------------------------------------------------
 
 
 def test_handler_exception_is_500_and_logged(h: Harness) -> None:

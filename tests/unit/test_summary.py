@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from ehr_imaging.api.management import _float_param
-from ehr_imaging.api.router import ApiError, Request
+from ehr_imaging.api.router import Request, status_of
 from ehr_imaging.api.studies import deletion_reason, parse_date_param, parse_study_filter
+from ehr_imaging.core import errors
 from ehr_imaging.core.summary import (
     SummaryOptions,
     SummaryOptionsError,
@@ -128,16 +129,16 @@ def test_study_filter_parsing() -> None:
     ({"order_status": "done"}, "order_status"), ({"modality": "C T"}, "modality"), ({"mrn": "x" * 200}, "mrn"),
 ])
 def test_bad_study_filters_answer_422_naming_the_parameter(query: dict[str, str], named: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(errors.DomainError) as caught:
         parse_study_filter(query)
-    assert caught.value.status == 422
+    assert status_of(caught.value) == 422
     assert caught.value.detail.startswith(named)
 
 
 def test_dates_in_both_forms() -> None:
     assert parse_date_param({"d": "2026-03-01"}, "d") == parse_date_param({"d": "20260301"}, "d") == date(2026, 3, 1)
     assert parse_date_param({}, "d") is None
-    with pytest.raises(ApiError):
+    with pytest.raises(errors.DomainError):
         parse_date_param({"d": "2026301"}, "d")
 
 
@@ -148,14 +149,14 @@ def test_the_deletion_reason_from_query_header_or_body() -> None:
     assert deletion_reason(body) == "test"
     for missing in (Request("DELETE", "/"), Request("DELETE", "/", query={"reason": "  "}),
                     Request("DELETE", "/", body=b'{"reason": 3}')):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(errors.DomainError) as caught:
             deletion_reason(missing)
-        assert caught.value.status == 422
+        assert status_of(caught.value) == 422
 
 
 def test_window_and_level_numbers() -> None:
     assert _float_param({"window": "400"}, "window") == 400.0
     assert _float_param({}, "window") is None
     for bad in ("wide", "nan", "inf"):
-        with pytest.raises(ApiError):
+        with pytest.raises(errors.DomainError):
             _float_param({"window": bad}, "window")

@@ -14,6 +14,7 @@ from unittest import mock
 
 import pytest
 
+from ehr_imaging.api.router import status_of
 from ehr_imaging.app import uploading
 from ehr_imaging.core.upload_rules import (
     FAIL,
@@ -181,7 +182,7 @@ def test_uids(value: Any, valid: bool) -> None:
 def test_check_dicom_wants_the_three_uids() -> None:
     with pytest.raises(uploading.UploadRejected) as refused:
         uploading.check_dicom(b"not dicom at all")
-    assert refused.value.status == 422
+    assert status_of(refused.value.error) == 422
 
 
 def _zip(entries: int, comment: bytes = b"") -> bytes:
@@ -223,7 +224,7 @@ def _refusal(data: bytes, max_files: int = 500) -> str:
     with mock.patch("ehr_imaging.app.uploading.archives.zipfile.ZipFile", side_effect=never), \
             pytest.raises(uploading.UploadRejected) as refused:
         uploading.open_archive(_services(max_files), io.BytesIO(data))
-    assert refused.value.status == 413
+    assert status_of(refused.value.error) == 413
     return refused.value.detail
 
 

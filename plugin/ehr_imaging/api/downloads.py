@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
-from .router import ApiError, Request
+from ..core import errors
+from .router import Request
 
 RETRY_AFTER_SECONDS = 5
 
@@ -27,8 +28,8 @@ class DownloadSlots:
 
     def take(self) -> Slot:
         if not self._free.acquire(blocking=False):
-            raise ApiError(503, f"{self.limit} study downloads are already under way; retry shortly",
-                           {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            raise errors.Unavailable(f"{self.limit} study downloads are already under way; retry shortly",
+                                     RETRY_AFTER_SECONDS)
         return Slot(self._free)
 
 
@@ -81,5 +82,5 @@ def refuse_if_too_large_here(request: Request, size_bytes: int, limit_mb: int, a
     where = (f"the plugin's API port {api_port}: GET {request.path} there, streamed" if api_port
              else "the plugin's API port (ApiPort, not enabled on this node: ask the administrator)")
     size_mb = -(-size_bytes // (1024 * 1024))
-    raise ApiError(413, f"the study is {size_mb} MB; Orthanc's port serves downloads up to {limit_mb} MB "
-                        f"(MaxOrthancPortDownloadMb): download it from {where}")
+    raise errors.TooLarge(f"the study is {size_mb} MB; Orthanc's port serves downloads up to {limit_mb} MB "
+                          f"(MaxOrthancPortDownloadMb): download it from {where}")

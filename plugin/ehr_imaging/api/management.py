@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..core import errors
 from ..core.errors import NotFound
 from ..core.summary import SummaryOptionsError, clinical_summary, first_image_series, ordered_instances, parse_options
 from ..core.zipstream import safe_member_name, zip_stream
@@ -20,7 +21,7 @@ from ..services import Pacs
 from ..store import studies
 from .context import Api
 from .downloads import refuse_if_too_large_here
-from .router import ApiError, Request, Response, json_response
+from .router import Request, Response, json_response
 from .studies import study_or_404
 from .validation import query_int
 
@@ -48,7 +49,7 @@ def thumbnail(api: Api, request: Request) -> Response:
     pacs = api.services.pacs
     instances = _first_series_instances(pacs, study_or_404(api.services, request.params["study_uid"]))
     if not instances:
-        raise ApiError(404, "the study holds no image")
+        raise errors.NotFound("the study holds no image")
     instance = instances[len(instances) // 2]
     return Response(body=_rendered(pacs, instance, f"/instances/{instance}/preview"), content_type="image/png")
 
@@ -59,24 +60,24 @@ def render(api: Api, request: Request) -> Response:
     q = request.query
     image_format = (q.get("format") or "png").lower()
     if image_format not in FORMATS:
-        raise ApiError(422, "format: must be png or jpeg")
+        raise errors.Invalid("format: must be png or jpeg")
     frame = query_int(q, "frame", 1, 1, 1_000_000)
     quality = query_int(q, "quality", 90, 1, 100)
     window, level = _float_param(q, "window"), _float_param(q, "level")
     if (window is None) != (level is None):
-        raise ApiError(422, "window and level: give both or neither")
+        raise errors.Invalid("window and level: give both or neither")
     if window is not None and window <= 0:
-        raise ApiError(422, "window: must be positive")
+        raise errors.Invalid("window: must be positive")
     sop_uid = request.params["sop_instance_uid"].strip()
     instance = pacs.lookup(sop_uid, "Instance") if sop_uid else None
     if instance is None:
-        raise ApiError(404, f"instance {sop_uid} not found")
+        raise errors.NotFound(f"instance {sop_uid} not found")
     try:
         frames = pacs.get_json(f"/instances/{instance}/frames")
     except Exception:  # noqa: BLE001 - Orthanc answers an error for an instance without pixel data
-        raise ApiError(404, f"instance {sop_uid} has no image frames") from None
+        raise errors.NotFound(f"instance {sop_uid} has no image frames") from None
     if frame > len(frames):
-        raise ApiError(404, f"frame {frame} not found: the instance has {len(frames)} frame(s)")
+        raise errors.NotFound(f"frame {frame} not found: the instance has {len(frames)} frame(s)")
     if FORMATS[image_format] == "image/png":
         args = f"?window-center={level}&window-width={window}" if window is not None else ""
         body = _rendered(pacs, instance, f"/instances/{instance}/frames/{frame - 1}/rendered{args}")
@@ -95,7 +96,7 @@ def summary(api: Api, request: Request) -> Response:
     try:
         options = parse_options(request.json())
     except SummaryOptionsError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None
     services, pacs = api.services, api.services.pacs
     uid = request.params["study_uid"]
     orthanc_id = study_or_404(services, uid)
@@ -121,7 +122,7 @@ def patient_uploads(api: Api, request: Request) -> Response:
     """A patient's upload history (their orders, their MRN, or rows naming them)."""
     patient_id = request.params["patient_id"].strip()
     if not patient_id or len(patient_id) > 128:
-        raise ApiError(422, "patient_id: must be 1 to 128 characters")
+        raise errors.Invalid("patient_id: must be 1 to 128 characters")
     return _uploads(api, request, patient_id)
 
 
@@ -129,10 +130,10 @@ def _uploads(api: Api, request: Request, patient_id: str | None) -> Response:
     q = request.query
     status = q.get("status") or None
     if status is not None and status not in studies.UPLOAD_STATUSES:
-        raise ApiError(422, f"status: must be one of {', '.join(studies.UPLOAD_STATUSES)}")
+        raise errors.Invalid(f"status: must be one of {', '.join(studies.UPLOAD_STATUSES)}")
     source = q.get("source") or None
     if source is not None and len(source) > 20:
-        raise ApiError(422, "source: at most 20 characters")
+        raise errors.Invalid("source: at most 20 characters")
     where = studies.UploadFilter(status=status, source=source, patient_id=patient_id,
                                  limit=query_int(q, "limit", 50, 1, MAX_PAGE),
                                  offset=query_int(q, "offset", 0, 0, 10**9))
@@ -145,10 +146,10 @@ def get_upload(api: Api, request: Request) -> Response:
     try:
         upload_id = uuid.UUID(request.params["upload_id"])
     except ValueError:
-        raise ApiError(422, "upload_id: must be a UUID") from None
+        raise errors.Invalid("upload_id: must be a UUID") from None
     found = studies.upload(api.services.engine, upload_id)
     if found is None:
-        raise ApiError(404, f"upload {upload_id} not found")
+        raise errors.NotFound(f"upload {upload_id} not found")
     return json_response(found)
 
 
@@ -166,9 +167,9 @@ def _float_param(query: dict[str, str], name: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise ApiError(422, f"{name}: must be a number") from None
+        raise errors.Invalid(f"{name}: must be a number") from None
     if number != number or number in (float("inf"), float("-inf")):
-        raise ApiError(422, f"{name}: must be a finite number")
+        raise errors.Invalid(f"{name}: must be a finite number")
     return number
 
 
@@ -186,8 +187,8 @@ def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = F
         try:
             syntax = pacs.get_json(f"/instances/{instance_id}/metadata?expand").get("TransferSyntax", "unknown")
         except NotFound:  # gone meanwhile
-            raise ApiError(404, "the instance is gone") from None
-        raise ApiError(422, f"Orthanc cannot render this image (transfer syntax {syntax})") from None
+            raise errors.NotFound("the instance is gone") from None
+        raise errors.Invalid(f"Orthanc cannot render this image (transfer syntax {syntax})") from None
 
 
 def _study_members(pacs: Pacs, orthanc_study_id: str) -> Iterator[tuple[str, Callable[[], bytes]]]:

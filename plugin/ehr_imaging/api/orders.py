@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ..core import errors
 from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
 from ..store import links
 from ..store import orders as order_store
 from .context import Api
-from .router import ApiError, Request, Response, json_response
+from .router import Request, Response, json_response
 from .validation import query_bool, query_int
 
 MAX_PAGE = 500
@@ -17,7 +18,7 @@ def put_order(api: Api, request: Request) -> Response:
     try:
         order = parse_order(request.params["order_id"], request.json())
     except OrderValidationError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None
     saved, created = order_store.upsert(services.engine, order)
     # A study that arrived before its order links now (the order is the missing piece).
     linked = links.rematch_for_order(services.engine, order.order_id, services.match_policy)
@@ -32,7 +33,7 @@ def get_order(api: Api, request: Request) -> Response:
     order_id = request.params["order_id"]
     order = order_store.get(api.services.engine, _checked_id(order_id))
     if order is None:
-        raise ApiError(404, f"order {order_id} not found")
+        raise errors.NotFound(f"order {order_id} not found")
     return json_response(order)
 
 
@@ -40,7 +41,7 @@ def cancel_order(api: Api, request: Request) -> Response:
     order_id = _checked_id(request.params["order_id"])
     cancelled = order_store.cancel(api.services.engine, order_id)
     if cancelled is None:
-        raise ApiError(404, f"order {order_id} not found")
+        raise errors.NotFound(f"order {order_id} not found")
     return json_response(cancelled)
 
 
@@ -48,7 +49,7 @@ def list_orders(api: Api, request: Request) -> Response:
     q = request.query
     status = q.get("status") or None
     if status is not None and status not in ORDER_STATUSES:
-        raise ApiError(422, f"status: must be one of {', '.join(ORDER_STATUSES)}")
+        raise errors.Invalid(f"status: must be one of {', '.join(ORDER_STATUSES)}")
     where = order_store.OrderFilter(
         status=status, unmatched=query_bool(q, "unmatched"), mrn=q.get("mrn") or None,
         accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
@@ -62,4 +63,4 @@ def _checked_id(order_id: str) -> str:
     try:
         return validate_order_id(order_id)
     except OrderValidationError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None

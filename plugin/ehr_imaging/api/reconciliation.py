@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core import auth
+from ..core import auth, errors
 from ..store import links
 from ..store import orders as order_store
 from ..store import reconciliation as queue
 from .context import Api
-from .router import ApiError, Request, Response, json_response
+from .router import Request, Response, json_response
 from .validation import query_int
 
 MAY_FORCE = frozenset(auth.FORCE_LINKING)
@@ -30,11 +30,11 @@ def link(api: Api, request: Request) -> Response:
     body = _object(request)
     order_id = body.get("order_id")
     if not isinstance(order_id, str) or not order_id:
-        raise ApiError(422, "order_id: is required")
+        raise errors.Invalid("order_id: is required")
     force = body.get("force", False) is True
     principal = _principal(request)
     if force and not principal.has_any_role(MAY_FORCE):
-        raise ApiError(403, "force: only admins and radiologists may link across a patient mismatch")
+        raise errors.Forbidden("force: only admins and radiologists may link across a patient mismatch")
     engine = api.services.engine
     orthanc_id = links.link_manually(engine, request.params["study_uid"], order_id,
                                      actor=principal.subject, force=force)
@@ -47,7 +47,7 @@ def unlink(api: Api, request: Request) -> Response:
     body = _object(request) if request.body else {}
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
-        raise ApiError(422, "reason: must be a string")
+        raise errors.Invalid("reason: must be a string")
     order_id = links.unlink(api.services.engine, request.params["study_uid"], actor=_principal(request).subject,
                             reason=reason)
     return json_response({"status": "unlinked", "study_instance_uid": request.params["study_uid"],
@@ -57,7 +57,7 @@ def unlink(api: Api, request: Request) -> Response:
 def _object(request: Request) -> dict[str, Any]:
     body = request.json()
     if not isinstance(body, dict):
-        raise ApiError(422, "body: must be a JSON object")
+        raise errors.Invalid("body: must be a JSON object")
     return body
 
 

@@ -26,8 +26,8 @@ ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
 
 # The one place where the plugin's error vocabulary becomes HTTP.
 STATUS: dict[type[errors.DomainError], int] = {
-    errors.Invalid: 422, errors.NotFound: 404, errors.Conflict: 409, errors.Forbidden: 403, errors.TooLarge: 413,
-    errors.Unavailable: 503,
+    errors.Malformed: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
+    errors.TooLarge: 413, errors.UnsupportedMedia: 415, errors.Invalid: 422, errors.Unavailable: 503,
 }
 
 
@@ -35,14 +35,19 @@ def status_of(error: errors.DomainError) -> int:
     return next((status for kind, status in STATUS.items() if isinstance(error, kind)), 500)
 
 
-class ApiError(Exception):
-    """An error answered to the caller as ``{"detail": ...}`` with an HTTP status."""
+def headers_of(error: errors.DomainError) -> dict[str, str]:
+    """The error's facts, and ``Retry-After`` for what is away for now."""
+    retry = {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, errors.Unavailable) else {}
+    return {**error.facts, **retry}
 
-    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
+
+class _Unauthenticated(Exception):
+    """No valid credentials: answered 401 with the ``WWW-Authenticate`` challenge (the router's own concern)."""
+
+    def __init__(self, detail: str, challenge: str) -> None:
         super().__init__(detail)
-        self.status = status
         self.detail = detail
-        self.headers = dict(headers or {})
+        self.challenge = challenge
 
 
 @dataclass
@@ -94,11 +99,11 @@ class Request:
         """The JSON body (None when there is none). Only as ``Content-Type: application/json``: a browser can send
         ``text/plain`` or a form across sites without a preflight, JSON only from the page's own origin."""
         if self.body and self.content_type != "application/json":
-            raise ApiError(415, "the body must be JSON sent as Content-Type: application/json")
+            raise errors.UnsupportedMedia("the body must be JSON sent as Content-Type: application/json")
         try:
             return json.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+            raise errors.Malformed(f"request body is not valid JSON: {exc}") from None
 
     @property
     def content_type(self) -> str:
@@ -122,7 +127,7 @@ class Request:
         """The one file of ``field_name`` (or the raw body); 400 when there is none or more than one."""
         files = self.uploaded_files(field_name)
         if len(files) != 1:
-            raise ApiError(400, f"send exactly one {what} in the field '{field_name}' (or as the body)")
+            raise errors.Malformed(f"send exactly one {what} in the field '{field_name}' (or as the body)")
         return files[0]
 
     def option(self, name: str) -> str | None:
@@ -268,11 +273,10 @@ class Router:
             request.params = dict(zip(route.param_names, groups, strict=False))
             self._authorize(route, request)
             return route.handler(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.detail, exc.headers)
+        except _Unauthenticated as exc:
+            return error_response(401, exc.detail, {"WWW-Authenticate": exc.challenge})
         except errors.DomainError as exc:
-            retry = {"Retry-After": "5"} if isinstance(exc, errors.Unavailable) else None
-            return error_response(status_of(exc), exc.detail, retry)
+            return error_response(status_of(exc), exc.detail, headers_of(exc))
         except self._unavailable as exc:
             self._log_error(f"{request.method} {request.path}: unavailable ({type(exc).__name__})")
             return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
@@ -287,11 +291,11 @@ class Router:
             principal = self._authenticator.authenticate(request.headers, method=request.method,
                                                          client=request.client_ip)
         except CrossSiteError as exc:
-            raise ApiError(403, str(exc)) from None
+            raise errors.Forbidden(str(exc)) from None
         except AuthError as exc:
-            raise ApiError(401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+            raise _Unauthenticated(str(exc), 'Bearer error="invalid_token"') from None
         if principal is None:
-            raise ApiError(401, "authentication required", {"WWW-Authenticate": "Bearer"})
+            raise _Unauthenticated("authentication required", "Bearer")
         if route.roles != ANY_ROLE and not principal.has_any_role(route.roles):
-            raise ApiError(403, f"role not allowed for {route.method} {route.template}")
+            raise errors.Forbidden(f"role not allowed for {route.method} {route.template}")
         request.principal = principal

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from datetime import date, datetime
 
 from ..app import ingest, study_resolution
+from ..core import errors
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..services import Services
 from ..store import studies
 from .context import Api
-from .router import ApiError, Request, Response, json_response
+from .router import Request, Response, json_response
 from .validation import query_int
 
 MAX_PAGE = 500
@@ -29,13 +30,13 @@ def parse_study_filter(query: Mapping[str, str], *, default_limit: int = 50) -> 
     text = {name: _text_param(query, name) for name in ("patient_id", "mrn", "patient_name", "modality", "accession")}
     modality = text["modality"]
     if modality is not None and not (modality.isascii() and modality.isalnum() and len(modality) <= 16):
-        raise ApiError(422, "modality: must be a DICOM modality code such as CT or MR")
+        raise errors.Invalid("modality: must be a DICOM modality code such as CT or MR")
     status = query.get("order_status") or None
     if status is not None and status not in ORDER_STATUSES:
-        raise ApiError(422, f"order_status: must be one of {', '.join(ORDER_STATUSES)}")
+        raise errors.Invalid(f"order_status: must be one of {', '.join(ORDER_STATUSES)}")
     date_from, date_to = parse_date_param(query, "study_date_from"), parse_date_param(query, "study_date_to")
     if date_from and date_to and date_from > date_to:
-        raise ApiError(422, "study_date_from: must not be after study_date_to")
+        raise errors.Invalid("study_date_from: must not be after study_date_to")
     return studies.StudyFilter(
         patient_id=text["patient_id"], mrn=text["mrn"], patient_name=text["patient_name"], modality=modality,
         accession=text["accession"], study_date_from=date_from, study_date_to=date_to, order_status=status,
@@ -55,13 +56,13 @@ def parse_date_param(query: Mapping[str, str], name: str) -> date | None:
                 return datetime.strptime(value, pattern).date()
         except ValueError:
             pass
-    raise ApiError(422, f"{name}: must be a date YYYY-MM-DD")
+    raise errors.Invalid(f"{name}: must be a date YYYY-MM-DD")
 
 
 def _text_param(query: Mapping[str, str], name: str) -> str | None:
     value = (query.get(name) or "").strip()
     if len(value) > MAX_TEXT:
-        raise ApiError(422, f"{name}: at most {MAX_TEXT} characters")
+        raise errors.Invalid(f"{name}: at most {MAX_TEXT} characters")
     return value or None
 
 
@@ -72,13 +73,13 @@ def deletion_reason(request: Request) -> str:
         try:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "request body is not valid JSON") from None
+            raise errors.Malformed("request body is not valid JSON") from None
         value = body.get("reason") if isinstance(body, dict) else None
         reason = value.strip() if isinstance(value, str) and value.strip() else None
     if reason is None:
-        raise ApiError(422, "reason: is required (query ?reason=, X-Reason header or JSON body {\"reason\"})")
+        raise errors.Invalid("reason: is required (query ?reason=, X-Reason header or JSON body {\"reason\"})")
     if len(reason) > 1000:
-        raise ApiError(422, "reason: at most 1000 characters")
+        raise errors.Invalid("reason: at most 1000 characters")
     return reason
 
 
@@ -98,7 +99,7 @@ def order_studies(api: Api, request: Request) -> Response:
     """The study linked to an order (a list of zero or one)."""
     order_id = _order_id(request.params["order_id"])
     if not studies.order_exists(api.services.engine, order_id):
-        raise ApiError(404, f"order {order_id} not found")
+        raise errors.NotFound(f"order {order_id} not found")
     return _listed(api, _page(request, studies.StudyFilter(order_id=order_id)))
 
 
@@ -114,7 +115,7 @@ def get_study(api: Api, request: Request) -> Response:
     orthanc_id = resolve_study(services, uid)
     seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
     if seen is None:
-        raise ApiError(404, f"study {uid} not found")
+        raise errors.NotFound(f"study {uid} not found")
     recorded = studies.get(services.engine, uid)
     match = recorded["match"] if recorded else {"status": "pending", "rule": None,
                                                 "reason": "not yet recorded: the study is still arriving"}
@@ -143,7 +144,7 @@ def delete_study(api: Api, request: Request) -> Response:
         # Not in Orthanc: only a stale record (deleted while the plugin was down) is still worth cleaning up.
         recorded = studies.facts_of(services.engine, uid)
         if recorded is None:
-            raise ApiError(404, f"study {uid} not found")
+            raise errors.NotFound(f"study {uid} not found")
         facts = dataclasses.replace(recorded, number_of_series=0, number_of_instances=0)
 
     def delete_in_orthanc() -> None:
@@ -151,7 +152,7 @@ def delete_study(api: Api, request: Request) -> Response:
             try:
                 services.pacs.delete(f"/studies/{seen.orthanc_study_id}")
             except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: nothing is recorded
-                raise ApiError(409, f"Orthanc could not delete the study: {exc}") from None
+                raise errors.Conflict(f"Orthanc could not delete the study: {exc}") from None
 
     order_id = studies.record_deletion(services.engine, facts, actor=request.principal.subject, reason=reason,
                                        delete_in_orthanc=delete_in_orthanc)
@@ -178,7 +179,7 @@ def _page(request: Request, where: studies.StudyFilter) -> studies.StudyFilter:
 def _path_text(request: Request, name: str) -> str:
     value = request.params[name].strip()
     if not value or len(value) > MAX_TEXT:
-        raise ApiError(422, f"{name}: must be 1 to {MAX_TEXT} characters")
+        raise errors.Invalid(f"{name}: must be 1 to {MAX_TEXT} characters")
     return value
 
 
@@ -186,7 +187,7 @@ def _order_id(value: str) -> str:
     try:
         return validate_order_id(value)
     except OrderValidationError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None
 
 
 def resolve_study(services: Services, uid: str) -> str | None:
@@ -199,5 +200,5 @@ def study_or_404(services: Services, uid: str) -> str:
     """The Orthanc ID of a stored study (for the routes that read its images)."""
     orthanc_id = resolve_study(services, uid.strip())
     if orthanc_id is None:
-        raise ApiError(404, f"study {uid} not found")
+        raise errors.NotFound(f"study {uid} not found")
     return orthanc_id

@@ -13,14 +13,14 @@ import json
 import re
 from typing import Any
 
-from ..core import deid_table
+from ..core import deid_table, errors
 from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
 from ..core.errors import NotFound
 from ..services import Services
 from ..store import tag_edits
 from .context import Api
-from .router import ApiError, Request, Response, UploadedFile, json_response
+from .router import Request, Response, UploadedFile, json_response
 from .studies import study_or_404
 from .validation import query_bool
 
@@ -60,9 +60,9 @@ def modify_tags(api: Api, request: Request) -> Response:
             modified = dicom_tags.modify_tags(stream, changes,
                                               remove_private_tags=_flag(request, "remove_private_tags"))
     except dicom_tags.TagChangeError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None
     except dicom_tags.DicomFileError as exc:
-        raise ApiError(422, f"{upload.filename}: {exc}") from None
+        raise errors.Invalid(f"{upload.filename}: {exc}") from None
     # Audited before the file leaves: no unaudited change is ever handed out.
     audit_id = tag_edits.record(
         api.services.engine, edited_by=principal.subject, sop_instance_uid=modified.sop_instance_uid,
@@ -92,12 +92,12 @@ def deidentify(api: Api, request: Request) -> Response:
                                                    patient_name=request.option("patient_name"),
                                                    accept_burned_in_annotation=accept)
         except dicom_tags.TagChangeError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise errors.Invalid(str(exc)) from None
         except dicom_tags.DicomFileError as exc:
-            raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}") from None
+            raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}") from None
         except deidentification.BurnedInAnnotationError as exc:
-            raise ApiError(422, f"file {index + 1} ({upload.filename}): {exc}",
-                           headers={BURNED_IN_HEADER: exc.burned_in_annotation}) from None
+            raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}",
+                                 {BURNED_IN_HEADER: exc.burned_in_annotation}) from None
         results.append((_unique(f"{done.sop_instance_uid or index}.dcm", results), done.data))
         verdicts.append(done.burned_in_annotation)
     headers = {BURNED_IN_HEADER: _worst(verdicts), "X-Deidentification-Profile": deid_table.PROFILE,
@@ -114,13 +114,13 @@ def study_tags(api: Api, request: Request) -> Response:
     """The main tags of a stored study: patient, study, and its series with modality and counts."""
     study_uid = request.params["study_uid"]
     if not _UID.fullmatch(study_uid):
-        raise ApiError(400, "study_uid: not a DICOM UID")
+        raise errors.Malformed("study_uid: not a DICOM UID")
     orthanc_id = study_or_404(api.services, study_uid)
     try:
         study = api.services.pacs.get_json(f"/studies/{orthanc_id}")
         series = api.services.pacs.get_json(f"/studies/{orthanc_id}/series")
     except NotFound:  # deleted between the lookup and the read
-        raise ApiError(404, f"study {study_uid} not found") from None
+        raise errors.NotFound(f"study {study_uid} not found") from None
     return json_response(dicom_tags.study_tags(study, series))
 
 
@@ -130,20 +130,20 @@ def _files_of(services: Services, request: Request, *fields: str) -> list[Upload
     if not request.files:
         found = found[:1]  # a raw body is the one file, whichever field is asked for
     if not found:
-        raise ApiError(400, f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
-                            f" Content-Type: {DICOM}")
+        raise errors.Malformed(f"send the DICOM file as the multipart field '{fields[0]}', or as the body with"
+                               f" Content-Type: {DICOM}")
     if len(found) > services.settings.MaxFilesPerUpload:
-        raise ApiError(413, f"{len(found)} files; at most {services.settings.MaxFilesPerUpload} per request")
+        raise errors.TooLarge(f"{len(found)} files; at most {services.settings.MaxFilesPerUpload} per request")
     for upload in found:
         if upload.size > max_bytes:
-            raise ApiError(413, f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
+            raise errors.TooLarge(f"{upload.filename}: file larger than {services.settings.MaxFileSizeMb} MB")
     return found
 
 
 def _one_file(services: Services, request: Request) -> UploadedFile:
     found = _files_of(services, request, "file")
     if len(found) != 1:
-        raise ApiError(400, "send exactly one file in the field 'file'")
+        raise errors.Malformed("send exactly one file in the field 'file'")
     return found[0]
 
 
@@ -152,7 +152,7 @@ def _read(upload: UploadedFile) -> dicom_tags.ParsedFile:
         with upload.open() as stream:
             return dicom_tags.read_complete(stream)
     except dicom_tags.DicomFileError as exc:
-        raise ApiError(422, f"{upload.filename}: {exc}") from None
+        raise errors.Invalid(f"{upload.filename}: {exc}") from None
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -168,9 +168,9 @@ def _changes(request: Request) -> dict[str, Any]:
         try:
             parsed = json.loads(raw)
         except ValueError:
-            raise ApiError(422, "changes: must be a JSON object") from None
+            raise errors.Invalid("changes: must be a JSON object") from None
         if not isinstance(parsed, dict):
-            raise ApiError(422, "changes: must be a JSON object")
+            raise errors.Invalid("changes: must be a JSON object")
         changes.update(parsed)
     changes.update({name: value for name, value in request.form.items() if name not in MODIFY_OPTIONS})
     return changes

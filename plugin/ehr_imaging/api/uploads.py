@@ -18,12 +18,12 @@ import uuid
 from typing import Any
 
 from ..app import uploading
-from ..core import auth
+from ..core import auth, errors
 from ..core.auth import Principal
 from ..core.upload_rules import DeclarationError, parse_declaration
 from ..store import upload_log as uploads
 from .context import Api
-from .router import ApiError, Request, Response, UploadedFile, json_response
+from .router import Request, Response, UploadedFile, json_response
 
 SOURCE = "api"
 ZIP_SOURCE = "cd_import"
@@ -41,12 +41,12 @@ def upload(api: Api, request: Request) -> Response:
                       " the body with Content-Type: application/dicom", "file", began, "file")
     if files[0].size > settings.MaxFileSizeMb * uploading.MB:
         raise _refuse(api, request, SOURCE, files, uploading.UploadRejected(
-            413, f"file larger than {settings.MaxFileSizeMb} MB"), began)
+            errors.TooLarge, f"file larger than {settings.MaxFileSizeMb} MB"), began)
     with _batch(api, request, SOURCE) as work:
         result = work.add(files[0].filename, files[0].read_bytes())
         studies = work.finish()
     if result.status != "stored":
-        raise ApiError(result.http_status, f"{result.file_name}: {result.error}")
+        raise result.failure(f"{result.file_name}: {result.error}")
     study = studies[result.study_instance_uid or ""]
     return json_response({
         "status": "uploaded", "already_stored": result.already_stored,
@@ -105,10 +105,10 @@ def upload_zip(api: Api, request: Request) -> Response:
 
 def upload_job(api: Api, request: Request) -> Response:
     """Progress of a ZIP upload job (results once it is done)."""
-    job = uploads.get_job(api.services.engine, _uuid(request.params["job_id"], "job_id", 404))
+    job = uploads.get_job(api.services.engine, _uuid(request.params["job_id"], "job_id", errors.NotFound))
     principal = _principal(request)
     if job is None or (job.created_by != principal.subject and not principal.has_any_role({auth.ADMIN})):
-        raise ApiError(404, f"upload job {request.params['job_id']} not found")
+        raise errors.NotFound(f"upload job {request.params['job_id']} not found")
     answer: dict[str, Any] = {
         "job_id": str(job.job_id), "status": job.status, "total_files": job.total_files,
         "processed_files": job.processed_files, "successful": job.successful, "failed": job.failed,
@@ -125,31 +125,31 @@ def offline_metadata(api: Api, request: Request) -> Response:
     try:
         declared = parse_declaration(request.json(), max_size=api.services.settings.MaxFileSizeMb * uploading.MB)
     except DeclarationError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise errors.Invalid(str(exc)) from None
     except OverflowError as exc:
-        raise ApiError(413, str(exc)) from None
+        raise errors.TooLarge(str(exc)) from None
     caller = _principal(request)
     row = uploads.declare_offline(api.services.engine, declared, caller.subject)
     if row.declared_by != caller.subject and not caller.is_admin:
         # Neither who declared it nor its upload_id: only that the exact file (its sha256) is known already.
-        raise ApiError(409, "this file (same SOP Instance UID and sha256) is already declared for offline sync;"
-                            " send it with POST /api/v1/dicom/upload instead")
+        raise errors.Conflict("this file (same SOP Instance UID and sha256) is already declared for offline sync;"
+                              " send it with POST /api/v1/dicom/upload instead")
     return json_response({"upload_id": str(row.upload_id), "status": row.status})
 
 
 def offline_binary(api: Api, request: Request) -> Response:
     """Offline sync, step 2: the file's bytes (checked against the declaration, then stored)."""
     settings = api.services.settings
-    upload_id = _uuid(request.option("upload_id"), "upload_id", 422)
+    upload_id = _uuid(request.option("upload_id"), "upload_id", errors.Invalid)
     files = [request.single_file("file")]
     if files[0].size > settings.MaxFileSizeMb * uploading.MB:
-        raise ApiError(413, f"file larger than {settings.MaxFileSizeMb} MB")
+        raise errors.TooLarge(f"file larger than {settings.MaxFileSizeMb} MB")
     with files[0].open() as stream:
         try:
             caller = _principal(request)
             answer = uploading.offline_binary(api.services, upload_id, stream, caller.subject, caller.is_admin)
         except uploading.UploadRejected as exc:
-            raise ApiError(exc.status, exc.detail) from None
+            raise exc.error from None
     return json_response(answer)
 
 
@@ -157,12 +157,12 @@ def offline_ack(api: Api, request: Request) -> Response:
     """Offline sync, step 3: ACK_RECEIVED once the instance is in the archive and audited."""
     body = request.json() if request.body else {}
     given = body.get("upload_id") if isinstance(body, dict) else None
-    upload_id = _uuid(given or request.option("upload_id"), "upload_id", 422)
+    upload_id = _uuid(given or request.option("upload_id"), "upload_id", errors.Invalid)
     try:
         caller = _principal(request)
         return json_response(uploading.offline_ack(api.services, upload_id, caller.subject, caller.is_admin))
     except uploading.UploadRejected as exc:
-        raise ApiError(exc.status, exc.detail) from None
+        raise exc.error from None
 
 
 # --- helpers shared by the handlers ----------------------------------------------------------------------------
@@ -173,13 +173,13 @@ def _batch(api: Api, request: Request, source: str) -> uploading.Batch:
 
 
 def _refuse(api: Api, request: Request, source: str, files: list[UploadedFile], exc: uploading.UploadRejected,
-            began: float) -> ApiError:
+            began: float) -> errors.DomainError:
     """Audit a request refused as a whole (nothing stored) and answer it."""
     uploads.record_failed(api.services.engine, uploaded_by=_principal(request).subject, source=source,
                           file_names=[f.filename for f in files], size=sum(f.size for f in files),
                           error=exc.detail, patient_id=request.option("patient_id"),
                           duration=time.monotonic() - began)
-    return ApiError(exc.status, exc.detail)
+    return exc.error
 
 
 def _received(api: Api, request: Request, source: str, types: tuple[str, ...], hint: str, field: str, began: float,
@@ -190,9 +190,9 @@ def _received(api: Api, request: Request, source: str, types: tuple[str, ...], h
         _require_type(request, types, hint)
         files = [request.single_file(field, what)] if what else request.uploaded_files(field)
         if not files:
-            raise ApiError(400, f"send the files in the multipart field '{field}'")
-    except ApiError as exc:
-        raise _refuse(api, request, source, request.files, uploading.UploadRejected(exc.status, exc.detail),
+            raise errors.Malformed(f"send the files in the multipart field '{field}'")
+    except errors.DomainError as exc:
+        raise _refuse(api, request, source, request.files, uploading.UploadRejected(type(exc), exc.detail),
                       began) from None
     return files
 
@@ -204,11 +204,11 @@ def _principal(request: Request) -> Principal:
 
 def _require_type(request: Request, accepted: tuple[str, ...], hint: str) -> None:
     if request.content_type not in accepted:
-        raise ApiError(415, hint)
+        raise errors.UnsupportedMedia(hint)
 
 
-def _uuid(value: Any, name: str, status: int) -> uuid.UUID:
+def _uuid(value: Any, name: str, kind: type[errors.DomainError]) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise ApiError(status, f"{name}: not a valid identifier") from None
+        raise kind(f"{name}: not a valid identifier") from None

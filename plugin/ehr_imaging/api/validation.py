@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .router import ApiError
+from ..core import errors
 
 
 def query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -12,9 +12,9 @@ def query_int(query: dict[str, str], name: str, default: int, low: int, high: in
     try:
         number = int(value)
     except ValueError:
-        raise ApiError(422, f"{name}: must be an integer") from None
+        raise errors.Invalid(f"{name}: must be an integer") from None
     if not low <= number <= high:
-        raise ApiError(422, f"{name}: must be between {low} and {high}")
+        raise errors.Invalid(f"{name}: must be between {low} and {high}")
     return number
 
 
@@ -26,4 +26,4 @@ def query_bool(query: dict[str, str], name: str) -> bool | None:
         return True
     if value.lower() in ("false", "0", "no"):
         return False
-    raise ApiError(422, f"{name}: must be true or false")
+    raise errors.Invalid(f"{name}: must be true or false")

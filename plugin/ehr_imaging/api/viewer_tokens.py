@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..app import study_resolution
+from ..core import errors
 from ..core.auth import AuthError
 from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
 from ..services import Services
@@ -20,17 +21,17 @@ from ..store import studies as study_store
 from ..store import viewer_tokens as store
 from ..store.studies import StudyFilter
 from .context import Api
-from .router import ApiError, Request, Response, json_response
+from .router import Request, Response, json_response
 
 
 def viewer_token(api: Api, request: Request) -> Response:
     """A viewer token for studies, an order's studies or a patient's studies."""
     body = request.json()
     if not isinstance(body, dict):
-        raise ApiError(422, "body: expected a JSON object")
+        raise errors.Invalid("body: expected a JSON object")
     unknown = sorted(set(body) - {"study_uids", "order_id", "patient_id", "ttl_seconds"})
     if unknown:
-        raise ApiError(422, f"{unknown[0]}: unknown field")
+        raise errors.Invalid(f"{unknown[0]}: unknown field")
     studies = _studies_for(api.services, study_uids=body.get("study_uids"), order_id=body.get("order_id"),
                            patient_id=body.get("patient_id"))
     return json_response(_issue(api.services, request, studies, _ttl_of(api.services, body.get("ttl_seconds")),
@@ -43,13 +44,13 @@ def revoke(api: Api, request: Request) -> Response:
     services = api.services
     body = request.json()
     if not isinstance(body, dict) or not (body.get("token") or body.get("token_id")):
-        raise ApiError(422, "give the viewer token as token, or its token_id")
+        raise errors.Invalid("give the viewer token as token, or its token_id")
     token_id = body.get("token_id")
     if body.get("token"):
         try:
             token_id = services.viewer_tokens.verify(str(body["token"])).token_id
         except AuthError as exc:
-            raise ApiError(422, f"token: {exc}") from None
+            raise errors.Invalid(f"token: {exc}") from None
     expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
                            roles=request.principal.roles, reason=_text(body.get("reason")))
     api.revocations.add(str(token_id), expires.timestamp())
@@ -83,9 +84,9 @@ def _ttl_of(services: Services, value: Any) -> int:
     try:
         ttl = int(value)
     except (TypeError, ValueError):
-        raise ApiError(422, "ttl_seconds: must be an integer number of seconds") from None
+        raise errors.Invalid("ttl_seconds: must be an integer number of seconds") from None
     if isinstance(value, bool) or ttl < 1:
-        raise ApiError(422, "ttl_seconds: must be at least 1")
+        raise errors.Invalid("ttl_seconds: must be at least 1")
     return min(ttl, settings.ViewerTokenMaxTtlSeconds)
 
 
@@ -96,36 +97,36 @@ def _studies_for(services: Services, *, study_uids: Any = None, order_id: Any = 
     given = [name for name, value in (("study_uids", study_uids), ("order_id", order_id),
                                       ("patient_id", patient_id)) if value not in (None, "", [])]
     if len(given) != 1:
-        raise ApiError(422, "give exactly one of study_uids, order_id, patient_id")
+        raise errors.Invalid("give exactly one of study_uids, order_id, patient_id")
     if study_uids is not None:
         if not isinstance(study_uids, list) or not all(isinstance(u, str) for u in study_uids):
-            raise ApiError(422, "study_uids: must be a list of StudyInstanceUIDs")
+            raise errors.Invalid("study_uids: must be a list of StudyInstanceUIDs")
         uids = list(dict.fromkeys(u.strip() for u in study_uids))
         _cap(uids)  # before any lookup: a list of 20,000 UIDs costs nothing but this check
         bad = [u for u in uids if not valid_uid(u)]
         if bad:
-            raise ApiError(422, f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
+            raise errors.Invalid(f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
         found = _resolved(services, uids)
         unknown = [u for u in uids if u not in found]
         if unknown:
-            raise ApiError(404, f"unknown studies: {', '.join(unknown[:5])}")
+            raise errors.NotFound(f"unknown studies: {', '.join(unknown[:5])}")
         return {uid: found[uid] for uid in uids}
     if order_id is not None:
         if not study_store.order_exists(services.engine, str(order_id)):
-            raise ApiError(404, f"unknown order {order_id}")
+            raise errors.NotFound(f"unknown order {order_id}")
         uids = _recorded_studies(services, StudyFilter(order_id=str(order_id)))
         if not uids:
-            raise ApiError(404, f"order {order_id} has no study yet")
+            raise errors.NotFound(f"order {order_id} has no study yet")
         return _resolved(services, uids)
     uids = _recorded_studies(services, StudyFilter(patient_id=str(patient_id)))
     if not uids:
-        raise ApiError(404, f"no studies for patient {patient_id}")
+        raise errors.NotFound(f"no studies for patient {patient_id}")
     return _resolved(services, uids)
 
 
 def _cap(uids: list[str]) -> None:
     if len(uids) > MAX_STUDIES:
-        raise ApiError(422, f"at most {MAX_STUDIES} studies per viewer token ({len(uids)} asked)")
+        raise errors.Invalid(f"at most {MAX_STUDIES} studies per viewer token ({len(uids)} asked)")
 
 
 def _resolved(services: Services, uids: list[str]) -> dict[str, str]:

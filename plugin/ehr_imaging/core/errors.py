@@ -7,11 +7,22 @@ the caller.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class DomainError(Exception):
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, facts: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.facts = dict(facts or {})  # machine-readable facts the caller may act on (the API sends them as headers)
+
+
+class Malformed(DomainError):
+    """The request cannot be read as sent: no JSON where JSON is due, a file missing from its field."""
+
+
+class UnsupportedMedia(DomainError):
+    """The content is of a type this operation does not take."""
 
 
 class Invalid(DomainError):
@@ -35,4 +46,8 @@ class TooLarge(DomainError):
 
 
 class Unavailable(DomainError):
-    """A dependency is away for now: retry later."""
+    """A dependency is away, or a capacity is used up, for now: retry after ``retry_after_seconds``."""
+
+    def __init__(self, detail: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds

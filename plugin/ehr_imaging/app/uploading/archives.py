@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from ...core import errors
 from ...core.upload_rules import FAIL, READ, ZipMember, archive_problem, central_directory_problem, classify_member
 from ...services import Services
 from .batch import MB, Batch, UploadRejected
@@ -29,18 +30,18 @@ def open_archive(services: Services, stream: IO[bytes]) -> tuple[zipfile.ZipFile
     settings = services.settings
     problem = _directory_problem(stream, settings.MaxFilesPerUpload)
     if problem is not None:
-        raise UploadRejected(413, problem)
+        raise UploadRejected(errors.TooLarge, problem)
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise UploadRejected(422, f"not a readable ZIP archive ({exc})") from None
+        raise UploadRejected(errors.Invalid, f"not a readable ZIP archive ({exc})") from None
     infos = archive.infolist()
     members = [zip_member(info) for info in infos]
     problem = archive_problem(members, max_files=settings.MaxFilesPerUpload, max_file_bytes=settings.MaxFileSizeMb * MB,
                               max_total_bytes=settings.MaxZipUncompressedMb * MB)
     if problem is not None:
         archive.close()
-        raise UploadRejected(413, problem)
+        raise UploadRejected(errors.TooLarge, problem)
     readable = [m for m in members if classify_member(m).action != "skip"]
     return archive, Archive(infos, len(readable), sum(m.file_size for m in readable))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydicom import Dataset
 
-from ...core import tags
+from ...core import errors, tags
 from ...core.study_identity import orthanc_study_id
 from ...services import Services
 from ...store import upload_log as uploads
@@ -23,14 +23,18 @@ UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 class UploadRejected(Exception):
-    """A file or request that is refused: ``status`` is the HTTP answer; ``header`` the file's dataset when
-    it could be read far enough to say which study it belongs to."""
+    """A file or request that is refused: ``kind`` says why in the error vocabulary (core/errors.py);
+    ``header`` is the file's dataset when it could be read far enough to say which study it belongs to."""
 
-    def __init__(self, status: int, detail: str, header: Dataset | None = None) -> None:
+    def __init__(self, kind: type[errors.DomainError], detail: str, header: Dataset | None = None) -> None:
         super().__init__(detail)
-        self.status = status
+        self.kind = kind
         self.detail = detail
         self.header = header
+
+    @property
+    def error(self) -> errors.DomainError:
+        return self.kind(self.detail)
 
 
 def check_dicom(data: bytes) -> Dataset:
@@ -39,17 +43,17 @@ def check_dicom(data: bytes) -> Dataset:
     try:
         parsed = tags.parse(data)
     except tags.DicomFileError as exc:
-        raise UploadRejected(422, str(exc)) from None
+        raise UploadRejected(errors.Invalid, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
         has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
-        raise UploadRejected(422, f"incomplete DICOM file: {parsed.problems[0]}",
-                             parsed.dataset if has_uids else None)
+        raise UploadRejected(errors.Invalid, f"incomplete DICOM file: {parsed.problems[0]}",
+                                        parsed.dataset if has_uids else None)
     if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
-        raise UploadRejected(422, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
+        raise UploadRejected(errors.Invalid, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
     ds = parsed.dataset
     for keyword in UID_KEYWORDS:
         if not str(ds.get(keyword, "")).strip():
-            raise UploadRejected(422, f"{keyword} is missing")
+            raise UploadRejected(errors.Invalid, f"{keyword} is missing")
     return ds
 
 
@@ -64,7 +68,7 @@ class FileResult:
     orthanc_instance_id: str | None = None
     already_stored: bool = False
     error: str | None = None
-    http_status: int = 200  # what a single-file upload answers for it
+    failure: type[errors.DomainError] = errors.Invalid  # why it failed, when it did (a single upload's answer)
 
     def to_json(self) -> dict[str, Any]:
         return {"file_name": self.file_name, "status": self.status, "study_instance_uid": self.study_instance_uid,
@@ -135,9 +139,9 @@ class Batch:
     def failed(self) -> int:
         return len(self.results) - self.successful
 
-    def fail(self, file_name: str, error: str, size: int = 0, status: int = 422,
+    def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Invalid,
              header: Dataset | None = None) -> FileResult:
-        result = FileResult(file_name, "failed", size, error=error, http_status=status)
+        result = FileResult(file_name, "failed", size, error=error, failure=kind)
         if header is not None:
             result.study_instance_uid = str(header.StudyInstanceUID)
             result.series_instance_uid = str(header.SeriesInstanceUID)
@@ -151,17 +155,17 @@ class Batch:
         try:
             header = check_dicom(data)
         except UploadRejected as exc:
-            return self.fail(file_name, exc.detail, len(data), exc.status, exc.header)
+            return self.fail(file_name, exc.detail, len(data), exc.kind, exc.header)
         patient_id, study_uid = str(header.get("PatientID", "")), str(header.StudyInstanceUID)
         conflict = self._collision(study_uid, patient_id)
         if conflict is not None:
-            return self.fail(file_name, conflict, len(data), 409, header)
+            return self.fail(file_name, conflict, len(data), errors.Conflict, header)
         # Held before the file goes in, so the worker never records a study this upload is still writing.
         self._hold(orthanc_study_id(patient_id, study_uid))
         try:
             stored = self._services.pacs.post_json_bytes("/instances", data)
         except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing
-            return self.fail(file_name, f"Orthanc refused the file: {exc}", len(data), 400, header)
+            return self.fail(file_name, f"Orthanc refused the file: {exc}", len(data), errors.Malformed, header)
         study_id = str(stored["ParentStudy"])
         self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
         result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
@@ -210,7 +214,7 @@ class Batch:
             self._recorded.add(orthanc_id)
             error = "the study was deleted while it was being uploaded"
             for result in self._parts[study_uid].stored:
-                result.status, result.error, result.http_status = "failed", error, 409
+                result.status, result.error, result.failure = "failed", error, errors.Conflict
             uploads.record_failed(services.engine, uploaded_by=self.uploaded_by, source=self.source,
                                   file_names=names, size=audit.total_size_bytes, error=error, study_uid=study_uid,
                                   patient_id=self.patient_id, duration=audit.duration)
@@ -236,12 +240,12 @@ def check_files(services: Services, sizes: list[int]) -> None:
     """The request-wide limits of a multi-file upload (413), before anything is stored."""
     settings = services.settings
     if not sizes:
-        raise UploadRejected(400, "send at least one file in the field 'files'")
+        raise UploadRejected(errors.Malformed, "send at least one file in the field 'files'")
     if len(sizes) > settings.MaxFilesPerUpload:
-        raise UploadRejected(413, f"{len(sizes)} files; at most {settings.MaxFilesPerUpload} per upload")
+        raise UploadRejected(errors.TooLarge, f"{len(sizes)} files; at most {settings.MaxFilesPerUpload} per upload")
     if max(sizes) > settings.MaxFileSizeMb * MB:
-        raise UploadRejected(413, f"a file is larger than {settings.MaxFileSizeMb} MB")
+        raise UploadRejected(errors.TooLarge, f"a file is larger than {settings.MaxFileSizeMb} MB")
     if sum(sizes) > settings.MaxUploadSizeMb * MB:
-        raise UploadRejected(413, f"upload larger than {settings.MaxUploadSizeMb} MB")
+        raise UploadRejected(errors.TooLarge, f"upload larger than {settings.MaxUploadSizeMb} MB")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ...core import errors
 from ...private_dirs import UnsafeDirectory, private_directory
 from ...services import Services
 from ...store import upload_log as uploads
@@ -63,8 +64,8 @@ class JobRunner:
             return private_directory(base / re.sub(r"[^A-Za-z0-9_.-]", "_", self.node()))
         except UnsafeDirectory as exc:
             self._services.log_error(f"ehr-imaging: upload jobs refused: {exc}")
-            raise UploadRejected(503, "large ZIP uploads run as jobs, and this node's job folder is not usable"
-                                      " (see Orthanc's log); send fewer or smaller files") from None
+            raise UploadRejected(errors.Unavailable, "large ZIP uploads run as jobs, and this node's job folder is"
+                                 " not usable (see Orthanc's log); send fewer or smaller files") from None
 
     def node(self) -> str:
         """This Orthanc node (host name and HTTP port: two nodes on one host differ by port)."""

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from typing import IO, Any
 
+from ...core import errors
 from ...core.errors import NotFound
 from ...core.upload_rules import OfflineDeclaration, content_problem, uid_mismatches
 from ...services import Services
@@ -27,7 +28,7 @@ def offline_status(services: Services, upload_id: uuid.UUID, caller: str, admin:
     """The declaration, to the user who made it (or an admin); anyone else gets the same 404 as for none."""
     row = uploads.get_offline(services.engine, upload_id)
     if row is None or (row.declared_by != caller and not admin):
-        raise UploadRejected(404, f"offline upload {upload_id} not found")
+        raise UploadRejected(errors.NotFound, f"offline upload {upload_id} not found")
     return row
 
 
@@ -41,16 +42,16 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
                                       row.size, row.sha256, row.patient_id, row.order_id, row.file_name)
         name = row.file_name or row.sop_instance_uid
 
-        def reject(status: int, detail: str) -> UploadRejected:
+        def reject(kind: type[errors.DomainError], detail: str) -> UploadRejected:
             uploads.record_failed(services.engine, uploaded_by=uploaded_by, source="offline", file_names=[name],
                                   size=row.size, error=detail, study_uid=row.study_instance_uid,
                                   patient_id=row.patient_id)
-            return UploadRejected(status, detail)
+            return UploadRejected(kind, detail)
 
         digest, size = sha256_and_size(stream)
         problem = content_problem(declared, size=size, sha256=digest)
         if problem is not None:
-            raise reject(422, problem)
+            raise reject(errors.Invalid, problem)
         if row.status in ("STORED", "ACK_RECEIVED") and _in_orthanc(services, row.orthanc_instance_id):
             return {"upload_id": str(upload_id), "status": row.status}
         stream.seek(0)
@@ -58,17 +59,17 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
         try:
             header = check_dicom(data)
         except UploadRejected as exc:
-            raise reject(exc.status, exc.detail) from None
+            raise reject(exc.kind, exc.detail) from None
         wrong = uid_mismatches(declared, {k: str(header.get(k, "")) for k in UID_KEYWORDS})
         if wrong:
-            raise reject(422, f"the file's {', '.join(wrong)} differ from the declared ones")
+            raise reject(errors.Invalid, f"the file's {', '.join(wrong)} differ from the declared ones")
         with Batch(services, uploaded_by=uploaded_by, source="offline", order_id=row.order_id,
                    patient_id=row.patient_id) as batch:
             result = batch.add(name, data)
             studies = batch.finish()
         study = studies.get(row.study_instance_uid)
         if result.status != "stored" or study is None or study.orthanc_study_id is None:
-            raise UploadRejected(result.http_status if result.http_status != 200 else 409,
+            raise UploadRejected(result.failure if result.status == "failed" else errors.Conflict,
                                  result.error or "the file could not be stored")
         uploads.offline_stored(services.engine, upload_id, orthanc_instance_id=result.orthanc_instance_id or "",
                                orthanc_study_id=study.orthanc_study_id, upload_log_id=study.upload_log_id)
@@ -82,11 +83,11 @@ def offline_ack(services: Services, upload_id: uuid.UUID, caller: str, admin: bo
     if row.status == "ACK_RECEIVED":
         return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
     if row.status != "STORED":
-        raise UploadRejected(409, f"upload is {row.status}: send the binary first")
+        raise UploadRejected(errors.Conflict, f"upload is {row.status}: send the binary first")
     if not _in_orthanc(services, row.orthanc_instance_id):
-        raise UploadRejected(409, "the instance is not in the archive (deleted?): send the binary again")
+        raise UploadRejected(errors.Conflict, "the instance is not in the archive (deleted?): send the binary again")
     if not uploads.upload_row_exists(services.engine, row.upload_log_id):
-        raise UploadRejected(409, "the upload is not audited yet")
+        raise UploadRejected(errors.Conflict, "the upload is not audited yet")
     uploads.offline_acked(services.engine, upload_id)
     return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
 
