@@ -8,7 +8,7 @@ from typing import Any
 
 import orthanc
 
-from .core.errors import NotFound
+from .core.errors import ArchiveError, NotFound
 from .core.logsafe import loggable
 
 
@@ -34,15 +34,18 @@ _ORTHANC_ERROR: type[Exception] = getattr(orthanc, "OrthancException", Exception
 
 
 def _in_process(call: Callable[..., Any], uri: str, *args: Any) -> Any:
-    """One in-process call; Orthanc's "unknown resource" becomes the plugin's NotFound, so callers catch
-    exactly that instead of every exception."""
+    """One in-process call; Orthanc's "unknown resource" becomes the plugin's NotFound and any other error
+    of Orthanc's an ArchiveError, so callers catch exactly those instead of every exception."""
     try:
         return call(uri, *args)
     except _ORTHANC_ERROR as exc:
+        where = uri.split("?", 1)[0][:200]
         unknown = getattr(getattr(orthanc, "ErrorCode", None), "UNKNOWN_RESOURCE", None)
-        if unknown is not None and exc.args and exc.args[0] == unknown:
-            raise NotFound(f"not in Orthanc: {uri.split('?', 1)[0][:200]}") from None
-        raise
+        code = exc.args[0] if exc.args else None
+        if unknown is not None and code == unknown:
+            raise NotFound(f"not in Orthanc: {where}") from None
+        description = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        raise ArchiveError(where, description, code if isinstance(code, int) else None) from None
 
 
 class OrthancPacs:

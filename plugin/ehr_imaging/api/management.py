@@ -74,7 +74,7 @@ def render(api: Api, request: Request) -> Response:
         raise errors.NotFound(f"instance {sop_uid} not found")
     try:
         frames = pacs.get_json(f"/instances/{instance}/frames")
-    except Exception:  # noqa: BLE001 - Orthanc answers an error for an instance without pixel data
+    except (errors.NotFound, errors.ArchiveError):  # Orthanc's answer for an instance without pixel data
         raise errors.NotFound(f"instance {sop_uid} has no image frames") from None
     if frame > len(frames):
         raise errors.NotFound(f"frame {frame} not found: the instance has {len(frames)} frame(s)")
@@ -183,7 +183,7 @@ def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = F
     (e.g. JPEG 2000 without a decoder plugin), instead of a bare 500."""
     try:
         return pacs.get_bytes(uri, after_plugins=after_plugins)
-    except Exception:  # noqa: BLE001 - Orthanc's error says little; the transfer syntax says why
+    except (errors.NotFound, errors.ArchiveError):  # Orthanc's error says little (17 for some decoders' failures)
         try:
             syntax = pacs.get_json(f"/instances/{instance_id}/metadata?expand").get("TransferSyntax", "unknown")
         except NotFound:  # gone meanwhile

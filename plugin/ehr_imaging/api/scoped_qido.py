@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..app.dicomweb_gate import ViewerGate
-from ..core import access, query_values
+from ..core import access, errors, query_values
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
@@ -127,7 +127,7 @@ class ScopedQido:
             uri += "?" + "&".join(f"{k}={v}" for k, v in query.items())
         try:
             body = self._pacs.get_bytes(uri, after_plugins=True)
-        except Exception as exc:  # noqa: BLE001 - Orthanc answered an error: the study or series is not there
+        except (errors.NotFound, errors.ArchiveError) as exc:  # the study or series is not there
             self._log_warning(f"ehr-imaging: scoped QIDO {uri}: {type(exc).__name__}: {exc}")
             return error_response(404, "not found")
         if principal.scope is not None and keep is not None:

@@ -151,7 +151,7 @@ def delete_study(api: Api, request: Request) -> Response:
         if seen is not None:
             try:
                 services.pacs.delete(f"/studies/{seen.orthanc_study_id}")
-            except Exception as exc:  # noqa: BLE001 - gone meanwhile, or refused: nothing is recorded
+            except (errors.NotFound, errors.ArchiveError) as exc:  # gone meanwhile, or refused: nothing recorded
                 raise errors.Conflict(f"Orthanc could not delete the study: {exc}") from None
 
     order_id = studies.record_deletion(services.engine, facts, actor=request.principal.subject, reason=reason,

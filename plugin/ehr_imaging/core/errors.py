@@ -51,3 +51,16 @@ class Unavailable(DomainError):
     def __init__(self, detail: str, retry_after_seconds: int = 5) -> None:
         super().__init__(detail)
         self.retry_after_seconds = retry_after_seconds
+
+
+class ArchiveError(Exception):
+    """Orthanc answered an in-process call with an error other than "unknown resource" (the Orthanc adapter
+    raises it with Orthanc's code). Not part of the vocabulary above: a caller that knows what the refusal
+    means says so in its own words (a file Orthanc will not store, an image it cannot decode); anything
+    else is an internal error (500, logged)."""
+
+    def __init__(self, where: str, description: str, code: int | None = None) -> None:
+        super().__init__(f"Orthanc refused {where}: {description}")
+        self.detail = str(self)
+        self.description = description  # Orthanc's own words
+        self.code = code

@@ -164,8 +164,9 @@ class Batch:
         self._hold(orthanc_study_id(patient_id, study_uid))
         try:
             stored = self._services.pacs.post_json_bytes("/instances", data)
-        except Exception as exc:  # noqa: BLE001 - Orthanc refused the file: say so, it stored nothing
-            return self.fail(file_name, f"Orthanc refused the file: {exc}", len(data), errors.Malformed, header)
+        except errors.ArchiveError as exc:  # Orthanc refused the file: say so, it stored nothing
+            return self.fail(file_name, f"Orthanc refused the file: {exc.description}", len(data), errors.Malformed,
+                             header)
         study_id = str(stored["ParentStudy"])
         self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
         result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
