@@ -12,10 +12,9 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 
-from ..app import ingest, study_resolution
+from ..app import deletion, ingest, study_resolution
 from ..core import errors
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
-from ..services import Services
 from ..store import studies
 from .context import Api
 from .router import Request, Response, json_response
@@ -112,7 +111,7 @@ def get_study(api: Api, request: Request) -> Response:
     """One study, as Orthanc holds it now, with its link; 404 when absent or deleted."""
     services = api.services
     uid = _path_text(request, "study_uid")
-    orthanc_id = resolve_study(services, uid)
+    orthanc_id = study_resolution.resolve_one(services, uid)
     seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
     if seen is None:
         raise errors.NotFound(f"study {uid} not found")
@@ -130,36 +129,14 @@ def get_study(api: Api, request: Request) -> Response:
 
 def delete_study(api: Api, request: Request) -> Response:
     """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted."""
-    services = api.services
-    uid = _path_text(request, "study_uid")
-    reason = deletion_reason(request)
     assert request.principal is not None
-    orthanc_id = resolve_study(services, uid)
-    seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
-    if seen is not None:
-        facts = studies.StudyFacts(uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
-                                   seen.accession_number, seen.study_date, seen.modalities, seen.number_of_series,
-                                   seen.number_of_instances)
-    else:
-        # Not in Orthanc: only a stale record (deleted while the plugin was down) is still worth cleaning up.
-        recorded = studies.facts_of(services.engine, uid)
-        if recorded is None:
-            raise errors.NotFound(f"study {uid} not found")
-        facts = dataclasses.replace(recorded, number_of_series=0, number_of_instances=0)
-
-    def delete_in_orthanc() -> None:
-        if seen is not None:
-            try:
-                services.pacs.delete(f"/studies/{seen.orthanc_study_id}")
-            except (errors.NotFound, errors.ArchiveError) as exc:  # gone meanwhile, or refused: nothing recorded
-                raise errors.Conflict(f"Orthanc could not delete the study: {exc}") from None
-
-    order_id = studies.record_deletion(services.engine, facts, actor=request.principal.subject, reason=reason,
-                                       delete_in_orthanc=delete_in_orthanc)
+    done = deletion.delete_study(api.services, _path_text(request, "study_uid"), actor=request.principal.subject,
+                                 reason=deletion_reason(request))
     return json_response({
-        "status": "deleted", "study_instance_uid": uid, "orthanc_study_id": facts.orthanc_study_id,
-        "order_id": order_id, "deleted_series": facts.number_of_series,
-        "deleted_instances": facts.number_of_instances, "reason": reason, "deleted_by": request.principal.subject,
+        "status": "deleted", "study_instance_uid": done.facts.study_instance_uid,
+        "orthanc_study_id": done.facts.orthanc_study_id, "order_id": done.order_id,
+        "deleted_series": done.facts.number_of_series, "deleted_instances": done.facts.number_of_instances,
+        "reason": done.reason, "deleted_by": done.deleted_by,
     })
 
 
@@ -188,17 +165,3 @@ def _order_id(value: str) -> str:
         return validate_order_id(value)
     except OrderValidationError as exc:
         raise errors.Invalid(str(exc)) from None
-
-
-def resolve_study(services: Services, uid: str) -> str | None:
-    """The Orthanc study a StudyInstanceUID names for the patient it is recorded for (study_resolution);
-    a Conflict while several patients' studies hold it and none is recorded."""
-    return study_resolution.resolve_one(services, uid) if uid else None
-
-
-def study_or_404(services: Services, uid: str) -> str:
-    """The Orthanc ID of a stored study (for the routes that read its images)."""
-    orthanc_id = resolve_study(services, uid.strip())
-    if orthanc_id is None:
-        raise errors.NotFound(f"study {uid} not found")
-    return orthanc_id

@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from ..app import study_resolution
 from ..core import deid_table, errors
 from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
@@ -21,7 +22,6 @@ from ..services import Services
 from ..store import tag_edits
 from .context import Api
 from .router import Request, Response, UploadedFile, json_response
-from .studies import study_or_404
 from .validation import query_bool
 
 DICOM = "application/dicom"
@@ -115,7 +115,7 @@ def study_tags(api: Api, request: Request) -> Response:
     study_uid = request.params["study_uid"]
     if not _UID.fullmatch(study_uid):
         raise errors.Malformed("study_uid: not a DICOM UID")
-    orthanc_id = study_or_404(api.services, study_uid)
+    orthanc_id = study_resolution.stored_study(api.services, study_uid)
     try:
         study = api.services.pacs.get_json(f"/studies/{orthanc_id}")
         series = api.services.pacs.get_json(f"/studies/{orthanc_id}/series")

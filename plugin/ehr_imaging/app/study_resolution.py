@@ -52,7 +52,16 @@ def resolve(services: Services, study_uids: list[str]) -> dict[str, str]:
 
 
 def resolve_one(services: Services, study_uid: str) -> str | None:
-    return resolve(services, [study_uid]).get(study_uid)
+    return resolve(services, [study_uid]).get(study_uid) if study_uid else None
+
+
+def stored_study(services: Services, study_uid: str) -> str:
+    """The Orthanc ID of the stored study a StudyInstanceUID names (for the use cases that read its images);
+    NotFound when none."""
+    orthanc_id = resolve_one(services, study_uid.strip())
+    if orthanc_id is None:
+        raise NotFound(f"study {study_uid} not found")
+    return orthanc_id
 
 
 def upload_collision(services: Services, study_uid: str, patient_id: str) -> str | None:
