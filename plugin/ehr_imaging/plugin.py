@@ -84,7 +84,7 @@ def _set_up() -> Any:
     router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE)
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
-    register_all(router, services, gate.revocations)
+    api = register_all(router, services, gate.revocations)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
@@ -106,11 +106,13 @@ def _set_up() -> Any:
     orthanc.RegisterFindCallback(make_find_callback(services, pacs.log_error))
     orthanc.RegisterMoveCallback(make_move_callback(services, pacs.log_error))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
-    def load_revocations() -> None:
-        gate.revocations.refresh()
-        sessions.refresh()
+    def once_migrated() -> None:
+        """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
+        gate.revocations.start()  # each loads at once, then every few seconds
+        sessions.start()
+        api.jobs.start()
 
-    threading.Thread(target=_migrate_until_done, args=(services, load_revocations), name="ehr-migrate",
+    threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()
     if settings.ApiPort:
         listener = ApiListener.from_settings(router, settings, log_error=pacs.log_error)
@@ -125,7 +127,6 @@ def _session_revocations(services: Services) -> RevocationList:
     engine = services.engine
     sessions = RevocationList(lambda: session_store.revoked_session_ids(engine), log_error=pacs.log_error,
                               what="admin sessions")
-    sessions.start()
     services.authenticator.session_revocations = sessions
     return sessions
 
@@ -134,7 +135,6 @@ def _viewer_gate(services: Services) -> ViewerGate:
     engine = services.engine
     revocations = RevocationList(lambda: viewer_store.revoked_token_ids(engine), log_error=pacs.log_error)
     access_log = AccessLog(lambda counts: viewer_store.add_access_counts(engine, counts), log_error=pacs.log_error)
-    revocations.start()
     access_log.start()
     return ViewerGate(services.viewer_tokens, revocations, StudyHierarchy(services.pacs), access_log)
 
@@ -166,21 +166,18 @@ def _scoped_qido_callback(qido: ScopedQido) -> Any:
 
 def _migrate_until_done(services: Services, then: Callable[[], None]) -> None:
     """Apply migrations, retrying while PostgreSQL is unreachable: Orthanc keeps serving meanwhile.
-    ``then`` runs once the schema is there (loading what depends on it without waiting for a poll)."""
+    ``then`` runs once the schema is there: it starts what reads the plugin's tables."""
     delay = 1.0
     while True:
         try:
             applied = migrations.migrate(services.engine, services.settings.DatabaseSchema)
             pacs.log_warning(f"ehr-imaging: schema at version {migrations.LATEST_VERSION} (applied {applied})")
-            try:
-                then()
-            except Exception as exc:  # noqa: BLE001 - its own poll retries
-                pacs.log_error(f"ehr-imaging: after migrations: {type(exc).__name__}: {exc}")
-            return
+            break
         except Exception as exc:  # noqa: BLE001 - keep trying; health reports the state
             pacs.log_error(f"ehr-imaging: migrations failed ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+    then()
 
 
 def _rest_callback(router: Router, template: str) -> Any:

@@ -213,3 +213,13 @@ def test_openapi_document_lists_every_route_with_its_roles(client: Client) -> No
     assert paths["/api/v1/dicom/orders/{order_id}"]["put"]["parameters"][0]["name"] == "order_id"
     assert "post" in paths["/api/v1/dicom/upload"]
     assert paths["/api/v1/dicom/stats"]["get"]["security"] == [{"bearer": []}]
+
+
+def test_a_fresh_database_is_read_only_once_migrated(client: Client, stack: Stack) -> None:
+    """The session stack started on an empty database: nothing read the plugin's tables before the
+    migrations made them (the revocation lists and the upload-job worker start once the schema is there)."""
+    assert client.get("/api/v1/dicom/health").json()["database"] == "ok"  # started, and migrated
+    log = stack.log_file.read_text(errors="replace")
+    assert "schema at version" in log
+    for symptom in ("cannot reload revoked", "UndefinedTable", "ProgrammingError", "upload jobs not ready"):
+        assert symptom not in log, symptom

@@ -25,6 +25,6 @@ class Api:
 
     @classmethod
     def build(cls, services: Services, revocations: RevocationList, router: Router) -> Api:
+        """Built, not started: the composition root (plugin.py) starts the job worker once the schema is there."""
         jobs = uploading.JobRunner(services)
-        jobs.start()
         return cls(services, revocations, jobs, DownloadSlots(int(services.settings.MaxConcurrentDownloads)), router)

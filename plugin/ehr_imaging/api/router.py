@@ -201,16 +201,6 @@ def template_regex(template: str) -> str:
     return re.sub(r"{\w+}", "([^/]+)", template)
 
 
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(template: str) -> re.Pattern[str]:
-    pattern = _REGEX_CACHE.get(template)
-    if pattern is None:
-        pattern = _REGEX_CACHE[template] = re.compile(template_regex(template))
-    return pattern
-
-
 class Router:
     def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None],
                  unavailable: tuple[type[BaseException], ...] = ()) -> None:
@@ -219,6 +209,7 @@ class Router:
         # Errors that mean a dependency is down (the database): 503, so the EHR retries, not a bare 500.
         self._unavailable = unavailable
         self._routes: dict[str, list[Route]] = {}
+        self._patterns: dict[str, re.Pattern[str]] = {}  # template -> compiled, made when a route is added
 
     def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str],
             contract: Contract | None = None) -> None:
@@ -226,6 +217,7 @@ class Router:
         if not roles:
             raise ValueError(f"route {method} {template} must say who may call it")
         self._routes.setdefault(template, []).append(Route(method.upper(), template, handler, roles, contract))
+        self._patterns.setdefault(template, re.compile(template_regex(template)))
 
     def templates(self) -> list[str]:
         """Templates with literal segments first, so ``/studies/patient/{id}`` wins over ``/studies/{uid}``."""
@@ -257,7 +249,7 @@ class Router:
     def resolve(self, path: str) -> tuple[str, tuple[str, ...]] | None:
         """The template a path belongs to and its parameters, in the order Orthanc would try them."""
         for template in self.templates():
-            match = _compiled(template).fullmatch(path)
+            match = self._patterns[template].fullmatch(path)
             if match is not None:
                 return template, match.groups()
         return None

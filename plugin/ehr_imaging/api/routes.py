@@ -95,9 +95,11 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-def register_all(router: Router, services: Services, revocations: RevocationList) -> None:
+def register_all(router: Router, services: Services, revocations: RevocationList) -> Api:
+    """Every row of the table on ``router``, bound to one ``Api``; returned so that its workers can be started."""
     api = Api.build(services, revocations, router)
     for spec in ROUTES:
         # The bound handler keeps the function's name and docstring (the OpenAPI document reads them).
         bound = update_wrapper(partial(spec.handler, api), spec.handler)
         router.add(spec.method, spec.path, bound, roles=spec.roles, contract=spec.contract)
+    return api
