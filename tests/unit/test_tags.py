@@ -97,6 +97,31 @@ def test_missing_and_invalid_uids_are_errors() -> None:
     assert any(e.startswith("SeriesInstanceUID is not a valid UID") for e in report["errors"])
 
 
+def test_a_leading_zero_makes_a_uid_an_error_of_validation() -> None:
+    """Validation judges new content by PS3.5 in full (dicom_values.is_conformant_uid)."""
+    ds = read(data(MR))
+    ds.SeriesInstanceUID = "1.2.840.0113654.2.70.1"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    report = tags.validate(buffer.getvalue())
+    assert report["is_valid"] is False
+    assert report["errors"] == ["SeriesInstanceUID is not a valid UID: '1.2.840.0113654.2.70.1'"]
+
+
+def test_a_bare_dataset_with_non_conformant_uids_is_still_read_as_dicom() -> None:
+    """Whether bytes are DICOM is told by any UID (is_uid); that they conform is validation's question."""
+    ds = read(data(CT))
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+        setattr(ds, keyword, "1.02.3")
+    buffer = io.BytesIO()
+    Dataset(ds).save_as(buffer, implicit_vr=True, little_endian=True)
+    parsed = tags.parse(buffer.getvalue())
+    assert not parsed.has_preamble and str(parsed.dataset.SOPInstanceUID) == "1.02.3"
+    report = tags.validate(buffer.getvalue())
+    assert "StudyInstanceUID is not a valid UID: '1.02.3'" in report["errors"]
+    assert "SOPClassUID is not a valid UID: '1.02.3'" in report["errors"]
+
+
 def test_odd_values_are_warnings() -> None:
     ds = read(data(MR))
     ds.PatientSex = "X"
@@ -206,6 +231,8 @@ def test_an_empty_value_empties_the_tag() -> None:
     ({"PatientID": "A\\B"}, "PatientID"),
     ({"StudyDescription": "line\nbreak"}, "StudyDescription"),
     ({"PatientName": "A^B^C^D^E^F"}, "PatientName"),
+    ({"PatientName": "A=B=C=D"}, "PatientName"),
+    ({"StudyDate": "２０２６０１０２"}, "StudyDate"),  # digits, but not ASCII ones
     ({"PatientName": "X" * 65}, "PatientName"),
     ({"PatientID": 42}, "PatientID"),
     ({}, "changes"),

@@ -16,6 +16,7 @@ from typing import Any
 from ..core import deid_table
 from ..core import deidentify as deidentification
 from ..core import tags as dicom_tags
+from ..core.dicom_values import is_uid
 from ..core.errors import NotFound
 from ..services import Services
 from ..store import tag_edits
@@ -27,7 +28,6 @@ from .validation import query_bool
 DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.
 MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
-_UID = re.compile(r"[0-9.]{1,64}")
 # BurnedInAnnotation of the files de-identified: YES if any file says YES, else UNKNOWN if any lacks it, else NO.
 BURNED_IN_HEADER = "X-Burned-In-Annotation"
 
@@ -113,7 +113,7 @@ def deidentify(api: Api, request: Request) -> Response:
 def study_tags(api: Api, request: Request) -> Response:
     """The main tags of a stored study: patient, study, and its series with modality and counts."""
     study_uid = request.params["study_uid"]
-    if not _UID.fullmatch(study_uid):
+    if not is_uid(study_uid):
         raise ApiError(400, "study_uid: not a DICOM UID")
     orthanc_id = study_or_404(api.services, study_uid)
     try:

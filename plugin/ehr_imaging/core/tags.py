@@ -11,7 +11,6 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import IO, Any
 
 from pydicom import Dataset, config, dcmread
@@ -23,6 +22,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pydicom.valuerep import validate_value
 
+from .dicom_values import SEXES, is_conformant_uid, is_pn_shape, is_uid, parse_da
 from .study_tags import study_tags as study_tags  # the main tags of a stored study, from Orthanc's JSON
 
 Source = bytes | IO[bytes]
@@ -45,7 +45,6 @@ SHOWN_BINARY_BYTES = 64  # smaller binary values are shown as hex, larger ones s
 SHOWN_TEXT_CHARACTERS = 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _FORBIDDEN_TEXT = re.compile(r"[\\\x00-\x1f\x7f]")  # a backslash separates values; control characters
-SEXES = ("M", "F", "O")
 
 
 class DicomFileError(ValueError):
@@ -125,9 +124,11 @@ def read_complete(source: Source) -> ParsedFile:
 
 
 def _looks_like_dicom(ds: Dataset) -> bool:
-    """A forced read of random bytes yields a few junk elements: demand a valid SOP or study UID."""
+    """A forced read of random bytes yields a few junk elements: demand a SOP or study UID. Any UID will do
+    (``is_uid``, leading zeros too): the question is whether this is DICOM, not whether it conforms."""
     try:
-        return any(_valid_uid(ds.get(keyword)) for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
+        return any(is_uid(str(ds.get(keyword) or "").strip())
+                   for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
     except Exception:  # noqa: BLE001 - converting junk raises anything
         return False
 
@@ -163,12 +164,6 @@ def _is_encapsulated(ds: Dataset) -> bool:
     return bool(uid) and UID(str(uid)).is_encapsulated
 
 
-def _valid_uid(value: Any) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bool(value) and UID(str(value)).is_valid
-
-
 def _tag_text(tag: BaseTag | int) -> str:
     tag = Tag(tag)
     return f"({tag.group:04X},{tag.element:04X})"
@@ -195,13 +190,13 @@ def validate(source: Source) -> dict[str, Any]:
         value = safe_text(ds, keyword)
         if not value:
             errors.append(f"{keyword} is missing")
-        elif not _valid_uid(value):
+        elif not is_conformant_uid(value):
             errors.append(f"{keyword} is not a valid UID: {value!r}")
     meta = ds.file_meta if parsed.has_file_meta else Dataset()
     syntax = parsed.transfer_syntax
     if parsed.has_file_meta and not syntax:
         errors.append("TransferSyntaxUID is missing from the file meta information")
-    elif syntax and not _valid_uid(syntax):
+    elif syntax and not is_conformant_uid(syntax):
         errors.append(f"TransferSyntaxUID is not a valid UID: {syntax!r}")
     elif syntax and UID(syntax).name == syntax:
         notes.append(f"unknown transfer syntax {syntax}")
@@ -219,7 +214,7 @@ def validate(source: Source) -> dict[str, Any]:
             notes.append(f"{keyword} is missing or empty")
     for keyword in ("StudyDate", "PatientBirthDate"):
         value = safe_text(ds, keyword)
-        if value and not _is_da(value):
+        if value and parse_da(value) is None:
             notes.append(f"{keyword} is not a DICOM date (YYYYMMDD): {value!r}")
     sex = safe_text(ds, "PatientSex")
     if sex and sex not in SEXES:
@@ -240,16 +235,6 @@ def safe_text(ds: Dataset, keyword: str) -> str:
         return "" if element is None else _text(element)
     except Exception:  # noqa: BLE001 - an unreadable value counts as absent
         return ""
-
-
-def _is_da(value: str) -> bool:
-    if not re.fullmatch(r"\d{8}", value):
-        return False  # strptime alone would read "202611" as 2026-01-01
-    try:
-        datetime.strptime(value, "%Y%m%d")
-    except ValueError:
-        return False
-    return True
 
 
 # --- reading tags ---------------------------------------------------------------------------------------
@@ -355,11 +340,11 @@ def _check_value(name: str, vr: str, value: str) -> str:
         return value
     if _FORBIDDEN_TEXT.search(value):
         raise TagChangeError(name, "contains a backslash or a control character")
-    if vr == "DA" and not _is_da(value):
+    if vr == "DA" and parse_da(value) is None:
         raise TagChangeError(name, "must be a date YYYYMMDD")
     if name == "PatientSex" and value not in SEXES:
         raise TagChangeError(name, f"must be one of {', '.join(SEXES)}")
-    if vr == "PN" and (value.count("=") > 2 or any(group.count("^") > 4 for group in value.split("="))):
+    if vr == "PN" and not is_pn_shape(value):
         raise TagChangeError(name, "a person name has at most 5 components (^) in at most 3 groups (=)")
     try:
         validate_value(vr, value, config.RAISE)
