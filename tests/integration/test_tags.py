@@ -384,6 +384,8 @@ def test_study_tags_errors(api: Client) -> None:
     assert api.get("/api/v1/dicom/tags/1.2.3.4.5.999", "doctor").status_code == 404
     assert api.get("/api/v1/dicom/tags/1.2.3.4.5.999", "doctor").json()["detail"]
     assert api.get("/api/v1/dicom/tags/not-a-uid", "doctor").status_code == 400
+    assert api.get("/api/v1/dicom/tags/1..2", "doctor").status_code == 400  # an empty component: not a UID
+    assert api.get("/api/v1/dicom/tags/1.2.0999", "doctor").status_code == 404  # a leading zero: looked up
     assert api.get("/api/v1/dicom/tags/1.2.3", None).status_code == 401
 
 

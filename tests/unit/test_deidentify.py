@@ -13,7 +13,7 @@ from pydicom._dicom_dict import DicomDictionary
 from pydicom.data import get_testdata_file
 from pydicom.datadict import keyword_dict, tag_for_keyword
 
-from ehr_imaging.core import deid_table, tags
+from ehr_imaging.core import deid_table, tag_changes
 from ehr_imaging.core import deidentify as deid
 from tests import phi_fixture
 
@@ -213,7 +213,7 @@ def test_uids_inside_sequences_are_mapped_and_class_uids_kept() -> None:
 def test_given_patient_values_are_checked_like_modify() -> None:
     ds = read(run(data(CT), patient_id="RESEARCH-7", patient_name="SUBJECT^7").data)
     assert (ds.PatientID, str(ds.PatientName)) == ("RESEARCH-7", "SUBJECT^7")
-    with pytest.raises(tags.TagChangeError):
+    with pytest.raises(tag_changes.TagChangeError):
         run(data(CT), patient_id="X" * 65)
 
 

@@ -20,7 +20,8 @@ from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import ROUTES, register_all
 from ehr_imaging.api.schemas import COMPONENTS, JSON
 from ehr_imaging.app import uploading
-from ehr_imaging.core import tags as dicom_tags
+from ehr_imaging.core import file_validation
+from ehr_imaging.core.study_tags import study_tags as study_tags_of
 from ehr_imaging.store import studies as study_store
 
 # Routes that answer no JSON body on success (a redirect, an empty 204): deliberately without a schema.
@@ -252,8 +253,8 @@ def test_pure_builders_fit_their_schemas() -> None:
                                   series=1, instances=2, order_id=None,
                                   match={"status": "pending", "rule": None, "reason": "still arriving"})
     assert problems(component("Study"), item, COMPONENTS) == []
-    report = {**dicom_tags.validate(io.BytesIO(b"not a DICOM file")), "file_size_bytes": 16}
+    report = {**file_validation.validate(io.BytesIO(b"not a DICOM file")), "file_size_bytes": 16}
     assert problems(component("ValidationReport"), report, COMPONENTS) == []
     series = [{"ID": "s1", "MainDicomTags": {"SeriesInstanceUID": "1.2.3", "Modality": "CT"}, "Instances": ["i"]}]
-    study_tags = dicom_tags.study_tags({"ID": "x", "MainDicomTags": {"StudyInstanceUID": "1.2"}}, series)
+    study_tags = study_tags_of({"ID": "x", "MainDicomTags": {"StudyInstanceUID": "1.2"}}, series)
     assert problems(component("StudyTags"), study_tags, COMPONENTS) == []

@@ -30,7 +30,6 @@ from ehr_imaging.core.upload_rules import (
     directory_problem,
     entries_problem,
     is_safe_member_name,
-    is_uid,
     parse_declaration,
     uid_mismatches,
 )
@@ -171,12 +170,6 @@ def test_uid_mismatches_are_listed() -> None:
     assert uid_mismatches(declared, found) == ["SeriesInstanceUID", "SOPInstanceUID"]
     assert uid_mismatches(declared, {"StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",
                                      "SOPInstanceUID": "1.2.3.4"}) == []
-
-
-@pytest.mark.parametrize(("value", "valid"), [("1.2.840.10008", True), ("0.1", True), ("1..2", False),
-                                              ("1.2.", False), ("01.2", False), ("1.2a", False), (12, False)])
-def test_uids(value: Any, valid: bool) -> None:
-    assert is_uid(value) is valid
 
 
 def test_check_dicom_wants_the_three_uids() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.dicom_values import SEXES
+
 Schema = dict[str, Any]
 
 JSON = "application/json"
@@ -81,7 +83,7 @@ COMPONENTS: dict[str, Schema] = {
     "OrderInput": obj({
         "order_id": string(), "accession_number": string(), "mrn": string(), "patient_id": NSTR,
         "patient_family_name": NSTR, "patient_given_name": NSTR, "birth_date": string("date", nullable=True),
-        "sex": string(nullable=True, enum=["M", "F", "O"]), "modality": string(),
+        "sex": string(nullable=True, enum=list(SEXES)), "modality": string(),
         "scheduled_start": string("date-time", nullable=True), "description": NSTR, "referring_physician": NSTR,
         "status": string(nullable=True, enum=ORDER_STATUS), "station_aet": NSTR,
     }, ["accession_number", "mrn", "modality"], additionalProperties=False),

@@ -19,12 +19,12 @@ from typing import Any
 from ..app.dicomweb_gate import ViewerGate
 from ..core import access, errors, query_values
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
+from ..core.dicom_values import STUDY_UID_KEYWORD, STUDY_UID_QUERY_KEYS, STUDY_UID_TAG
 from ..core.study_identity import orthanc_study_id
 from ..services import Pacs
 from .router import Response, error_response
 
 DICOM_JSON = "application/dicom+json"
-_STUDY_UID_KEYS = ("studyinstanceuid", "0020000d")
 _UNSAFE_VALUE = re.compile(r"[&=#%?\x00-\x1f]")
 
 
@@ -76,14 +76,14 @@ class ScopedQido:
         return principal
 
     def _studies(self, principal: Principal, query: Mapping[str, str]) -> Response:
-        requested = next((v for k, v in query.items() if k.lower() in _STUDY_UID_KEYS), None)
-        rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}
+        requested = next((v for k, v in query.items() if k.lower() in STUDY_UID_QUERY_KEYS), None)
+        rest = {k: v for k, v in query.items() if k.lower() not in STUDY_UID_QUERY_KEYS}
         if principal.scope is None:  # an administrator: any study Orthanc holds
             return self._forward("studies", query, principal, None)
         studies = access.narrow_study_uids(requested, principal.scope)
         if not studies:
             return Response(body=b"[]", content_type=DICOM_JSON)
-        return self._forward("studies", {**rest, "StudyInstanceUID": ",".join(studies)}, principal, None,
+        return self._forward("studies", {**rest, STUDY_UID_KEYWORD: ",".join(studies)}, principal, None,
                              keep=lambda item: self._token_study(principal, item))
 
     def _within_study(self, principal: Principal, parts: list[str], query: Mapping[str, str]) -> Response:
@@ -98,13 +98,13 @@ class ScopedQido:
                 # series and instances may reuse these UIDs, so nothing is answered rather than a mix.
                 self._gate.access_log.record(principal.token_id or "", principal.subject, study, allowed=False)
                 return error_response(403, "StudyInstanceUID shared with another patient's study; try again shortly")
-        rest = {k: v for k, v in query.items() if k.lower() not in _STUDY_UID_KEYS}  # the path names the study
+        rest = {k: v for k, v in query.items() if k.lower() not in STUDY_UID_QUERY_KEYS}  # the path names the study
         return self._forward("/".join(parts), rest, principal, [study])
 
     def _token_study(self, principal: Principal, item: dict[str, Any]) -> bool:
         """Is this study of a QIDO answer the token's own Orthanc study (not another patient's study that
         shares its StudyInstanceUID)? Told by Orthanc's own study ID hash, else by the cached facts."""
-        uid = _value(item, "0020000D")
+        uid = _value(item, STUDY_UID_TAG)
         orthanc_id = (principal.scope_studies or {}).get(uid or "")
         if uid is None or orthanc_id is None:
             return False
@@ -158,6 +158,6 @@ def _study_uids(body: bytes) -> list[str]:
     """The studies a QIDO answer lists (for the access audit)."""
     try:
         items = json.loads(body or b"[]")
-        return [str(item["0020000D"]["Value"][0]) for item in items if item.get("0020000D", {}).get("Value")]
+        return [str(item[STUDY_UID_TAG]["Value"][0]) for item in items if item.get(STUDY_UID_TAG, {}).get("Value")]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return []

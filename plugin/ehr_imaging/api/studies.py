@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date
 
 from ..app import deletion, ingest, study_resolution
 from ..core import errors
+from ..core.dicom_values import parse_date, to_tm
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..store import studies
 from .context import Api
@@ -49,13 +50,10 @@ def parse_date_param(query: Mapping[str, str], name: str) -> date | None:
     value = (query.get(name) or "").strip()
     if not value:
         return None
-    for pattern in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            if len(value) == (10 if "-" in pattern else 8):
-                return datetime.strptime(value, pattern).date()
-        except ValueError:
-            pass
-    raise errors.Invalid(f"{name}: must be a date YYYY-MM-DD")
+    parsed = parse_date(value)
+    if parsed is None:
+        raise errors.Invalid(f"{name}: must be a date YYYY-MM-DD")
+    return parsed
 
 
 def _text_param(query: Mapping[str, str], name: str) -> str | None:
@@ -120,7 +118,7 @@ def get_study(api: Api, request: Request) -> Response:
                                                 "reason": "not yet recorded: the study is still arriving"}
     return json_response(studies.study_item(
         uid, seen.orthanc_study_id, patient_id=seen.patient_id, patient_name=seen.patient_name,
-        study_date=seen.study_date, study_time_text=seen.study_time.strftime("%H%M%S") if seen.study_time else None,
+        study_date=seen.study_date, study_time_text=to_tm(seen.study_time) or None,
         description=seen.study_description, accession=seen.accession_number, modalities=list(seen.modalities),
         series=seen.number_of_series, instances=seen.number_of_instances,
         order_id=recorded["order_id"] if recorded else None, match=match,

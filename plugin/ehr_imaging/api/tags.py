@@ -1,6 +1,6 @@
 """Tags: validate a file, read its tags, change a few of them (audited), de-identify files, and the main tags of
-a stored study. The DICOM work is pydicom's, in core/tags.py and core/deidentify.py; files sent here are never
-stored.
+a stored study. The DICOM work is pydicom's, in core/ (dicom_file, file_validation, tag_reading, tag_changes,
+deidentify); files sent here are never stored.
 
 Files come as the multipart field ``file`` (``files``, repeated, for deidentify) on the plugin's API port, or as
 the raw body (``Content-Type: application/dicom``) on either port; options as form fields, query parameters
@@ -14,10 +14,11 @@ import re
 from typing import Any
 
 from ..app import study_resolution
-from ..core import deid_table, errors
+from ..core import deid_table, dicom_file, errors, file_validation, tag_changes, tag_reading
 from ..core import deidentify as deidentification
-from ..core import tags as dicom_tags
+from ..core.dicom_values import is_uid
 from ..core.errors import NotFound
+from ..core.study_tags import study_tags as study_tags_of
 from ..services import Services
 from ..store import tag_edits
 from .context import Api
@@ -27,7 +28,6 @@ from .validation import query_bool
 DICOM = "application/dicom"
 # Form fields of modify-tags that are not tag changes.
 MODIFY_OPTIONS = frozenset({"changes", "tags", "remove_private_tags"})
-_UID = re.compile(r"[0-9.]{1,64}")
 # BurnedInAnnotation of the files de-identified: YES if any file says YES, else UNKNOWN if any lacks it, else NO.
 BURNED_IN_HEADER = "X-Burned-In-Annotation"
 
@@ -36,7 +36,7 @@ def validate(api: Api, request: Request) -> Response:
     """Validate a DICOM file (not stored): errors, warnings, transfer syntax, SOP class, modality."""
     upload = _one_file(api.services, request)
     with upload.open() as stream:
-        report = dicom_tags.validate(stream)
+        report = file_validation.validate(stream)
     return json_response({**report, "file_size_bytes": upload.size})
 
 
@@ -45,7 +45,7 @@ def read_tags(api: Api, request: Request) -> Response:
     upload = _one_file(api.services, request)
     everything = _flag(request, "all")
     parsed = _read(upload)
-    found = dicom_tags.all_tags(parsed.dataset) if everything else dicom_tags.main_tags(parsed.dataset)
+    found = tag_reading.all_tags(parsed.dataset) if everything else tag_reading.main_tags(parsed.dataset)
     return json_response({"tags": found})
 
 
@@ -57,11 +57,11 @@ def modify_tags(api: Api, request: Request) -> Response:
     changes = _changes(request)
     try:
         with upload.open() as stream:
-            modified = dicom_tags.modify_tags(stream, changes,
-                                              remove_private_tags=_flag(request, "remove_private_tags"))
-    except dicom_tags.TagChangeError as exc:
+            modified = tag_changes.modify_tags(stream, changes,
+                                               remove_private_tags=_flag(request, "remove_private_tags"))
+    except tag_changes.TagChangeError as exc:
         raise errors.Invalid(str(exc)) from None
-    except dicom_tags.DicomFileError as exc:
+    except dicom_file.DicomFileError as exc:
         raise errors.Invalid(f"{upload.filename}: {exc}") from None
     # Audited before the file leaves: no unaudited change is ever handed out.
     audit_id = tag_edits.record(
@@ -91,9 +91,9 @@ def deidentify(api: Api, request: Request) -> Response:
                 done = deidentification.deidentify(stream, mapper, patient_id=request.option("patient_id"),
                                                    patient_name=request.option("patient_name"),
                                                    accept_burned_in_annotation=accept)
-        except dicom_tags.TagChangeError as exc:
+        except tag_changes.TagChangeError as exc:
             raise errors.Invalid(str(exc)) from None
-        except dicom_tags.DicomFileError as exc:
+        except dicom_file.DicomFileError as exc:
             raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}") from None
         except deidentification.BurnedInAnnotationError as exc:
             raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}",
@@ -113,7 +113,7 @@ def deidentify(api: Api, request: Request) -> Response:
 def study_tags(api: Api, request: Request) -> Response:
     """The main tags of a stored study: patient, study, and its series with modality and counts."""
     study_uid = request.params["study_uid"]
-    if not _UID.fullmatch(study_uid):
+    if not is_uid(study_uid):
         raise errors.Malformed("study_uid: not a DICOM UID")
     orthanc_id = study_resolution.stored_study(api.services, study_uid)
     try:
@@ -121,7 +121,7 @@ def study_tags(api: Api, request: Request) -> Response:
         series = api.services.pacs.get_json(f"/studies/{orthanc_id}/series")
     except NotFound:  # deleted between the lookup and the read
         raise errors.NotFound(f"study {study_uid} not found") from None
-    return json_response(dicom_tags.study_tags(study, series))
+    return json_response(study_tags_of(study, series))
 
 
 def _files_of(services: Services, request: Request, *fields: str) -> list[UploadedFile]:
@@ -147,11 +147,11 @@ def _one_file(services: Services, request: Request) -> UploadedFile:
     return found[0]
 
 
-def _read(upload: UploadedFile) -> dicom_tags.ParsedFile:
+def _read(upload: UploadedFile) -> dicom_file.ParsedFile:
     try:
         with upload.open() as stream:
-            return dicom_tags.read_complete(stream)
-    except dicom_tags.DicomFileError as exc:
+            return dicom_file.read_complete(stream)
+    except dicom_file.DicomFileError as exc:
         raise errors.Invalid(f"{upload.filename}: {exc}") from None
 
 

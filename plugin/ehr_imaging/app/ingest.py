@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime, time
 from typing import Any
 
 from ..core import study_identity
 from ..core.coercion import COERCED_TAGS, tag_changes
+from ..core.dicom_values import parse_da, parse_tm
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
@@ -210,25 +210,3 @@ def _text(value: Any) -> str | None:
     value = value.strip()
     return value or None
 
-
-def parse_da(value: Any) -> date | None:
-    """DICOM DA (YYYYMMDD); None when absent or malformed (matching then skips the date rule)."""
-    text = str(value or "").strip()
-    if len(text) != 8 or not (text.isascii() and text.isdigit()):
-        return None  # strptime alone would read "202611" as 2026-01-01
-    try:
-        return datetime.strptime(text, "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def parse_tm(value: Any) -> time | None:
-    """DICOM TM (HHMMSS.FFFFFF, any trailing part optional)."""
-    text = str(value or "").strip().split(".")[0]
-    if not (text.isascii() and text.isdigit()) or len(text) not in (2, 4, 6):
-        return None
-    parts = [int(text[i:i + 2]) for i in range(0, len(text), 2)] + [0, 0]
-    try:
-        return time(parts[0], parts[1], parts[2])
-    except ValueError:
-        return None

@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 from ..config import Settings
 from ..core import errors
-from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
+from ..core.dicom_values import is_uid
+from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token
 from ..services import Services
 from ..store import studies as study_store
 from ..store import viewer_tokens as token_store
@@ -41,7 +42,7 @@ def studies_for(services: Services, *, study_uids: list[str] | None = None, orde
     if study_uids:
         uids = list(dict.fromkeys(u.strip() for u in study_uids))
         _cap(uids)  # before any lookup: a list of 20,000 UIDs costs nothing but this check
-        bad = [u for u in uids if not valid_uid(u)]
+        bad = [u for u in uids if not is_uid(u)]
         if bad:
             raise errors.Invalid(f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
         found = _resolved(services, uids)

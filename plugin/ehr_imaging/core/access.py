@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import query_values
+from .dicom_values import STUDY_UID_QUERY_KEYS, is_uid, split_uid_list
 from .query_values import QIDO, WADO_RS, WADO_URI
 
 API_PREFIX = "/api/v1/dicom/"
@@ -93,7 +94,8 @@ def declared_body(headers: Mapping[str, str]) -> DeclaredBody:
 
 # --- viewer requests -----------------------------------------------------------------------------
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# UIDs in paths and WADO-URI are dicom_values.is_uid: syntax and length, leading zeros allowed (stored
+# studies may have them; the token's scope is what decides).
 _FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5})*")
 _BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
@@ -106,14 +108,13 @@ QIDO_PARAMETERS = frozenset({
     "patientid", "00100020", "patientname", "00100010", "studydate", "00080020", "studytime", "00080030",
     "accessionnumber", "00080050", "modalitiesinstudy", "00080061", "modality", "00080060",
     "studydescription", "00081030", "seriesnumber", "00200011", "instancenumber", "00200013",
-    "studyinstanceuid", "0020000d",
+    *STUDY_UID_QUERY_KEYS,
 })
 # WADO-URI names are case-sensitive (PS3.18 and Orthanc's plugin read the exact names): only these spellings.
 WADO_URI_PARAMETERS = frozenset({
     "requestType", "studyUID", "seriesUID", "objectUID", "contentType", "charset", "anonymize", "annotation",
     "rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality", "transferSyntax",
 })
-_STUDY_UID_KEYS = frozenset({"studyinstanceuid", "0020000d"})
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,6 @@ class Decision:
 
 # Facts the filter looks up (cached): does this series / instance belong to that study?
 Membership = Callable[[str, str | None, str | None], bool]
-
-
-def split_uid_list(value: str) -> list[str]:
-    """QIDO UID lists: comma- or backslash-separated (both are seen in the wild)."""
-    return [part.strip() for part in re.split(r"[,\\]", value) if part.strip()]
 
 
 def query_value_refusal(rules: Mapping[str, Callable[[str], bool]], query: Mapping[str, str]) -> str | None:
@@ -175,7 +171,7 @@ def decide_viewer(method: str, path: str, query: Mapping[str, str], studies: fro
     if found is None:
         return _deny("not a viewer read (queries go to the scoped QIDO root)")
     target, is_query = found
-    unexpected = keys - (QIDO_PARAMETERS - _STUDY_UID_KEYS if is_query else WADO_RS_PARAMETERS)
+    unexpected = keys - (QIDO_PARAMETERS - STUDY_UID_QUERY_KEYS if is_query else WADO_RS_PARAMETERS)
     if unexpected:
         return _deny(f"query parameter not allowed: {sorted(unexpected)[0]}")
     bad_value = query_value_refusal(QIDO if is_query else WADO_RS, query)
@@ -186,21 +182,21 @@ def decide_viewer(method: str, path: str, query: Mapping[str, str], studies: fro
 
 def _wado_rs_target(parts: list[str]) -> tuple[ViewerTarget, bool] | None:
     """``studies/S[/series/SE[/instances/I]]`` plus what follows; (target, is_query) or None."""
-    if len(parts) < 2 or parts[0] != "studies" or not _UID.fullmatch(parts[1]):
+    if len(parts) < 2 or parts[0] != "studies" or not is_uid(parts[1]):
         return None
     study, rest = parts[1], parts[2:]
     if rest in ([], ["metadata"], ["rendered"], ["thumbnail"]):
         return ViewerTarget(study), False
     if rest in (["series"], ["instances"]):
         return ViewerTarget(study), True
-    if rest[0] != "series" or len(rest) < 2 or not _UID.fullmatch(rest[1]):
+    if rest[0] != "series" or len(rest) < 2 or not is_uid(rest[1]):
         return None
     series, rest = rest[1], rest[2:]
     if rest in ([], ["metadata"], ["rendered"], ["thumbnail"]):
         return ViewerTarget(study, series), False
     if rest == ["instances"]:
         return ViewerTarget(study, series), True
-    if rest[0] != "instances" or len(rest) < 2 or not _UID.fullmatch(rest[1]):
+    if rest[0] != "instances" or len(rest) < 2 or not is_uid(rest[1]):
         return None
     instance, rest = rest[1], rest[2:]
     target = ViewerTarget(study, series, instance)
@@ -223,7 +219,7 @@ def _decide_wado_uri(query: Mapping[str, str], studies: frozenset[str], belongs:
     if query.get("requestType") != "WADO":
         return _deny("WADO-URI needs requestType=WADO")
     study, series, instance = query.get("studyUID", ""), query.get("seriesUID", ""), query.get("objectUID", "")
-    if not all(_UID.fullmatch(uid) for uid in (study, series, instance)):
+    if not all(is_uid(uid) for uid in (study, series, instance)):
         return _deny("WADO-URI needs studyUID, seriesUID and objectUID")
     return _in_scope(ViewerTarget(study, series, instance), studies, belongs)
 

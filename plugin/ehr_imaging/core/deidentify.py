@@ -26,7 +26,8 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, generate_uid
 
 from . import deid_table as table
 from .deid_table import Action
-from .tags import Source, check_changes, read_complete, safe_text, to_bytes
+from .dicom_file import Source, read_complete, safe_text, to_bytes
+from .tag_changes import check_changes
 
 DEFAULT_PATIENT_NAME = "ANONYMIZED"
 IMPLEMENTATION_VERSION_NAME = "EHR_IMAGING_DEID"  # SH: 16 characters at most

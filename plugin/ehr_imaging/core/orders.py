@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from .dicom_values import SEXES
+
 ORDER_STATUSES = ("scheduled", "in-progress", "completed", "cancelled")
 OPEN_STATUSES = ("scheduled", "in-progress")
-SEXES = ("M", "F", "O")
 # DICOM defined terms for (0008,0060) Modality that an order can request.
 MODALITIES = frozenset({
     "CR", "CT", "DX", "ECG", "ES", "GM", "IO", "IVUS", "MG", "MR", "NM", "OCT", "OP", "OT", "PT", "PX",

@@ -12,20 +12,20 @@ import math
 import re
 from collections.abc import Callable, Mapping
 
+from .dicom_values import MAX_UID_LENGTH, STUDY_UID_QUERY_KEYS, is_uid, is_uid_list
+
 MAX_RENDER_PIXELS = 4096  # per side of a rendered image a viewer may ask for (OHIF renders client-side)
 MAX_FRAME_NUMBER = 100000
 MAX_QIDO_LIMIT = 1000
 MAX_QIDO_OFFSET = 1_000_000
 MAX_VALUE_LENGTH = 1024  # any single value; UID lists get their own bound
-MAX_UID_LIST_LENGTH = 200 * 65  # a viewer token holds at most 200 studies
+MAX_UID_LIST_LENGTH = 200 * (MAX_UID_LENGTH + 1)  # a viewer token holds at most 200 studies
 _MAX_REGION_OFFSET = 65536
 
 _INT = re.compile(r"-?[0-9]{1,9}")
 _DECIMAL = re.compile(r"[-+]?([0-9]{1,12}(\.[0-9]{0,12})?|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?")
 _TOKEN_LIST = re.compile(r"[A-Za-z0-9_.+-]{1,64}(,[A-Za-z0-9_.+-]{1,64}){0,15}")
 _MEDIA_TYPES = re.compile(r"[A-Za-z0-9!#$&^_.+*/=;,\" %-]{1,512}")  # raw in the filter: may be percent-encoded
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_UID_LIST = re.compile(r"[0-9.]+([,\\][0-9.]+)*")
 _MATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
@@ -82,19 +82,17 @@ WADO_RS: dict[str, Callable[[str], bool]] = {
     "accept": _matches(_MEDIA_TYPES),
 }
 WADO_URI: dict[str, Callable[[str], bool]] = {
-    "requestType": _one_of("wado"), "studyUID": _matches(_UID), "seriesUID": _matches(_UID),
-    "objectUID": _matches(_UID), "contentType": _matches(_MEDIA_TYPES), "charset": _matches(_TOKEN_LIST),
+    "requestType": _one_of("wado"), "studyUID": is_uid, "seriesUID": is_uid,
+    "objectUID": is_uid, "contentType": _matches(_MEDIA_TYPES), "charset": _matches(_TOKEN_LIST),
     "anonymize": _one_of("yes"), "annotation": _ANNOTATION, "rows": _int_in(1, MAX_RENDER_PIXELS),
     "columns": _int_in(1, MAX_RENDER_PIXELS), "region": _region, "windowCenter": _decimal,
     "windowWidth": _decimal, "frameNumber": _int_in(1, MAX_FRAME_NUMBER), "imageQuality": _QUALITY,
-    "transferSyntax": _matches(_UID),
+    "transferSyntax": is_uid,
 }
 QIDO: dict[str, Callable[[str], bool]] = {
     "limit": _int_in(1, MAX_QIDO_LIMIT), "offset": _int_in(0, MAX_QIDO_OFFSET),
-    "fuzzymatching": _one_of("true", "false"), "studyinstanceuid": _matches(_UID_LIST),
-    "0020000d": _matches(_UID_LIST),
+    "fuzzymatching": _one_of("true", "false"), **dict.fromkeys(STUDY_UID_QUERY_KEYS, is_uid_list),
 }
-_UID_LIST_KEYS = frozenset({"studyinstanceuid", "0020000d"})
 
 
 def refusal(rules: Mapping[str, Callable[[str], bool]], query: Mapping[str, str]) -> str | None:
@@ -103,7 +101,7 @@ def refusal(rules: Mapping[str, Callable[[str], bool]], query: Mapping[str, str]
     includefield) need only a bounded length and no control characters."""
     for key, value in query.items():
         name = key if key in rules else key.lower()
-        bound = MAX_UID_LIST_LENGTH if name in _UID_LIST_KEYS else MAX_VALUE_LENGTH
+        bound = MAX_UID_LIST_LENGTH if name in STUDY_UID_QUERY_KEYS else MAX_VALUE_LENGTH
         if len(value) > bound or not _MATCH_VALUE.fullmatch(value):
             return f"query parameter {key[:40]}: value too long or with control characters"
         rule = rules.get(name)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
+
+from .dicom_values import parse_da
 
 Tags = Mapping[str, Any]
 
@@ -185,16 +187,6 @@ def patient_age(age: str | None, birth: date | None, on: date | None) -> str | N
         years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
         return f"{years}Y"
     return None
-
-
-def parse_da(value: str | None) -> date | None:
-    text = (value or "").strip()
-    if len(text) != 8 or not (text.isascii() and text.isdigit()):
-        return None
-    try:
-        return datetime.strptime(text, "%Y%m%d").date()
-    except ValueError:
-        return None
 
 
 def format_number(value: float | None) -> str | None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .dicom_values import is_conformant_uid
+
 SKIP: Literal["skip"] = "skip"
 READ: Literal["read"] = "read"
 FAIL: Literal["fail"] = "fail"
@@ -18,7 +20,6 @@ FAIL: Literal["fail"] = "fail"
 # Files of a DICOM medium that are not instances: the DICOMDIR index itself (Orthanc rebuilds its own),
 # and what archivers add beside the content.
 _SKIPPED_BASENAMES = {"DICOMDIR", ".DS_STORE", "THUMBS.DB", "DESKTOP.INI"}
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 S_IFMT, S_IFLNK = 0o170000, 0o120000
 
@@ -152,10 +153,6 @@ def central_directory_problem(end: Sequence[Any], read_at: Callable[[int, int], 
     return problem
 
 
-def is_uid(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
-
-
 @dataclass(frozen=True)
 class OfflineDeclaration:
     """What an offline client declares before it sends a file (metadata step)."""
@@ -179,9 +176,10 @@ def parse_declaration(body: Any, *, max_size: int) -> OfflineDeclaration:
     is an ``OverflowError`` (413)."""
     if not isinstance(body, dict):
         raise DeclarationError("body: must be a JSON object")
-    for name in ("sop_instance_uid", "series_instance_uid", "study_instance_uid"):
-        if not is_uid(body.get(name)):
-            raise DeclarationError(f"{name}: must be a DICOM UID (digits and dots, at most 64 characters)")
+    for name in ("sop_instance_uid", "series_instance_uid", "study_instance_uid"):  # new content: PS3.5 in full
+        if not is_conformant_uid(body.get(name)):
+            raise DeclarationError(f"{name}: must be a DICOM UID"
+                                   " (digits and dots, no leading zeros, at most 64 characters)")
     size = body.get("size")
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise DeclarationError("size: must be a positive integer (bytes)")

@@ -18,11 +18,11 @@ from typing import Any
 import jwt
 
 from .auth import AuthError, Principal
+from .dicom_values import is_uid
 
 VIEWER_AUDIENCE = "ehr-imaging-viewer"
 VIEWER_TYPE = "viewer"
 MAX_STUDIES = 200  # a URL carries the token: keep it well under common URL limits
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}")
 # The Orthanc study of each StudyInstanceUID in ``studies``, in the same order (short: the token is in a URL).
 ORTHANC_STUDIES_CLAIM = "orthanc_studies"
@@ -36,10 +36,6 @@ class ViewerToken:
     study_uids: tuple[str, ...]
 
 
-def valid_uid(uid: str) -> bool:
-    return len(uid) <= 64 and _UID.fullmatch(uid) is not None
-
-
 def mint_viewer_token(*, secret: str, issuer: str, subject: str, studies: Mapping[str, str], ttl_seconds: int,
                       now: float | None = None) -> ViewerToken:
     """``studies``: StudyInstanceUID -> the Orthanc study recorded for it (the token opens that one only)."""
@@ -47,7 +43,7 @@ def mint_viewer_token(*, secret: str, issuer: str, subject: str, studies: Mappin
         raise ValueError("a viewer token needs at least one study")
     if len(studies) > MAX_STUDIES:
         raise ValueError(f"a viewer token holds at most {MAX_STUDIES} studies")
-    bad = [uid for uid in studies if not valid_uid(uid)]
+    bad = [uid for uid in studies if not is_uid(uid)]
     if bad:
         raise ValueError(f"not a DICOM UID: {bad[0]!r}")
     if not all(_ORTHANC_ID.fullmatch(orthanc_id) for orthanc_id in studies.values()):
@@ -67,7 +63,7 @@ def viewer_principal(claims: Mapping[str, Any]) -> Principal:
     orthanc_ids = claims.get(ORTHANC_STUDIES_CLAIM)
     if claims.get("typ") != VIEWER_TYPE or not isinstance(claims.get("jti"), str):
         raise AuthError("not a viewer token")
-    if not isinstance(studies, list) or not studies or not all(isinstance(u, str) and valid_uid(u) for u in studies):
+    if not isinstance(studies, list) or not studies or not all(is_uid(u) for u in studies):
         raise AuthError("viewer token without valid studies")
     if (not isinstance(orthanc_ids, list) or len(orthanc_ids) != len(studies)
             or not all(isinstance(i, str) and _ORTHANC_ID.fullmatch(i) for i in orthanc_ids)):

@@ -6,7 +6,6 @@ images come back carrying them and match by accession without anyone typing.
 
 from __future__ import annotations
 
-from datetime import datetime
 from io import BytesIO
 from typing import Any
 
@@ -14,6 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from .dicom_values import to_da, to_tm
 from .orders import MODALITIES, ae_title, person_name
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -47,7 +47,7 @@ def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
     ds.AccessionNumber = order.get("accession_number") or ""
     ds.PatientID = order.get("mrn") or ""
     ds.PatientName = person_name(order)
-    ds.PatientBirthDate = (order.get("birth_date") or "").replace("-", "")
+    ds.PatientBirthDate = to_da(order.get("birth_date"))
     ds.PatientSex = order.get("sex") or ""
     ds.ReferringPhysicianName = order.get("referring_physician") or ""
     ds.RequestedProcedureDescription = (order.get("description") or "")[:64]
@@ -56,9 +56,9 @@ def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
     step = Dataset()
     step.Modality = order.get("modality") or ""
     step.ScheduledStationAETitle = order.get("station_aet") or station_aet
-    start = _datetime(order.get("scheduled_start"))
-    step.ScheduledProcedureStepStartDate = start.strftime("%Y%m%d") if start else ""
-    step.ScheduledProcedureStepStartTime = start.strftime("%H%M%S") if start else ""
+    start = order.get("scheduled_start")  # in the site's zone (store.orders.open_orders)
+    step.ScheduledProcedureStepStartDate = to_da(start)
+    step.ScheduledProcedureStepStartTime = to_tm(start)
     step.ScheduledProcedureStepDescription = (order.get("description") or "")[:64]
     step.ScheduledProcedureStepID = order["order_id"][:16]
     step.ScheduledPerformingPhysicianName = ""
@@ -93,11 +93,3 @@ def to_bytes(ds: Dataset, sop_class: str = MODALITY_WORKLIST_FIND) -> bytes:
     out = BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
-
-
-def _datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        return datetime.fromisoformat(value)
-    return None

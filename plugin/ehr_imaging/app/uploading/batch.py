@@ -10,7 +10,7 @@ from typing import Any
 
 from pydicom import Dataset
 
-from ...core import errors, tags
+from ...core import dicom_file, errors
 from ...core.study_identity import orthanc_study_id
 from ...services import Services
 from ...store import upload_log as uploads
@@ -41,8 +41,8 @@ def check_dicom(data: bytes) -> Dataset:
     """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
     a truncated file is refused here, not stored); returns its dataset."""
     try:
-        parsed = tags.parse(data)
-    except tags.DicomFileError as exc:
+        parsed = dicom_file.parse(data)
+    except dicom_file.DicomFileError as exc:
         raise UploadRejected(errors.Invalid, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
         has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)

@@ -1,0 +1,170 @@
+"""Reading a DICOM file the EHR hands us (not stored) and writing it back (pure).
+
+``parse`` reads a Part 10 file or a bare dataset and reports truncation instead of raising; ``read_complete``
+refuses a truncated one; ``to_bytes`` writes a dataset as it was read. The value helpers (``value_text``,
+``safe_text``) give a value as DICOM writes it; validation, tag reading, tag changes and de-identification
+share them. pydicom does the DICOM work; pixel data is never decoded (transfer syntax kept). Nothing here
+touches Orthanc, the database or the file system: functions take bytes or a binary stream.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import IO
+
+from pydicom import Dataset, dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+from .dicom_values import is_uid
+
+Source = bytes | IO[bytes]
+
+PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)})
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class DicomFileError(ValueError):
+    """The bytes are not a readable, complete DICOM file."""
+
+
+@dataclass
+class ParsedFile:
+    dataset: Dataset
+    has_preamble: bool
+    has_file_meta: bool
+    problems: list[str] = field(default_factory=list)  # why the file is incomplete (truncation)
+    read_warnings: list[str] = field(default_factory=list)  # what pydicom noticed while reading
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        uid = self.dataset.file_meta.get("TransferSyntaxUID") if self.has_file_meta else None
+        if uid:
+            return str(uid)
+        # A bare dataset: pydicom tells the encoding it found.
+        implicit, little = self.dataset.original_encoding
+        if implicit is None:
+            return None
+        if implicit:
+            return "1.2.840.10008.1.2"
+        return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+
+
+def parse(source: Source) -> ParsedFile:
+    """Read a DICOM file (Part 10, or a bare dataset without preamble and file meta); raise
+    ``DicomFileError`` when it is not DICOM. Truncation is reported in ``problems``, not raised."""
+    data = source if isinstance(source, bytes) else source.read()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                ds = dcmread(io.BytesIO(data))
+            except InvalidDicomError:
+                # No preamble/'DICM': old archives export bare datasets. Accept one only if it looks like DICOM.
+                ds = dcmread(io.BytesIO(data), force=True)
+                if not _looks_like_dicom(ds):
+                    raise DicomFileError("not a DICOM file") from None
+        except DicomFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage
+            raise DicomFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    parsed = ParsedFile(
+        dataset=ds,
+        has_preamble=getattr(ds, "preamble", None) is not None,
+        has_file_meta=len(getattr(ds, "file_meta", None) or ()) > 0,
+        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds),
+        read_warnings=[m for m in messages if "End of file" not in m],
+    )
+    if len(ds) == 0 and not parsed.problems:
+        raise DicomFileError("not a DICOM file: no data elements")
+    return parsed
+
+
+def read_complete(source: Source) -> ParsedFile:
+    """``parse``, refusing truncated files (what read-tags, modify-tags and deidentify accept)."""
+    parsed = parse(source)
+    if parsed.problems:
+        raise DicomFileError(f"incomplete DICOM file: {parsed.problems[0]}")
+    return parsed
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """A forced read of random bytes yields a few junk elements: demand a SOP or study UID. Any UID will do
+    (``is_uid``, leading zeros too): the question is whether this is DICOM, not whether it conforms."""
+    try:
+        return any(is_uid(str(ds.get(keyword) or "").strip())
+                   for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
+    except Exception:  # noqa: BLE001 - converting junk raises anything
+        return False
+
+
+def _truncation(ds: Dataset) -> list[str]:
+    """pydicom stops quietly at the end of the bytes: a value shorter than its declared length, or native
+    pixel data shorter than its rows x columns x frames, means the file was cut."""
+    problems: list[str] = []
+    for raw in ds.elements():
+        if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value is not None \
+                and len(raw.value) < raw.length:
+            name = f"{tag_text(raw.tag)} {keyword_for_tag(raw.tag)}".strip()
+            problems.append(f"file truncated: {name} has {len(raw.value)} of {raw.length} bytes")
+    if not problems and "PixelData" in ds and not _is_encapsulated(ds):
+        try:
+            expected = _native_pixel_bytes(ds)
+            actual = len(ds.PixelData)
+        except Exception:  # noqa: BLE001 - missing or odd image attributes: nothing to compare with
+            return problems
+        if actual < expected:
+            problems.append(f"pixel data truncated: {actual} of {expected} bytes")
+    return problems
+
+
+def _native_pixel_bytes(ds: Dataset) -> int:
+    bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
+    bits *= int(ds.get("NumberOfFrames", 1) or 1)
+    return (bits + 7) // 8
+
+
+def _is_encapsulated(ds: Dataset) -> bool:
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return bool(uid) and UID(str(uid)).is_encapsulated
+
+
+def tag_text(tag: BaseTag | int) -> str:
+    """``(gggg,eeee)``."""
+    tag = Tag(tag)
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+def value_text(element: DataElement) -> str:
+    """A value as DICOM writes it: multiple values joined by a backslash, padding trimmed."""
+    value = element.value
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v).strip() for v in value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip(" \x00")
+    return str(value).strip()
+
+
+def safe_text(ds: Dataset, keyword: str) -> str:
+    """``value_text`` of an element; "" when it is absent or its value cannot be read."""
+    try:
+        element = ds.data_element(keyword)
+        return "" if element is None else value_text(element)
+    except Exception:  # noqa: BLE001 - an unreadable value counts as absent
+        return ""
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    """Written like the original: same preamble (or none), file meta and transfer syntax."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
