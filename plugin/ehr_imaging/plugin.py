@@ -21,14 +21,15 @@ from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
 from .app.dicomweb_gate import ViewerGate
+from .app.ingest_worker import IngestWorker
 from .app.study_hierarchy import StudyHierarchy
 from .app.token_revocations import RevocationList
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .core.dimse import check_policy
+from .hooks.changes import make_change_callback
 from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
-from .hooks.ingest import IngestWorker
 from .hooks.worklist import make_worklist_callback
 from .services import Services
 from .store import db, migrations
@@ -100,7 +101,7 @@ def _set_up() -> Any:
     services.ingest_later = worker.submit
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
-    orthanc.RegisterOnChangeCallback(_on_change(worker, gate))
+    orthanc.RegisterOnChangeCallback(make_change_callback(worker, gate, pacs.log_error))
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     # C-FIND and C-MOVE that DicomModalities allows are answered (and audited) by the plugin, not Orthanc.
     orthanc.RegisterFindCallback(make_find_callback(services, pacs.log_error))
@@ -137,22 +138,6 @@ def _viewer_gate(services: Services) -> ViewerGate:
     access_log = AccessLog(lambda counts: viewer_store.add_access_counts(engine, counts), log_error=pacs.log_error)
     access_log.start()
     return ViewerGate(services.viewer_tokens, revocations, StudyHierarchy(services.pacs), access_log)
-
-
-def _on_change(worker: IngestWorker, gate: ViewerGate) -> Any:
-    def on_change(change_type: Any, level: Any, resource_id: str) -> None:
-        worker.on_change(change_type, level, resource_id)
-        if change_type == orthanc.ChangeType.NEW_STUDY:
-            gate.hierarchy.study_arrived(resource_id)
-        elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.STUDY:
-            gate.hierarchy.forget(resource_id)
-        if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
-            try:
-                gate.access_log.flush()  # the last seconds of viewer access counts
-            except Exception as exc:  # noqa: BLE001 - stopping anyway; say what is lost
-                pacs.log_error(f"ehr-imaging: viewer access counts not written at stop ({type(exc).__name__})")
-
-    return on_change
 
 
 def _scoped_qido_callback(qido: ScopedQido) -> Any:

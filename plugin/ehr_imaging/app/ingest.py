@@ -1,6 +1,6 @@
 """What happens when a study becomes stable: read it from Orthanc, record the ingest, match it.
 
-Runs on the ingest worker thread (hooks/ingest.py), never on Orthanc's storage path.
+Runs on the ingest worker thread (app/ingest_worker.py), never on Orthanc's storage path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..core.dicom_values import parse_da, parse_tm
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
-from ..store import collisions, links
+from ..store import collisions, links, studies
 from ..store import upload_log as uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
@@ -210,3 +210,13 @@ def _text(value: Any) -> str | None:
     value = value.strip()
     return value or None
 
+
+def study_deleted(services: Services, orthanc_study_id: str) -> list[str]:
+    """A study deleted in Orthanc: out of reconciliation if it was a quarantined copy, else its deletion
+    audited (when the EHR API did not delete it itself) and its order freed. Returns what to log."""
+    engine = services.engine
+    if collisions.forget(engine, orthanc_study_id) or collisions.forget_arrival(
+            engine, orthanc_study_id, lambda moved: stored(services, moved)):
+        return [f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation"]
+    uid = studies.record_deleted_in_orthanc(engine, orthanc_study_id)
+    return [f"ehr-imaging: study {uid} was deleted in Orthanc outside the EHR API: audited"] if uid else []

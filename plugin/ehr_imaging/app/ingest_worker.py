@@ -1,8 +1,8 @@
-"""Orthanc change events -> the ingest worker.
+"""The ingest worker: the one thread that records stable and deleted studies, in the order Orthanc saw them.
 
 Orthanc's storage path stays untouched (no OnStoredInstance work at all): Orthanc itself records
-each instance's origin in its metadata, and on STABLE_STUDY the callback only queues the study.
-One worker thread reads the study and does the database work; while PostgreSQL is down it waits
+each instance's origin in its metadata, and on STABLE_STUDY the change callback (hooks/changes.py) only
+queues the study. This worker thread reads the study and does the database work; while PostgreSQL is down it waits
 and retries, so no ingest is lost and none is slowed. At start-up it catches up with studies
 Orthanc holds that the database does not know yet (stored while the plugin was down).
 A study deleted in Orthanc without the EHR API (Explorer, Orthanc's REST API, storage recycling)
@@ -16,11 +16,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ..app.ingest import process_stable_study, stored
 from ..services import Services
-from ..store import collisions, db, links, studies
+from ..store import db, links
+from .ingest import process_stable_study, study_deleted
 
 MAX_ATTEMPTS = 5
 STABLE, DELETED = "stable", "deleted"
@@ -39,19 +38,15 @@ class IngestWorker:
         self._thread.start()
 
     def submit(self, orthanc_study_id: str) -> None:
+        """A study became stable (or must be looked at again): record and match it."""
         self._queue.put((STABLE, orthanc_study_id))
 
-    def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
-        import orthanc  # only here: keeps the worker testable without Orthanc
-
-        if change_type == orthanc.ChangeType.STABLE_STUDY:
-            self.submit(resource_id)
-        elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.STUDY:
-            self._queue.put((DELETED, resource_id))
-        elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
-            self.submit_unknown_studies()
+    def submit_deleted(self, orthanc_study_id: str) -> None:
+        """A study was deleted in Orthanc: audit it and free its order (after what was queued before)."""
+        self._queue.put((DELETED, orthanc_study_id))
 
     def submit_unknown_studies(self) -> None:
+        """At Orthanc's start: queue what Orthanc holds and the database does not know, and the reverse."""
         threading.Thread(target=self._catch_up, name="ehr-ingest-catch-up", daemon=True).start()
 
     def _catch_up(self) -> None:
@@ -86,7 +81,8 @@ class IngestWorker:
                 attempts += 1
                 try:
                     if kind == DELETED:
-                        self._deleted(study)
+                        for message in study_deleted(self._services, study):
+                            self._log_warning(message)
                         break
                     outcome = process_stable_study(self._services, study)
                     if outcome is not None and outcome.order_id is None:
@@ -103,13 +99,3 @@ class IngestWorker:
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
             self._queue.task_done()
-
-    def _deleted(self, orthanc_study_id: str) -> None:
-        engine = self._services.engine
-        if collisions.forget(engine, orthanc_study_id) or collisions.forget_arrival(
-                engine, orthanc_study_id, lambda moved: stored(self._services, moved)):
-            self._log_warning(f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation")
-            return
-        uid = studies.record_deleted_in_orthanc(self._services.engine, orthanc_study_id)
-        if uid is not None:
-            self._log_warning(f"ehr-imaging: study {uid} was deleted in Orthanc outside the EHR API: audited")
