@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from ..app import study_resolution
 from ..core.auth import AuthError
+from ..core.errors import Forbidden, NotFound
+from ..core.ownership import owner_or_admin
 from ..core.viewer_tokens import MAX_STUDIES, mint_viewer_token, valid_uid
 from ..services import Services
 from ..store import studies as study_store
@@ -50,8 +52,13 @@ def revoke(api: Api, request: Request) -> Response:
             token_id = services.viewer_tokens.verify(str(body["token"])).token_id
         except AuthError as exc:
             raise ApiError(422, f"token: {exc}") from None
+    owner = store.owner(services.engine, str(token_id))
+    if owner is None:
+        raise NotFound("no such viewer token")
+    if not owner_or_admin(owner, request.principal):
+        raise Forbidden("only its owner or an admin may revoke this token")
     expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
-                           roles=request.principal.roles, reason=_text(body.get("reason")))
+                           reason=_text(body.get("reason")))
     api.revocations.add(str(token_id), expires.timestamp())
     return json_response({"status": "revoked", "token_id": token_id, "expires_at": expires.isoformat()})
 
@@ -136,7 +143,7 @@ def _resolved(services: Services, uids: list[str]) -> dict[str, str]:
 def _recorded_studies(services: Services, where: StudyFilter) -> list[str]:
     """The same selection as the study queries (one past the cap, so too many is an error, not a cut)."""
     _, found = study_store.search(services.engine, dataclasses.replace(where, limit=MAX_STUDIES + 1))
-    return [str(item["StudyInstanceUID"]) for item in found]
+    return [study.study_instance_uid for study in found]
 
 
 def _issue(services: Services, request: Request, studies: dict[str, str], ttl: int, *, order_id: str | None = None,

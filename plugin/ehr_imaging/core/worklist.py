@@ -6,7 +6,8 @@ images come back carrying them and match by accession without anyone typing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 from io import BytesIO
 from typing import Any
 
@@ -37,8 +38,9 @@ def station_modalities(setting: dict[str, str]) -> dict[str, frozenset[str]]:
     return out
 
 
-def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
-    """An MWL item (PS3.4 K.6) for one order given as the store's order dict.
+def worklist_item(order: Mapping[str, Any], station_aet: str = "") -> Dataset:
+    """An MWL item (PS3.4 K.6) for one order given as its fields by name (``store.orders.Order.fields()``, the
+    start in the site's zone); dates as ``date`` values or ISO text.
 
     ``station_aet`` fills Scheduled Station AE Title when the order names none (the modality it went to).
     """
@@ -47,7 +49,7 @@ def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
     ds.AccessionNumber = order.get("accession_number") or ""
     ds.PatientID = order.get("mrn") or ""
     ds.PatientName = person_name(order)
-    ds.PatientBirthDate = (order.get("birth_date") or "").replace("-", "")
+    ds.PatientBirthDate = _dicom_date(order.get("birth_date"))
     ds.PatientSex = order.get("sex") or ""
     ds.ReferringPhysicianName = order.get("referring_physician") or ""
     ds.RequestedProcedureDescription = (order.get("description") or "")[:64]
@@ -93,6 +95,13 @@ def to_bytes(ds: Dataset, sop_class: str = MODALITY_WORKLIST_FIND) -> bytes:
     out = BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
+
+
+def _dicom_date(value: Any) -> str:
+    """DA text (YYYYMMDD) of a date or of ISO text; empty when none."""
+    if isinstance(value, date):
+        return value.strftime("%Y%m%d")
+    return (value or "").replace("-", "")
 
 
 def _datetime(value: Any) -> datetime | None:

@@ -12,20 +12,10 @@ import uuid
 from datetime import date, datetime, time
 from typing import Any, ClassVar
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    Double,
-    ForeignKey,
-    Index,
-    Text,
-    UniqueConstraint,
-    func,
-    text,
-)
+from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CheckConstraint, Index, UniqueConstraint
 
 
 class Base(DeclarativeBase):
@@ -228,9 +218,7 @@ class ViewerTokenRecord(Base):
     """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
 
     __tablename__ = "viewer_tokens"
-    __table_args__ = (
-        Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),
-    )
+    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),)
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
@@ -248,10 +236,8 @@ class ViewerAccess(Base):
     """Viewer reads aggregated per token and study (not a row per frame)."""
 
     __tablename__ = "viewer_access_log"
-    __table_args__ = (
-        Index("ix_viewer_access_log_study", "study_instance_uid"),
-        Index("ix_viewer_access_log_subject", "subject"),
-    )
+    __table_args__ = (Index("ix_viewer_access_log_study", "study_instance_uid"),
+                      Index("ix_viewer_access_log_subject", "subject"))
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
@@ -267,10 +253,8 @@ class TagEditAudit(Base):
     """One row per modify-tags call: who changed which tags of which file, from what to what."""
 
     __tablename__ = "tag_edit_audit"
-    __table_args__ = (
-        Index("ix_tag_edit_audit_study", "study_instance_uid"),
-        Index("ix_tag_edit_audit_sop", "sop_instance_uid"),
-    )
+    __table_args__ = (Index("ix_tag_edit_audit_study", "study_instance_uid"),
+                      Index("ix_tag_edit_audit_sop", "sop_instance_uid"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     edited_by: Mapped[str]
