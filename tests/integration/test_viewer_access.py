@@ -138,6 +138,25 @@ def test_revoked_and_expired_tokens_are_refused(client: Client, two_studies: Any
     assert as_viewer(client, expired, path).status_code == 403
 
 
+def test_an_admin_may_revoke_anyone_s_token_and_an_unknown_one_is_404(client: Client, two_studies: Any) -> None:
+    """Who may revoke is core.ownership's rule (owner or admin); the store only records it, once."""
+    a, _ = two_studies
+    revoke = "/api/v1/dicom/viewer-token/revoke"
+    issued = viewer_token(client, subject="dr-who", study_uids=[a.uid])
+    by_admin = client.request("POST", revoke, json={"token_id": issued["token_id"], "reason": "left the practice"},
+                              headers={"Authorization": f"Bearer {client.token('admin', 'head-of-it')}"})
+    assert by_admin.status_code == 200 and by_admin.json()["status"] == "revoked"
+    again = client.request("POST", revoke, json={"token_id": issued["token_id"], "reason": "twice"},
+                           headers={"Authorization": f"Bearer {client.token('doctor', 'dr-who')}"})
+    assert again.status_code == 200
+    rows = query(client, "SELECT revoked_by, revoke_reason FROM ehr_imaging.viewer_tokens WHERE token_id = :t",
+                 t=issued["token_id"])
+    assert rows == [("head-of-it", "left the practice")]  # the first revocation stays
+    unknown = client.request("POST", revoke, json={"token_id": "no-such-token"},
+                             headers={"Authorization": f"Bearer {client.token('admin', 'head-of-it')}"})
+    assert unknown.status_code == 404
+
+
 def test_viewer_access_is_audited_per_token_and_study(client: Client, two_studies: Any) -> None:
     a, b = two_studies
     issued = viewer_token(client, subject="dr-audit", study_uids=[a.uid])

@@ -3,11 +3,12 @@ JSON route is described. Also the small validator the contract test checks real 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 from unittest import mock
 
@@ -15,6 +16,7 @@ import pytest
 
 from ehr_imaging.api import (
     openapi,
+    presenters,
 )
 from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import ROUTES, register_all
@@ -23,6 +25,10 @@ from ehr_imaging.app import uploading
 from ehr_imaging.core import file_validation
 from ehr_imaging.core.study_tags import study_tags as study_tags_of
 from ehr_imaging.store import studies as study_store
+from ehr_imaging.store.orders import Order
+from ehr_imaging.store.reconciliation import MatchStatus, QueueEntry
+from ehr_imaging.store.summary import Counts
+from ehr_imaging.store.upload_log import UploadJobRecord
 
 # Routes that answer no JSON body on success (a redirect, an empty 204): deliberately without a schema.
 WITHOUT_SCHEMA = {
@@ -248,13 +254,66 @@ def test_pure_builders_fit_their_schemas() -> None:
     assert problems(component("FileResult"), stored.to_json(), COMPONENTS) == []
     assert problems(component("FileResult"), failed.to_json(), COMPONENTS) == []
     assert problems(component("UploadedStudy"), outcome.to_json(), COMPONENTS) == []
-    item = study_store.study_item("1.2", None, patient_id=None, patient_name=None, study_date=date(2026, 1, 2),
-                                  study_time_text=None, description=None, accession=None, modalities=["CT"],
-                                  series=1, instances=2, order_id=None,
-                                  match={"status": "pending", "rule": None, "reason": "still arriving"})
+    item = presenters.study("1.2", None, patient_id=None, patient_name=None, study_date=date(2026, 1, 2),
+                            study_time=None, description=None, accession=None, modalities=["CT"],
+                            series=1, instances=2, order_id=None,
+                            match={"status": "pending", "rule": None, "reason": "still arriving"})
     assert problems(component("Study"), item, COMPONENTS) == []
     report = {**file_validation.validate(io.BytesIO(b"not a DICOM file")), "file_size_bytes": 16}
     assert problems(component("ValidationReport"), report, COMPONENTS) == []
     series = [{"ID": "s1", "MainDicomTags": {"SeriesInstanceUID": "1.2.3", "Modality": "CT"}, "Instances": ["i"]}]
     study_tags = study_tags_of({"ID": "x", "MainDicomTags": {"StudyInstanceUID": "1.2"}}, series)
     assert problems(component("StudyTags"), study_tags, COMPONENTS) == []
+
+
+# --- the presenters turn the store's values into exactly the documented shapes (fields in order) -------------
+
+
+AT = datetime(2026, 11, 20, 9, 30, 15, tzinfo=UTC)
+
+
+def recorded_order(**changes: Any) -> Order:
+    values: dict[str, Any] = dict.fromkeys(presenters.ORDER_FIELDS)
+    values.update(order_id="ORD-1", accession_number="ACC-1", mrn="MRN-1", modality="CT", status="scheduled",
+                  birth_date=date(1815, 12, 10), scheduled_start=AT, created_at=AT, updated_at=AT)
+    values.update(changes)
+    return Order(**values)
+
+
+def fits(name: str, value: Any) -> None:
+    assert problems(component(name), value, COMPONENTS) == []
+    assert list(value) == [key for key in COMPONENTS[name]["properties"] if key in value], name
+
+
+def test_presenters_build_the_documented_shapes() -> None:
+    linked = recorded_order(study_instance_uid="1.2", orthanc_study_id="o", number_of_series=1, number_of_images=2,
+                            study_date=date(2026, 11, 20), study_time=time(9, 30), uploaded_at=AT,
+                            uploaded_by="tech", upload_source="dicom", match_rule="accession")
+    for order in (recorded_order(), linked):
+        fits("Order", presenters.order(order))
+    assert presenters.order(linked)["study_time"] == "09:30:00"
+    assert presenters.order(linked)["birth_date"] == "1815-12-10"
+    record = study_store.StudyRecord("1.2", "o", "MRN-1", "DOE^J", date(2026, 1, 2), time(8, 5, 9), None, "ACC-1",
+                                     ("CT", "SR"), 2, 3, "ORD-1", "accession", None)
+    study = presenters.recorded_study(record)
+    fits("Study", study)
+    assert (study["StudyDate"], study["StudyTime"], study["ModalitiesInStudy"]) == ("20260102", "080509", ["CT", "SR"])
+    assert study["match"] == {"status": "linked", "rule": "accession", "reason": None}
+    upload_id = uuid.uuid4()
+    row = study_store.UploadRecord(upload_id, None, None, "tech", "1.2", "o", 1, 10, ["a.dcm"], "MRN-1", None, None,
+                                   "20260102", "CT", None, None, None, False, "success", None, AT, "api", 0.5, False)
+    upload = presenters.upload(row)
+    fits("UploadRow", upload)
+    assert (upload["id"], upload["uploaded_at"]) == (str(upload_id), AT.isoformat())
+    entry = QueueEntry("1.2", "o", None, None, None, date(2026, 1, 2), ("CT",), 1, 1, "no matching order",
+                       ("ORD-1",), "dicom", None, AT, None, None)
+    fits("UnmatchedStudy", presenters.queue_entry(entry))
+    assert presenters.queue_entry(entry)["study_date"] == "2026-01-02"
+    for status in (MatchStatus("1.2", "linked", "ORD-1", "accession", None, ("ORD-1",), linked, ("q",)),
+                   MatchStatus("1.3", "unknown", None, None, None, (), None, ())):
+        fits("Match", presenters.match_status(status))
+    job = UploadJobRecord(uuid.uuid4(), "completed", "tech", "node", "cd_import", None, None, None, 1, 1, 1, 0,
+                          [], None, AT, AT, AT, AT)
+    fits("UploadJob", presenters.upload_job(job))
+    assert "results" not in presenters.upload_job(dataclasses.replace(job, status="running", finished_at=None))
+    assert presenters.counts(Counts(3, 2, 1)) == {"total_orders": 3, "matched_orders": 2, "total_uploads": 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from io import BytesIO
 from typing import Any
 
@@ -18,6 +18,7 @@ from ehr_imaging.core.worklist import (
     to_bytes,
     worklist_item,
 )
+from ehr_imaging.store.orders import ORDER_FIELDS, Order
 
 CHICAGO_CST = timezone(timedelta(hours=-6))
 
@@ -75,6 +76,15 @@ def test_patient_and_request_attributes() -> None:
     assert ds.RequestedProcedureID == "ORD-2026-0001"
     assert ds.RequestedProcedureDescription == "MR brain w/o contrast"
     assert "StudyInstanceUID" in ds
+
+
+def test_an_order_from_the_store_gives_the_same_item() -> None:
+    """What hooks/worklist passes: ``store.orders.Order.fields()``, its dates as ``date`` values."""
+    values: dict[str, Any] = {name: order().get(name) for name in ORDER_FIELDS}
+    recorded = Order(**{**values, "birth_date": date(1815, 12, 10)})
+    ds = worklist_item(recorded.fields())
+    assert ds.PatientBirthDate == "18151210"
+    assert ds == worklist_item(order())
 
 
 def test_scheduled_procedure_step() -> None:

@@ -14,6 +14,7 @@ from ..core.summary import SummaryOptionsError, parse_options
 from ..core.zipstream import zip_stream
 from ..services import Pacs
 from ..store import studies
+from . import presenters
 from .context import Api
 from .downloads import refuse_if_too_large_here
 from .router import Request, Response, json_response
@@ -96,7 +97,8 @@ def _uploads(api: Api, request: Request, patient_id: str | None) -> Response:
                                  limit=query_int(q, "limit", 50, 1, MAX_PAGE),
                                  offset=query_int(q, "offset", 0, 0, 10**9))
     total, items = studies.uploads(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
+                          "items": [presenters.upload(item) for item in items]})
 
 
 def get_upload(api: Api, request: Request) -> Response:
@@ -108,7 +110,7 @@ def get_upload(api: Api, request: Request) -> Response:
     found = studies.upload(api.services.engine, upload_id)
     if found is None:
         raise errors.NotFound(f"upload {upload_id} not found")
-    return json_response(found)
+    return json_response(presenters.upload(found))
 
 
 def _float_param(query: dict[str, str], name: str) -> float | None:

@@ -6,6 +6,7 @@ from ..core import errors
 from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
 from ..store import links
 from ..store import orders as order_store
+from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
 from .validation import query_bool, query_int
@@ -26,7 +27,7 @@ def put_order(api: Api, request: Request) -> Response:
         services.revisit_study(orthanc_id)
     if linked:
         saved = order_store.get(services.engine, order.order_id) or saved
-    return json_response(saved, 201 if created else 200)
+    return json_response(presenters.order(saved), 201 if created else 200)
 
 
 def get_order(api: Api, request: Request) -> Response:
@@ -34,7 +35,7 @@ def get_order(api: Api, request: Request) -> Response:
     order = order_store.get(api.services.engine, _checked_id(order_id))
     if order is None:
         raise errors.NotFound(f"order {order_id} not found")
-    return json_response(order)
+    return json_response(presenters.order(order))
 
 
 def cancel_order(api: Api, request: Request) -> Response:
@@ -42,7 +43,7 @@ def cancel_order(api: Api, request: Request) -> Response:
     cancelled = order_store.cancel(api.services.engine, order_id)
     if cancelled is None:
         raise errors.NotFound(f"order {order_id} not found")
-    return json_response(cancelled)
+    return json_response(presenters.order(cancelled))
 
 
 def list_orders(api: Api, request: Request) -> Response:
@@ -56,7 +57,8 @@ def list_orders(api: Api, request: Request) -> Response:
         limit=query_int(q, "limit", 50, 1, MAX_PAGE), offset=query_int(q, "offset", 0, 0, 10**9),
     )
     total, items = order_store.search(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
+                          "items": [presenters.order(item) for item in items]})
 
 
 def _checked_id(order_id: str) -> str:

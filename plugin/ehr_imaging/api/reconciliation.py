@@ -8,6 +8,7 @@ from ..core import auth, errors
 from ..store import links
 from ..store import orders as order_store
 from ..store import reconciliation as queue
+from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
 from .validation import query_int
@@ -19,11 +20,12 @@ def list_unmatched(api: Api, request: Request) -> Response:
     limit = query_int(request.query, "limit", 50, 1, 500)
     offset = query_int(request.query, "offset", 0, 0, 10**9)
     total, items = queue.unmatched(api.services.engine, limit=limit, offset=offset)
-    return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
+    return json_response({"total": total, "limit": limit, "offset": offset,
+                          "items": [presenters.queue_entry(item) for item in items]})
 
 
 def match(api: Api, request: Request) -> Response:
-    return json_response(queue.match_status(api.services.engine, request.params["study_uid"]))
+    return json_response(presenters.match_status(queue.match_status(api.services.engine, request.params["study_uid"])))
 
 
 def link(api: Api, request: Request) -> Response:
@@ -40,7 +42,7 @@ def link(api: Api, request: Request) -> Response:
                                      actor=principal.subject, force=force)
     api.services.revisit_study(orthanc_id)
     return json_response({"status": "linked", "study_instance_uid": request.params["study_uid"],
-                          "order": order_store.get(engine, order_id)})
+                          "order": presenters.optional_order(order_store.get(engine, order_id))})
 
 
 def unlink(api: Api, request: Request) -> Response:

@@ -14,9 +14,10 @@ from datetime import date
 
 from ..app import deletion, ingest, study_resolution
 from ..core import errors
-from ..core.dicom_values import parse_date, to_tm
+from ..core.dicom_values import parse_date
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..store import studies
+from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
 from .validation import query_int
@@ -84,7 +85,8 @@ def list_studies(api: Api, request: Request) -> Response:
     """Studies matching filters, newest first."""
     where = parse_study_filter(request.query)
     total, items = studies.search(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset, "items": items})
+    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
+                          "items": [presenters.recorded_study(item) for item in items]})
 
 
 def patient_studies(api: Api, request: Request) -> Response:
@@ -114,14 +116,13 @@ def get_study(api: Api, request: Request) -> Response:
     if seen is None:
         raise errors.NotFound(f"study {uid} not found")
     recorded = studies.get(services.engine, uid)
-    match = recorded["match"] if recorded else {"status": "pending", "rule": None,
-                                                "reason": "not yet recorded: the study is still arriving"}
-    return json_response(studies.study_item(
+    match = presenters.study_match(recorded) if recorded else {
+        "status": "pending", "rule": None, "reason": "not yet recorded: the study is still arriving"}
+    return json_response(presenters.study(
         uid, seen.orthanc_study_id, patient_id=seen.patient_id, patient_name=seen.patient_name,
-        study_date=seen.study_date, study_time_text=to_tm(seen.study_time) or None,
-        description=seen.study_description, accession=seen.accession_number, modalities=list(seen.modalities),
-        series=seen.number_of_series, instances=seen.number_of_instances,
-        order_id=recorded["order_id"] if recorded else None, match=match,
+        study_date=seen.study_date, study_time=seen.study_time, description=seen.study_description,
+        accession=seen.accession_number, modalities=list(seen.modalities), series=seen.number_of_series,
+        instances=seen.number_of_instances, order_id=recorded.order_id if recorded else None, match=match,
     ))
 
 
@@ -141,7 +142,7 @@ def delete_study(api: Api, request: Request) -> Response:
 def _listed(api: Api, where: studies.StudyFilter) -> Response:
     # The seed's EHR expects a bare JSON list here; the total travels in a header.
     total, items = studies.search(api.services.engine, where)
-    response = json_response(items)
+    response = json_response([presenters.recorded_study(item) for item in items])
     response.headers["X-Total-Count"] = str(total)
     return response
 

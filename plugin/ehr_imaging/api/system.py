@@ -8,6 +8,7 @@ from .. import __version__
 from ..core.auth import AuthError
 from ..services import Services
 from ..store import db, migrations, summary
+from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
 
@@ -47,7 +48,7 @@ def stats(api: Api, request: Request) -> Response:
         "total_instances": orthanc.get("CountInstances", 0),
         "disk_size_mb": orthanc.get("TotalDiskSizeMB", 0),
     }
-    body.update(summary.counts(services.engine, services.settings.DatabaseSchema))
+    body.update(presenters.counts(summary.counts(services.engine, services.settings.DatabaseSchema)))
     return json_response(body)
 
 

@@ -18,10 +18,12 @@ import uuid
 from typing import Any
 
 from ..app import uploading
-from ..core import auth, errors
+from ..core import errors
 from ..core.auth import Principal
+from ..core.ownership import owner_or_admin
 from ..core.upload_rules import DeclarationError, parse_declaration
 from ..store import upload_log as uploads
+from . import presenters
 from .context import Api
 from .router import Request, Response, UploadedFile, json_response
 
@@ -106,18 +108,9 @@ def upload_zip(api: Api, request: Request) -> Response:
 def upload_job(api: Api, request: Request) -> Response:
     """Progress of a ZIP upload job (results once it is done)."""
     job = uploads.get_job(api.services.engine, _uuid(request.params["job_id"], "job_id", errors.NotFound))
-    principal = _principal(request)
-    if job is None or (job.created_by != principal.subject and not principal.has_any_role({auth.ADMIN})):
+    if job is None or not owner_or_admin(job.created_by, _principal(request)):
         raise errors.NotFound(f"upload job {request.params['job_id']} not found")
-    answer: dict[str, Any] = {
-        "job_id": str(job.job_id), "status": job.status, "total_files": job.total_files,
-        "processed_files": job.processed_files, "successful": job.successful, "failed": job.failed,
-        "error": job.error, "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
-    if job.status in ("completed", "failed"):
-        answer["results"] = job.results or []
-    return json_response(answer)
+    return json_response(presenters.upload_job(job))
 
 
 def offline_metadata(api: Api, request: Request) -> Response:
@@ -130,7 +123,7 @@ def offline_metadata(api: Api, request: Request) -> Response:
         raise errors.TooLarge(str(exc)) from None
     caller = _principal(request)
     row = uploads.declare_offline(api.services.engine, declared, caller.subject)
-    if row.declared_by != caller.subject and not caller.is_admin:
+    if not owner_or_admin(row.declared_by, caller):
         # Neither who declared it nor its upload_id: only that the exact file (its sha256) is known already.
         raise errors.Conflict("this file (same SOP Instance UID and sha256) is already declared for offline sync;"
                               " send it with POST /api/v1/dicom/upload instead")
@@ -147,7 +140,7 @@ def offline_binary(api: Api, request: Request) -> Response:
     with files[0].open() as stream:
         try:
             caller = _principal(request)
-            answer = uploading.offline_binary(api.services, upload_id, stream, caller.subject, caller.is_admin)
+            answer = uploading.offline_binary(api.services, upload_id, stream, caller)
         except uploading.UploadRejected as exc:
             raise exc.error from None
     return json_response(answer)
@@ -160,7 +153,7 @@ def offline_ack(api: Api, request: Request) -> Response:
     upload_id = _uuid(given or request.option("upload_id"), "upload_id", errors.Invalid)
     try:
         caller = _principal(request)
-        return json_response(uploading.offline_ack(api.services, upload_id, caller.subject, caller.is_admin))
+        return json_response(uploading.offline_ack(api.services, upload_id, caller))
     except uploading.UploadRejected as exc:
         raise exc.error from None
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..app import viewer_tokens as issuing
 from ..core import errors
 from ..core.auth import AuthError
+from ..core.ownership import owner_or_admin
 from ..services import Services
 from ..store import viewer_tokens as store
 from .context import Api
@@ -48,8 +49,13 @@ def revoke(api: Api, request: Request) -> Response:
             token_id = services.viewer_tokens.verify(str(body["token"])).token_id
         except AuthError as exc:
             raise errors.Invalid(f"token: {exc}") from None
+    owner = store.owner(services.engine, str(token_id))
+    if owner is None:
+        raise errors.NotFound("no such viewer token")
+    if not owner_or_admin(owner, request.principal):
+        raise errors.Forbidden("only its owner or an admin may revoke this token")
     expires = store.revoke(services.engine, token_id=str(token_id), by=request.principal.subject,
-                           roles=request.principal.roles, reason=_text(body.get("reason")))
+                           reason=_text(body.get("reason")))
     api.revocations.add(str(token_id), expires.timestamp())
     return json_response({"status": "revoked", "token_id": token_id, "expires_at": expires.isoformat()})
 

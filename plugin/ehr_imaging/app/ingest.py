@@ -129,7 +129,7 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
             return
         accepted = locked.accepted_patient_id is not None and same_patient(seen.patient_id,
                                                                           locked.accepted_patient_id)
-        if not (same_patient(seen.patient_id, order.get("mrn")) or accepted):
+        if not (same_patient(seen.patient_id, order.mrn) or accepted):
             # Another patient's study under this UID (quarantined), or an order whose MRN is not the study's
             # patient: never rewritten into this patient's record.
             services.log_warning(f"ehr-imaging: Orthanc study {seen.orthanc_study_id} not coerced: its PatientID"
@@ -140,7 +140,7 @@ def coerce_tags(services: Services, seen: StudyObservation) -> None:
         except NotFound:  # gone meanwhile (coerced by an earlier run, or deleted)
             return
         current = {tag: shared.get(tag) if isinstance(shared.get(tag), str) else None for tag in COERCED_TAGS}
-        changes = tag_changes(current, order)
+        changes = tag_changes(current, order.fields())
         if not changes:
             return
         modification = {"Replace": changes, "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],

@@ -94,4 +94,4 @@ def _resolved(services: Services, uids: list[str]) -> dict[str, str]:
 def _recorded_studies(services: Services, where: StudyFilter) -> list[str]:
     """The same selection as the study queries (one past the cap, so too many is an error, not a cut)."""
     _, found = study_store.search(services.engine, dataclasses.replace(where, limit=MAX_STUDIES + 1))
-    return [str(item["StudyInstanceUID"]) for item in found]
+    return [study.study_instance_uid for study in found]

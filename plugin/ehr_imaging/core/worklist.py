@@ -6,6 +6,7 @@ images come back carrying them and match by accession without anyone typing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
@@ -37,8 +38,9 @@ def station_modalities(setting: dict[str, str]) -> dict[str, frozenset[str]]:
     return out
 
 
-def worklist_item(order: dict[str, Any], station_aet: str = "") -> Dataset:
-    """An MWL item (PS3.4 K.6) for one order given as the store's order dict.
+def worklist_item(order: Mapping[str, Any], station_aet: str = "") -> Dataset:
+    """An MWL item (PS3.4 K.6) for one order given as its fields by name (``store.orders.Order.fields()``, the
+    start in the site's zone); dates as ``date`` values or ISO text.
 
     ``station_aet`` fills Scheduled Station AE Title when the order names none (the modality it went to).
     """

@@ -39,7 +39,7 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
             items: list[bytes] = []
             truncated = len(orders) == MAX_SCAN  # more open orders than were read: say the answer is partial
             for order in orders:
-                item = to_bytes(worklist_item(order, station_aet=calling))
+                item = to_bytes(worklist_item(order.fields(), station_aet=calling))
                 if query.WorklistIsMatch(item):
                     if len(items) == cap:
                         truncated = True

@@ -25,7 +25,7 @@ from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObs
 from . import collisions
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
-from .orders import to_dict as order_dict
+from .orders import Order, order_of
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class LockedStudy:
         self._link = link
         order = session.get(ImagingOrder, link.order_id, with_for_update=True) if link and link.order_id else None
         self._order = order
-        self.order: dict[str, Any] | None = order_dict(order) if order else None
+        self.order: Order | None = order_of(order) if order else None
         self.orthanc_study_id = link.orthanc_study_id if link else None
         self.patient_id = link.patient_id if link else None
         self.accepted_patient_id = link.accepted_patient_id if link else None

@@ -1,22 +1,48 @@
-"""Typed SQLAlchemy models of the plugin's tables (the schema comes from the connection's search_path)."""
+"""Typed SQLAlchemy models of the plugin's tables: the one description of the schema (the schema's name comes
+from the connection's search_path).
+
+Every column, key, constraint, index and server default a migration (``store.schema_history``) creates is
+declared here too, under the name PostgreSQL gave it; ``tests/integration/test_schema_models.py`` fails when
+the migrated schema and these models drift. Columns are TEXT (``str``), as the migrations create them.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String, func
+from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CheckConstraint, Index, UniqueConstraint
 
 
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map: ClassVar[dict[Any, Any]] = {str: Text()}
+
+
+# Server defaults (the DEFAULT clauses of the migrations); the Python defaults next to them fill new objects.
+ZERO, FALSE, TRUE = text("0"), text("false"), text("true")
+EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY = text("'[]'::jsonb"), text("'{}'::jsonb"), text("'{}'::text[]")
 
 
 class ImagingOrder(Base):
     __tablename__ = "imaging_orders"
+    __table_args__ = (
+        CheckConstraint("sex IN ('M', 'F', 'O')", name="imaging_orders_sex_check"),
+        CheckConstraint("status IN ('scheduled', 'in-progress', 'completed', 'cancelled')",
+                        name="imaging_orders_status_check"),
+        UniqueConstraint("study_instance_uid", name="imaging_orders_study_instance_uid_key"),
+        Index("ix_imaging_orders_accession", "accession_number"),
+        Index("ix_imaging_orders_mrn", "mrn"),
+        Index("ix_imaging_orders_patient", "patient_id"),
+        Index("ix_imaging_orders_status", "status"),
+        # matching compares normalized identifiers
+        Index("ix_imaging_orders_accession_norm", func.upper(text("accession_number"))),
+        Index("ix_imaging_orders_mrn_norm", func.upper(text("mrn"))),
+        Index("ix_imaging_orders_station_aet", "station_aet"),
+    )
 
     order_id: Mapped[str] = mapped_column(primary_key=True)
     accession_number: Mapped[str | None]
@@ -30,7 +56,7 @@ class ImagingOrder(Base):
     scheduled_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     description: Mapped[str | None]
     referring_physician: Mapped[str | None]
-    status: Mapped[str] = mapped_column(default="scheduled")
+    status: Mapped[str] = mapped_column(default="scheduled", server_default=text("'scheduled'"))
     station_aet: Mapped[str | None]  # the modality (Scheduled Station AE Title) whose worklist shows it
     # Filled in by matching:
     study_instance_uid: Mapped[str | None]
@@ -60,6 +86,12 @@ class StudyLink(Base):
     """The matching state of one study: its facts, and its order or why it has none."""
 
     __tablename__ = "study_links"
+    __table_args__ = (
+        Index("ix_study_links_unmatched", "first_seen_at", postgresql_where=text("order_id IS NULL")),
+        Index("ix_study_links_accession", "accession_number"),
+        Index("ix_study_links_patient", "patient_id"),
+        Index("ix_study_links_order", "order_id"),
+    )
 
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
     orthanc_study_id: Mapped[str]
@@ -69,18 +101,19 @@ class StudyLink(Base):
     study_date: Mapped[date | None]
     study_time: Mapped[time | None]
     study_description: Mapped[str | None]
-    modalities: Mapped[list[str]] = mapped_column(ARRAY(String), default=list)
-    number_of_series: Mapped[int] = mapped_column(default=0)
-    number_of_instances: Mapped[int] = mapped_column(default=0)
-    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    modalities: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default=EMPTY_TEXT_ARRAY)
+    number_of_series: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    number_of_instances: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
     explicit_order_id: Mapped[str | None]
-    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id"))
+    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id",
+                                                            name="study_links_order_id_fkey"))
     match_rule: Mapped[str | None]
     match_reason: Mapped[str | None]
-    candidates: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    candidates: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=EMPTY_JSON_LIST)
     upload_source: Mapped[str | None]
     uploaded_by: Mapped[str | None]
-    auto_match: Mapped[bool] = mapped_column(default=True)
+    auto_match: Mapped[bool] = mapped_column(default=True, server_default=TRUE)  # false once a person unlinked it
     # The study's own PatientID when a person linked it to another patient's order (force): that person
     # accepted it as this patient, so its later batches are this study's, not a collision.
     accepted_patient_id: Mapped[str | None]
@@ -94,6 +127,11 @@ class StudyUidCollision(Base):
     queue (core.study_identity)."""
 
     __tablename__ = "study_uid_collisions"
+    __table_args__ = (
+        Index("ix_study_uid_collisions_uid", "study_instance_uid"),
+        Index("ix_study_uid_collisions_moved", "quarantine_orthanc_study_id", unique=True),
+        Index("ix_study_uid_collisions_moved_uid", "quarantine_study_instance_uid"),
+    )
 
     orthanc_study_id: Mapped[str] = mapped_column(primary_key=True)  # as it arrived
     study_instance_uid: Mapped[str]  # as it arrived: the recorded study's
@@ -104,10 +142,10 @@ class StudyUidCollision(Base):
     patient_name: Mapped[str | None]
     accession_number: Mapped[str | None]
     study_date: Mapped[date | None]
-    modalities: Mapped[list[str]] = mapped_column(ARRAY(String), default=list)
-    number_of_series: Mapped[int] = mapped_column(default=0)
-    number_of_instances: Mapped[int] = mapped_column(default=0)
-    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    modalities: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default=EMPTY_TEXT_ARRAY)
+    number_of_series: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    number_of_instances: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
     upload_source: Mapped[str | None]
     uploaded_by: Mapped[str | None]
     recorded_orthanc_study_id: Mapped[str]
@@ -120,6 +158,11 @@ class LinkAudit(Base):
     """Every link and unlink, automatic or by a person."""
 
     __tablename__ = "link_audit"
+    __table_args__ = (
+        CheckConstraint("action IN ('auto-link', 'link', 'unlink', 'coerce', 'quarantine')",
+                        name="link_audit_action_check"),
+        Index("ix_link_audit_study", "study_instance_uid"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     study_instance_uid: Mapped[str]
@@ -135,16 +178,25 @@ class DicomUploadLog(Base):
     """One row per ingest of a study (the seed plan's columns)."""
 
     __tablename__ = "dicom_upload_logs"
+    __table_args__ = (
+        CheckConstraint("upload_status IN ('success', 'failed', 'partial')",
+                        name="dicom_upload_logs_upload_status_check"),
+        Index("ix_dicom_upload_logs_study_uid", "study_instance_uid"),
+        Index("ix_dicom_upload_logs_orthanc_id", "orthanc_study_id"),
+        Index("ix_dicom_upload_logs_patient_id", "patient_id"),
+        Index("ix_dicom_upload_logs_order_id", "order_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     patient_id: Mapped[str | None]
-    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id"))
+    order_id: Mapped[str | None] = mapped_column(ForeignKey("imaging_orders.order_id",
+                                                            name="dicom_upload_logs_order_id_fkey"))
     uploaded_by: Mapped[str | None]
     study_instance_uid: Mapped[str]
     orthanc_study_id: Mapped[str | None]
-    number_of_files: Mapped[int] = mapped_column(default=0)
-    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    file_names: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    number_of_files: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    total_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
+    file_names: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=EMPTY_JSON_LIST)
     original_patient_id: Mapped[str | None]
     original_patient_name: Mapped[str | None]
     original_accession_number: Mapped[str | None]
@@ -153,23 +205,24 @@ class DicomUploadLog(Base):
     modified_patient_id: Mapped[str | None]
     modified_patient_name: Mapped[str | None]
     modified_accession_number: Mapped[str | None]
-    tags_modified: Mapped[bool] = mapped_column(default=False)
+    tags_modified: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
     upload_status: Mapped[str]
     error_message: Mapped[str | None]
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     upload_source: Mapped[str]
-    upload_duration_seconds: Mapped[float | None]
-    is_deleted: Mapped[bool] = mapped_column(default=False)
+    upload_duration_seconds: Mapped[float | None] = mapped_column(Double)
+    is_deleted: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
 
 
 class ViewerTokenRecord(Base):
     """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
 
     __tablename__ = "viewer_tokens"
+    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),)
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
-    study_uids: Mapped[list[str]] = mapped_column(ARRAY(String))
+    study_uids: Mapped[list[str]] = mapped_column(ARRAY(Text))
     order_id: Mapped[str | None]
     patient_id: Mapped[str | None]
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -183,21 +236,25 @@ class ViewerAccess(Base):
     """Viewer reads aggregated per token and study (not a row per frame)."""
 
     __tablename__ = "viewer_access_log"
+    __table_args__ = (Index("ix_viewer_access_log_study", "study_instance_uid"),
+                      Index("ix_viewer_access_log_subject", "subject"))
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
     first_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    request_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    denied_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
+    denied_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
 
 
 class TagEditAudit(Base):
     """One row per modify-tags call: who changed which tags of which file, from what to what."""
 
     __tablename__ = "tag_edit_audit"
+    __table_args__ = (Index("ix_tag_edit_audit_study", "study_instance_uid"),
+                      Index("ix_tag_edit_audit_sop", "sop_instance_uid"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     edited_by: Mapped[str]
@@ -205,16 +262,21 @@ class TagEditAudit(Base):
     sop_instance_uid: Mapped[str | None]
     study_instance_uid: Mapped[str | None]
     file_name: Mapped[str | None]
-    original_values: Mapped[dict[str, str | None]] = mapped_column(JSONB, default=dict)
-    new_values: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
-    removed_private_tags: Mapped[bool] = mapped_column(default=False)
-    private_tags_removed: Mapped[int] = mapped_column(default=0)
+    original_values: Mapped[dict[str, str | None]] = mapped_column(JSONB, default=dict,
+                                                                   server_default=EMPTY_JSON_OBJECT)
+    new_values: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default=EMPTY_JSON_OBJECT)
+    removed_private_tags: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
+    private_tags_removed: Mapped[int] = mapped_column(default=0, server_default=ZERO)
 
 
 class DicomDeletionLog(Base):
     """One row per deleted study: who, when, why, and what it held."""
 
     __tablename__ = "dicom_deletion_logs"
+    __table_args__ = (
+        CheckConstraint("length(trim(reason)) > 0", name="dicom_deletion_logs_reason_check"),
+        Index("ix_dicom_deletion_logs_study_uid", "study_instance_uid"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     study_instance_uid: Mapped[str]
@@ -236,19 +298,23 @@ class UploadJob(Base):
     """A large ZIP upload processed on a worker thread; polled by the EHR."""
 
     __tablename__ = "upload_jobs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'completed', 'failed')", name="upload_jobs_status_check"),
+        Index("ix_upload_jobs_open", "node", postgresql_where=text("status IN ('queued', 'running')")),
+    )
 
     job_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     status: Mapped[str] = mapped_column(default="queued")
     created_by: Mapped[str]
-    node: Mapped[str]
+    node: Mapped[str]  # the Orthanc node that holds the archive and runs the job
     source: Mapped[str]
     file_name: Mapped[str | None]
     order_id: Mapped[str | None]
     patient_id: Mapped[str | None]
-    total_files: Mapped[int] = mapped_column(default=0)
-    processed_files: Mapped[int] = mapped_column(default=0)
-    successful: Mapped[int] = mapped_column(default=0)
-    failed: Mapped[int] = mapped_column(default=0)
+    total_files: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    processed_files: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    successful: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    failed: Mapped[int] = mapped_column(default=0, server_default=ZERO)
     results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     error: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -261,6 +327,14 @@ class OfflineUpload(Base):
     """One file of the offline sync protocol: declared, received, stored, acknowledged."""
 
     __tablename__ = "offline_uploads"
+    __table_args__ = (
+        CheckConstraint("size > 0", name="offline_uploads_size_check"),
+        CheckConstraint("status IN ('METADATA_UPLOADED', 'BINARY_RECEIVED', 'STORED', 'ACK_RECEIVED')",
+                        name="offline_uploads_status_check"),
+        # the same declaration twice is the same upload
+        UniqueConstraint("sop_instance_uid", "sha256", name="offline_uploads_sop_instance_uid_sha256_key"),
+        Index("ix_offline_uploads_study", "study_instance_uid"),
+    )
 
     upload_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     sop_instance_uid: Mapped[str]
@@ -275,7 +349,8 @@ class OfflineUpload(Base):
     declared_by: Mapped[str]
     orthanc_instance_id: Mapped[str | None]
     orthanc_study_id: Mapped[str | None]
-    upload_log_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("dicom_upload_logs.id"))
+    upload_log_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("dicom_upload_logs.id",
+                                                                       name="offline_uploads_upload_log_id_fkey"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -285,6 +360,7 @@ class AdminSessionRevocation(Base):
     """Admin browser sessions ended by logout (the cookie's ``jti``), until the cookie would have expired."""
 
     __tablename__ = "admin_session_revocations"
+    __table_args__ = (Index("ix_admin_session_revocations_expires", "expires_at"),)
 
     session_id: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
@@ -296,6 +372,11 @@ class DimseAudit(Base):
     """One row per DICOM query or retrieval the plugin answered or refused: C-FIND, worklist, C-MOVE."""
 
     __tablename__ = "dimse_audit"
+    __table_args__ = (
+        CheckConstraint("service IN ('C-FIND', 'MWL', 'C-MOVE')", name="dimse_audit_service_check"),
+        Index("ix_dimse_audit_at", "at"),
+        Index("ix_dimse_audit_calling", "calling_aet", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -303,9 +384,9 @@ class DimseAudit(Base):
     calling_aet: Mapped[str]
     called_aet: Mapped[str | None]
     level: Mapped[str | None]
-    query: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    answers: Mapped[int] = mapped_column(default=0)
-    truncated: Mapped[bool] = mapped_column(default=False)
+    query: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=EMPTY_JSON_OBJECT)
+    answers: Mapped[int] = mapped_column(default=0, server_default=ZERO)
+    truncated: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
     target_aet: Mapped[str | None]
     outcome: Mapped[str]
     node: Mapped[str | None]

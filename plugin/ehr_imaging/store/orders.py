@@ -1,9 +1,13 @@
-"""Imaging orders in PostgreSQL: idempotent upsert, read, list, cancel."""
+"""Imaging orders in PostgreSQL: idempotent upsert, read, list, cancel, the open orders of a worklist.
+
+Orders come back as ``Order`` values (the row's fields, as typed values), never as the API's JSON.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import date, datetime, time, tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select
@@ -17,6 +21,50 @@ from .models import ImagingOrder
 
 
 @dataclass(frozen=True)
+class Order:
+    """One imaging order as recorded: the EHR's fields, then those matching fills in, then its timestamps."""
+
+    order_id: str
+    accession_number: str | None
+    patient_id: str | None
+    mrn: str | None
+    patient_family_name: str | None
+    patient_given_name: str | None
+    birth_date: date | None
+    sex: str | None
+    modality: str | None
+    scheduled_start: datetime | None
+    description: str | None
+    referring_physician: str | None
+    status: str
+    station_aet: str | None
+    study_instance_uid: str | None
+    orthanc_study_id: str | None
+    number_of_series: int | None
+    number_of_images: int | None
+    study_date: date | None
+    study_time: time | None
+    uploaded_at: datetime | None
+    uploaded_by: str | None
+    upload_source: str | None
+    match_rule: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def fields(self) -> dict[str, Any]:
+        """The order's fields by name (for the pure rules that read an order as a mapping: worklist, coercion)."""
+        return dataclasses.asdict(self)
+
+
+ORDER_FIELDS = tuple(field.name for field in dataclasses.fields(Order))  # ImagingOrder's columns
+
+
+def order_of(row: ImagingOrder) -> Order:
+    """The values of an order row (for the store modules that read orders in their own transactions)."""
+    return Order(**{name: getattr(row, name) for name in ORDER_FIELDS})
+
+
+@dataclass(frozen=True)
 class OrderFilter:
     status: str | None = None
     unmatched: bool | None = None
@@ -27,7 +75,7 @@ class OrderFilter:
     offset: int = 0
 
 
-def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
+def upsert(engine: Engine, order: OrderInput) -> tuple[Order, bool]:
     """Insert or replace the EHR's fields of an order; match fields are left alone. Returns (order, created).
 
     An order linked to a study keeps its patient: another MRN would make the study (and, with tag coercion,
@@ -47,16 +95,16 @@ def upsert(engine: Engine, order: OrderInput) -> tuple[dict[str, Any], bool]:
             raise Conflict(f"order {row['order_id']} is linked to study {current.study_instance_uid}: its MRN"
                                 " cannot change (unlink the study first)")
         result = session.execute(statement).one()
-        return to_dict(result[0]), bool(result[1])
+        return order_of(result[0]), bool(result[1])
 
 
-def get(engine: Engine, order_id: str) -> dict[str, Any] | None:
+def get(engine: Engine, order_id: str) -> Order | None:
     with Session(engine) as session:
         order = session.get(ImagingOrder, order_id)
-        return to_dict(order) if order else None
+        return order_of(order) if order else None
 
 
-def search(engine: Engine, where: OrderFilter) -> tuple[int, list[dict[str, Any]]]:
+def search(engine: Engine, where: OrderFilter) -> tuple[int, list[Order]]:
     query = select(ImagingOrder)
     if where.status:
         query = query.where(ImagingOrder.status == where.status)
@@ -75,10 +123,10 @@ def search(engine: Engine, where: OrderFilter) -> tuple[int, list[dict[str, Any]
             query.order_by(ImagingOrder.scheduled_start.desc().nulls_last(), ImagingOrder.order_id)
             .limit(where.limit).offset(where.offset)
         ).all()
-        return total, [to_dict(row) for row in rows]
+        return total, [order_of(row) for row in rows]
 
 
-def cancel(engine: Engine, order_id: str) -> dict[str, Any] | None:
+def cancel(engine: Engine, order_id: str) -> Order | None:
     with Session(engine) as session, session.begin():
         order = session.get(ImagingOrder, order_id, with_for_update=True)
         if order is None:
@@ -87,21 +135,12 @@ def cancel(engine: Engine, order_id: str) -> dict[str, Any] | None:
         order.updated_at = func.now()
         session.flush()
         session.refresh(order)
-        return to_dict(order)
-
-
-def to_dict(order: ImagingOrder) -> dict[str, Any]:
-    fields = ("order_id", *ImagingOrder.EHR_FIELDS, *ImagingOrder.MATCH_FIELDS, "created_at", "updated_at")
-    return {name: _json_value(getattr(order, name)) for name in fields}
-
-
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
+        return order_of(order)
 
 
 def open_orders(engine: Engine, zone: tzinfo, *, station_aet: str, fallback_modalities: frozenset[str] = frozenset(),
                 limit: int, mrn: str | None = None, accession: str | None = None,
-                modality: str | None = None) -> list[dict[str, Any]]:
+                modality: str | None = None) -> list[Order]:
     """Scheduled and in-progress orders not yet performed (no study linked) for one modality, times in the
     site's zone: the orders naming ``station_aet``, and those naming no station whose modality is one of
     ``fallback_modalities`` (none when it is empty)."""
@@ -119,9 +158,5 @@ def open_orders(engine: Engine, zone: tzinfo, *, station_aet: str, fallback_moda
         query = query.where(ImagingOrder.modality == modality.upper())
     with Session(engine) as session:
         rows = session.scalars(query.order_by(ImagingOrder.scheduled_start, ImagingOrder.order_id).limit(limit)).all()
-        items = []
-        for row in rows:
-            item = to_dict(row)
-            item["scheduled_start"] = row.scheduled_start.astimezone(zone) if row.scheduled_start else None
-            items.append(item)
-        return items
+        return [dataclasses.replace(order_of(row), scheduled_start=row.scheduled_start.astimezone(zone)
+                                    if row.scheduled_start else None) for row in rows]

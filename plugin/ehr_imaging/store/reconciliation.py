@@ -1,8 +1,10 @@
 """What waits for a person: unmatched studies and quarantined StudyInstanceUID collisions, and where one
-study stands."""
+study stands (as values: ``QueueEntry``, ``MatchStatus``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, literal, null, select, union_all
@@ -11,10 +13,49 @@ from sqlalchemy.orm import Session
 
 from ..core.study_identity import REASON_COLLISION
 from .models import ImagingOrder, StudyLink, StudyUidCollision
-from .orders import to_dict as order_dict
+from .orders import Order, order_of
 
 
-def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class QueueEntry:
+    """A study waiting for a person: unmatched (``reason``, ``candidate_order_ids``), or quarantined."""
+
+    study_instance_uid: str
+    orthanc_study_id: str
+    patient_id: str | None
+    patient_name: str | None
+    accession_number: str | None
+    study_date: date | None
+    modalities: tuple[str, ...]
+    number_of_series: int
+    number_of_instances: int
+    reason: str | None
+    candidate_order_ids: tuple[str, ...]
+    upload_source: str | None
+    uploaded_by: str | None
+    first_seen_at: datetime
+    # A collision: the Orthanc study recorded under the StudyInstanceUID it was sent with (the other
+    # patient's), and that StudyInstanceUID; it is now under ``study_instance_uid``, its own. Else None.
+    collides_with_orthanc_study_id: str | None
+    original_study_instance_uid: str | None
+
+
+@dataclass(frozen=True)
+class MatchStatus:
+    """Where a study stands: ``linked`` (with its order), ``unmatched`` (why, candidates) or ``unknown`` yet;
+    and the Orthanc studies quarantined under its StudyInstanceUID."""
+
+    study_instance_uid: str
+    status: str
+    order_id: str | None
+    match_rule: str | None
+    reason: str | None
+    candidate_order_ids: tuple[str, ...]
+    order: Order | None
+    quarantined_orthanc_study_ids: tuple[str, ...]
+
+
+def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[QueueEntry]]:
     """The reconciliation queue, oldest first: studies without an order, and Orthanc studies quarantined
     because their StudyInstanceUID is recorded under another patient (reason ``study uid collision``)."""
     link, collision = StudyLink, StudyUidCollision
@@ -42,39 +83,24 @@ def unmatched(engine: Engine, *, limit: int, offset: int) -> tuple[int, list[dic
         return total, [_item(row._mapping) for row in rows]
 
 
-def _item(row: Any) -> dict[str, Any]:
-    return {
-        "study_instance_uid": row["study_instance_uid"], "orthanc_study_id": row["orthanc_study_id"],
-        "patient_id": row["patient_id"], "patient_name": row["patient_name"],
-        "accession_number": row["accession_number"],
-        "study_date": row["study_date"].isoformat() if row["study_date"] else None,
-        "modalities": list(row["modalities"] or []), "number_of_series": row["number_of_series"],
-        "number_of_instances": row["number_of_instances"], "reason": row["reason"],
-        "candidate_order_ids": list(row["candidates"] or []), "upload_source": row["upload_source"],
-        "uploaded_by": row["uploaded_by"], "first_seen_at": row["first_seen_at"].isoformat(),
-        # A collision: the Orthanc study recorded under the StudyInstanceUID it was sent with (the other
-        # patient's), and that StudyInstanceUID; it is now under ``study_instance_uid``, its own. Else None.
-        "collides_with_orthanc_study_id": row["collides_with"],
-        "original_study_instance_uid": row["original_uid"],
-    }
+def _item(row: Any) -> QueueEntry:
+    return QueueEntry(
+        row["study_instance_uid"], row["orthanc_study_id"], row["patient_id"], row["patient_name"],
+        row["accession_number"], row["study_date"], tuple(row["modalities"] or ()), row["number_of_series"],
+        row["number_of_instances"], row["reason"], tuple(row["candidates"] or ()), row["upload_source"],
+        row["uploaded_by"], row["first_seen_at"], row["collides_with"], row["original_uid"])
 
 
-def match_status(engine: Engine, study_uid: str) -> dict[str, Any]:
-    """Where a study stands: linked (with its order), unmatched (why, candidates) or unknown yet; and the
-    Orthanc studies quarantined under its StudyInstanceUID."""
+def match_status(engine: Engine, study_uid: str) -> MatchStatus:
+    """Where a study stands (``MatchStatus``)."""
     with Session(engine) as session:
-        quarantined = sorted(session.scalars(
+        quarantined = tuple(sorted(session.scalars(
             select(func.coalesce(StudyUidCollision.quarantine_orthanc_study_id, StudyUidCollision.orthanc_study_id))
-            .where(StudyUidCollision.study_instance_uid == study_uid)).all())
+            .where(StudyUidCollision.study_instance_uid == study_uid)).all()))
         link = session.get(StudyLink, study_uid)
         if link is None:
-            return {"study_instance_uid": study_uid, "status": "unknown", "order_id": None, "match_rule": None,
-                    "reason": None, "candidate_order_ids": [], "order": None,
-                    "quarantined_orthanc_study_ids": quarantined}
+            return MatchStatus(study_uid, "unknown", None, None, None, (), None, quarantined)
         order = session.get(ImagingOrder, link.order_id) if link.order_id else None
-        return {
-            "study_instance_uid": study_uid, "status": "linked" if order else "unmatched",
-            "order_id": link.order_id, "match_rule": link.match_rule, "reason": link.match_reason,
-            "candidate_order_ids": list(link.candidates or []), "order": order_dict(order) if order else None,
-            "quarantined_orthanc_study_ids": quarantined,
-        }
+        return MatchStatus(study_uid, "linked" if order else "unmatched", link.order_id, link.match_rule,
+                           link.match_reason, tuple(link.candidates or ()), order_of(order) if order else None,
+                           quarantined)

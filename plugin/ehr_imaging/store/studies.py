@@ -1,5 +1,5 @@
 """Studies as the EHR sees them: queries over ``study_links`` (joined to their orders), deletion audit,
-upload history.
+upload history. They come back as values (``StudyRecord``, ``UploadRecord``); the API's JSON is api/presenters'.
 
 ``study_links`` holds every recorded study's facts and link, so queries never walk Orthanc. Identifiers
 are compared as matching compares them (upper-cased, trimmed by ingest).
@@ -7,10 +7,11 @@ are compared as matching compares them (upper-cased, trimmed by ingest).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
 from typing import Any
 
 from sqlalchemy import Engine, String, any_, cast, func, literal, or_, select, update
@@ -51,7 +52,34 @@ class StudyFacts:
     number_of_instances: int
 
 
-def search(engine: Engine, where: StudyFilter) -> tuple[int, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class StudyRecord:
+    """A recorded study's facts (as its last ingest saw them) and its link: an order, or why it has none."""
+
+    study_instance_uid: str
+    orthanc_study_id: str
+    patient_id: str | None
+    patient_name: str | None
+    study_date: date | None
+    study_time: time | None
+    study_description: str | None
+    accession_number: str | None
+    modalities: tuple[str, ...]
+    number_of_series: int
+    number_of_instances: int
+    order_id: str | None
+    match_rule: str | None
+    match_reason: str | None
+
+
+def _record(link: StudyLink) -> StudyRecord:
+    return StudyRecord(
+        link.study_instance_uid, link.orthanc_study_id, link.patient_id, link.patient_name, link.study_date,
+        link.study_time, link.study_description, link.accession_number, tuple(link.modalities or ()),
+        link.number_of_series, link.number_of_instances, link.order_id, link.match_rule, link.match_reason)
+
+
+def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
     """Matching studies, newest first (StudyDate, StudyTime), with their link."""
     query = _filtered(select(StudyLink, ImagingOrder.status).outerjoin(
         ImagingOrder, ImagingOrder.order_id == StudyLink.order_id), where)
@@ -60,7 +88,7 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[dict[str, Any]
         rows = session.execute(query.order_by(
             StudyLink.study_date.desc().nulls_last(), StudyLink.study_time.desc().nulls_last(),
             StudyLink.study_instance_uid).limit(where.limit).offset(where.offset)).all()
-        return total, [item(row[0]) for row in rows]
+        return total, [_record(row[0]) for row in rows]
 
 
 def _filtered(query: Any, where: StudyFilter) -> Any:
@@ -94,10 +122,10 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def get(engine: Engine, study_uid: str) -> dict[str, Any] | None:
+def get(engine: Engine, study_uid: str) -> StudyRecord | None:
     with Session(engine) as session:
         link = session.get(StudyLink, study_uid)
-        return item(link) if link else None
+        return _record(link) if link else None
 
 
 @dataclass(frozen=True)
@@ -126,31 +154,6 @@ def recorded(engine: Engine, study_uids: list[str]) -> dict[str, RecordedStudy]:
 def order_exists(engine: Engine, order_id: str) -> bool:
     with Session(engine) as session:
         return session.get(ImagingOrder, order_id) is not None
-
-
-def item(link: StudyLink) -> dict[str, Any]:
-    """One study in the API's shape: DICOM keywords for its tags (DA/TM values), then its link."""
-    status = "linked" if link.order_id else "unmatched"
-    return study_item(
-        link.study_instance_uid, link.orthanc_study_id, patient_id=link.patient_id, patient_name=link.patient_name,
-        study_date=link.study_date, study_time_text=link.study_time.strftime("%H%M%S") if link.study_time else None,
-        description=link.study_description, accession=link.accession_number, modalities=list(link.modalities or []),
-        series=link.number_of_series, instances=link.number_of_instances, order_id=link.order_id,
-        match={"status": status, "rule": link.match_rule, "reason": link.match_reason},
-    )
-
-
-def study_item(study_uid: str, orthanc_id: str | None, *, patient_id: str | None, patient_name: str | None,
-               study_date: date | None, study_time_text: str | None, description: str | None, accession: str | None,
-               modalities: list[str], series: int, instances: int, order_id: str | None,
-               match: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "StudyInstanceUID": study_uid, "OrthancStudyID": orthanc_id, "PatientID": patient_id,
-        "PatientName": patient_name, "StudyDate": study_date.strftime("%Y%m%d") if study_date else None,
-        "StudyTime": study_time_text, "StudyDescription": description, "AccessionNumber": accession,
-        "ModalitiesInStudy": modalities, "NumberOfSeries": series, "NumberOfInstances": instances,
-        "order_id": order_id, "match": match,
-    }
 
 
 # --- deletion ---------------------------------------------------------------------------------------------
@@ -238,7 +241,41 @@ class UploadFilter:
     offset: int = 0
 
 
-def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class UploadRecord:
+    """One upload audit row (``dicom_upload_logs``)."""
+
+    id: uuid.UUID
+    patient_id: str | None
+    order_id: str | None
+    uploaded_by: str | None
+    study_instance_uid: str
+    orthanc_study_id: str | None
+    number_of_files: int
+    total_size_bytes: int
+    file_names: list[str]
+    original_patient_id: str | None
+    original_patient_name: str | None
+    original_accession_number: str | None
+    original_study_date: str | None
+    original_modality: str | None
+    modified_patient_id: str | None
+    modified_patient_name: str | None
+    modified_accession_number: str | None
+    tags_modified: bool
+    upload_status: str
+    error_message: str | None
+    uploaded_at: datetime
+    upload_source: str
+    upload_duration_seconds: float | None
+    is_deleted: bool
+
+
+def _upload(row: DicomUploadLog) -> UploadRecord:
+    return UploadRecord(**{field.name: getattr(row, field.name) for field in dataclasses.fields(UploadRecord)})
+
+
+def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[UploadRecord]]:
     """Upload audit rows, newest first; soft-deleted ones included (``is_deleted``): this is history."""
     query = select(DicomUploadLog)
     if where.status:
@@ -255,31 +292,10 @@ def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[dict[str, An
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(DicomUploadLog.uploaded_at.desc(), cast(DicomUploadLog.id, String))
                                .limit(where.limit).offset(where.offset)).all()
-        return total, [upload_item(row) for row in rows]
+        return total, [_upload(row) for row in rows]
 
 
-def upload(engine: Engine, upload_id: uuid.UUID) -> dict[str, Any] | None:
+def upload(engine: Engine, upload_id: uuid.UUID) -> UploadRecord | None:
     with Session(engine) as session:
         row = session.get(DicomUploadLog, upload_id)
-        return upload_item(row) if row else None
-
-
-UPLOAD_FIELDS = (
-    "id", "patient_id", "order_id", "uploaded_by", "study_instance_uid", "orthanc_study_id", "number_of_files",
-    "total_size_bytes", "file_names", "original_patient_id", "original_patient_name", "original_accession_number",
-    "original_study_date", "original_modality", "modified_patient_id", "modified_patient_name",
-    "modified_accession_number", "tags_modified", "upload_status", "error_message", "uploaded_at", "upload_source",
-    "upload_duration_seconds", "is_deleted",
-)
-
-
-def upload_item(row: DicomUploadLog) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in UPLOAD_FIELDS:
-        value = getattr(row, name)
-        if isinstance(value, uuid.UUID):
-            value = str(value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        out[name] = value
-    return out
+        return _upload(row) if row else None

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Engine, text
 
 from .migrations import check_schema_name
 
 
-def counts(engine: Engine, schema: str) -> dict[str, int]:
+@dataclass(frozen=True)
+class Counts:
+    orders: int
+    matched_orders: int  # linked to a study
+    uploads: int  # upload audit rows not soft-deleted
+
+
+def counts(engine: Engine, schema: str) -> Counts:
     check_schema_name(schema)
     with engine.connect() as conn:
         row = conn.execute(
@@ -17,4 +26,4 @@ def counts(engine: Engine, schema: str) -> dict[str, int]:
                 f' (SELECT count(*) FROM "{schema}".dicom_upload_logs WHERE NOT is_deleted)'
             )
         ).one()
-    return {"total_orders": row[0], "matched_orders": row[1], "total_uploads": row[2]}
+    return Counts(row[0], row[1], row[2])

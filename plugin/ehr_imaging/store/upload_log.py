@@ -1,12 +1,15 @@
-"""Upload audit rows, upload jobs (large ZIPs) and offline-sync uploads in PostgreSQL."""
+"""Upload audit rows, upload jobs (large ZIPs) and offline-sync uploads in PostgreSQL; jobs and offline uploads
+come back as values (``UploadJobRecord``, ``OfflineUploadRecord``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -17,6 +20,8 @@ from .models import DicomUploadLog, OfflineUpload, UploadJob
 
 if TYPE_CHECKING:
     from ..core.upload_rules import OfflineDeclaration
+
+_Record = TypeVar("_Record", "UploadJobRecord", "OfflineUploadRecord")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,29 @@ def record_failed(engine: Engine, *, uploaded_by: str, source: str, file_names: 
 # --- upload jobs -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UploadJobRecord:
+    """A ZIP upload job: who created it, on which node, its progress and, once done, its per-file results."""
+
+    job_id: uuid.UUID
+    status: str  # queued | running | completed | failed
+    created_by: str
+    node: str
+    source: str
+    file_name: str | None
+    order_id: str | None
+    patient_id: str | None
+    total_files: int
+    processed_files: int
+    successful: int
+    failed: int
+    results: list[dict[str, Any]] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
 
 def create_job(engine: Engine, *, created_by: str, node: str, source: str, file_name: str | None,
                order_id: str | None, patient_id: str | None, total_files: int) -> uuid.UUID:
@@ -88,9 +116,10 @@ def finish_job(engine: Engine, job_id: uuid.UUID, *, status: str, results: list[
             error=error, finished_at=func.now(), updated_at=func.now()))
 
 
-def get_job(engine: Engine, job_id: uuid.UUID) -> UploadJob | None:
-    with Session(engine, expire_on_commit=False) as session:
-        return session.get(UploadJob, job_id)
+def get_job(engine: Engine, job_id: uuid.UUID) -> UploadJobRecord | None:
+    with Session(engine) as session:
+        row = session.get(UploadJob, job_id)
+        return _values(UploadJobRecord, row) if row else None
 
 
 def fail_interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> int:
@@ -109,9 +138,32 @@ def fail_interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> in
 # --- offline sync ------------------------------------------------------------------------------------
 
 
-def declare_offline(engine: Engine, declared: OfflineDeclaration, declared_by: str) -> OfflineUpload:
+@dataclass(frozen=True)
+class OfflineUploadRecord:
+    """One file of the offline sync protocol: its declaration, who made it, and how far it got."""
+
+    upload_id: uuid.UUID
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    size: int
+    sha256: str
+    patient_id: str | None
+    order_id: str | None
+    file_name: str | None
+    status: str  # METADATA_UPLOADED | BINARY_RECEIVED | STORED | ACK_RECEIVED
+    declared_by: str
+    orthanc_instance_id: str | None
+    orthanc_study_id: str | None
+    upload_log_id: uuid.UUID | None
+    created_at: datetime
+    stored_at: datetime | None
+    acked_at: datetime | None
+
+
+def declare_offline(engine: Engine, declared: OfflineDeclaration, declared_by: str) -> OfflineUploadRecord:
     """The metadata step: a new upload, or the existing one for the same SOP Instance UID and checksum."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with Session(engine) as session, session.begin():
         session.execute(insert(OfflineUpload).values(
             upload_id=uuid.uuid4(), sop_instance_uid=declared.sop_instance_uid,
             series_instance_uid=declared.series_instance_uid, study_instance_uid=declared.study_instance_uid,
@@ -122,7 +174,7 @@ def declare_offline(engine: Engine, declared: OfflineDeclaration, declared_by: s
         row = session.scalars(select(OfflineUpload).where(
             OfflineUpload.sop_instance_uid == declared.sop_instance_uid,
             OfflineUpload.sha256 == declared.sha256)).one()
-        return row
+        return _values(OfflineUploadRecord, row)
 
 
 @contextmanager
@@ -133,9 +185,10 @@ def offline_lock(engine: Engine, upload_id: uuid.UUID) -> Iterator[None]:
         yield
 
 
-def get_offline(engine: Engine, upload_id: uuid.UUID) -> OfflineUpload | None:
-    with Session(engine, expire_on_commit=False) as session:
-        return session.get(OfflineUpload, upload_id)
+def get_offline(engine: Engine, upload_id: uuid.UUID) -> OfflineUploadRecord | None:
+    with Session(engine) as session:
+        row = session.get(OfflineUpload, upload_id)
+        return _values(OfflineUploadRecord, row) if row else None
 
 
 def offline_stored(engine: Engine, upload_id: uuid.UUID, *, orthanc_instance_id: str, orthanc_study_id: str,
@@ -157,3 +210,8 @@ def upload_row_exists(engine: Engine, upload_log_id: uuid.UUID | None) -> bool:
         return False
     with Session(engine) as session:
         return session.get(DicomUploadLog, upload_log_id) is not None
+
+
+def _values(record: type[_Record], row: Any) -> _Record:
+    """A row's values copied into its record type (same field names as the model's columns)."""
+    return record(**{f.name: getattr(row, f.name) for f in dataclasses.fields(record)})

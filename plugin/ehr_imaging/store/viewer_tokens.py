@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from ..core.auth import ADMIN
-from ..core.errors import Forbidden, NotFound
+from ..core.errors import NotFound
 from .models import ViewerTokenRecord
 
 
@@ -25,14 +24,19 @@ def record_issued(engine: Engine, *, token_id: str, subject: str, study_uids: Se
                                       order_id=order_id, patient_id=patient_id, expires_at=_utc(expires_at)))
 
 
-def revoke(engine: Engine, *, token_id: str, by: str, roles: frozenset[str], reason: str | None) -> datetime:
-    """Revoke an issued token; people other than admins may revoke only the tokens they asked for."""
+def owner(engine: Engine, token_id: str) -> str | None:
+    """Who asked for an issued token (None: no such token). A token's subject never changes."""
+    with Session(engine) as session:
+        return session.scalar(select(ViewerTokenRecord.subject).where(ViewerTokenRecord.token_id == token_id))
+
+
+def revoke(engine: Engine, *, token_id: str, by: str, reason: str | None) -> datetime:
+    """Revoke an issued token (who may is the caller's decision: core.ownership); NotFound when there is none.
+    A token revoked twice keeps its first revocation. Returns its expiry."""
     with Session(engine) as session, session.begin():
         record = session.get(ViewerTokenRecord, token_id, with_for_update=True)
         if record is None:
             raise NotFound("no such viewer token")
-        if record.subject != by and ADMIN not in roles:
-            raise Forbidden("only its owner or an admin may revoke this token")
         if record.revoked_at is None:
             record.revoked_at = datetime.now(UTC)
             record.revoked_by = by

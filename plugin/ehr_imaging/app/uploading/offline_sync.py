@@ -7,7 +7,9 @@ import uuid
 from typing import IO, Any
 
 from ...core import errors
+from ...core.auth import Principal
 from ...core.errors import NotFound
+from ...core.ownership import owner_or_admin
 from ...core.upload_rules import OfflineDeclaration, content_problem, uid_mismatches
 from ...services import Services
 from ...store import upload_log as uploads
@@ -24,20 +26,20 @@ def sha256_and_size(stream: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def offline_status(services: Services, upload_id: uuid.UUID, caller: str, admin: bool) -> Any:
+def offline_status(services: Services, upload_id: uuid.UUID, caller: Principal) -> uploads.OfflineUploadRecord:
     """The declaration, to the user who made it (or an admin); anyone else gets the same 404 as for none."""
     row = uploads.get_offline(services.engine, upload_id)
-    if row is None or (row.declared_by != caller and not admin):
+    if row is None or not owner_or_admin(row.declared_by, caller):
         raise UploadRejected(errors.NotFound, f"offline upload {upload_id} not found")
     return row
 
 
-def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], uploaded_by: str,
-                   admin: bool = False) -> dict[str, Any]:
+def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], caller: Principal) -> dict[str, Any]:
     """Verify the bytes against the declaration (size, sha256, UIDs), store them, audit them. Re-sending
     after success answers the same status and stores nothing twice. One at a time per upload_id."""
     with uploads.offline_lock(services.engine, upload_id):
-        row = offline_status(services, upload_id, uploaded_by, admin)
+        row = offline_status(services, upload_id, caller)
+        uploaded_by = caller.subject
         declared = OfflineDeclaration(row.sop_instance_uid, row.series_instance_uid, row.study_instance_uid,
                                       row.size, row.sha256, row.patient_id, row.order_id, row.file_name)
         name = row.file_name or row.sop_instance_uid
@@ -77,9 +79,9 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
                 "orthanc_instance_id": result.orthanc_instance_id}
 
 
-def offline_ack(services: Services, upload_id: uuid.UUID, caller: str, admin: bool = False) -> dict[str, Any]:
+def offline_ack(services: Services, upload_id: uuid.UUID, caller: Principal) -> dict[str, Any]:
     """ACK only what is in Orthanc now and audited: then the client may delete its copy."""
-    row = offline_status(services, upload_id, caller, admin)
+    row = offline_status(services, upload_id, caller)
     if row.status == "ACK_RECEIVED":
         return {"upload_id": str(upload_id), "status": "ACK_RECEIVED"}
     if row.status != "STORED":
