@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..app import orders
 from ..core import errors
 from ..core.orders import ORDER_STATUSES, OrderValidationError, parse_order, validate_order_id
-from ..store import links
 from ..store import orders as order_store
 from . import presenters
 from .context import Api
@@ -20,13 +20,7 @@ def put_order(api: Api, request: Request) -> Response:
         order = parse_order(request.params["order_id"], request.json())
     except OrderValidationError as exc:
         raise errors.Invalid(str(exc)) from None
-    saved, created = order_store.upsert(services.engine, order)
-    # A study that arrived before its order links now (the order is the missing piece).
-    linked = links.rematch_for_order(services.engine, order.order_id, services.match_policy)
-    for orthanc_id in linked:
-        services.revisit_study(orthanc_id)
-    if linked:
-        saved = order_store.get(services.engine, order.order_id) or saved
+    saved, created = orders.push_order(services, order)
     return json_response(presenters.order(saved), 201 if created else 200)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..app import orders
 from ..core import auth, errors
 from ..store import links
-from ..store import orders as order_store
 from ..store import reconciliation as queue
 from . import presenters
 from .context import Api
@@ -37,12 +37,10 @@ def link(api: Api, request: Request) -> Response:
     principal = _principal(request)
     if force and not principal.has_any_role(MAY_FORCE):
         raise errors.Forbidden("force: only admins and radiologists may link across a patient mismatch")
-    engine = api.services.engine
-    orthanc_id = links.link_manually(engine, request.params["study_uid"], order_id,
-                                     actor=principal.subject, force=force)
-    api.services.revisit_study(orthanc_id)
+    order = orders.link_by_hand(api.services, request.params["study_uid"], order_id, actor=principal.subject,
+                                force=force)
     return json_response({"status": "linked", "study_instance_uid": request.params["study_uid"],
-                          "order": presenters.optional_order(order_store.get(engine, order_id))})
+                          "order": presenters.optional_order(order)})
 
 
 def unlink(api: Api, request: Request) -> Response:

@@ -13,12 +13,10 @@ import json
 import re
 from typing import Any
 
-from ..app import study_resolution
+from ..app import images
 from ..core import deid_table, dicom_file, errors, file_validation, tag_changes, tag_reading
 from ..core import deidentify as deidentification
 from ..core.dicom_values import is_uid
-from ..core.errors import NotFound
-from ..core.study_tags import study_tags as study_tags_of
 from ..services import Services
 from ..store import tag_edits
 from .context import Api
@@ -115,13 +113,7 @@ def study_tags(api: Api, request: Request) -> Response:
     study_uid = request.params["study_uid"]
     if not is_uid(study_uid):
         raise errors.Malformed("study_uid: not a DICOM UID")
-    orthanc_id = study_resolution.stored_study(api.services, study_uid)
-    try:
-        study = api.services.pacs.get_json(f"/studies/{orthanc_id}")
-        series = api.services.pacs.get_json(f"/studies/{orthanc_id}/series")
-    except NotFound:  # deleted between the lookup and the read
-        raise errors.NotFound(f"study {study_uid} not found") from None
-    return json_response(study_tags_of(study, series))
+    return json_response(images.study_tags(api.services, study_uid))
 
 
 def _files_of(services: Services, request: Request, *fields: str) -> list[UploadedFile]:

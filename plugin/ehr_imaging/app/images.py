@@ -1,5 +1,5 @@
 """A study's images and summaries, from Orthanc in process: the files of a download, the thumbnail, one
-rendered frame, and the clinical summary.
+rendered frame, the clinical summary, and the main tags.
 
 Orthanc does the imaging work: ``/preview`` for the thumbnail, ``/rendered`` for a PNG frame
 (``window-center``/``window-width`` when given, else the file's modality LUT and VOI), the DICOMweb plugin's
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import errors
+from ..core.study_tags import study_tags as main_study_tags
 from ..core.summary import SummaryOptions, clinical_summary, first_image_series, ordered_instances
 from ..core.zipstream import safe_member_name
 from ..services import Pacs, Services
@@ -96,6 +97,17 @@ def summary(services: Services, study_uid: str, options: SummaryOptions) -> tupl
     instance_tags = pacs.get_json(f"/instances/{instances[0]}/tags?simplify") if instances else {}
     return clinical_summary(study_tags, instance_tags, options, number_of_series=len(series),
                             number_of_instances=sum(len(s.get("Instances", [])) for s in series))
+
+
+def study_tags(services: Services, study_uid: str) -> dict[str, Any]:
+    """The main tags of a stored study: patient, study, and its series with modality and counts."""
+    orthanc_id = study_resolution.stored_study(services, study_uid)
+    try:
+        study = services.pacs.get_json(f"/studies/{orthanc_id}")
+        series = services.pacs.get_json(f"/studies/{orthanc_id}/series")
+    except errors.NotFound:  # deleted between the lookup and the read
+        raise errors.NotFound(f"study {study_uid} not found") from None
+    return main_study_tags(study, series)
 
 
 def _first_series_instances(pacs: Pacs, orthanc_study_id: str) -> list[str]:
