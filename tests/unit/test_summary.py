@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ehr_imaging.api.management import _float_param
+from ehr_imaging.api.images import _float_param
 from ehr_imaging.api.router import Request, status_of
 from ehr_imaging.api.studies import deletion_reason, parse_date_param, parse_study_filter
 from ehr_imaging.core import errors

@@ -1,26 +1,20 @@
-"""Study downloads, thumbnails, rendered frames, clinical summaries, and the upload history: parsing and
-answers. The images come from app/images.py; the ZIP is written as it is sent, one stored file at a time
+"""Study downloads, thumbnails, rendered frames and clinical summaries: parsing and answers.
+
+The images come from app/images.py; the ZIP is written as it is sent, one stored file at a time
 (core/zipstream.py; chunked on the API port, joined on Orthanc's port).
 """
 
 from __future__ import annotations
 
-import uuid
-
 from ..app import images, study_resolution
 from ..core import errors
-from ..core.errors import NotFound
 from ..core.summary import SummaryOptionsError, parse_options
 from ..core.zipstream import zip_stream
-from ..services import Pacs
-from ..store import studies
-from . import presenters
 from .context import Api
 from .downloads import refuse_if_too_large_here
 from .router import Request, Response, json_response
 from .validation import query_int
 
-MAX_PAGE = 500
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 
 
@@ -72,47 +66,6 @@ def summary(api: Api, request: Request) -> Response:
     return json_response({"study_instance_uid": uid, "summary": text, "structured_data": structured})
 
 
-def list_uploads(api: Api, request: Request) -> Response:
-    """Upload history (every ingest and rejected upload), newest first."""
-    return _uploads(api, request, None)
-
-
-def patient_uploads(api: Api, request: Request) -> Response:
-    """A patient's upload history (their orders, their MRN, or rows naming them)."""
-    patient_id = request.params["patient_id"].strip()
-    if not patient_id or len(patient_id) > 128:
-        raise errors.Invalid("patient_id: must be 1 to 128 characters")
-    return _uploads(api, request, patient_id)
-
-
-def _uploads(api: Api, request: Request, patient_id: str | None) -> Response:
-    q = request.query
-    status = q.get("status") or None
-    if status is not None and status not in studies.UPLOAD_STATUSES:
-        raise errors.Invalid(f"status: must be one of {', '.join(studies.UPLOAD_STATUSES)}")
-    source = q.get("source") or None
-    if source is not None and len(source) > 20:
-        raise errors.Invalid("source: at most 20 characters")
-    where = studies.UploadFilter(status=status, source=source, patient_id=patient_id,
-                                 limit=query_int(q, "limit", 50, 1, MAX_PAGE),
-                                 offset=query_int(q, "offset", 0, 0, 10**9))
-    total, items = studies.uploads(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
-                          "items": [presenters.upload(item) for item in items]})
-
-
-def get_upload(api: Api, request: Request) -> Response:
-    """One upload audit row."""
-    try:
-        upload_id = uuid.UUID(request.params["upload_id"])
-    except ValueError:
-        raise errors.Invalid("upload_id: must be a UUID") from None
-    found = studies.upload(api.services.engine, upload_id)
-    if found is None:
-        raise errors.NotFound(f"upload {upload_id} not found")
-    return json_response(presenters.upload(found))
-
-
 def _float_param(query: dict[str, str], name: str) -> float | None:
     value = (query.get(name) or "").strip()
     if not value:
@@ -129,16 +82,3 @@ def _float_param(query: dict[str, str], name: str) -> float | None:
 def _file_name(uid: str) -> str:
     """A UID is digits and dots; anything else is dropped so the header cannot be bent."""
     return "".join(c for c in uid if c.isalnum() or c in ".-_") or "study"
-
-
-def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = False) -> bytes:
-    """An image Orthanc renders; 422 naming the transfer syntax when it cannot decode the pixels
-    (e.g. JPEG 2000 without a decoder plugin), instead of a bare 500."""
-    try:
-        return pacs.get_bytes(uri, after_plugins=after_plugins)
-    except (errors.NotFound, errors.ArchiveError):  # Orthanc's error says little (17 for some decoders' failures)
-        try:
-            syntax = pacs.get_json(f"/instances/{instance_id}/metadata?expand").get("TransferSyntax", "unknown")
-        except NotFound:  # gone meanwhile
-            raise errors.NotFound("the instance is gone") from None
-        raise errors.Invalid(f"Orthanc cannot render this image (transfer syntax {syntax})") from None
