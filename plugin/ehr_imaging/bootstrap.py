@@ -15,12 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings
-from .core.auth import Authenticator, BasicAuthenticator, TokenVerifier, session_principal
+from .core.auth import ADMIN_SESSION_AUDIENCE, Authenticator, BasicAuthenticator, TokenVerifier, session_principal
 from .core.viewer_tokens import VIEWER_AUDIENCE, viewer_principal
 from .services import Pacs, Services
 from .store import db
-
-ADMIN_SESSION_AUDIENCE = "ehr-imaging-admin-session"
 
 
 def load_public_keys(settings: Settings) -> dict[str | None, Any]:

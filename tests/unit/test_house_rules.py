@@ -4,6 +4,8 @@
 - core/ is pure: it imports nothing of the plugin outside core/, and no Orthanc, database, HTTP or process I/O;
 - only pacs.py, plugin.py and hooks/ import ``orthanc``; only store/ and bootstrap.py import SQLAlchemy or psycopg;
 - no hand-written HTTP server (``http.server``);
+- the layers point one way: adapters (api/, hooks/) -> use cases (app/) -> rules (core/) and effects (store/,
+  pacs.py); only the composition root (plugin.py) sees every part;
 - no import cycle, neither between modules nor between the plugin's top-level parts (``TYPE_CHECKING``
   imports count: a cycle of types is still a cycle of ideas).
 """
@@ -92,6 +94,39 @@ def test_core_is_pure_and_each_outside_library_has_its_own_users() -> None:
             if module.startswith("http.server"):
                 broken.append(f"{where}:{line} imports http.server")
     assert broken == []
+
+
+# What each top-level part may import ("" is the package itself: its version).
+MAY_IMPORT: dict[str, set[str]] = {
+    "core": set(),
+    "config": set(),
+    "private_dirs": set(),
+    "pacs": {"core"},
+    "store": {"core"},
+    "services": {"config", "core", "store"},
+    "bootstrap": {"config", "core", "services", "store"},
+    "app": {"config", "core", "private_dirs", "services", "store"},
+    "hooks": {"app", "config", "core", "services", "store"},
+    "api": {"", "app", "config", "core", "services", "store"},
+}
+
+
+def _parts_imported() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = defaultdict(set)
+    for name, path in MODULES.items():
+        for _, module, internal in _imports(name, path):
+            if internal and module in MODULES and name and _top(name) != _top(module):
+                edges[_top(name)].add(_top(module))
+    return edges
+
+
+def test_the_layers_point_one_way() -> None:
+    edges = _parts_imported()
+    assert set(edges) - set(MAY_IMPORT) <= {"plugin"}, "a new top-level part: say what it may import"
+    broken = {part: sorted(targets - MAY_IMPORT[part]) for part, targets in edges.items()
+              if part in MAY_IMPORT and targets - MAY_IMPORT[part]}
+    assert broken == {}
+    assert {"api", "hooks"} <= edges["plugin"] and "app" in edges["api"]  # the check sees real imports
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from ..bootstrap import ADMIN_SESSION_AUDIENCE
-from ..core.auth import SESSION_COOKIE, AuthError, Principal, mint_token
+from ..core.auth import ADMIN_SESSION_AUDIENCE, SESSION_COOKIE, AuthError, Principal, mint_token
 from ..services import Services
 from ..store import sessions as session_store
 from .context import Api

@@ -261,6 +261,7 @@ class BasicAuthenticator:
 
 
 SESSION_COOKIE = "ehr_imaging_session"
+ADMIN_SESSION_AUDIENCE = "ehr-imaging-admin-session"  # an admin session token is good for nothing else
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
