@@ -12,7 +12,7 @@ import requests
 
 from tests.conftest import ARTIFACTS, Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import accession, mrn, put_order, wait_for_ingest
+from tests.integration.helpers import accession, mrn, put_order, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent

@@ -22,8 +22,8 @@ import requests
 
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study
+from tests.integration.helpers import mrn
 from tests.integration.raw_http import until_closed
-from tests.integration.test_matching import mrn
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pytest
 from ehr_imaging.config import Settings
 from tests.conftest import Client
 from tests.dicom_factory import make_study
+from tests.integration.helpers import accession, mrn, order, put_order
 from tests.integration.raw_http import until_closed
-from tests.integration.test_matching import accession, mrn, order, put_order
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from ehr_stack.procs import free_port
 from ehr_stack.stack import Stack, StackConfig
 from tests.conftest import Client, keep_log, running_stack, stack_dir
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

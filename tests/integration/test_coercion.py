@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, put_order, query, wait_for_ingest
+from tests.integration.helpers import order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client:
 def test_a_linked_orders_mrn_cannot_change(coercing_client: Client, tmp_path: Path) -> None:
     """Another MRN on a linked order would make coercion rewrite the study to that patient: refused (409)."""
     from ehr_stack.procs import wait_until
-    from tests.integration.test_orders import order_fields
+    from tests.integration.helpers import order_fields
 
     client = coercing_client
     order_id = put_order(client, mrn="MRN-KEEP", accession_number="ACC-KEEP")

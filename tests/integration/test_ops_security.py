@@ -25,7 +25,7 @@ from ehr_stack.postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PLUGIN_ROLE
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import mrn
+from tests.integration.helpers import mrn
 
 pytestmark = pytest.mark.integration
 

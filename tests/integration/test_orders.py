@@ -8,27 +8,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Client
+from tests.integration.helpers import order_fields
 
 pytestmark = pytest.mark.integration
-
-
-def order_fields(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "accession_number": "ACC-T-" + uuid.uuid4().hex[:8].upper(),
-        "patient_id": str(uuid.uuid4()),
-        "mrn": "MRN-T-" + uuid.uuid4().hex[:6].upper(),
-        "patient_family_name": "Testperson",
-        "patient_given_name": "Ada",
-        "birth_date": "1970-05-17",
-        "sex": "F",
-        "modality": "CT",
-        "scheduled_start": "2026-11-20T09:30:00+01:00",
-        "description": "CT head without contrast",
-        "referring_physician": "HOUSE^Gregory",
-        "status": "scheduled",
-    }
-    fields.update(overrides)
-    return fields
 
 
 def new_order_id() -> str:

@@ -12,7 +12,7 @@ import requests
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, put_order, query, wait_for_ingest
+from tests.integration.helpers import order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

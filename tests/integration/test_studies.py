@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from samples.build_samples import build_samples
 from tests.conftest import SAMPLES_CACHE, Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 from ehr_stack.procs import wait_until
 from tests.conftest import Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, query
-from tests.integration.test_upload_offline import binary, declaration, declare
+from tests.integration.helpers import order, query
+from tests.integration.offline_helpers import binary, declaration, declare
 from tests.integration.viewer_helpers import FRAME_ACCEPT, StoredStudy, as_viewer, store_study, viewer_token
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from ehr_imaging.core.study_identity import orthanc_study_id
 from samples.build_samples import build_samples
 from tests.conftest import SAMPLES_CACHE, Client
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import accession, mrn, order, put_order, query
+from tests.integration.helpers import accession, mrn, order, put_order, query
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import requests
 from samples.build_samples import build_samples
 from tests.conftest import SAMPLES_CACHE, Client, running_stack
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import mrn, query
+from tests.integration.helpers import mrn, query
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Client
-from tests.unit.test_uploads import crafted_zip
+from tests.zip_factory import crafted_zip
 
 pytestmark = pytest.mark.integration
 

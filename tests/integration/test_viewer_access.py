@@ -11,7 +11,7 @@ import pytest
 from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import mint_viewer_token
 from tests.conftest import Client
-from tests.integration.test_matching import query
+from tests.integration.helpers import query
 from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, viewer_token
 
 pytestmark = pytest.mark.integration
