@@ -69,9 +69,29 @@ def wait_for_ingest(client: Client, study_uid: str, instances: int) -> None:
     eventually(recorded, timeout=STABLE_WAIT, what=f"study {study_uid} ingested with {instances} instances")
 
 
+def stable_in_orthanc(client: Client, study_uid: str) -> str:
+    """Until Orthanc says the study is stable (StableAge passed since its last instance); its Orthanc ID."""
+    [found] = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=study_uid).json()
+    orthanc_id = str(found["ID"])
+    eventually(lambda: client.get(f"/studies/{orthanc_id}", auth=client.stack.admin_auth).json()["IsStable"],
+               timeout=STABLE_WAIT, what=f"study {study_uid} to be stable in Orthanc")
+    return orthanc_id
+
+
 def mrn() -> str:
     return "MRN-M-" + uuid.uuid4().hex[:8].upper()
 
 
 def accession() -> str:
     return "A" + uuid.uuid4().hex[:12].upper()
+
+
+def finished_job(api: Client, status_url: str, seen: set[str] | None = None) -> dict[str, Any]:
+    """Poll an upload job until it is completed or failed; its last status (``seen`` collects every status)."""
+    def finished() -> dict[str, Any] | None:
+        status: dict[str, Any] = api.get(status_url, "technician").json()
+        if seen is not None:
+            seen.add(status["status"])
+        return status if status["status"] in ("completed", "failed") else None
+
+    return eventually(finished, timeout=60, what=f"upload job {status_url} to finish", interval=0.2)

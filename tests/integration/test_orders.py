@@ -87,7 +87,7 @@ def test_list_filters_and_pages(client: Client) -> None:
     ids = [new_order_id() for _ in range(3)]
     for index, order_id in enumerate(ids):
         fields = order_fields(mrn=mrn, scheduled_start=f"2026-11-0{index + 1}T08:00:00Z")
-        assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=fields).ok
+        assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=fields).status_code == 201
     page = client.get("/api/v1/dicom/orders", "doctor", params={"mrn": mrn, "limit": 2}).json()
     assert page["total"] == 3
     assert [item["order_id"] for item in page["items"]] == [ids[2], ids[1]]  # newest scheduled first
@@ -104,7 +104,8 @@ def test_list_filters_and_pages(client: Client) -> None:
 
 def test_delete_cancels_and_keeps_the_order(client: Client) -> None:
     order_id = new_order_id()
-    client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=order_fields())
+    assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                          json=order_fields()).status_code == 201
     cancelled = client.request("DELETE", f"/api/v1/dicom/orders/{order_id}", "ehr-service")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"

@@ -2,12 +2,16 @@
 
 - a test module imports nothing from another test module: what several share lives in a helper module
   (``tests/integration/helpers.py``, ``tests/waiting.py``, ...), so a test module can be read, moved or
-  deleted on its own.
+  deleted on its own;
+- a fixed sleep in a test module says why on its line (a slow client, a token expiring): a test waits for
+  a positive signal with ``tests.waiting.eventually``, never for a fixed time.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -37,10 +41,31 @@ def imported_test_modules(source: str, module: list[str]) -> list[tuple[int, str
     return found
 
 
+def unexplained_sleeps(source: str) -> list[int]:
+    """Lines calling ``time.sleep`` (or a bare ``sleep``) without a comment on that line or the one before."""
+    comments = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name == "sleep" and not {node.lineno, node.lineno - 1, node.end_lineno or node.lineno} & comments:
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
 @pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: p.relative_to(TESTS).as_posix())
 def test_a_test_module_imports_no_other_test_module(path: Path) -> None:
     found = imported_test_modules(path.read_text(), _module_name(path))
     assert not found, f"{path.name} imports test modules (move the shared helpers to a helper module): {found}"
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: p.relative_to(TESTS).as_posix())
+def test_every_fixed_sleep_says_why(path: Path) -> None:
+    lines = unexplained_sleeps(path.read_text())
+    assert not lines, (f"{path.name}: time.sleep without a comment on lines {lines} (wait for a signal with"
+                       " tests.waiting.eventually, or say why the sleep is the scenario)")
 
 
 def test_the_rules_find_what_they_forbid() -> None:
@@ -51,4 +76,6 @@ def test_the_rules_find_what_they_forbid() -> None:
     assert [name for _, name in imported_test_modules(source, module)] == [
         "tests.integration.test_a", "tests.integration.test_b", "tests.integration.test_c",
         "tests.integration.test_d", "tests.unit.test_e"]
+    sleeps = "import time\ntime.sleep(1)\n# a slow client\ntime.sleep(2)\ntime.sleep(3)  # the token expires\n"
+    assert unexplained_sleeps(sleeps) == [2]
     assert len(TEST_MODULES) > 50  # the rules read the real suite
