@@ -12,7 +12,7 @@ import requests
 
 from tests.conftest import ARTIFACTS, Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import accession, mrn, put_order, wait_for_ingest
+from tests.integration.helpers import accession, mrn, put_order, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
@@ -66,5 +66,6 @@ def test_open_in_viewer_opens_ohif_with_a_token_for_that_study(client: Client, t
     token = params["token"][0]
     # The token opens exactly that study on DICOMweb.
     headers = {"Authorization": f"Bearer {token}"}
-    assert requests.get(f"{client.base}/dicom-web/studies/{uid}/metadata", headers=headers, timeout=30).ok
+    assert requests.get(f"{client.base}/dicom-web/studies/{uid}/metadata", headers=headers,
+                        timeout=30).status_code == 200
     assert requests.get(f"{client.base}/system", headers=headers, timeout=30).status_code == 403

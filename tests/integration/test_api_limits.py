@@ -7,7 +7,6 @@ ZIP whole in memory, only studies up to ``MaxOrthancPortDownloadMb`` (413 naming
 
 from __future__ import annotations
 
-import contextlib
 import io
 import socket
 import time
@@ -22,8 +21,9 @@ import requests
 
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study
+from tests.integration.helpers import mrn
 from tests.integration.raw_http import until_closed
-from tests.integration.test_matching import mrn
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_a_body_at_a_fair_rate_is_read(api: Client) -> None:
                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         for start in range(0, len(body), 10000):  # 10 kB/s over 3 s
             sock.sendall(body[start:start + 10000])
-            time.sleep(1)
+            time.sleep(1)  # the scenario: a client sending its body in pieces, a second apart
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 401 "), answer  # read whole, then refused for want of a token
 
@@ -124,23 +124,33 @@ def test_a_body_at_a_fair_rate_is_read(api: Client) -> None:
 def test_connections_beyond_the_total_cap_are_closed_at_once(api: Client) -> None:
     held = [_connect(api, f"127.0.2.{n}") for n in range(1, 25)]
     try:
-        time.sleep(0.5)
-        with _connect(api) as extra:
-            extra.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n")
-            with contextlib.suppress(ConnectionResetError):  # closed before its request was read: a reset
-                assert extra.recv(100) == b""  # closed without an answer
+        # Once the listener has taken the 24 held connections, one more is closed at once, unanswered.
+        eventually(lambda: _closed_unanswered(api), timeout=5, what="a connection beyond the cap to be closed",
+                   interval=0.1)
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the held connections' slots are free again once they close
+    eventually(lambda: _health_answered(api), timeout=10, interval=0.2,
+               what="the listener to answer again once the held connections closed")
+
+
+def _closed_unanswered(api: Client) -> bool:
+    """One more connection asking for /health: True if closed without an answer, False if answered."""
+    with _connect(api) as extra:
+        extra.sendall(b"GET /api/v1/dicom/health HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
-            if api.get(f"{API}/health").status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass  # a pooled connection refused while the cap was full
-        time.sleep(0.2)
-    raise AssertionError("the listener did not recover after the connections closed")
+            received = extra.recv(100)
+        except ConnectionResetError:  # closed before its request was read: a reset
+            return True
+    assert received == b"" or received.startswith(b"HTTP/1.1 200 "), received
+    return received == b""
+
+
+def _health_answered(api: Client) -> bool:
+    try:
+        return api.get(f"{API}/health").status_code == 200
+    except requests.ConnectionError:
+        return False  # a pooled connection refused while the cap was full
 
 
 def test_orthancs_port_refuses_a_study_over_its_limit_and_points_to_the_api_port(
@@ -175,13 +185,16 @@ def test_downloads_beyond_the_cap_are_503_until_a_stalled_reader_is_cut_off(
             assert busy.status_code == 503, busy.text[:300]
             assert busy.headers["Retry-After"] and "retry" in busy.json()["detail"]
         started = time.monotonic()
-        while time.monotonic() - started < 15:
+
+        def slot_free() -> bool:
             answer = api.get(f"{API}/download/{small_study}", "doctor")
             if answer.status_code == 200:
-                break
-            time.sleep(0.5)
+                return True
+            assert answer.status_code == 503, answer.text[:300]  # busy while the stalled reader holds the slot
+            return False
+
+        eventually(slot_free, timeout=15, what="the stalled reader's download slot to be free", interval=0.5)
         waited = time.monotonic() - started
-        assert answer.status_code == 200, answer.text[:300]
         assert 1 < waited < 10, waited  # the idle timeout (3 s) cut the stalled one, not its end
     finally:
         stalled.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from ehr_imaging.api.downloads import DownloadSlots
 from ehr_imaging.api.listener import ApiListener
 from ehr_imaging.api.router import PUBLIC, Request, Response, Router, json_response
 from ehr_imaging.core.auth import Authenticator, BasicAuthenticator
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")  # anywhere: a second answer may follow a body
@@ -89,10 +89,11 @@ def test_the_answer_to_a_client_that_left_gives_its_slot_back(port: int) -> None
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /api/v1/dicom/stream HTTP/1.1\r\nHost: x\r\n\r\n")
     # Until the server has seen the first client leave, its slot answers 503 (kept alive: ask for a close).
-    for _ in range(50):
+    def slot_free() -> bool:
         answer = _exchange(port, b"GET /api/v1/dicom/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         if answer.startswith(b"HTTP/1.1 200 "):
-            return
+            return True
         assert answer.startswith(b"HTTP/1.1 503 "), answer
-        time.sleep(0.1)
-    raise AssertionError(answer)
+        return False
+
+    eventually(slot_free, timeout=5, what="the slot of the client that left to be free", interval=0.1)

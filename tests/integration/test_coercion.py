@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, put_order, query, wait_for_ingest
+from tests.integration.helpers import order, put_order, query, wait_for_ingest
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +53,11 @@ def test_linked_study_and_a_late_batch_get_the_orders_identity(coercing_client: 
         tags = stored_tags(client, uid)
         return len(tags) == expected and set(tags) == {("MRN-COERCE", "Curie^Marie", "ACC-COERCE")}
 
-    from ehr_stack.procs import wait_until
-
-    wait_until(lambda: coerced(2), 30, "the study's tags to be coerced")
+    eventually(lambda: coerced(2), timeout=30, what="the study's tags to be coerced")
     _, late = make_study(tmp_path / "b", patient_id="MRN-COERCE", accession="acc-coerce", study_date="20261120",
                          study_uid=uid, instances=2)
     send(client.stack, late)
-    wait_until(lambda: coerced(4), 40, "the late batch to be coerced")
+    eventually(lambda: coerced(4), timeout=40, what="the late batch to be coerced")
 
     linked = order(client, order_id)
     assert linked["study_instance_uid"] == uid
@@ -74,8 +73,6 @@ def test_linked_study_and_a_late_batch_get_the_orders_identity(coercing_client: 
 
 def test_a_forced_manual_link_rewrites_the_patient_id(coercing_client: Client, tmp_path: Path) -> None:
     """A technician keyed the wrong MRN; a radiologist links the study anyway: the PatientID is corrected."""
-    from ehr_stack.procs import wait_until
-
     client = coercing_client
     order_id = put_order(client, mrn="MRN-RIGHT", accession_number="ACC-RIGHT", patient_family_name="Right",
                          patient_given_name="Person")
@@ -86,8 +83,8 @@ def test_a_forced_manual_link_rewrites_the_patient_id(coercing_client: Client, t
     answer = client.request("POST", f"/api/v1/dicom/studies/{uid}/link", "radiologist",
                             json={"order_id": order_id, "force": True})
     assert answer.status_code == 200
-    wait_until(lambda: set(stored_tags(client, uid)) == {("MRN-RIGHT", "Right^Person", "ACC-RIGHT")}
-               and len(stored_tags(client, uid)) == 2, 30, "the PatientID to be coerced")
+    eventually(lambda: set(stored_tags(client, uid)) == {("MRN-RIGHT", "Right^Person", "ACC-RIGHT")}
+               and len(stored_tags(client, uid)) == 2, timeout=30, what="the PatientID to be coerced")
     found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
     assert len([f for f in found if f["Type"] == "Study"]) == 1  # the originals are gone
     assert order(client, order_id)["orthanc_study_id"] == found[0]["ID"]
@@ -98,8 +95,6 @@ def test_instances_arriving_while_a_study_is_moved_are_never_lost(coercing_clien
     PatientID. 40 more instances arrive (storescu told Success for each) while that runs: all 240 remain."""
     import threading
 
-    from ehr_stack.procs import wait_until
-
     client = coercing_client
     order_id = put_order(client, mrn="MRN-LATE-CASE", accession_number="ACC-LATE-CASE")
     uid, first = make_study(tmp_path / "first", patient_id="mrn-late-case", accession="ACC-LATE-CASE",
@@ -107,7 +102,7 @@ def test_instances_arriving_while_a_study_is_moved_are_never_lost(coercing_clien
     _, late = make_study(tmp_path / "late", patient_id="mrn-late-case", accession="ACC-LATE-CASE",
                          study_date="20261120", study_uid=uid, instances=40)
     send(client.stack, first)
-    wait_until(lambda: order(client, order_id)["study_instance_uid"] == uid, 60, "the study to be linked")
+    eventually(lambda: order(client, order_id)["study_instance_uid"] == uid, timeout=60, what="the study to be linked")
     # The coercion starts right after the link is recorded: send the late batch while it runs.
     sender = threading.Thread(target=send, args=(client.stack, late))
     sender.start()
@@ -117,16 +112,15 @@ def test_instances_arriving_while_a_study_is_moved_are_never_lost(coercing_clien
         tags = stored_tags(client, uid)
         return len(tags) == 240 and {t[0] for t in tags} == {"MRN-LATE-CASE"}
 
-    wait_until(settled, 120, "all 240 instances under the order's PatientID")
+    eventually(settled, timeout=120, what="all 240 instances under the order's PatientID")
     found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=uid).json()
     assert len([f for f in found if f["Type"] == "Study"]) == 1
-    wait_until(lambda: order(client, order_id)["number_of_images"] == 240, 60, "the order's image count")
+    eventually(lambda: order(client, order_id)["number_of_images"] == 240, timeout=60, what="the order's image count")
     assert query(client, "SELECT count(*) FROM ehr_imaging.study_uid_collisions WHERE study_instance_uid = :u",
                  u=uid) == [(0,)]
 
 
 def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client: Client, tmp_path: Path) -> None:
-    from ehr_stack.procs import wait_until
 
     client = coercing_client
     order_id = put_order(client, mrn="MRN-VICTIM-C", accession_number="ACC-VICTIM-C", patient_family_name="Victim",
@@ -134,17 +128,20 @@ def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client:
     uid, files = make_study(tmp_path / "victim", patient_id="MRN-VICTIM-C", accession="ACC-VICTIM-C",
                             study_date="20261120", instances=3)
     send(client.stack, files)
-    wait_until(lambda: order(client, order_id)["number_of_images"] == 3, 60, "the victim's study linked")
-    wait_until(lambda: {t[1] for t in stored_tags(client, uid)} == {"Victim^Vera"}, 30, "the victim's study coerced")
+    eventually(lambda: order(client, order_id)["number_of_images"] == 3, timeout=60, what="the victim's study linked")
+    eventually(lambda: {t[1] for t in stored_tags(client, uid)} == {"Victim^Vera"},
+               timeout=30, what="the victim's study coerced")
     victim_study = order(client, order_id)["orthanc_study_id"]
     _, intruder = make_study(tmp_path / "intruder", patient_id="ATTACKER-1", accession="ACC-VICTIM-C",
                              study_date="20261120", study_uid=uid, instances=1)
     send(client.stack, intruder)
-    wait_until(lambda: query(client, "SELECT number_of_instances FROM ehr_imaging.study_uid_collisions"
-                             " WHERE study_instance_uid = :u", u=uid) == [(1,)], 30, "the intruder quarantined")
+    eventually(lambda: query(client, "SELECT number_of_instances FROM ehr_imaging.study_uid_collisions"
+                             " WHERE study_instance_uid = :u", u=uid) == [(1,)],
+               timeout=30, what="the intruder quarantined")
     moved_uid = query(client, "SELECT quarantine_study_instance_uid FROM ehr_imaging.study_uid_collisions"
                       " WHERE study_instance_uid = :u", u=uid)[0][0]
-    wait_until(lambda: len(stored_tags(client, uid)) == 3, 30, "the intruder moved out of the victim's UID")
+    eventually(lambda: len(stored_tags(client, uid)) == 3,
+               timeout=30, what="the intruder moved out of the victim's UID")
     assert {t[0] for t in stored_tags(client, uid)} == {"MRN-VICTIM-C"}
     assert stored_tags(client, moved_uid) == [("ATTACKER-1", "Test^Patient", "ACC-VICTIM-C")]  # not coerced
     linked = order(client, order_id)
@@ -153,14 +150,13 @@ def test_a_collision_is_never_coerced_into_the_recorded_patient(coercing_client:
 
 def test_a_linked_orders_mrn_cannot_change(coercing_client: Client, tmp_path: Path) -> None:
     """Another MRN on a linked order would make coercion rewrite the study to that patient: refused (409)."""
-    from ehr_stack.procs import wait_until
-    from tests.integration.test_orders import order_fields
+    from tests.integration.helpers import order_fields
 
     client = coercing_client
     order_id = put_order(client, mrn="MRN-KEEP", accession_number="ACC-KEEP")
     uid, files = make_study(tmp_path, patient_id="MRN-KEEP", accession="ACC-KEEP", study_date="20261120")
     send(client.stack, files)
-    wait_until(lambda: order(client, order_id)["study_instance_uid"] == uid, 60, "the study to be linked")
+    eventually(lambda: order(client, order_id)["study_instance_uid"] == uid, timeout=60, what="the study to be linked")
     moved = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
                            json=order_fields(mrn="MRN-SOMEONE-ELSE", accession_number="ACC-KEEP"))
     assert moved.status_code == 409 and "MRN" in moved.json()["detail"]
@@ -170,7 +166,7 @@ def test_a_linked_orders_mrn_cannot_change(coercing_client: Client, tmp_path: Pa
     _, more = make_study(tmp_path / "more", patient_id="MRN-KEEP", accession="ACC-KEEP", study_date="20261120",
                          study_uid=uid, instances=1)
     send(client.stack, more)
-    wait_until(lambda: order(client, order_id)["number_of_images"] == 3, 60, "the next batch recorded")
+    eventually(lambda: order(client, order_id)["number_of_images"] == 3, timeout=60, what="the next batch recorded")
     assert {t[0] for t in stored_tags(client, uid)} <= {"MRN-KEEP", "mrn-keep"}
 
 
@@ -193,7 +189,9 @@ def test_two_coercions_of_one_study_never_run_at_once(coercing_client: Client) -
         with links.coercion(engine, uid):
             waiter = threading.Thread(target=second)
             waiter.start()
-            time.sleep(1.0)
+            eventually(lambda: query(coercing_client, "SELECT count(*) FROM pg_locks"
+                                     " WHERE locktype = 'advisory' AND NOT granted")[0][0] == 1,
+                       timeout=10, what="the second coercion to wait for the study's lock")
             assert entered == []  # still waiting while the first coercion holds the study
             released = time.monotonic()
         waiter.join(10)

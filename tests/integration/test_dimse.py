@@ -22,7 +22,7 @@ from ehr_stack.procs import free_port
 from ehr_stack.stack import Stack, modality_entry
 from tests.conftest import Client, assert_refuses_to_start, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import put_order, query, wait_for_ingest
+from tests.integration.helpers import put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -2,66 +2,17 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from ehr_imaging.store.db import normalize_url
 from tests.conftest import Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_orders import order_fields
+from tests.integration.helpers import accession, mrn, order, order_fields, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
-
-STABLE_WAIT = 30.0  # StableAge is 2 s in tests; Orthanc checks stability about once a second
-
-
-def put_order(client: Client, **fields: Any) -> str:
-    order_id = str(uuid.uuid4())
-    answer = client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=order_fields(**fields))
-    assert answer.status_code == 201, answer.text
-    return order_id
-
-
-def order(client: Client, order_id: str) -> dict[str, Any]:
-    answer = client.get(f"/api/v1/dicom/orders/{order_id}", "ehr-service")
-    assert answer.status_code == 200
-    result: dict[str, Any] = answer.json()
-    return result
-
-
-def query(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    """Read the plugin's tables directly, as an auditor would."""
-    engine = create_engine(normalize_url(client.stack.postgres.url))
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql), params)]
-    finally:
-        engine.dispose()
-
-
-def wait_for_ingest(client: Client, study_uid: str, instances: int) -> None:
-    """Until the plugin has recorded the study with this many instances (after STABLE_STUDY)."""
-    deadline = time.monotonic() + STABLE_WAIT
-    while time.monotonic() < deadline:
-        rows = query(client, "SELECT number_of_instances FROM ehr_imaging.study_links WHERE study_instance_uid = :u",
-                     u=study_uid)
-        if rows and rows[0][0] == instances:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"study {study_uid} not ingested with {instances} instances in {STABLE_WAIT} s")
-
-
-def mrn() -> str:
-    return "MRN-M-" + uuid.uuid4().hex[:8].upper()
-
-
-def accession() -> str:
-    return "A" + uuid.uuid4().hex[:12].upper()
 
 
 def test_accession_match_links_and_fills_the_order(client: Client, tmp_path: Path) -> None:

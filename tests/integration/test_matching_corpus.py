@@ -17,7 +17,7 @@ import pytest
 from samples.matching_corpus import MatchingCase, corpus
 from tests.conftest import Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, query, wait_for_ingest
+from tests.integration.helpers import order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,10 @@ import requests
 
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import accession, mrn, put_order
-from tests.integration.test_orders import order_fields
-from tests.integration.test_upload_offline import declaration
+from tests.integration.helpers import accession, mrn, order_fields, put_order
+from tests.integration.offline_helpers import declaration
 from tests.integration.viewer_helpers import viewer_token
-from tests.unit.test_openapi_schemas import problems
+from tests.openapi_validation import problems
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from ehr_stack.postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PLUGIN_ROLE
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import mrn
+from tests.integration.helpers import finished_job, mrn
 
 pytestmark = pytest.mark.integration
 
@@ -95,15 +94,6 @@ def zip_of(files: list[Path]) -> bytes:
 def upload_zip(api: Client, data: bytes) -> requests.Response:
     return api.request("POST", "/api/v1/dicom/upload-zip", "technician",
                        files={"file": ("cd.zip", data, "application/zip")})
-
-
-def wait_for_job(api: Client, status_url: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        status: dict[str, Any] = api.get(status_url, "technician").json()
-        if status["status"] in ("completed", "failed") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
 
 
 # --- item 15: files, folders, listeners -------------------------------------------------------------------
@@ -273,7 +263,7 @@ def test_upload_jobs_use_a_private_folder_and_refuse_an_unsafe_one(pg_stack: Sta
     # Fixed: the same upload runs as a job again, and its archive never left the private folder.
     answer = upload_zip(api, data)
     assert answer.status_code == 202, answer.text
-    status = wait_for_job(api, answer.json()["status_url"])
+    status = finished_job(api, answer.json()["status_url"])
     assert status["status"] == "completed" and status["successful"] == 5, status
     assert list(elsewhere.iterdir()) == []
     shutil.rmtree(elsewhere)

@@ -8,27 +8,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Client
+from tests.integration.helpers import order_fields
 
 pytestmark = pytest.mark.integration
-
-
-def order_fields(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "accession_number": "ACC-T-" + uuid.uuid4().hex[:8].upper(),
-        "patient_id": str(uuid.uuid4()),
-        "mrn": "MRN-T-" + uuid.uuid4().hex[:6].upper(),
-        "patient_family_name": "Testperson",
-        "patient_given_name": "Ada",
-        "birth_date": "1970-05-17",
-        "sex": "F",
-        "modality": "CT",
-        "scheduled_start": "2026-11-20T09:30:00+01:00",
-        "description": "CT head without contrast",
-        "referring_physician": "HOUSE^Gregory",
-        "status": "scheduled",
-    }
-    fields.update(overrides)
-    return fields
 
 
 def new_order_id() -> str:
@@ -105,7 +87,7 @@ def test_list_filters_and_pages(client: Client) -> None:
     ids = [new_order_id() for _ in range(3)]
     for index, order_id in enumerate(ids):
         fields = order_fields(mrn=mrn, scheduled_start=f"2026-11-0{index + 1}T08:00:00Z")
-        assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=fields).ok
+        assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=fields).status_code == 201
     page = client.get("/api/v1/dicom/orders", "doctor", params={"mrn": mrn, "limit": 2}).json()
     assert page["total"] == 3
     assert [item["order_id"] for item in page["items"]] == [ids[2], ids[1]]  # newest scheduled first
@@ -122,7 +104,8 @@ def test_list_filters_and_pages(client: Client) -> None:
 
 def test_delete_cancels_and_keeps_the_order(client: Client) -> None:
     order_id = new_order_id()
-    client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service", json=order_fields())
+    assert client.request("PUT", f"/api/v1/dicom/orders/{order_id}", "ehr-service",
+                          json=order_fields()).status_code == 201
     cancelled = client.request("DELETE", f"/api/v1/dicom/orders/{order_id}", "ehr-service")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import requests
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import order, put_order, query, wait_for_ingest
+from tests.integration.helpers import order, put_order, query, stable_in_orthanc, wait_for_ingest
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,10 @@ def test_database_outage_loses_no_ingest(own_stack: Stack, tmp_path: Path) -> No
     send(own_stack, files)
     stats = client.get("/system", auth=own_stack.admin_auth)
     assert stats.status_code == 200
-    time.sleep(4)  # the study becomes stable while the database is still down
+    # The study becomes stable while the database is still down, and the ingest worker's attempt fails.
+    orthanc_id = stable_in_orthanc(client, uid)
+    eventually(lambda: f"stable study {orthanc_id} failed (attempt 1," in own_stack.log_file.read_text(),
+               timeout=30, what="the ingest worker's first attempt to fail while the database is down")
 
     own_stack.postgres.start()
     wait_for_ingest(client, uid, 2)
@@ -62,13 +65,9 @@ def test_a_deletion_whose_change_was_lost_is_audited_at_the_next_start(own_stack
                           auth=own_stack.admin_auth).status_code == 200
     own_stack.stop()
     own_stack.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rows = query(client, "SELECT deleted_by, reason FROM ehr_imaging.dicom_deletion_logs"
-                     " WHERE study_instance_uid = :u", u=uid)
-        if rows:
-            break
-        time.sleep(0.5)
-    assert rows and rows[0][0] == "orthanc", rows
+    rows = eventually(lambda: query(client, "SELECT deleted_by, reason FROM ehr_imaging.dicom_deletion_logs"
+                                    " WHERE study_instance_uid = :u", u=uid) or None,
+                      timeout=30, what="the lost deletion to be audited", interval=0.5)
+    assert rows[0][0] == "orthanc", rows
     assert "recorded studies are gone from Orthanc" in own_stack.log_file.read_text()  # the catch-up did it
     assert client.get(f"/api/v1/dicom/studies/{uid}", "doctor").status_code == 404

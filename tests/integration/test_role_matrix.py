@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import accession, mrn, put_order
+from tests.integration.helpers import accession, mrn, put_order
 from tests.role_matrix import ROLES, Entry, entries
 
 pytestmark = pytest.mark.integration

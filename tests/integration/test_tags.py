@@ -16,7 +16,7 @@ from pydicom.data import get_testdata_file
 from samples.build_samples import build_samples
 from tests import phi_fixture
 from tests.conftest import SAMPLES_CACHE, Client
-from tests.integration.test_matching import mrn, query
+from tests.integration.helpers import mrn, query
 
 pytestmark = pytest.mark.integration
 

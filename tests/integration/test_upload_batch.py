@@ -19,7 +19,8 @@ import requests
 from samples.build_samples import build_samples
 from tests.conftest import SAMPLES_CACHE, Client, running_stack
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import mrn, query
+from tests.integration.helpers import STABLE_WAIT, finished_job, mrn, query, stable_in_orthanc
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,14 @@ def orthanc_study(client: Client, study_uid: str) -> dict[str, Any]:
     return stats
 
 
+def ingested_after_upload(client: Client, study_uid: str) -> bool:
+    """The study's record was updated after its first upload row was written: the ingest worker saw it since."""
+    [(later,)] = query(client, "SELECT l.updated_at > (SELECT min(u.uploaded_at) FROM ehr_imaging.dicom_upload_logs u"
+                       " WHERE u.study_instance_uid = l.study_instance_uid) FROM ehr_imaging.study_links l"
+                       " WHERE l.study_instance_uid = :u", u=study_uid)
+    return bool(later)
+
+
 def upload_rows(client: Client, study_uid: str) -> list[tuple[Any, ...]]:
     return query(client, "SELECT upload_status, upload_source, number_of_files, total_size_bytes, file_names,"
                  " error_message, upload_duration_seconds FROM ehr_imaging.dicom_upload_logs"
@@ -140,7 +149,11 @@ def test_a_hundred_instance_upload_is_counted_in_orthanc_and_in_one_audit_row(ap
     elapsed = time.monotonic() - began
     assert (body["total_files"], body["successful"], body["failed"]) == (100, 100, 0), elapsed
     assert orthanc_study(client, study_uid)["CountInstances"] == 100
-    time.sleep(3.5)  # past StableAge: the ingest worker must not add a second row
+    # The ingest worker must not add a second row once the study is stable: wait until it has recorded the
+    # stable study itself (the study's facts updated after the upload's own row), then count the rows.
+    stable_in_orthanc(client, study_uid)
+    eventually(lambda: ingested_after_upload(client, study_uid), timeout=STABLE_WAIT,
+               what=f"the ingest worker to record the stable study {study_uid} after its upload")
     rows = upload_rows(client, study_uid)
     assert len(rows) == 1, rows
     assert rows[0][:4] == ("success", "api", 100, sum(len(d) for _, d in named))
@@ -254,14 +267,8 @@ def test_a_large_zip_runs_as_a_job_polled_to_completion(tmp_path: Path) -> None:
         assert answer.status_code == 202, answer.text
         job = answer.json()
         assert job["status"] == "queued" and job["status_url"] == f"/api/v1/dicom/upload-jobs/{job['job_id']}"
-        seen = set()
-        deadline = time.monotonic() + 60
-        while True:
-            status = api.get(job["status_url"], "technician").json()
-            seen.add(status["status"])
-            if status["status"] in ("completed", "failed") or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        seen: set[str] = set()
+        status = finished_job(api, job["status_url"], seen)
         assert status["status"] == "completed", status
         assert (status["total_files"], status["processed_files"], status["successful"], status["failed"]) == \
             (31, 31, 30, 1)

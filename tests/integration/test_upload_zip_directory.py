@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Client
-from tests.unit.test_uploads import crafted_zip
+from tests.zip_factory import crafted_zip
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_mb(self.pid))
-            time.sleep(0.01)
+            time.sleep(0.01)  # the sampling interval, not a wait for anything
 
     def __enter__(self) -> PeakRss:
         self._thread.start()

@@ -11,8 +11,9 @@ import pytest
 from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import mint_viewer_token
 from tests.conftest import Client
-from tests.integration.test_matching import query
+from tests.integration.helpers import query
 from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, viewer_token
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -164,15 +165,14 @@ def test_viewer_access_is_audited_per_token_and_study(client: Client, two_studie
     for _ in range(5):
         assert as_viewer(client, issued["token"], frame).status_code == 200
     assert as_viewer(client, issued["token"], f"/dicom-web/studies/{b.uid}/metadata").status_code == 403
-    deadline = time.monotonic() + 20
-    rows: list[tuple[Any, ...]] = []
-    while time.monotonic() < deadline:
+
+    def both_studies_logged() -> list[tuple[Any, ...]] | None:
         rows = query(client, "SELECT study_instance_uid, subject, request_count, denied_count, bytes"
                      " FROM ehr_imaging.viewer_access_log WHERE token_id = :t ORDER BY study_instance_uid",
                      t=issued["token_id"])
-        if len(rows) == 2:
-            break
-        time.sleep(0.5)
+        return rows if len(rows) == 2 else None
+
+    rows = eventually(both_studies_logged, timeout=20, what="the access log's rows of both studies", interval=0.5)
     counts = {row[0]: row[1:] for row in rows}
     assert counts[a.uid][:3] == ("dr-audit", 5, 0) and counts[a.uid][3] > 5 * 10000
     assert counts[b.uid][:4] == ("dr-audit", 0, 1, 0)

@@ -11,7 +11,7 @@ import pytest
 from ehr_stack.dicom import findscu_worklist
 from tests.conftest import Client
 from tests.dicom_factory import make_study, send
-from tests.integration.test_matching import put_order, query, wait_for_ingest
+from tests.integration.helpers import put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import requests
 
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.test_matching import accession, mrn, put_order
+from tests.integration.helpers import accession, mrn, put_order
 
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 

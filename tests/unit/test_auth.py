@@ -32,14 +32,21 @@ from ehr_imaging.core.auth import (
     cookie_value,
     mint_token,
     roles_from_claims,
-    session_principal,
 )
-
-ISSUER = "https://ehr.example/issuer"
-AUDIENCE = "ehr-imaging"
-SECRET = "unit-test-secret-0123456789abcdef"  # >= 32 bytes: PyJWT warns about short HMAC keys
-LEEWAY = 30
-
+from tests.unit.auth_helpers import (
+    AUDIENCE,
+    ISSUER,
+    LEEWAY,
+    SECRET,
+    SESSION_AUDIENCE,
+    SESSION_SECRET,
+    authenticator,
+    basic,
+    claims,
+    hs256,
+    session_token,
+    verifier,
+)
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -57,30 +64,6 @@ def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], key: bytes) ->
     signing_input = f"{b64json(header)}.{b64json(claims)}"
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64url(signature)}"
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    """Valid claims for the test issuer/audience; an override of None removes the claim."""
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "iss": ISSUER, "aud": AUDIENCE, "sub": "user-42", "iat": now, "nbf": now, "exp": now + 600,
-        "role": DOCTOR,
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def hs256(payload: dict[str, Any], secret: str = SECRET, headers: dict[str, Any] | None = None) -> str:
-    return jwt.encode(payload, secret, algorithm="HS256", headers=headers)
-
-
-def verifier(**kwargs: Any) -> TokenVerifier:
-    kwargs.setdefault("issuer", ISSUER)
-    kwargs.setdefault("audience", AUDIENCE)
-    kwargs.setdefault("leeway_seconds", LEEWAY)
-    if "public_keys" not in kwargs:
-        kwargs.setdefault("secret", SECRET)
-    return TokenVerifier(**kwargs)
 
 
 def refused(v: TokenVerifier, token: str) -> str:
@@ -484,11 +467,6 @@ def test_cookie_value_without_cookie_header() -> None:
 # --- BasicAuthenticator ----------------------------------------------------------------------------
 
 
-def basic(user_and_password: str | bytes, scheme: str = "Basic") -> dict[str, str]:
-    raw = user_and_password.encode() if isinstance(user_and_password, str) else user_and_password
-    return {"authorization": f"{scheme} {base64.b64encode(raw).decode()}"}
-
-
 ADMINS = BasicAuthenticator({"alice": "s3cret", "bob": "pa:ss", "zoë": "pässwörd", "disabled": ""})
 
 
@@ -545,36 +523,6 @@ def test_basic_with_no_usable_users_never_authenticates(users: dict[str, str]) -
 
 
 # --- Authenticator ---------------------------------------------------------------------------------
-
-SESSION_AUDIENCE = "ehr-imaging-admin-session"
-SESSION_SECRET = "session-secret-0123456789abcdef-xyz"
-
-
-def session_token(session_id: str = "sid-1", **kwargs: Any) -> str:
-    kwargs.setdefault("secret", SESSION_SECRET)
-    kwargs.setdefault("audience", SESSION_AUDIENCE)
-    return mint_token(issuer=ISSUER, subject="alice", roles=[ADMIN], ttl_seconds=600, extra={"jti": session_id},
-                      **kwargs)
-
-
-class Ended:
-    """An in-memory stand-in for the list of ended sessions."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, float] = {}
-
-    def is_revoked(self, token_id: str | None) -> bool:
-        return token_id is None or token_id in self.ids
-
-    def add(self, token_id: str, expires_at: float) -> None:
-        self.ids[token_id] = expires_at
-
-
-def authenticator(with_sessions: bool = True, ended: Ended | None = None) -> Authenticator:
-    sessions = (verifier(audience=SESSION_AUDIENCE, secret=SESSION_SECRET, principal_from_claims=session_principal,
-                         required_claims=("exp", "iss", "aud", "sub", "jti")) if with_sessions else None)
-    return Authenticator(users=verifier(), admins=BasicAuthenticator({"alice": "s3cret"}), sessions=sessions,
-                         session_revocations=ended if ended is not None else Ended())
 
 
 def test_authenticator_bearer() -> None:

@@ -16,7 +16,7 @@ from ehr_imaging.core.auth import (
     valid_subject,
 )
 from ehr_imaging.core.lockout import FailureLimiter
-from tests.unit.test_auth import Ended, authenticator, basic, claims, hs256, session_token, verifier
+from tests.unit.auth_helpers import Ended, authenticator, basic, claims, hs256, session_token, verifier
 
 
 def cookie(session_id: str = "sid-1") -> dict[str, str]:
@@ -44,7 +44,7 @@ def test_sessions_are_refused_until_the_list_of_ended_sessions_is_connected() ->
 
 def test_a_session_without_an_id_is_refused() -> None:
     from ehr_imaging.core.auth import mint_token
-    from tests.unit.test_auth import ISSUER, SESSION_AUDIENCE, SESSION_SECRET
+    from tests.unit.auth_helpers import ISSUER, SESSION_AUDIENCE, SESSION_SECRET
 
     old_style = mint_token(secret=SESSION_SECRET, issuer=ISSUER, audience=SESSION_AUDIENCE, subject="alice",
                            roles=[ADMIN], ttl_seconds=600)

@@ -30,7 +30,7 @@ from ehr_imaging.core.auth import (
     session_principal,
 )
 from ehr_imaging.hooks.http_filter import make_filter
-from tests.unit.test_auth import Ended
+from tests.unit.auth_helpers import Ended
 
 SECRET = "filter-test-secret-0123456789abcdef"
 LIMIT = 1_000_000

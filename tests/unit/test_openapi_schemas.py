@@ -7,7 +7,7 @@ import dataclasses
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from typing import Any
 from unittest import mock
@@ -29,6 +29,7 @@ from ehr_imaging.store.orders import Order
 from ehr_imaging.store.reconciliation import MatchStatus, QueueEntry
 from ehr_imaging.store.summary import Counts
 from ehr_imaging.store.upload_log import UploadJobRecord
+from tests.openapi_validation import TYPES, problems
 
 # Routes that answer no JSON body on success (a redirect, an empty 204): deliberately without a schema.
 WITHOUT_SCHEMA = {
@@ -37,66 +38,7 @@ WITHOUT_SCHEMA = {
 }
 
 
-# --- the validator (used by tests/integration/test_openapi_contract.py as well) ---------------------------
-
-_TYPES: dict[str, tuple[type, ...]] = {"object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
-                                       "number": (int, float), "boolean": (bool,)}
-
-
-def resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        match = re.fullmatch(r"#/components/schemas/(\w+)", schema["$ref"])
-        assert match is not None, f"not a component reference: {schema['$ref']}"
-        schema = components[match.group(1)]
-    return schema
-
-
-def problems(schema: dict[str, Any], value: Any, components: dict[str, Any], path: str = "$") -> list[str]:
-    """What is wrong with ``value`` under an OpenAPI 3.0 schema: type, required, properties (an object that
-    lists its properties takes no others unless ``additionalProperties`` says so: an undocumented field is
-    drift), items, nullable, enum, format (date, date-time, uuid), allOf and ``$ref``. Empty when it fits."""
-    schema = resolve(schema, components)
-    if value is None:
-        return [] if schema.get("nullable") else [f"{path}: null but not nullable"]
-    found = [p for sub in schema.get("allOf", []) for p in problems(sub, value, components, path)]
-    kind = schema.get("type")
-    wrong_type = kind is not None and ((isinstance(value, bool) and kind != "boolean")
-                                       or not isinstance(value, _TYPES[kind]))
-    if wrong_type:
-        return [*found, f"{path}: {type(value).__name__} {value!r:.60}, expected {kind}"]
-    if "enum" in schema and value not in schema["enum"]:
-        found.append(f"{path}: {value!r} not one of {schema['enum']}")
-    if isinstance(value, str) and "format" in schema:
-        found.extend(_format_problem(schema["format"], value, path))
-    if isinstance(value, dict):
-        properties: dict[str, Any] = schema.get("properties", {})
-        found.extend(f"{path}: missing required {name!r}" for name in schema.get("required", []) if name not in value)
-        extra = schema.get("additionalProperties", "properties" not in schema)
-        for name, item in value.items():
-            if name in properties:
-                found.extend(problems(properties[name], item, components, f"{path}.{name}"))
-            elif extra is False:
-                found.append(f"{path}: undocumented field {name!r}")
-            elif isinstance(extra, dict):
-                found.extend(problems(extra, item, components, f"{path}.{name}"))
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            found.extend(problems(schema["items"], item, components, f"{path}[{index}]"))
-    return found
-
-
-def _format_problem(fmt: str, value: str, path: str) -> list[str]:
-    parsers: dict[str, Callable[[str], object]] = {"date": date.fromisoformat, "date-time": datetime.fromisoformat,
-                                                   "uuid": uuid.UUID}
-    parse = parsers.get(fmt)
-    if parse is None:
-        return []
-    try:
-        parse(value)
-    except ValueError:
-        return [f"{path}: {value!r} is not a {fmt}"]
-    return []
-
+# --- the validator (tests/openapi_validation.py, used by tests/integration/test_openapi_contract.py too) ---
 
 def refs(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
@@ -188,7 +130,7 @@ def test_schemas_are_well_formed() -> None:
             missing = set(schema.get("required", [])) - set(schema["properties"])
             assert not missing, f"{where}: required but not a property: {missing}"
         if "type" in schema:
-            assert schema["type"] in _TYPES, where
+            assert schema["type"] in TYPES, where
         if "$ref" in schema:
             assert set(schema) == {"$ref"}, f"{where}: siblings of $ref are ignored in OpenAPI 3.0"
 

@@ -6,7 +6,7 @@ import pytest
 
 from ehr_imaging.core import access, query_values
 from ehr_imaging.core.query_values import MAX_RENDER_PIXELS
-from tests.unit.test_viewer_access import IA, SA, SCOPE, A, belongs
+from tests.unit.viewer_scope import IA, SA, SCOPE, A, belongs
 
 RENDERED = f"/dicom-web/studies/{A}/series/{SA}/instances/{IA}/rendered"
 FRAME = f"/dicom-web/studies/{A}/series/{SA}/instances/{IA}/frames/1/rendered"

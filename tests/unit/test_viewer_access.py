@@ -17,20 +17,7 @@ from ehr_imaging.core.errors import NotFound
 from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_imaging.core.viewer_tokens import MAX_STUDIES, VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
 from ehr_imaging.store.viewer_tokens import AccessCount
-
-A, SA, IA = "1.2.3", "1.2.3.1", "1.2.3.1.1"
-B, SB, IB = "1.2.4", "1.2.4.1", "1.2.4.1.1"
-SCOPE = frozenset({A})
-TREE = {A: {SA: {IA}}, B: {SB: {IB}}}
-
-
-def belongs(study: str, series: str | None, instance: str | None) -> bool:
-    tree = TREE.get(study, {})
-    if series is not None and series not in tree:
-        return False
-    if instance is None:
-        return True
-    return any(instance in instances for s, instances in tree.items() if series in (None, s))
+from tests.unit.viewer_scope import IA, IB, SA, SB, SCOPE, A, B, belongs
 
 
 def decide(path: str, query: dict[str, str] | None = None, method: str = "GET") -> bool:
