@@ -37,7 +37,7 @@ GROUP_NOTES = {
                    " admin, radiologist only)",
     "order-writing": "create, replace and cancel orders",
 }
-ROLES = ("admin", "radiologist", "doctor", "nurse", "technician", "ehr-service")
+ROLES = ("admin", "radiologist", "doctor", "nurse", "technician", "ehr-service", "patient")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ LARGE = UNAUTHENTICATED_BODY_BYTES + 1  # needs credentials and a role in the fi
 
 
 def token(*roles: str) -> str:
-    return mint_token(secret=SECRET, issuer="i", audience="a", subject="dr", roles=list(roles), ttl_seconds=600)
+    scope = {"patient_id": "p-1"} if "patient" in roles else None  # a patient token names its patient
+    return mint_token(secret=SECRET, issuer="i", audience="a", subject="dr", roles=list(roles), ttl_seconds=600,
+                      extra=scope)
 
 
 def bearer(*roles: str) -> dict[str, str]:

@@ -49,6 +49,7 @@ def list_orders(api: Api, request: Request) -> Response:
         status=status, unmatched=query_bool(q, "unmatched"), mrn=q.get("mrn") or None,
         accession=q.get("accession") or None, patient_id=q.get("patient_id") or None,
         limit=query_int(q, "limit", 50, 1, MAX_PAGE), offset=query_int(q, "offset", 0, 0, 10**9),
+        patient_scope=request.patients,  # a scoped caller's list: their patients' orders only
     )
     total, items = order_store.search(api.services.engine, where)
     return json_response({"total": total, "limit": where.limit, "offset": where.offset,

@@ -95,6 +95,11 @@ class Request:
     client_ip: str = ""
     can_stream: bool = False  # True on the API port, which sends ``Response.stream`` as it comes
 
+    @property
+    def patients(self) -> frozenset[str] | None:
+        """The caller's patient scope (core/patient_scope.py); None: unscoped (or not authenticated)."""
+        return self.principal.patients if self.principal is not None else None
+
     def json(self) -> Any:
         """The JSON body (None when there is none). Only as ``Content-Type: application/json``: a browser can send
         ``text/plain`` or a form across sites without a preflight, JSON only from the page's own origin."""

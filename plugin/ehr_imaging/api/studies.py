@@ -83,7 +83,7 @@ def deletion_reason(request: Request) -> str:
 
 def list_studies(api: Api, request: Request) -> Response:
     """Studies matching filters, newest first."""
-    where = parse_study_filter(request.query)
+    where = dataclasses.replace(parse_study_filter(request.query), patient_scope=request.patients)
     total, items = studies.search(api.services.engine, where)
     return json_response({"total": total, "limit": where.limit, "offset": where.offset,
                           "items": [presenters.recorded_study(item) for item in items]})
@@ -149,7 +149,8 @@ def _listed(api: Api, where: studies.StudyFilter) -> Response:
 
 def _page(request: Request, where: studies.StudyFilter) -> studies.StudyFilter:
     return dataclasses.replace(where, limit=query_int(request.query, "limit", MAX_PAGE, 1, MAX_PAGE),
-                               offset=query_int(request.query, "offset", 0, 0, 10**9))
+                               offset=query_int(request.query, "offset", 0, 0, 10**9),
+                               patient_scope=request.patients)  # a scoped caller's list: their patients only
 
 
 def _path_text(request: Request, name: str) -> str:

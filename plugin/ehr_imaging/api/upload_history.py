@@ -36,6 +36,7 @@ def _uploads(api: Api, request: Request, patient_id: str | None) -> Response:
     if source is not None and len(source) > 20:
         raise errors.Invalid("source: at most 20 characters")
     where = studies.UploadFilter(status=status, source=source, patient_id=patient_id,
+                                 patient_scope=request.patients,  # a scoped caller: their patients' rows only
                                  limit=query_int(q, "limit", 50, 1, MAX_PAGE),
                                  offset=query_int(q, "offset", 0, 0, 10**9))
     total, items = studies.uploads(api.services.engine, where)

@@ -31,7 +31,8 @@ def viewer_token(api: Api, request: Request) -> Response:
     if study_uids is not None and (not isinstance(study_uids, list) or not all(isinstance(u, str) for u in study_uids)):
         raise errors.Invalid("study_uids: must be a list of StudyInstanceUIDs")
     order_id, patient_id = _id(body.get("order_id")), _id(body.get("patient_id"))
-    studies = issuing.studies_for(api.services, study_uids=study_uids, order_id=order_id, patient_id=patient_id)
+    studies = issuing.studies_for(api.services, study_uids=study_uids, order_id=order_id, patient_id=patient_id,
+                                  patients=request.patients)
     return json_response(_issue(api.services, request, studies, _ttl_of(api.services, body.get("ttl_seconds")),
                                 order_id=_text(body.get("order_id")), patient_id=_text(body.get("patient_id"))))
 
@@ -62,22 +63,23 @@ def revoke(api: Api, request: Request) -> Response:
 
 def viewer_url_study(api: Api, request: Request) -> Response:
     """The viewer URL (with a fresh token) for one study."""
-    studies = issuing.studies_for(api.services, study_uids=[request.params["study_uid"]])
+    studies = issuing.studies_for(api.services, study_uids=[request.params["study_uid"]],
+                                  patients=request.patients)
     return _url_answer(api.services, request, studies)
 
 
 def viewer_url_order(api: Api, request: Request) -> Response:
     """The viewer URL for an order's studies."""
     order_id = request.params["order_id"]
-    return _url_answer(api.services, request, issuing.studies_for(api.services, order_id=order_id),
-                       order_id=order_id)
+    studies = issuing.studies_for(api.services, order_id=order_id, patients=request.patients)
+    return _url_answer(api.services, request, studies, order_id=order_id)
 
 
 def viewer_url_patient(api: Api, request: Request) -> Response:
     """The viewer URL for a patient's studies (by the EHR patient id)."""
     patient_id = request.params["patient_id"]
-    return _url_answer(api.services, request, issuing.studies_for(api.services, patient_id=patient_id),
-                       patient_id=patient_id)
+    studies = issuing.studies_for(api.services, patient_id=patient_id, patients=request.patients)
+    return _url_answer(api.services, request, studies, patient_id=patient_id)
 
 
 # --- helpers shared by the handlers ----------------------------------------------------------------------------

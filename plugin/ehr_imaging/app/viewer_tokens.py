@@ -20,7 +20,7 @@ from ..services import Services
 from ..store import studies as study_store
 from ..store import viewer_tokens as token_store
 from ..store.studies import StudyFilter
-from . import study_resolution
+from . import patient_scope, study_resolution
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,18 @@ class Issued:
 
 
 def studies_for(services: Services, *, study_uids: list[str] | None = None, order_id: str | None = None,
-                patient_id: str | None = None) -> dict[str, str]:
+                patient_id: str | None = None, patients: frozenset[str] | None = None) -> dict[str, str]:
     """StudyInstanceUID -> the Orthanc study the token will open, for exactly one of: the UIDs given, an
-    order's studies, a patient's studies."""
+    order's studies, a patient's studies; for a patient-scoped caller (``patients``) only their patients'."""
+    found = _studies_for(services, study_uids=study_uids, order_id=order_id, patient_id=patient_id,
+                         patients=patients)
+    if patients is not None:
+        patient_scope.check_studies(services, patients, found)  # what an order or a patient expanded to, too
+    return found
+
+
+def _studies_for(services: Services, *, study_uids: list[str] | None, order_id: str | None,
+                 patient_id: str | None, patients: frozenset[str] | None) -> dict[str, str]:
     given = [name for name, value in (("study_uids", study_uids), ("order_id", order_id),
                                       ("patient_id", patient_id)) if value not in (None, "", [])]
     if len(given) != 1:
@@ -45,18 +54,24 @@ def studies_for(services: Services, *, study_uids: list[str] | None = None, orde
         bad = [u for u in uids if not is_uid(u)]
         if bad:
             raise errors.Invalid(f"study_uids: not a DICOM UID: {bad[0][:80]!r}")
+        if patients is not None:
+            patient_scope.check_studies(services, patients, uids)  # another patient's study: as unknown
         found = _resolved(services, uids)
         unknown = [u for u in uids if u not in found]
         if unknown:
             raise errors.NotFound(f"unknown studies: {', '.join(unknown[:5])}")
         return {uid: found[uid] for uid in uids}
     if order_id:
+        if patients is not None:
+            patient_scope.check_order(services, patients, order_id)
         if not study_store.order_exists(services.engine, order_id):
             raise errors.NotFound(f"unknown order {order_id}")
         uids = _recorded_studies(services, StudyFilter(order_id=order_id))
         if not uids:
             raise errors.NotFound(f"order {order_id} has no study yet")
         return _resolved(services, uids)
+    if patients is not None and patient_id:
+        patient_scope.check_patient(patients, patient_id)
     uids = _recorded_studies(services, StudyFilter(patient_id=patient_id))
     if not uids:
         raise errors.NotFound(f"no studies for patient {patient_id}")

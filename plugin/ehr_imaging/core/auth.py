@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from .lockout import FailureLimiter
+from .patient_scope import PATIENT_ROLE, ScopeClaimError, patients_from_claims
 
 ADMIN = "admin"
 RADIOLOGIST = "radiologist"
@@ -27,7 +28,8 @@ DOCTOR = "doctor"
 NURSE = "nurse"
 TECHNICIAN = "technician"
 EHR_SERVICE = "ehr-service"
-ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVICE})
+PATIENT = PATIENT_ROLE  # a patient portal's token: always scoped to its own patient_id (core/patient_scope.py)
+ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVICE, PATIENT})
 # Who may do what: the role groups, defined once. Every route of the EHR API names exactly one of them (or is public,
 # or open to any role); the README's role matrix is checked against the routes by tests/unit/test_role_matrix.py.
 # The seed plan's rules: view = doctor, nurse, radiologist; upload = doctor, technician; delete = admin, radiologist.
@@ -35,8 +37,10 @@ ALL_ROLES = frozenset({ADMIN, RADIOLOGIST, DOCTOR, NURSE, TECHNICIAN, EHR_SERVIC
 # log, the reconciliation queue) holds a viewing role, and the audit trail only some of them. A technician uploads
 # and works on the files in their hands; the order to upload against comes from the EHR's worklist (or the
 # modality worklist), not from this API.
-VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE)  # studies, orders, match status, stored tags
-AUDITING = (DOCTOR, RADIOLOGIST, ADMIN, EHR_SERVICE)  # the upload log: who uploaded what, tags before edits
+# A patient reads their own records only: every route a viewing or auditing role calls is patient-scoped
+# (api/patient_scope.py), so the patient role shares those groups and never sees another patient's.
+VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE, PATIENT)  # studies, orders, match status, stored tags
+AUDITING = (DOCTOR, RADIOLOGIST, ADMIN, EHR_SERVICE, PATIENT)  # the upload log: who uploaded what, tags before edits
 UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files (own jobs/offline uploads), edit
 FILE_READING = (*UPLOADING, NURSE)  # read the tags of a file the caller sends (nothing stored is read)
 DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
@@ -80,6 +84,7 @@ class Principal:
     # patient's study stored later under the same UID is never in scope (core.study_identity).
     scope_studies: Mapping[str, str] | None = None
     token_id: str | None = None  # a viewer token's ``jti`` (revocation, access audit)
+    patients: frozenset[str] | None = None  # a user token's patient scope (core/patient_scope.py); None: unscoped
 
     @property
     def is_admin(self) -> bool:
@@ -194,7 +199,12 @@ def user_principal(claims: Mapping[str, Any]) -> Principal:
     roles = roles_from_claims(claims)
     if not roles:
         raise AuthError("token carries no known role")
-    return Principal(subject=str(claims["sub"]), roles=roles, via="jwt", expires_at=float(claims["exp"]))
+    try:
+        patients = patients_from_claims(claims, patient_role=PATIENT in roles)
+    except ScopeClaimError as exc:
+        raise AuthError(str(exc)) from None
+    return Principal(subject=str(claims["sub"]), roles=roles, via="jwt", expires_at=float(claims["exp"]),
+                     patients=patients)
 
 
 def roles_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:

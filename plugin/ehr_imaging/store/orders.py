@@ -71,6 +71,7 @@ class OrderFilter:
     mrn: str | None = None
     accession: str | None = None
     patient_id: str | None = None
+    patient_scope: frozenset[str] | None = None  # a scoped caller's EHR patients (core/patient_scope.py)
     limit: int = 50
     offset: int = 0
 
@@ -117,6 +118,8 @@ def search(engine: Engine, where: OrderFilter) -> tuple[int, list[Order]]:
         query = query.where(ImagingOrder.accession_number == where.accession)
     if where.patient_id:
         query = query.where(ImagingOrder.patient_id == where.patient_id)
+    if where.patient_scope is not None:
+        query = query.where(ImagingOrder.patient_id.in_(list(where.patient_scope)))
     with Session(engine) as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -33,6 +33,7 @@ class StudyFilter:
     study_date_to: date | None = None
     order_status: str | None = None
     order_id: str | None = None
+    patient_scope: frozenset[str] | None = None  # a scoped caller's EHR patients (core/patient_scope.py)
     limit: int = 50
     offset: int = 0
 
@@ -91,13 +92,20 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
         return total, [_record(row[0]) for row in rows]
 
 
+def _of_patients(patient_ids: Iterable[str]) -> Any:
+    """A study belongs to EHR patients when linked to one of their orders, or when its PatientID is the MRN of
+    one of their orders (an unmatched study of a known patient): "a patient's studies", defined once."""
+    ids = list(patient_ids)
+    orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
+    mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
+    return or_(StudyLink.order_id.in_(orders), func.upper(StudyLink.patient_id).in_(mrns))
+
+
 def _filtered(query: Any, where: StudyFilter) -> Any:
     if where.patient_id:
-        # A study belongs to the EHR patient when linked to one of their orders, or when its PatientID is the
-        # MRN of one of their orders (an unmatched study of a known patient).
-        mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id == where.patient_id)
-        query = query.where(or_(ImagingOrder.patient_id == where.patient_id,
-                                func.upper(StudyLink.patient_id).in_(mrns)))
+        query = query.where(_of_patients([where.patient_id]))
+    if where.patient_scope is not None:
+        query = query.where(_of_patients(where.patient_scope))
     if where.mrn:
         query = query.where(func.upper(StudyLink.patient_id) == normalize_identifier(where.mrn))
     if where.patient_name:
@@ -120,6 +128,20 @@ def _filtered(query: Any, where: StudyFilter) -> Any:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def of_patients(engine: Engine, study_uids: Iterable[str], patient_ids: Iterable[str]) -> set[str]:
+    """Those of the recorded ``study_uids`` that belong to these EHR patients."""
+    with Session(engine) as session:
+        return set(session.scalars(select(StudyLink.study_instance_uid).where(
+            StudyLink.study_instance_uid.in_(list(study_uids)), _of_patients(patient_ids))))
+
+
+def uid_of_orthanc_study(engine: Engine, orthanc_study_id: str) -> str | None:
+    """The StudyInstanceUID recorded for an Orthanc study (None: not recorded, e.g. a quarantined copy)."""
+    with Session(engine) as session:
+        return session.scalar(select(StudyLink.study_instance_uid).where(
+            StudyLink.orthanc_study_id == orthanc_study_id))
 
 
 def get(engine: Engine, study_uid: str) -> StudyRecord | None:
@@ -237,6 +259,8 @@ class UploadFilter:
     status: str | None = None
     source: str | None = None
     patient_id: str | None = None
+    patient_scope: frozenset[str] | None = None  # a scoped caller's EHR patients (core/patient_scope.py)
+    upload_id: uuid.UUID | None = None
     limit: int = 50
     offset: int = 0
 
@@ -283,16 +307,26 @@ def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[UploadRecord
     if where.source:
         query = query.where(DicomUploadLog.upload_source == where.source)
     if where.patient_id:
-        # The EHR patient: rows naming them, rows of their orders, rows of studies whose PatientID is their MRN.
-        orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id == where.patient_id)
-        mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id == where.patient_id)
-        query = query.where(or_(DicomUploadLog.patient_id == where.patient_id, DicomUploadLog.order_id.in_(orders),
-                                func.upper(DicomUploadLog.patient_id).in_(mrns)))
+        query = query.where(_uploads_of_patients([where.patient_id]))
+    if where.patient_scope is not None:
+        query = query.where(_uploads_of_patients(where.patient_scope))
+    if where.upload_id is not None:
+        query = query.where(DicomUploadLog.id == where.upload_id)
     with Session(engine) as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(DicomUploadLog.uploaded_at.desc(), cast(DicomUploadLog.id, String))
                                .limit(where.limit).offset(where.offset)).all()
         return total, [_upload(row) for row in rows]
+
+
+def _uploads_of_patients(patient_ids: Iterable[str]) -> Any:
+    """Upload rows of EHR patients: rows naming them, rows of their orders, rows of studies whose PatientID is
+    the MRN of one of their orders."""
+    ids = list(patient_ids)
+    orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
+    mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
+    return or_(DicomUploadLog.patient_id.in_(ids), DicomUploadLog.order_id.in_(orders),
+               func.upper(DicomUploadLog.patient_id).in_(mrns))
 
 
 def upload(engine: Engine, upload_id: uuid.UUID) -> UploadRecord | None:
