@@ -17,6 +17,7 @@ from ..core import auth
 from ..services import Services
 from . import (
     admin_session,
+    audit,
     images,
     openapi,
     orders,
@@ -81,6 +82,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/uploads",                           upload_history.list_uploads,    auth.AUDITING,      schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",    upload_history.patient_uploads, auth.AUDITING,      schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",             upload_history.get_upload,      auth.AUDITING,      schemas.GET_UPLOAD),
+    # The audit timeline: every patient's records and every actor, hence admin only.
+    RouteSpec("GET",    f"{P}/audit",                             audit.audit_timeline,           auth.ADMIN_ONLY,    schemas.AUDIT),
 
     # --- tags ------------------------------------------------------------------------------------------------
     RouteSpec("POST",   f"{P}/validate",                          tags.validate,                  auth.UPLOADING,     schemas.VALIDATE),
