@@ -4,8 +4,10 @@
 store/audit.py puts together from every audit table, newest first. ``from`` and ``to`` take an ISO 8601 date or
 date-time (UTC when it names no offset); ``from`` is inclusive, ``to`` exclusive, and a ``to`` that is a date
 alone includes that day. ``action`` takes one action or several, comma-separated. ``format=csv`` answers the same
-rows as a CSV file (streamed on the API port), at most ``MAX_EXPORT`` rows a request (page on with ``offset``;
-``X-Total-Count`` says how many the filter selects).
+rows as a CSV file, at most ``MAX_EXPORT`` rows a request on the API port (streamed from a server-side cursor:
+it holds one database connection while it is sent) and ``MAX_EXPORT_HERE`` on Orthanc's port (which cannot
+stream: the file is built in memory first); page on with ``offset``, ``X-Total-Count`` says how many rows the
+filter selects.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .validation import query_int
 
 MAX_PAGE = 500
 MAX_EXPORT = 100_000
+MAX_EXPORT_HERE = 10_000  # Orthanc's port
 # A cell a spreadsheet would run as a formula (CSV injection): written with a leading apostrophe.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -37,7 +40,8 @@ def audit_timeline(api: Api, request: Request) -> Response:
     """The audit timeline: uploads, links, tag edits, deletions, viewer tokens and viewer access, newest first."""
     q = request.query
     export = _format(q.get("format")) == "csv"
-    where = audit_filter(q, default_limit=MAX_EXPORT if export else 50, max_limit=MAX_EXPORT if export else MAX_PAGE)
+    most = (MAX_EXPORT if request.can_stream else MAX_EXPORT_HERE) if export else MAX_PAGE
+    where = audit_filter(q, default_limit=most if export else 50, max_limit=most)
     if not export:
         total, events = audit.timeline(api.services.engine, where)
         return json_response({"total": total, "limit": where.limit, "offset": where.offset,

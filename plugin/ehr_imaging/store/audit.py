@@ -11,14 +11,24 @@ produce it.
 Every row names its patient as well as the tables allow: the EHR ``patient_id`` of the row's order (its own,
 else its study's), the ``mrn`` as the study's PatientID. Rows without an order of their own find it through
 their study: the study's link (``study_links``), or, once the study is deleted, its latest deletion row
-(``_STUDY``). Viewer access rows are aggregates (per token and study: first and last access, requests,
+(``_study``). Viewer access rows are aggregates (per token and study: first and last access, requests,
 refusals, bytes); their ``started_at`` is the first access, ``at`` the last, and a time window selects the rows
 that overlap it (``at >= from`` and ``started_at < to``; for every other row ``started_at = at``).
 
 Adding a source (the one place to extend the timeline): append a ``Source`` to ``SOURCES`` whose SQL selects
 exactly ``COLUMNS``, in order, with these types (timestamptz, timestamptz, text x 6, jsonb), and names its
-actions; use ``_STUDY`` and ``_ORDER`` to find a study's order and patient. Nothing else changes: the route,
-the filters, the JSON and the CSV export read ``COLUMNS`` and ``ACTIONS``.
+actions; use ``_study(uid)`` (joins ``sl``, ``dl``; ``_STUDY_ORDER``, ``_STUDY_MRN``) and ``_order(order_id)``
+(joins ``o``) to find a study's order and patient. Nothing else changes: the route, the filters, the JSON and
+the CSV export read ``COLUMNS``, ``SOURCES`` and ``actions()``. For example, deletion requests kept in a table
+``deletion_requests`` (who asked, when, why, for which study and order) would be this one entry:
+
+    Source("deletion requests", ("deletion-requested",), f'''
+        SELECT r.requested_at, r.requested_at, 'deletion-requested', r.requested_by, o.patient_id,
+               coalesce(r.patient_id, o.mrn), r.study_instance_uid, r.order_id,
+               jsonb_build_object('deletion_request_id', r.id, 'reason', r.reason)
+        FROM deletion_requests r {_order("r.order_id")}''')
+
+and their decisions (approved, rejected: who decided, when) and restores one entry each in the same way.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ def _order(order: str) -> str:
 _STUDY_ORDER = "coalesce(sl.order_id, dl.order_id)"
 _STUDY_MRN = "coalesce(sl.patient_id, dl.patient_id)"
 
-SOURCES: list[Source] = [
+SOURCES: tuple[Source, ...] = (
     # Every ingest of a study (upload, C-STORE, offline sync) and every refused upload (status 'failed'). A refused
     # upload's patient_id is the one the caller gave; an ingest's is the study's PatientID (its MRN).
     Source("uploads", ("upload",), f"""
@@ -130,7 +140,7 @@ SOURCES: list[Source] = [
                                   'query', q.query, 'answers', q.answers, 'truncated', q.truncated,
                                   'outcome', q.outcome, 'target_aet', q.target_aet, 'node', q.node)
         FROM dimse_audit q"""),
-]
+)
 
 
 def actions() -> tuple[str, ...]:
