@@ -36,6 +36,7 @@ GROUP_NOTES = {
     "reconciling": "the unmatched queue, manual link and unlink (a link across a patient mismatch with `force`:"
                    " admin, radiologist only)",
     "order-writing": "create, replace and cancel orders",
+    "admin-only": "the audit timeline (every patient's records, who did what and who read what)",
 }
 ROLES = ("admin", "radiologist", "doctor", "nurse", "technician", "ehr-service", "patient")
 

@@ -1,5 +1,5 @@
 """The API's JSON for what the store returns: orders, studies, upload history, the reconciliation queue, a
-study's match, upload jobs, the stats counts.
+study's match, upload jobs, the stats counts, the audit timeline.
 
 The store hands out values (``store.orders.Order``, ``store.studies.StudyRecord`` ...); the field names, their
 order and the text forms of dates, times and identifiers the EHR reads are decided here, once (the OpenAPI
@@ -12,6 +12,7 @@ import uuid
 from datetime import date, datetime, time
 from typing import Any
 
+from ..store.audit import AuditEvent
 from ..store.orders import Order
 from ..store.reconciliation import MatchStatus, QueueEntry
 from ..store.studies import StudyRecord, UploadRecord
@@ -125,3 +126,10 @@ def upload_job(job: UploadJobRecord) -> dict[str, Any]:
 def counts(found: Counts) -> dict[str, int]:
     """The stats route's database counts."""
     return {"total_orders": found.orders, "matched_orders": found.matched_orders, "total_uploads": found.uploads}
+
+
+def audit_event(event: AuditEvent) -> dict[str, Any]:
+    """One row of the audit timeline (a refused upload names no study: null)."""
+    return {"at": event.at.isoformat(), "started_at": event.started_at.isoformat(), "action": event.action,
+            "actor": event.actor, "patient_id": event.patient_id, "mrn": event.mrn,
+            "study_uid": event.study_uid or None, "order_id": event.order_id, "details": event.details or {}}

@@ -17,6 +17,7 @@ from ..core import auth
 from ..services import Services
 from . import (
     admin_session,
+    audit,
     images,
     openapi,
     orders,
@@ -84,6 +85,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/uploads",                           upload_history.list_uploads,    auth.AUDITING,      scope.LIST,     schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",    upload_history.patient_uploads, auth.AUDITING,      scope.PATIENT,  schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",             upload_history.get_upload,      auth.AUDITING,      scope.UPLOAD,   schemas.GET_UPLOAD),
+    # The audit timeline: every patient's records and every actor, hence admin only (and unscoped).
+    RouteSpec("GET",    f"{P}/audit",                             audit.audit_timeline,           auth.ADMIN_ONLY,    scope.REFUSED,  schemas.AUDIT),
 
     # --- tags ------------------------------------------------------------------------------------------------
     RouteSpec("POST",   f"{P}/validate",                          tags.validate,                  auth.UPLOADING,     scope.NONE,     schemas.VALIDATE),

@@ -22,6 +22,7 @@ ZIP = "application/zip"
 PNG = "image/png"
 JPEG = "image/jpeg"
 MULTIPART = "multipart/form-data"
+CSV = "text/csv"
 BINARY: Schema = {"type": "string", "format": "binary"}
 P = "/api/v1/dicom"
 
@@ -175,6 +176,10 @@ COMPONENTS: dict[str, Schema] = {
                              "SeriesNumber": NSTR, "SeriesDescription": NSTR, "Modality": NSTR},
                             additionalProperties=NSTR)),
     }),
+    "AuditEvent": obj({
+        "at": string("date-time"), "started_at": string("date-time"), "action": string(), "actor": NSTR,
+        "patient_id": NSTR, "mrn": NSTR, "study_uid": NSTR, "order_id": NSTR, "details": ANY_OBJECT,
+    }),
     "ViewerToken": obj(dict(_VIEWER_TOKEN)),
     "ViewerUrl": obj({"url": string(), "study_count": integer(), **_VIEWER_TOKEN}),
 }
@@ -279,6 +284,8 @@ SUMMARY = Contract(
             "include_technical_params")},
                [], additionalProperties=False)})
 UPLOAD_PAGE = Contract(ok(page("UploadRow")))
+# The audit timeline: a page of JSON, or (format=csv) the same rows as a CSV file.
+AUDIT = Contract({"200": {JSON: page("AuditEvent"), CSV: {"type": "string"}}})
 GET_UPLOAD = Contract(ok(ref("UploadRow")))
 VIEWER_TOKEN = Contract(
     ok(ref("ViewerToken")),

@@ -47,10 +47,11 @@ DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
 RECONCILING = (ADMIN, RADIOLOGIST, EHR_SERVICE)  # the unmatched queue, manual link and unlink
 FORCE_LINKING = (ADMIN, RADIOLOGIST)  # a manual link across a patient mismatch (checked inside the link route)
 ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
+ADMIN_ONLY = (ADMIN,)  # the whole audit timeline: every patient's records, who read them, every actor
 # The groups by name (the README's vocabulary). FORCE_LINKING is no route's group.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "viewing": VIEWING, "auditing": AUDITING, "uploading": UPLOADING, "file-reading": FILE_READING,
-    "deleting": DELETING, "reconciling": RECONCILING, "order-writing": ORDER_WRITING,
+    "deleting": DELETING, "reconciling": RECONCILING, "order-writing": ORDER_WRITING, "admin-only": ADMIN_ONLY,
 }
 
 HMAC_ALGORITHMS = ("HS256",)

@@ -162,6 +162,7 @@ class LinkAudit(Base):
         CheckConstraint("action IN ('auto-link', 'link', 'unlink', 'coerce', 'quarantine')",
                         name="link_audit_action_check"),
         Index("ix_link_audit_study", "study_instance_uid"),
+        Index("ix_link_audit_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -185,6 +186,7 @@ class DicomUploadLog(Base):
         Index("ix_dicom_upload_logs_orthanc_id", "orthanc_study_id"),
         Index("ix_dicom_upload_logs_patient_id", "patient_id"),
         Index("ix_dicom_upload_logs_order_id", "order_id"),
+        Index("ix_dicom_upload_logs_uploaded_at", "uploaded_at"),  # the audit timeline's time window
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -218,7 +220,9 @@ class ViewerTokenRecord(Base):
     """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
 
     __tablename__ = "viewer_tokens"
-    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),)
+    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),
+                      Index("ix_viewer_tokens_issued_at", "issued_at"),
+                      Index("ix_viewer_tokens_revoked_at", "revoked_at"))
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
@@ -237,7 +241,8 @@ class ViewerAccess(Base):
 
     __tablename__ = "viewer_access_log"
     __table_args__ = (Index("ix_viewer_access_log_study", "study_instance_uid"),
-                      Index("ix_viewer_access_log_subject", "subject"))
+                      Index("ix_viewer_access_log_subject", "subject"),
+                      Index("ix_viewer_access_log_last_access", "last_access_at"))
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
@@ -254,7 +259,8 @@ class TagEditAudit(Base):
 
     __tablename__ = "tag_edit_audit"
     __table_args__ = (Index("ix_tag_edit_audit_study", "study_instance_uid"),
-                      Index("ix_tag_edit_audit_sop", "sop_instance_uid"))
+                      Index("ix_tag_edit_audit_sop", "sop_instance_uid"),
+                      Index("ix_tag_edit_audit_edited_at", "edited_at"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     edited_by: Mapped[str]
