@@ -41,7 +41,8 @@ LARGE = UNAUTHENTICATED_BODY_BYTES + 1  # needs credentials and a role in the fi
 
 def token(*roles: str) -> str:
     scope = {"patient_id": "p-1"} if "patient" in roles else None  # a patient token names its patient
-    return mint_token(secret=SECRET, issuer="i", audience="a", subject="dr", roles=list(roles), ttl_seconds=600,
+    return mint_token(secret=SECRET, issuer="i", audience="a", subject="dr", roles=list(roles),
+                      ttl_seconds=86400,  # minted at collection: must outlive a slow suite
                       extra=scope)
 
 
@@ -51,7 +52,7 @@ def bearer(*roles: str) -> dict[str, str]:
 
 BASIC = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
 SESSION = mint_token(secret=SECRET, issuer="i", audience="session", subject="admin", roles=["admin"],
-                     ttl_seconds=600, extra={"jti": "sid"})
+                     ttl_seconds=86400, extra={"jti": "sid"})  # minted at import: must outlive a slow suite
 COOKIE = {"cookie": f"{SESSION_COOKIE}={SESSION}", "host": "pacs.example:8042"}
 
 

@@ -40,7 +40,8 @@ SECRET = "router-test-secret-0123456789abcdef"
 
 def token(*roles: str, subject: str = "user-1", secret: str = SECRET) -> str:
     scope = {"patient_id": "p-1"} if "patient" in roles else None  # a patient token names its patient
-    return mint_token(secret=secret, issuer=ISSUER, audience=AUDIENCE, subject=subject, roles=roles, ttl_seconds=300,
+    return mint_token(secret=secret, issuer=ISSUER, audience=AUDIENCE, subject=subject, roles=roles,
+                      ttl_seconds=86400,  # minted at collection: must outlive a slow suite
                       extra=scope)
 
 
