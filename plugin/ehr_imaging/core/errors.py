@@ -17,6 +17,14 @@ class DomainError(Exception):
         self.facts = dict(facts or {})  # machine-readable facts the caller may act on (the API sends them as headers)
 
 
+class FieldError(ValueError):
+    """A rule of core/ found one named field invalid (``field``); the caller turns it into Invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class Malformed(DomainError):
     """The request cannot be read as sent: no JSON where JSON is due, a file missing from its field."""
 

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .dicom_values import SEXES
+from .errors import FieldError
 
 ORDER_STATUSES = ("scheduled", "in-progress", "completed", "cancelled")
 OPEN_STATUSES = ("scheduled", "in-progress")
@@ -27,12 +28,8 @@ AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _DICOM_TEXT_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
 
 
-class OrderValidationError(ValueError):
+class OrderValidationError(FieldError):
     """An order field is invalid; ``field`` names it for the 422 answer."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pydicom.valuerep import validate_value
 
 from .dicom_file import Source, read_complete, safe_text, to_bytes, value_text
 from .dicom_values import SEXES, is_pn_shape, parse_da
+from .errors import FieldError
 
 # What modify-tags may change, with the VR each value must fit. UIDs are never among them.
 EDITABLE_TAGS: dict[str, str] = {
@@ -26,12 +27,8 @@ EDITABLE_TAGS: dict[str, str] = {
 _FORBIDDEN_TEXT = re.compile(r"[\\\x00-\x1f\x7f]")  # a backslash separates values; control characters
 
 
-class TagChangeError(ValueError):
+class TagChangeError(FieldError):
     """A requested tag change is not allowed or its value is invalid; ``field`` names it (422)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True)
