@@ -33,7 +33,7 @@ def test_a_batch_stores_its_files_and_records_one_row_per_study(
         assert ingest.process_stable_study(services, next(iter(orthanc.studies))) is None
         studies = batch.finish()
 
-    assert (junk.status, status_of(junk.failure("")), junk.study_instance_uid) == ("failed", 422, None)
+    assert (junk.status, status_of(junk.failure("")), junk.study_instance_uid) == ("failed", 400, None)
     assert (batch.successful, batch.failed) == (5, 1)
     assert len(orthanc.instances) == 5 and len(orthanc.studies) == 2  # every good file is in Orthanc
     assert set(studies) == {linked_uid, other_uid}

@@ -194,6 +194,7 @@ class Contract:
     answers: dict[str, dict[str, Schema]]
     body: dict[str, Schema] = field(default_factory=dict)
     body_required: bool = False
+    errors: dict[str, str] = field(default_factory=dict)  # what an error status means here (OpenAPI description)
 
 
 def ok(schema: Schema, status: str = "200") -> dict[str, dict[str, Schema]]:
@@ -206,6 +207,14 @@ def binary(*media_types: str) -> dict[str, dict[str, Schema]]:
 
 _UPLOAD_OPTIONS = {"order_id": string(), "patient_id": string()}
 _DICOM_RAW = [DICOM, "application/octet-stream"]
+# Issue 11: a file that is not DICOM or cannot be read whole is a 400 ("invalid DICOM file", as the EHR's client
+# expects); a readable DICOM file whose values are refused stays a 422.
+_INVALID_DICOM = "an invalid DICOM file: not DICOM, or not readable whole (truncated, no Part 10 header)"
+_DICOM_FILE_ERRORS = {"400": f"{_INVALID_DICOM}; no file; a form that cannot be read",
+                      "422": "a readable DICOM file whose values are refused (a UID missing, a bad option or value)"}
+_PER_FILE_ERRORS = {"400": "no file, a form that cannot be read (an invalid DICOM file is reported per file in"
+                           " `results`, as a 400 would be for it alone)",
+                    "422": "a bad option; for upload-zip, a body that is not a ZIP archive"}
 
 # What each route answers and reads, referenced by its row in api/routes.py (the one list of routes).
 HEALTH = Contract({**ok(ref("Health")), **ok(ref("Health"), "503")})
@@ -225,14 +234,14 @@ UNLINK = Contract(
     ok(obj({"status": string(enum=["unlinked"]), "study_instance_uid": string(), "order_id": string()})),
     {JSON: obj({"reason": NSTR}, [])})
 UPLOAD = Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
-                  body_required=True)
+                  body_required=True, errors=_DICOM_FILE_ERRORS)
 UPLOAD_MULTIPLE = Contract(ok(ref("UploadSummary")),
                            _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
-                           body_required=True)
+                           body_required=True, errors=_PER_FILE_ERRORS)
 UPLOAD_ZIP = Contract({**ok(ref("UploadSummary")), **ok(ref("UploadJobQueued"), "202")},
                       _file_body("file", [ZIP, "application/x-zip-compressed",
                                           "application/octet-stream"], _UPLOAD_OPTIONS),
-                      body_required=True)
+                      body_required=True, errors=_PER_FILE_ERRORS)
 UPLOAD_JOB = Contract(ok(ref("UploadJob")))
 OFFLINE_METADATA = Contract(
     ok(ref("OfflineStatus")),
@@ -242,24 +251,29 @@ OFFLINE_METADATA = Contract(
     body_required=True)
 OFFLINE_BINARY = Contract(ok(ref("OfflineStatus")),
                           _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
-                          body_required=True)
+                          body_required=True, errors={
+                              "400": f"{_INVALID_DICOM}; no file",
+                              "422": "the bytes are not the declared file (size, sha256, UIDs), a UID missing"})
 OFFLINE_ACK = Contract(ok(ref("OfflineStatus")),
                        {JSON: obj({"upload_id": string("uuid")})})
 VALIDATE = Contract(ok(ref("ValidationReport")), _file_body("file", _DICOM_RAW),
                     body_required=True)
 READ_TAGS = Contract(ok(obj({"tags": ANY_OBJECT})),
                      _file_body("file", _DICOM_RAW, {"all": {"type": "boolean"}}),
-                     body_required=True)
+                     body_required=True, errors=_DICOM_FILE_ERRORS)
 MODIFY_TAGS = Contract(binary(DICOM),
                        _file_body("file", _DICOM_RAW, {"changes": string(),
                                                        "remove_private_tags": {"type": "boolean"}}),
-                       body_required=True)
+                       body_required=True, errors={"400": _DICOM_FILE_ERRORS["400"],
+                                                   "422": "a tag that may not be changed, a bad value, nothing"
+                                                          " to change"})
 DEIDENTIFY = Contract(binary(DICOM, ZIP),
                       _file_body("files", _DICOM_RAW, {"patient_id": string(),
                                                        "patient_name": string(),
                                                        "accept_burned_in_annotation":
                                                            {"type": "boolean"}}, repeated=True),
-                      body_required=True)
+                      body_required=True, errors={"400": f"{_INVALID_DICOM} (the detail names the file); no file",
+                                                  "422": "pixels that may show identifying text, a bad option"})
 STUDY_TAGS = Contract(ok(ref("StudyTags")))
 LIST_STUDIES = Contract(ok(page("Study")))
 STUDIES = Contract(ok(array(ref("Study"))))

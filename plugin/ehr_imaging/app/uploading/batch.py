@@ -39,17 +39,21 @@ class UploadRejected(Exception):
 
 def check_dicom(data: bytes) -> Dataset:
     """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
-    a truncated file is refused here, not stored); returns its dataset."""
+    a truncated file is refused here, not stored); returns its dataset.
+
+    What cannot be read as a DICOM file (not DICOM, unreadable, cut short, no Part 10 header) is ``Malformed``
+    (400, what the EHR's client expects for an invalid DICOM file); a readable DICOM file lacking a UID is
+    ``Invalid`` (422): its content, not its form, is what is wrong."""
     try:
         parsed = dicom_file.parse(data)
     except dicom_file.DicomFileError as exc:
-        raise UploadRejected(errors.Invalid, str(exc)) from None
+        raise UploadRejected(errors.Malformed, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
         has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
-        raise UploadRejected(errors.Invalid, f"incomplete DICOM file: {parsed.problems[0]}",
-                                        parsed.dataset if has_uids else None)
+        raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}",
+                             parsed.dataset if has_uids else None)
     if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
-        raise UploadRejected(errors.Invalid, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
+        raise UploadRejected(errors.Malformed, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
     ds = parsed.dataset
     for keyword in UID_KEYWORDS:
         if not str(ds.get(keyword, "")).strip():
@@ -68,7 +72,7 @@ class FileResult:
     orthanc_instance_id: str | None = None
     already_stored: bool = False
     error: str | None = None
-    failure: type[errors.DomainError] = errors.Invalid  # why it failed, when it did (a single upload's answer)
+    failure: type[errors.DomainError] = errors.Malformed  # why it failed, when it did (a single upload's answer)
 
     def to_json(self) -> dict[str, Any]:
         return {"file_name": self.file_name, "status": self.status, "study_instance_uid": self.study_instance_uid,
@@ -139,7 +143,7 @@ class Batch:
     def failed(self) -> int:
         return len(self.results) - self.successful
 
-    def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Invalid,
+    def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Malformed,
              header: Dataset | None = None) -> FileResult:
         result = FileResult(file_name, "failed", size, error=error, failure=kind)
         if header is not None:
