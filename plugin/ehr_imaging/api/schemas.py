@@ -136,6 +136,13 @@ COMPONENTS: dict[str, Schema] = {
         "orthanc_study_id": NSTR, "series_instance_uid": NSTR, "sop_instance_uid": NSTR,
         "orthanc_instance_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"), "upload_id": NSTR,
     }),
+    "ImageUpload": obj({
+        "status": string(enum=["uploaded"]), "already_stored": {"type": "boolean"},
+        "content_type": string(enum=["image/jpeg", "image/png", "application/pdf"]), "sop_class_uid": string(),
+        "study_instance_uid": string(), "orthanc_study_id": NSTR, "series_instance_uid": NSTR,
+        "sop_instance_uid": NSTR, "orthanc_instance_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"),
+        "upload_id": NSTR,
+    }),
     "UploadJobQueued": obj({"job_id": string("uuid"), "status": string(enum=["queued"]), "total_files": integer(),
                             "status_url": string()}),
     "UploadJob": obj({
@@ -235,6 +242,17 @@ UNLINK = Contract(
     {JSON: obj({"reason": NSTR}, [])})
 UPLOAD = Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
                   body_required=True, errors=_DICOM_FILE_ERRORS)
+_IMAGE_FIELDS = {"order_id": string(), "patient_id": string(), "mrn": string(), "patient_family_name": string(),
+                 "patient_given_name": string(), "birth_date": string("date"), "sex": string(enum=list(SEXES)),
+                 "accession_number": string(), "description": string()}
+UPLOAD_IMAGE = Contract(ok(ref("ImageUpload")),
+                        _file_body("file", [JPEG, PNG, "application/pdf", "application/octet-stream"], _IMAGE_FIELDS),
+                        body_required=True, errors={
+                            "400": "not what it claims (by its first bytes), an image over MaxImageSizeMb or"
+                                   " MaxImagePixels, a PDF that does not parse, or one Orthanc refuses; no file",
+                            "404": "the order is unknown", "409": "the order is cancelled or has no MRN",
+                            "413": "a file over MaxFileSizeMb", "415": "not a JPEG, PNG or PDF",
+                            "422": "a bad patient field (mrn is required without order_id)"})
 UPLOAD_MULTIPLE = Contract(ok(ref("UploadSummary")),
                            _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
                            body_required=True, errors=_PER_FILE_ERRORS)
@@ -250,7 +268,8 @@ OFFLINE_METADATA = Contract(
                ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "size", "sha256"])},
     body_required=True)
 OFFLINE_BINARY = Contract(ok(ref("OfflineStatus")),
-                          _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
+                          _file_body("file", [*_DICOM_RAW, JPEG, PNG, "application/pdf"],
+                                     {"upload_id": string("uuid")}),
                           body_required=True, errors={
                               "400": f"{_INVALID_DICOM}; no file",
                               "422": "the bytes are not the declared file (size, sha256, UIDs), a UID missing"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,20 +161,29 @@ class Batch:
             header = check_dicom(data)
         except UploadRejected as exc:
             return self.fail(file_name, exc.detail, len(data), exc.kind, exc.header)
+        return self._store(file_name, len(data), header,
+                           lambda: self._services.pacs.post_json_bytes("/instances", data))
+
+    def add_created(self, file_name: str, size: int, header: Dataset, create: Callable[[], Any]) -> FileResult:
+        """An instance Orthanc builds and stores itself (``/tools/create-dicom``): ``header`` holds the UIDs and
+        PatientID it is given, so the study is checked and held before it exists, as for a file."""
+        return self._store(file_name, size, header, create)
+
+    def _store(self, file_name: str, size: int, header: Dataset, store: Callable[[], Any]) -> FileResult:
         patient_id, study_uid = str(header.get("PatientID", "")), str(header.StudyInstanceUID)
         conflict = self._collision(study_uid, patient_id)
         if conflict is not None:
-            return self.fail(file_name, conflict, len(data), errors.Conflict, header)
+            return self.fail(file_name, conflict, size, errors.Conflict, header)
         # Held before the file goes in, so the worker never records a study this upload is still writing.
         self._hold(orthanc_study_id(patient_id, study_uid))
         try:
-            stored = self._services.pacs.post_json_bytes("/instances", data)
+            stored = store()
         except errors.ArchiveError as exc:  # Orthanc refused the file: say so, it stored nothing
-            return self.fail(file_name, f"Orthanc refused the file: {exc.description}", len(data), errors.Malformed,
+            return self.fail(file_name, f"Orthanc refused the file: {exc.description}", size, errors.Malformed,
                              header)
         study_id = str(stored["ParentStudy"])
         self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
-        result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
+        result = FileResult(file_name, "stored", size, str(header.StudyInstanceUID),
                             str(header.SeriesInstanceUID), str(header.SOPInstanceUID), str(stored["ID"]),
                             already_stored=stored.get("Status") == "AlreadyStored")
         self.results.append(result)
