@@ -73,7 +73,7 @@ class FileResult:
     orthanc_instance_id: str | None = None
     already_stored: bool = False
     error: str | None = None
-    failure: type[errors.DomainError] = errors.Malformed  # why it failed, when it did (a single upload's answer)
+    failure: type[errors.DomainError] = errors.Invalid  # why it failed, when it did (a single upload's answer)
 
     def to_json(self) -> dict[str, Any]:
         return {"file_name": self.file_name, "status": self.status, "study_instance_uid": self.study_instance_uid,
@@ -144,7 +144,7 @@ class Batch:
     def failed(self) -> int:
         return len(self.results) - self.successful
 
-    def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Malformed,
+    def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Invalid,
              header: Dataset | None = None) -> FileResult:
         result = FileResult(file_name, "failed", size, error=error, failure=kind)
         if header is not None:
