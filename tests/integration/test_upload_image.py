@@ -93,7 +93,7 @@ def test_a_jpeg_joins_the_study_the_order_is_linked_to(api: Client, client: Clie
 
 def test_a_pdf_with_patient_fields_becomes_an_encapsulated_pdf_in_a_new_study(api: Client, client: Client) -> None:
     patient, document = mrn(), pdf("Signed consent")
-    answer = send_form(api, "consent.pdf", document, "application/pdf", mrn=patient, patient_family_name="Roe",
+    answer = send_form(api, "consent.pdf", document, "application/pdf", mrn=patient, patient_family_name="Łoś",
                        patient_given_name="Rick", birth_date="1961-02-03", sex="M", description="Consent form",
                        patient_id=str(uuid.uuid4()))
     assert answer.status_code == 200, answer.text
@@ -104,7 +104,7 @@ def test_a_pdf_with_patient_fields_becomes_an_encapsulated_pdf_in_a_new_study(ap
     ds = stored_file(client, body["orthanc_instance_id"])
     assert (ds.SOPClassUID, ds.Modality, ds.MIMETypeOfEncapsulatedDocument) == (ENCAPSULATED_PDF, "DOC",
                                                                                 "application/pdf")
-    assert (ds.PatientID, str(ds.PatientName), ds.PatientBirthDate, ds.PatientSex) == (patient, "Roe^Rick",
+    assert (ds.PatientID, str(ds.PatientName), ds.PatientBirthDate, ds.PatientSex) == (patient, "Łoś^Rick",
                                                                                        "19610203", "M")
     assert (ds.DocumentTitle, ds.SeriesDescription) == ("Consent form", "Consent form")
     assert bytes(ds.EncapsulatedDocument).rstrip(b"\x00") == document  # the PDF byte for byte (even-length pad)

@@ -83,6 +83,7 @@ def test_creation_tags_for_a_photo_and_a_document() -> None:
     photo = media.creation_tags(media.Media(media.PNG, 8, 6), patient, new, series_uid="2.25.2", sop_uid="2.25.3",
                                 now=now, title="Clinical photograph")
     assert photo == {
+        "SpecificCharacterSet": "ISO_IR 192",
         "PatientID": "MRN-1", "PatientName": "Roe^Rick", "PatientBirthDate": "19610203", "PatientSex": "M",
         "StudyInstanceUID": "2.25.1", "AccessionNumber": "ACC-1", "StudyDescription": "Wound care",
         "StudyDate": "20261201", "StudyTime": "093005", "SeriesInstanceUID": "2.25.2", "SOPInstanceUID": "2.25.3",

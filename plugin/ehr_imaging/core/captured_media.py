@@ -190,6 +190,7 @@ def creation_tags(media: Media, patient: Patient, study: StudyModule, *, series_
     """The ``Tags`` of ``/tools/create-dicom`` (with ``Force``: our UIDs): patient, study, a series of its own."""
     today, at = to_da(now.date()), to_tm(now)
     tags = {
+        "SpecificCharacterSet": "ISO_IR 192",  # UTF-8: names in any script, as the EHR sends them
         "PatientID": patient.patient_id, "PatientName": patient.name,
         "PatientBirthDate": to_da(patient.birth_date) if patient.birth_date else "",
         "PatientSex": patient.sex or "",
