@@ -8,7 +8,8 @@ On the plugin's API port files are multipart fields (options as form fields ``or
 ``patient_id``), or the raw body. On Orthanc's own port only the raw body works (``Content-Type:
 application/dicom`` or ``application/zip``, options as ``X-Order-Id``/``X-Patient-Id`` headers): Orthanc
 1.10's HTTP server splits ``multipart/form-data`` bodies itself and answers them without asking the
-plugin (see api/listener.py).
+plugin (see api/listener.py). ``upload-image`` takes a JPEG, PNG or PDF the same ways (raw: ``image/jpeg``,
+``image/png``, ``application/pdf``) and has Orthanc make it DICOM (app/uploading/captures.py).
 """
 
 from __future__ import annotations
