@@ -39,6 +39,8 @@ class Settings:
     MaxFileSizeMb: int = 100
     MaxUploadSizeMb: int = 2048  # one request's body on the API port (a ZIP, a form of many files)
     OrthancPortMaxBodyMb: int = 256  # one request's body on Orthanc's own port (Orthanc holds it whole in memory)
+    MaxImageSizeMb: int = 25  # a photo (JPEG, PNG) sent to upload-image; larger: 400 (PDFs: MaxFileSizeMb)
+    MaxImagePixels: int = 50_000_000  # its width x height (Orthanc decodes it whole); more: 400
     MaxFilesPerUpload: int = 500  # files of one upload-multiple request, or members of one ZIP
     MaxZipUncompressedMb: int = 8192  # what one ZIP may expand to (zip bombs)
     UploadJobAboveFiles: int = 200  # a ZIP with more files runs as a job (202, polled)
@@ -147,7 +149,7 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
-             "OrthancPortMaxBodyMb": 1,
+             "OrthancPortMaxBodyMb": 1, "MaxImageSizeMb": 1, "MaxImagePixels": 1,
              "ViewerTokenMaxTtlSeconds": 60, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,

@@ -3,10 +3,14 @@ then each study recorded and matched once, one audit row per study."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
+import pydicom
+
 from ehr_imaging.api.router import status_of
-from ehr_imaging.app import ingest
+from ehr_imaging.app import ingest, uploading
 from ehr_imaging.app.uploading import Batch
 from ehr_imaging.services import Services
 from ehr_imaging.store import orders
@@ -33,7 +37,7 @@ def test_a_batch_stores_its_files_and_records_one_row_per_study(
         assert ingest.process_stable_study(services, next(iter(orthanc.studies))) is None
         studies = batch.finish()
 
-    assert (junk.status, status_of(junk.failure("")), junk.study_instance_uid) == ("failed", 422, None)
+    assert (junk.status, status_of(junk.failure("")), junk.study_instance_uid) == ("failed", 400, None)
     assert (batch.successful, batch.failed) == (5, 1)
     assert len(orthanc.instances) == 5 and len(orthanc.studies) == 2  # every good file is in Orthanc
     assert set(studies) == {linked_uid, other_uid}
@@ -97,3 +101,32 @@ def test_a_study_uid_held_by_another_patient_is_refused_and_nothing_stored(
     assert refused.error is not None and refused.error.startswith("study uid collision")
     assert [s.patient_id for s in orthanc.studies.values()] == [victim]  # the intruder's file was not stored
     assert [row[0] for row in upload_rows(services, uid)] == ["success", "failed"]
+
+
+def test_each_refused_file_carries_the_status_it_would_get_alone(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    """Issue 11: per file in upload-multiple and ZIP results, an unreadable or non-DICOM file is a 400 (as
+    ``upload`` answers it), a readable DICOM file lacking a UID a 422, an unsafe member a 422."""
+    _, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=2)
+    no_uid = pydicom.dcmread(files[1])
+    del no_uid.SOPInstanceUID
+    buffer = io.BytesIO()
+    no_uid.save_as(buffer)
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w") as archive:
+        archive.writestr("good.dcm", files[0].read_bytes())
+        archive.writestr("notes.txt", b"not a DICOM file")
+        archive.writestr("no-uid.dcm", buffer.getvalue())
+        archive.writestr("../escape.dcm", files[0].read_bytes())
+        archive.writestr("damaged.dcm", b"CORRUPTME-PAYLOAD")  # stored: its bytes are in the archive as they are
+    damaged = archive_bytes.getvalue().replace(b"CORRUPTME-PAYLOAD", b"CORRUPTME-PAYLOAX")  # CRC no longer fits
+    with zipfile.ZipFile(io.BytesIO(damaged)) as archive, \
+            Batch(services, uploaded_by="tech-4", source="cd_import") as batch:
+        uploading.store_archive(batch, archive, archive.infolist(), max_file_bytes=uploading.MB)
+        batch.finish()
+
+    kinds = {r.file_name: (r.status, status_of(r.failure("")) if r.status == "failed" else None)
+             for r in batch.results}
+    assert kinds == {"good.dcm": ("stored", None), "notes.txt": ("failed", 400), "no-uid.dcm": ("failed", 422),
+                     "../escape.dcm": ("failed", 422), "damaged.dcm": ("failed", 400)}
+    assert len(orthanc.instances) == 1

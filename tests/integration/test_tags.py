@@ -157,9 +157,9 @@ def test_read_tags_errors(api: Client, manifest: dict[str, Any]) -> None:
     data = sample(manifest, "cr_tibia")
     assert post_file(api, "/api/v1/dicom/read-tags", data, role=None).status_code == 401
     bad = post_file(api, "/api/v1/dicom/read-tags", malformed(manifest, "not_dicom"))
-    assert bad.status_code == 422 and "not a DICOM file" in bad.json()["detail"]
+    assert bad.status_code == 400 and "not a DICOM file" in bad.json()["detail"]  # issue 11: invalid DICOM is 400
     cut = post_file(api, "/api/v1/dicom/read-tags", malformed(manifest, "truncated"))
-    assert cut.status_code == 422 and "truncated" in cut.json()["detail"]
+    assert cut.status_code == 400 and "truncated" in cut.json()["detail"]
     assert api.request("POST", "/api/v1/dicom/read-tags", "doctor").status_code == 400
     assert post_file(api, "/api/v1/dicom/read-tags", data, fields={"all": "maybe"}).status_code == 422
 
@@ -251,7 +251,7 @@ def test_modify_tags_errors(api: Client, manifest: dict[str, Any]) -> None:
     assert post_file(api, "/api/v1/dicom/modify-tags", data, role="nurse", fields=fields).status_code == 403
     assert api.request("POST", "/api/v1/dicom/modify-tags", "admin", data=fields).status_code == 400
     bad = post_file(api, "/api/v1/dicom/modify-tags", malformed(manifest, "not_dicom"), fields=fields)
-    assert bad.status_code == 422
+    assert bad.status_code == 400 and "not a DICOM file" in bad.json()["detail"]  # unreadable: 400, values: 422
 
 
 # --- deidentify -----------------------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_deidentify_errors(api: Client, manifest: dict[str, Any]) -> None:
     assert api.request("POST", "/api/v1/dicom/deidentify", "admin").status_code == 400
     files = [("files", ("a.dcm", data, DICOM)), ("files", ("b.dcm", malformed(manifest, "not_dicom"), DICOM))]
     bad = api.request("POST", "/api/v1/dicom/deidentify", "admin", files=files)
-    assert bad.status_code == 422 and "file 2 (b.dcm)" in bad.json()["detail"]
+    assert bad.status_code == 400 and "file 2 (b.dcm)" in bad.json()["detail"]  # not DICOM: 400
     long_id = post_file(api, "/api/v1/dicom/deidentify", data, fields={"patient_id": "X" * 65})
     assert long_id.status_code == 422 and long_id.json()["detail"].startswith("PatientID:")
 

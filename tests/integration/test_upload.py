@@ -49,13 +49,15 @@ def test_an_explicit_order_of_another_patient_is_refused(client: Client, tmp_pat
     assert order(client, order_id)["study_instance_uid"] is None
 
 
-@pytest.mark.parametrize("kind", ["truncated", "no_preamble", "missing_study_uid", "not_dicom"])
-def test_malformed_files_are_rejected_stored_nowhere_and_audited(client: Client, kind: str) -> None:
+# Issue 11: a file that cannot be read as a DICOM file is 400; a readable one lacking a UID stays 422.
+@pytest.mark.parametrize(("kind", "status"), [("truncated", 400), ("no_preamble", 400), ("missing_study_uid", 422),
+                                              ("not_dicom", 400)])
+def test_malformed_files_are_rejected_stored_nowhere_and_audited(client: Client, kind: str, status: int) -> None:
     manifest = build_samples(SAMPLES_CACHE)
     entry = next(m for m in manifest["malformed"] if m["kind"] == kind)
     before = client.get("/api/v1/dicom/stats", "admin").json()["total_instances"]
     answer = upload(client, (SAMPLES_CACHE / entry["file"]).read_bytes())
-    assert answer.status_code == 422, answer.text  # README: 422 not DICOM / missing UIDs
+    assert answer.status_code == status, answer.text  # README: 400 not DICOM / unreadable, 422 missing UIDs
     assert answer.json()["detail"]
     assert client.get("/api/v1/dicom/stats", "admin").json()["total_instances"] == before
     failed = query(client, "SELECT count(*) FROM ehr_imaging.dicom_upload_logs WHERE upload_status = 'failed'"

@@ -186,6 +186,17 @@ def test_health_documents_its_503_and_upload_zip_its_202(document: dict[str, Any
     assert zipped["200"]["content"][JSON]["schema"] == {"$ref": "#/components/schemas/UploadSummary"}
 
 
+def test_file_routes_say_an_invalid_dicom_file_is_a_400_and_bad_values_a_422(document: dict[str, Any]) -> None:
+    """Issue 11's contract change, in the document: 400 for a file that is not (readable) DICOM, 422 for values."""
+    for path in ("upload", "read-tags", "modify-tags", "deidentify", "offline/binary"):
+        responses = document["paths"][f"/api/v1/dicom/{path}"]["post"]["responses"]
+        assert "invalid DICOM file" in responses["400"]["description"], path
+        assert "invalid DICOM" not in responses["422"]["description"], path
+    for path in ("upload-multiple", "upload-zip"):
+        assert "per file" in document["paths"][f"/api/v1/dicom/{path}"]["post"]["responses"]["400"]["description"]
+    assert document["paths"]["/api/v1/dicom/stats"]["get"]["responses"]["400"]["description"] == "bad input"
+
+
 # --- what the pure helpers build fits the schemas (the integration test checks the routes' answers) -----------
 
 

@@ -77,7 +77,8 @@ class UploadedFile:
         return io.BytesIO(self.data or b"")
 
 
-RAW_FILE_TYPES = ("application/dicom", "application/octet-stream", "application/zip", "application/x-zip-compressed")
+RAW_FILE_TYPES = ("application/dicom", "application/octet-stream", "application/zip", "application/x-zip-compressed",
+                  "image/jpeg", "image/jpg", "image/png", "application/pdf")  # the last: upload-image
 
 
 @dataclass

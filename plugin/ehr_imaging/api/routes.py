@@ -97,6 +97,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 
     # --- uploads ---------------------------------------------------------------------------------------------
     RouteSpec("POST",   f"{P}/upload",                            uploads.upload,                 auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD),
+    RouteSpec("POST",   f"{P}/upload-image",                      uploads.upload_image,           auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_IMAGE),
     RouteSpec("POST",   f"{P}/upload-multiple",                   uploads.upload_multiple,        auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_MULTIPLE),
     RouteSpec("POST",   f"{P}/upload-zip",                        uploads.upload_zip,             auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_ZIP),
     RouteSpec("GET",    f"{P}/upload-jobs/{{job_id}}",            uploads.upload_job,             auth.UPLOADING,     scope.NONE,     schemas.UPLOAD_JOB),

@@ -137,6 +137,13 @@ COMPONENTS: dict[str, Schema] = {
         "orthanc_study_id": NSTR, "series_instance_uid": NSTR, "sop_instance_uid": NSTR,
         "orthanc_instance_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"), "upload_id": NSTR,
     }),
+    "ImageUpload": obj({
+        "status": string(enum=["uploaded"]), "already_stored": {"type": "boolean"},
+        "content_type": string(enum=["image/jpeg", "image/png", "application/pdf"]), "sop_class_uid": string(),
+        "study_instance_uid": string(), "orthanc_study_id": NSTR, "series_instance_uid": NSTR,
+        "sop_instance_uid": NSTR, "orthanc_instance_id": NSTR, "order_id": NSTR, "match": ref("UploadMatch"),
+        "upload_id": NSTR,
+    }),
     "UploadJobQueued": obj({"job_id": string("uuid"), "status": string(enum=["queued"]), "total_files": integer(),
                             "status_url": string()}),
     "UploadJob": obj({
@@ -199,6 +206,7 @@ class Contract:
     answers: dict[str, dict[str, Schema]]
     body: dict[str, Schema] = field(default_factory=dict)
     body_required: bool = False
+    errors: dict[str, str] = field(default_factory=dict)  # what an error status means here (OpenAPI description)
 
 
 def ok(schema: Schema, status: str = "200") -> dict[str, dict[str, Schema]]:
@@ -211,6 +219,14 @@ def binary(*media_types: str) -> dict[str, dict[str, Schema]]:
 
 _UPLOAD_OPTIONS = {"order_id": string(), "patient_id": string()}
 _DICOM_RAW = [DICOM, "application/octet-stream"]
+# Issue 11: a file that is not DICOM or cannot be read whole is a 400 ("invalid DICOM file", as the EHR's client
+# expects); a readable DICOM file whose values are refused stays a 422.
+_INVALID_DICOM = "an invalid DICOM file: not DICOM, or not readable whole (truncated, no Part 10 header)"
+_DICOM_FILE_ERRORS = {"400": f"{_INVALID_DICOM}; no file; a form that cannot be read",
+                      "422": "a readable DICOM file whose values are refused (a UID missing, a bad option or value)"}
+_PER_FILE_ERRORS = {"400": "no file, a form that cannot be read (an invalid DICOM file is reported per file in"
+                           " `results`, as a 400 would be for it alone)",
+                    "422": "a bad option; for upload-zip, a body that is not a ZIP archive"}
 
 # What each route answers and reads, referenced by its row in api/routes.py (the one list of routes).
 HEALTH = Contract({**ok(ref("Health")), **ok(ref("Health"), "503")})
@@ -230,14 +246,25 @@ UNLINK = Contract(
     ok(obj({"status": string(enum=["unlinked"]), "study_instance_uid": string(), "order_id": string()})),
     {JSON: obj({"reason": NSTR}, [])})
 UPLOAD = Contract(ok(ref("Upload")), _file_body("file", _DICOM_RAW, _UPLOAD_OPTIONS),
-                  body_required=True)
+                  body_required=True, errors=_DICOM_FILE_ERRORS)
+_IMAGE_FIELDS = {"order_id": string(), "patient_id": string(), "mrn": string(), "patient_family_name": string(),
+                 "patient_given_name": string(), "birth_date": string("date"), "sex": string(enum=list(SEXES)),
+                 "accession_number": string(), "description": string()}
+UPLOAD_IMAGE = Contract(ok(ref("ImageUpload")),
+                        _file_body("file", [JPEG, PNG, "application/pdf", "application/octet-stream"], _IMAGE_FIELDS),
+                        body_required=True, errors={
+                            "400": "not what it claims (by its first bytes), an image over MaxImageSizeMb or"
+                                   " MaxImagePixels, a PDF that does not parse, or one Orthanc refuses; no file",
+                            "404": "the order is unknown", "409": "the order is cancelled or has no MRN",
+                            "413": "a file over MaxFileSizeMb", "415": "not a JPEG, PNG or PDF",
+                            "422": "a bad patient field (mrn is required without order_id)"})
 UPLOAD_MULTIPLE = Contract(ok(ref("UploadSummary")),
                            _file_body("files", _DICOM_RAW, _UPLOAD_OPTIONS, repeated=True),
-                           body_required=True)
+                           body_required=True, errors=_PER_FILE_ERRORS)
 UPLOAD_ZIP = Contract({**ok(ref("UploadSummary")), **ok(ref("UploadJobQueued"), "202")},
                       _file_body("file", [ZIP, "application/x-zip-compressed",
                                           "application/octet-stream"], _UPLOAD_OPTIONS),
-                      body_required=True)
+                      body_required=True, errors=_PER_FILE_ERRORS)
 UPLOAD_JOB = Contract(ok(ref("UploadJob")))
 OFFLINE_METADATA = Contract(
     ok(ref("OfflineStatus")),
@@ -246,25 +273,31 @@ OFFLINE_METADATA = Contract(
                ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "size", "sha256"])},
     body_required=True)
 OFFLINE_BINARY = Contract(ok(ref("OfflineStatus")),
-                          _file_body("file", _DICOM_RAW, {"upload_id": string("uuid")}),
-                          body_required=True)
+                          _file_body("file", [*_DICOM_RAW, JPEG, PNG, "application/pdf"],
+                                     {"upload_id": string("uuid")}),
+                          body_required=True, errors={
+                              "400": f"{_INVALID_DICOM}; no file",
+                              "422": "the bytes are not the declared file (size, sha256, UIDs), a UID missing"})
 OFFLINE_ACK = Contract(ok(ref("OfflineStatus")),
                        {JSON: obj({"upload_id": string("uuid")})})
 VALIDATE = Contract(ok(ref("ValidationReport")), _file_body("file", _DICOM_RAW),
                     body_required=True)
 READ_TAGS = Contract(ok(obj({"tags": ANY_OBJECT})),
                      _file_body("file", _DICOM_RAW, {"all": {"type": "boolean"}}),
-                     body_required=True)
+                     body_required=True, errors=_DICOM_FILE_ERRORS)
 MODIFY_TAGS = Contract(binary(DICOM),
                        _file_body("file", _DICOM_RAW, {"changes": string(),
                                                        "remove_private_tags": {"type": "boolean"}}),
-                       body_required=True)
+                       body_required=True, errors={"400": _DICOM_FILE_ERRORS["400"],
+                                                   "422": "a tag that may not be changed, a bad value, nothing"
+                                                          " to change"})
 DEIDENTIFY = Contract(binary(DICOM, ZIP),
                       _file_body("files", _DICOM_RAW, {"patient_id": string(),
                                                        "patient_name": string(),
                                                        "accept_burned_in_annotation":
                                                            {"type": "boolean"}}, repeated=True),
-                      body_required=True)
+                      body_required=True, errors={"400": f"{_INVALID_DICOM} (the detail names the file); no file",
+                                                  "422": "pixels that may show identifying text, a bad option"})
 STUDY_TAGS = Contract(ok(ref("StudyTags")))
 LIST_STUDIES = Contract(ok(page("Study")))
 STUDIES = Contract(ok(array(ref("Study"))))

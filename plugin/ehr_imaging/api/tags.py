@@ -4,7 +4,8 @@ deidentify); files sent here are never stored.
 
 Files come as the multipart field ``file`` (``files``, repeated, for deidentify) on the plugin's API port, or as
 the raw body (``Content-Type: application/dicom``) on either port; options as form fields, query parameters
-or ``X-<Name>`` headers (see ``Request.option``).
+or ``X-<Name>`` headers (see ``Request.option``). A file that is not DICOM, or cannot be read whole, is a
+``Malformed`` request (400); a readable file whose values are refused is ``Invalid`` (422).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def modify_tags(api: Api, request: Request) -> Response:
     except tag_changes.TagChangeError as exc:
         raise errors.Invalid(str(exc)) from None
     except dicom_file.DicomFileError as exc:
-        raise errors.Invalid(f"{upload.filename}: {exc}") from None
+        raise errors.Malformed(f"{upload.filename}: {exc}") from None
     # Audited before the file leaves: no unaudited change is ever handed out.
     audit_id = tag_edits.record(
         api.services.engine, edited_by=principal.subject, sop_instance_uid=modified.sop_instance_uid,
@@ -92,7 +93,7 @@ def deidentify(api: Api, request: Request) -> Response:
         except tag_changes.TagChangeError as exc:
             raise errors.Invalid(str(exc)) from None
         except dicom_file.DicomFileError as exc:
-            raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}") from None
+            raise errors.Malformed(f"file {index + 1} ({upload.filename}): {exc}") from None
         except deidentification.BurnedInAnnotationError as exc:
             raise errors.Invalid(f"file {index + 1} ({upload.filename}): {exc}",
                                  {BURNED_IN_HEADER: exc.burned_in_annotation}) from None
@@ -144,7 +145,7 @@ def _read(upload: UploadedFile) -> dicom_file.ParsedFile:
         with upload.open() as stream:
             return dicom_file.read_complete(stream)
     except dicom_file.DicomFileError as exc:
-        raise errors.Invalid(f"{upload.filename}: {exc}") from None
+        raise errors.Malformed(f"{upload.filename}: {exc}") from None
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -8,7 +8,8 @@ On the plugin's API port files are multipart fields (options as form fields ``or
 ``patient_id``), or the raw body. On Orthanc's own port only the raw body works (``Content-Type:
 application/dicom`` or ``application/zip``, options as ``X-Order-Id``/``X-Patient-Id`` headers): Orthanc
 1.10's HTTP server splits ``multipart/form-data`` bodies itself and answers them without asking the
-plugin (see api/listener.py).
+plugin (see api/listener.py). ``upload-image`` takes a JPEG, PNG or PDF the same ways (raw: ``image/jpeg``,
+``image/png``, ``application/pdf``) and has Orthanc make it DICOM (app/uploading/captures.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from typing import Any
 
 from ..app import uploading
-from ..core import errors
+from ..core import captured_media, errors
 from ..core.auth import Principal
 from ..core.ownership import owner_or_admin
 from ..core.upload_rules import DeclarationError, parse_declaration
@@ -32,6 +33,8 @@ ZIP_SOURCE = "cd_import"
 OFFLINE_SOURCE = "offline"
 DICOM_TYPES = ("application/dicom", "application/octet-stream", "multipart/form-data")
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream", "multipart/form-data")
+IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "application/pdf", "application/octet-stream",
+               "multipart/form-data")
 JOBS_PATH = "/api/v1/dicom/upload-jobs"
 
 
@@ -52,6 +55,44 @@ def upload(api: Api, request: Request) -> Response:
     study = studies[result.study_instance_uid or ""]
     return json_response({
         "status": "uploaded", "already_stored": result.already_stored,
+        "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
+        "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
+        "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
+        "match": uploading.match_json(study.order_id, study.match_reason),
+        "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
+    })
+
+
+def upload_image(api: Api, request: Request) -> Response:
+    """Upload a photo (JPEG, PNG) or a document (PDF): Orthanc makes it DICOM for the order's or the given patient."""
+    settings = api.services.settings
+    began = time.monotonic()
+    files = _received(api, request, SOURCE, IMAGE_TYPES, "send a JPEG, PNG or PDF as the multipart field 'file',"
+                      " or as the body with Content-Type: image/jpeg, image/png or application/pdf", "file", began,
+                      "file")
+    file = files[0]
+    if file.size > settings.MaxFileSizeMb * uploading.MB:
+        raise _refuse(api, request, SOURCE, files, uploading.UploadRejected(
+            errors.TooLarge, f"file larger than {settings.MaxFileSizeMb} MB"), began)
+    claimed = captured_media.claimed_type(file.content_type, file.filename)
+    if claimed is None:
+        raise _refuse(api, request, SOURCE, files, uploading.UploadRejected(
+            errors.UnsupportedMedia, f"{file.filename}: send a JPEG, PNG or PDF (by its Content-Type or its name's"
+                                     " extension)"), began)
+    capture = uploading.Capture(file.filename, file.read_bytes(), claimed, request.option("order_id"),
+                                {name: request.option(name) for name in uploading.CAPTURE_FIELDS})
+    with _batch(api, request, SOURCE) as work:
+        try:
+            result = uploading.store_capture(api.services, work, capture)
+        except uploading.UploadRejected as exc:
+            raise _refuse(api, request, SOURCE, files, exc, began) from None
+        studies = work.finish()
+    if result.status != "stored":
+        raise result.failure(f"{result.file_name}: {result.error}")
+    study = studies[result.study_instance_uid or ""]
+    return json_response({
+        "status": "uploaded", "already_stored": result.already_stored, "content_type": claimed,
+        "sop_class_uid": captured_media.SOP_CLASSES[claimed],
         "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
         "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
         "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
@@ -140,7 +181,8 @@ def offline_binary(api: Api, request: Request) -> Response:
     with files[0].open() as stream:
         try:
             caller = _principal(request)
-            answer = uploading.offline_binary(api.services, upload_id, stream, caller)
+            claimed = captured_media.claimed_type(files[0].content_type, files[0].filename)
+            answer = uploading.offline_binary(api.services, upload_id, stream, caller, claimed)
         except uploading.UploadRejected as exc:
             raise exc.error from None
     return json_response(answer)

@@ -27,6 +27,10 @@ from .batch import UploadRejected as UploadRejected
 from .batch import check_dicom as check_dicom
 from .batch import check_files as check_files
 from .batch import match_json as match_json
+from .captures import CAPTURE_FIELDS as CAPTURE_FIELDS
+from .captures import Capture as Capture
+from .captures import check_capture as check_capture
+from .captures import store_capture as store_capture
 from .jobs import JobRequest as JobRequest
 from .jobs import JobRunner as JobRunner
 from .jobs import UploadedSource as UploadedSource

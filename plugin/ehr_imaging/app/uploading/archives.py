@@ -13,6 +13,8 @@ from ...core.upload_rules import FAIL, READ, ZipMember, archive_problem, central
 from ...services import Services
 from .batch import MB, Batch, UploadRejected
 
+UNREADABLE, TOO_LARGE = "unreadable archive member", "file larger than"
+
 # --- ZIP archives --------------------------------------------------------------------------------------
 
 
@@ -81,22 +83,30 @@ def read_members(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo],
                 with archive.open(info) as member:
                     data = member.read(max_file_bytes + 1)  # zipfile never returns more than the declared size
                 if len(data) > max_file_bytes:
-                    yield info.filename, None, f"file larger than {max_file_bytes // MB} MB"
+                    yield info.filename, None, f"{TOO_LARGE} {max_file_bytes // MB} MB"
                 else:
                     yield info.filename, data, None
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError, OSError) as exc:
-                yield info.filename, None, f"unreadable archive member ({type(exc).__name__}: {exc})"
+                yield info.filename, None, f"{UNREADABLE} ({type(exc).__name__}: {exc})"
 
 
 def store_archive(batch: Batch, archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], max_file_bytes: int,
                   progress: Callable[[Batch], None] | None = None) -> None:
     for name, data, error in read_members(archive, infos, max_file_bytes):
         if data is None:
-            batch.fail(name, error or "unreadable")
+            batch.fail(name, error or UNREADABLE, kind=_member_kind(error or UNREADABLE))
         else:
             batch.add(name, data)
         if progress is not None:
             progress(batch)
+
+
+def _member_kind(error: str) -> type[errors.DomainError]:
+    """What a member refused before it is read would be on its own: an unreadable file is a 400 (as an invalid
+    DICOM file), one over the size limit a 413, an unsafe, encrypted or linked member a 422."""
+    if error.startswith(UNREADABLE):
+        return errors.Malformed
+    return errors.TooLarge if error.startswith(TOO_LARGE) else errors.Invalid
 
 
 def is_large(services: Services, archive: Archive) -> bool:

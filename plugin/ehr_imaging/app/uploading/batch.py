@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,17 +40,21 @@ class UploadRejected(Exception):
 
 def check_dicom(data: bytes) -> Dataset:
     """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
-    a truncated file is refused here, not stored); returns its dataset."""
+    a truncated file is refused here, not stored); returns its dataset.
+
+    What cannot be read as a DICOM file (not DICOM, unreadable, cut short, no Part 10 header) is ``Malformed``
+    (400, what the EHR's client expects for an invalid DICOM file); a readable DICOM file lacking a UID is
+    ``Invalid`` (422): its content, not its form, is what is wrong."""
     try:
         parsed = dicom_file.parse(data)
     except dicom_file.DicomFileError as exc:
-        raise UploadRejected(errors.Invalid, str(exc)) from None
+        raise UploadRejected(errors.Malformed, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
         has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
-        raise UploadRejected(errors.Invalid, f"incomplete DICOM file: {parsed.problems[0]}",
-                                        parsed.dataset if has_uids else None)
+        raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}",
+                             parsed.dataset if has_uids else None)
     if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
-        raise UploadRejected(errors.Invalid, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
+        raise UploadRejected(errors.Malformed, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
     ds = parsed.dataset
     for keyword in UID_KEYWORDS:
         if not str(ds.get(keyword, "")).strip():
@@ -156,20 +161,29 @@ class Batch:
             header = check_dicom(data)
         except UploadRejected as exc:
             return self.fail(file_name, exc.detail, len(data), exc.kind, exc.header)
+        return self._store(file_name, len(data), header,
+                           lambda: self._services.pacs.post_json_bytes("/instances", data))
+
+    def add_created(self, file_name: str, size: int, header: Dataset, create: Callable[[], Any]) -> FileResult:
+        """An instance Orthanc builds and stores itself (``/tools/create-dicom``): ``header`` holds the UIDs and
+        PatientID it is given, so the study is checked and held before it exists, as for a file."""
+        return self._store(file_name, size, header, create)
+
+    def _store(self, file_name: str, size: int, header: Dataset, store: Callable[[], Any]) -> FileResult:
         patient_id, study_uid = str(header.get("PatientID", "")), str(header.StudyInstanceUID)
         conflict = self._collision(study_uid, patient_id)
         if conflict is not None:
-            return self.fail(file_name, conflict, len(data), errors.Conflict, header)
+            return self.fail(file_name, conflict, size, errors.Conflict, header)
         # Held before the file goes in, so the worker never records a study this upload is still writing.
         self._hold(orthanc_study_id(patient_id, study_uid))
         try:
-            stored = self._services.pacs.post_json_bytes("/instances", data)
+            stored = store()
         except errors.ArchiveError as exc:  # Orthanc refused the file: say so, it stored nothing
-            return self.fail(file_name, f"Orthanc refused the file: {exc.description}", len(data), errors.Malformed,
+            return self.fail(file_name, f"Orthanc refused the file: {exc.description}", size, errors.Malformed,
                              header)
         study_id = str(stored["ParentStudy"])
         self._hold(study_id)  # the same ID, unless Orthanc reads the PatientID differently
-        result = FileResult(file_name, "stored", len(data), str(header.StudyInstanceUID),
+        result = FileResult(file_name, "stored", size, str(header.StudyInstanceUID),
                             str(header.SeriesInstanceUID), str(header.SOPInstanceUID), str(stored["ID"]),
                             already_stored=stored.get("Status") == "AlreadyStored")
         self.results.append(result)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import IO, Any
 
-from ...core import errors
+from ...core import captured_media, errors
 from ...core.auth import Principal
 from ...core.errors import NotFound
 from ...core.ownership import owner_or_admin
 from ...core.upload_rules import OfflineDeclaration, content_problem, uid_mismatches
 from ...services import Services
 from ...store import upload_log as uploads
-from .batch import CHUNK, UID_KEYWORDS, Batch, UploadRejected, check_dicom
+from .batch import CHUNK, UID_KEYWORDS, Batch, FileResult, StudyOutcome, UploadRejected, check_dicom
+from .captures import Capture, store_capture
 
 # --- offline sync --------------------------------------------------------------------------------------
 
@@ -34,9 +36,14 @@ def offline_status(services: Services, upload_id: uuid.UUID, caller: Principal) 
     return row
 
 
-def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], caller: Principal) -> dict[str, Any]:
+def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], caller: Principal,
+                   claimed: str | None = None) -> dict[str, Any]:
     """Verify the bytes against the declaration (size, sha256, UIDs), store them, audit them. Re-sending
-    after success answers the same status and stores nothing twice. One at a time per upload_id."""
+    after success answers the same status and stores nothing twice. One at a time per upload_id.
+
+    A photo or document (JPEG, PNG, PDF: ``claimed`` is what the request says it is) is declared like a file:
+    its size and sha256, and the UIDs the new instance is to get (the client makes them, as for a DICOM file
+    it wrote), with the ``order_id`` whose patient it belongs to; Orthanc then builds it with those UIDs."""
     with uploads.offline_lock(services.engine, upload_id):
         row = offline_status(services, upload_id, caller)
         uploaded_by = caller.subject
@@ -58,6 +65,8 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
             return {"upload_id": str(upload_id), "status": row.status}
         stream.seek(0)
         data = stream.read()
+        if data[128:132] != b"DICM" and captured_media.sniff(data) is not None:
+            return _offline_capture(services, upload_id, row, data, claimed, uploaded_by, reject)
         try:
             header = check_dicom(data)
         except UploadRejected as exc:
@@ -69,14 +78,40 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
                    patient_id=row.patient_id) as batch:
             result = batch.add(name, data)
             studies = batch.finish()
-        study = studies.get(row.study_instance_uid)
-        if result.status != "stored" or study is None or study.orthanc_study_id is None:
-            raise UploadRejected(result.failure if result.status == "failed" else errors.Conflict,
-                                 result.error or "the file could not be stored")
-        uploads.offline_stored(services.engine, upload_id, orthanc_instance_id=result.orthanc_instance_id or "",
-                               orthanc_study_id=study.orthanc_study_id, upload_log_id=study.upload_log_id)
-        return {"upload_id": str(upload_id), "status": "STORED", "study_instance_uid": row.study_instance_uid,
-                "orthanc_instance_id": result.orthanc_instance_id}
+        return _stored(services, upload_id, row, result, studies)
+
+
+def _stored(services: Services, upload_id: uuid.UUID, row: uploads.OfflineUploadRecord, result: FileResult,
+            studies: dict[str, StudyOutcome]) -> dict[str, Any]:
+    """The declaration marked STORED once its instance is in Orthanc and its study recorded."""
+    study = studies.get(row.study_instance_uid)
+    if result.status != "stored" or study is None or study.orthanc_study_id is None:
+        raise UploadRejected(result.failure if result.status == "failed" else errors.Conflict,
+                             result.error or "the file could not be stored")
+    uploads.offline_stored(services.engine, upload_id, orthanc_instance_id=result.orthanc_instance_id or "",
+                           orthanc_study_id=study.orthanc_study_id, upload_log_id=study.upload_log_id)
+    return {"upload_id": str(upload_id), "status": "STORED", "study_instance_uid": row.study_instance_uid,
+            "orthanc_instance_id": result.orthanc_instance_id}
+
+
+def _offline_capture(services: Services, upload_id: uuid.UUID, row: uploads.OfflineUploadRecord, data: bytes,
+                     claimed: str | None, uploaded_by: str,
+                     reject: Callable[[type[errors.DomainError], str], UploadRejected]) -> dict[str, Any]:
+    name = row.file_name or row.sop_instance_uid
+    if not row.order_id:
+        raise reject(errors.Invalid, "a photo or document sent offline needs the order_id in its declaration"
+                                     " (its patient and accession come from the order)")
+    kind = claimed or captured_media.claimed_type("", row.file_name or "") or captured_media.sniff(data) or ""
+    capture = Capture(name, data, kind, row.order_id,
+                      uids=(row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid))
+    with Batch(services, uploaded_by=uploaded_by, source="offline", order_id=row.order_id,
+               patient_id=row.patient_id) as batch:
+        try:
+            result = store_capture(services, batch, capture)
+        except UploadRejected as exc:
+            raise reject(exc.kind, exc.detail) from None
+        studies = batch.finish()
+    return _stored(services, upload_id, row, result, studies)
 
 
 def offline_ack(services: Services, upload_id: uuid.UUID, caller: Principal) -> dict[str, Any]:
