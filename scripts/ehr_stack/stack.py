@@ -20,6 +20,7 @@ from typing import IO, Any
 import requests
 
 from .certs import TlsFiles, ensure_certificates
+from .civetweb_tls import compat_dir
 from .ohif import viewer_dir
 from .postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PostgresCluster
 from .procs import pid_alive, port_in_use, stop_pid, wait_until
@@ -277,6 +278,10 @@ class Stack:
         })
         if self.config.index == "postgresql":
             env["EHR_PG_ORTHANC_PASSWORD"] = s.pg_orthanc_password
+        tls = self.tls_files
+        if tls is not None:  # Debian's civetweb + OpenSSL 3 crash without it (civetweb_tls.py)
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(compat_dir(tls.folder / "openssl-compat")),
+                                                            env.get("LD_LIBRARY_PATH")]))
         return env
 
     # --- lifecycle ----------------------------------------------------------------------------
