@@ -52,3 +52,9 @@ def _libcrypto() -> Path:
         if candidate.exists():
             return candidate
     raise RuntimeError("libcrypto.so.3 (OpenSSL 3) not found")
+
+
+if __name__ == "__main__":  # the Docker image: python3 -m ehr_stack.civetweb_tls <folder>
+    import sys
+
+    print(compat_dir(Path(sys.argv[1])))
