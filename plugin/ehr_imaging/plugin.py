@@ -116,13 +116,14 @@ def _set_up() -> Any:
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()
+    # Both built (certificate read, redirect targets checked) before either starts: a bad setting starts nothing.
+    redirect = RedirectListener.from_settings(settings, log_error=pacs.log_error) if settings.HttpRedirectPort else None
     if settings.ApiPort:
         listener = ApiListener.from_settings(router, settings, log_error=pacs.log_error)
         listener.start()
         scheme = "https" if settings.ApiTlsCertificateFile else "http"
         pacs.log_warning(f"ehr-imaging: EHR API also on {scheme}://{settings.ApiListenAddress}:{listener.port}")
-    if settings.HttpRedirectPort:
-        redirect = RedirectListener.from_settings(settings, log_error=pacs.log_error)
+    if redirect is not None:
         redirect.start()
         pacs.log_warning(f"ehr-imaging: plain HTTP on {settings.ApiListenAddress}:{redirect.port} answers only "
                          "redirects to HTTPS")
