@@ -54,6 +54,11 @@ class Settings:
     ApiMaxConnections: int = 256  # open connections on the API port; more are closed at once
     ApiMaxConnectionsPerAddress: int = 32  # ... from one client address (behind a proxy: the proxy's)
     ApiWorkerThreads: int = 8  # requests answered at once on the API port (waiting clients hold no thread)
+    # One PEM file with the private key and the certificate chain (Orthanc's SslCertificate format): the API
+    # port then speaks HTTPS only; "": plain HTTP (behind a TLS proxy, or on loopback).
+    ApiTlsCertificateFile: str = ""
+    ApiPublicBaseUrl: str = ""  # the API port's public URL (https://host:8044): where redirects send API paths
+    HttpRedirectPort: int = 0  # a plain-HTTP port answering every request with a 308 to HTTPS; 0: none
     MaxConcurrentDownloads: int = 4  # study ZIPs being sent at once, both ports together; more: 503
     MaxOrthancPortDownloadMb: int = 256  # a larger study's ZIP only from the API port (Orthanc's builds it in memory)
     MatchWindowDays: int = 3

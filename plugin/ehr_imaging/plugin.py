@@ -16,6 +16,7 @@ from . import __version__, pacs
 from .api.listener import ApiListener
 from .api.ohif_site import PREFIX as VIEWER_PREFIX
 from .api.ohif_site import ViewerApp
+from .api.redirect import RedirectListener
 from .api.router import Request, Response, Router, decode_query, error_response, template_regex
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
@@ -115,10 +116,17 @@ def _set_up() -> Any:
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()
+    # Both built (certificate read, redirect targets checked) before either starts: a bad setting starts nothing.
+    redirect = RedirectListener.from_settings(settings, log_error=pacs.log_error) if settings.HttpRedirectPort else None
     if settings.ApiPort:
         listener = ApiListener.from_settings(router, settings, log_error=pacs.log_error)
         listener.start()
-        pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
+        scheme = "https" if settings.ApiTlsCertificateFile else "http"
+        pacs.log_warning(f"ehr-imaging: EHR API also on {scheme}://{settings.ApiListenAddress}:{listener.port}")
+    if redirect is not None:
+        redirect.start()
+        pacs.log_warning(f"ehr-imaging: plain HTTP on {settings.ApiListenAddress}:{redirect.port} answers only "
+                         "redirects to HTTPS")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
                        max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024)
 

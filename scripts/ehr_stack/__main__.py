@@ -84,6 +84,9 @@ def print_urls(stack: Stack, manifest: dict[str, Any]) -> None:
     print(f"DICOM:                     {env['DICOM_AET']}@{env['DICOM_HOST']}:{env['DICOM_PORT']}"
           f" (accepts C-STORE from AET {env['MODALITY_AET']} on 127.0.0.1)")
     print(f"Settings for scripts:      {Path(stack.config.var_dir) / 'stack.env'}")
+    if "TLS_CA_FILE" in env:
+        print(f"HTTPS only; trust the CA:  {env['TLS_CA_FILE']}"
+              + (f" (plain HTTP {env['HTTP_REDIRECT_URL']} only redirects)" if "HTTP_REDIRECT_URL" in env else ""))
     token = mint_dev_token(stack, role="ehr-service", subject="dev-ehr", ttl_seconds=12 * 3600)
     print("Development token (role ehr-service, 12 h):")
     print(f"  {token}")
@@ -94,7 +97,7 @@ def sample_viewer_url(stack: Stack, manifest: dict[str, Any], token: str) -> str
     """A viewer URL for the MR sample, as the EHR would get it."""
     study = next((s for s in manifest["studies"] if s["modality"] == "MR"), manifest["studies"][0])
     answer = requests.get(f"{stack.url}/api/v1/dicom/viewer-url/{study['study_instance_uid']}",
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=stack.verify)
     if answer.status_code != 200:
         return f"(not available: {answer.status_code} {answer.text[:200]})"
     return str(answer.json()["url"])

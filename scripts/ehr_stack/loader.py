@@ -40,6 +40,7 @@ def push_orders(stack: Stack, orders: list[dict[str, Any]]) -> None:
     token = mint_dev_token(stack, role="ehr-service", subject="sample-loader", ttl_seconds=600)
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {token}"
+        http.verify, http.trust_env = stack.verify, False  # the stack's CA under EHR_TLS, not REQUESTS_CA_BUNDLE
         for order in orders:
             fields = {k: v for k, v in order.items() if k != "order_id"}
             answer = http.put(f"{stack.url}/api/v1/dicom/orders/{order['order_id']}", json=fields, timeout=30)

@@ -1,11 +1,13 @@
 """The whole local stack: PostgreSQL, then Orthanc with the plugin, plus ``var/stack.env``.
 
 Ports and names come from the environment (documented in README.md) so that two stacks can run side
-by side: give each its own ``EHR_VAR_DIR`` and ports.
+by side: give each its own ``EHR_VAR_DIR`` and ports. ``EHR_TLS=1``: both HTTP ports speak HTTPS only,
+with certificates from ``certs.py``, and an optional plain port answers only redirects.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -17,6 +19,8 @@ from typing import IO, Any
 
 import requests
 
+from .certs import TlsFiles, ensure_certificates
+from .civetweb_tls import compat_dir
 from .ohif import viewer_dir
 from .postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PostgresCluster
 from .procs import pid_alive, port_in_use, stop_pid, wait_until
@@ -50,6 +54,8 @@ class StackConfig:
     stable_age: int | None = None  # seconds; None keeps orthanc-config's value
     extra_settings: dict[str, Any] = field(default_factory=dict)  # EhrImaging overrides (tests)
     orthanc_overrides: dict[str, Any] = field(default_factory=dict)  # top-level Orthanc settings (tests)
+    tls: bool = False  # HTTPS only on Orthanc's port and the API port (EHR_TLS=1)
+    redirect_port: int = 0  # with tls: a plain-HTTP port that answers only redirects to HTTPS; 0: none
 
     @classmethod
     def from_environment(cls) -> StackConfig:
@@ -66,6 +72,8 @@ class StackConfig:
             listen_address=env.get("EHR_LISTEN_ADDRESS", LOOPBACK),
             venv=Path(env.get("EHR_VENV", sys.prefix)),
             samples_dir=Path(env["EHR_SAMPLES_DIR"]).resolve() if env.get("EHR_SAMPLES_DIR") else None,
+            tls=env.get("EHR_TLS", "0").strip().lower() in ("1", "true", "yes", "on"),
+            redirect_port=int(env.get("EHR_HTTP_REDIRECT_PORT", 8040)),
         )
 
 
@@ -129,13 +137,40 @@ class Stack:
         return self.orthanc_dir / "upload-jobs"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.config.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.config.http_port}"
 
     @property
     def api_url(self) -> str:
         """The plugin's own API listener (the EHR API with full HTTP; see api/listener.py)."""
-        return f"http://127.0.0.1:{self.config.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.config.api_port}"
+
+    @property
+    def redirect_url(self) -> str | None:
+        """The plain-HTTP port that only redirects (TLS stacks with a redirect port)."""
+        if not (self.config.tls and self.config.redirect_port and self.config.with_plugin):
+            return None
+        return f"http://127.0.0.1:{self.config.redirect_port}"
+
+    @functools.cached_property
+    def tls_files(self) -> TlsFiles | None:
+        """The CA and the server certificate (made on first use; shared by a cluster's nodes)."""
+        if not self.config.tls:
+            return None
+        hosts = ["localhost", "127.0.0.1", "::1"]
+        if self.config.listen_address not in (LOOPBACK, "0.0.0.0", "::"):
+            hosts.append(self.config.listen_address)
+        return ensure_certificates((self.config.node_of or self.config.var_dir) / "tls", hosts)
+
+    @property
+    def verify(self) -> str | bool:
+        """What a client of this stack passes to ``requests`` as ``verify``: the stack's CA, or True."""
+        files = self.tls_files
+        return str(files.ca_file) if files else True
 
     @property
     def admin_auth(self) -> tuple[str, str]:
@@ -162,7 +197,17 @@ class Stack:
             "ADMIN_PASSWORD": s.admin_password,
             "PG_PORT": str(c.pg_port),
             "ORTHANC_INDEX": c.index,
+            **self._tls_env_values(),
         }
+
+    def _tls_env_values(self) -> dict[str, str]:
+        files = self.tls_files
+        if files is None:
+            return {}
+        values = {"TLS_CA_FILE": str(files.ca_file)}
+        if self.redirect_url:
+            values["HTTP_REDIRECT_URL"] = self.redirect_url
+        return values
 
     def settings_value(self, key: str) -> str:
         value = self.config.extra_settings.get(key) or _base_config()["EhrImaging"].get(key, "")
@@ -189,12 +234,16 @@ class Stack:
         # on loopback, its HTTP server refuses every other caller, and only the modalities configured (from
         # their host) may even C-ECHO (README "Security: files and ports").
         cfg["RemoteAccessAllowed"] = cfg["DicomAlwaysAllowEcho"] = c.listen_address != LOOPBACK
+        tls = self.tls_files
+        if tls is not None:  # HTTPS only: Orthanc's port has no plain-HTTP side once SslEnabled
+            cfg.update({"SslEnabled": True, "SslCertificate": str(tls.server_pem), "SslMinimumProtocolVersion": 4})
+            cfg["DicomWeb"] = {**cfg.get("DicomWeb", {}), "Ssl": True}  # https:// in the URLs it answers
         cfg.update(c.orthanc_overrides)
         # Secrets reach the plugin through the environment (see orthanc_environment), not this file.
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
                              "PublicBaseUrl": self.url, "ApiPort": c.api_port,
                              "ApiListenAddress": c.listen_address, "UploadJobDir": str(self.upload_job_dir),
-                             "ViewerAppDir": str(viewer_dir()), **c.extra_settings}
+                             "ViewerAppDir": str(viewer_dir()), **self._tls_settings(), **c.extra_settings}
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
             del cfg["PythonScript"], cfg["EhrImaging"]
@@ -210,6 +259,13 @@ class Stack:
             raise ValueError(f"ORTHANC_INDEX must be sqlite or postgresql, not {c.index!r}")
         return cfg
 
+    def _tls_settings(self) -> dict[str, Any]:
+        tls = self.tls_files
+        if tls is None:
+            return {}
+        return {"ApiTlsCertificateFile": str(tls.server_pem), "ApiPublicBaseUrl": self.api_url,
+                "HttpRedirectPort": self.config.redirect_port if self.redirect_url else 0}
+
     def orthanc_environment(self) -> dict[str, str]:
         """Orthanc's environment: the plugin's own database role; never PostgreSQL's superuser password."""
         s = self.secrets
@@ -222,6 +278,10 @@ class Stack:
         })
         if self.config.index == "postgresql":
             env["EHR_PG_ORTHANC_PASSWORD"] = s.pg_orthanc_password
+        tls = self.tls_files
+        if tls is not None:  # Debian's civetweb + OpenSSL 3 crash without it (civetweb_tls.py)
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(compat_dir(tls.folder / "openssl-compat")),
+                                                            env.get("LD_LIBRARY_PATH")]))
         return env
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -239,7 +299,7 @@ class Stack:
     def healthy(self) -> bool:
         path = "/api/v1/dicom/health" if self.config.with_plugin else "/system"
         try:
-            return requests.get(self.url + path, timeout=2).status_code == 200
+            return requests.get(self.url + path, timeout=2, verify=self.verify).status_code == 200
         except requests.RequestException:
             return False
 
@@ -253,10 +313,12 @@ class Stack:
         ports = [self.config.http_port, self.config.dicom_port]
         if self.config.with_plugin:
             ports.append(self.config.api_port)
+        if self.redirect_url:
+            ports.append(self.config.redirect_port)
         for port in ports:
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT"
-                                   " / EHR_API_PORT")
+                                   " / EHR_API_PORT / EHR_HTTP_REDIRECT_PORT")
         self.make_private_dirs()
         config_path = self.orthanc_dir / "orthanc.json"
         _write_private(config_path, json.dumps(self.orthanc_config(), indent=2))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
+from dataclasses import dataclass
 
 
 def until_closed(sock: socket.socket, send: bytes, seconds: float) -> tuple[bytes, float]:
@@ -21,3 +23,15 @@ def until_closed(sock: socket.socket, send: bytes, seconds: float) -> tuple[byte
             break
         received += chunk
     return received, time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A loopback port, plain or TLS (``tls``: the client's context, trusting the test CA)."""
+
+    port: int
+    tls: ssl.SSLContext | None = None
+
+    def connect(self, timeout: float = 5, source: str = "127.0.0.1") -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0))
+        return self.tls.wrap_socket(sock, server_hostname="127.0.0.1") if self.tls else sock

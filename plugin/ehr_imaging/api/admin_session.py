@@ -34,8 +34,9 @@ def safe_next(target: str | None) -> str:
 
 
 def served_over_tls(services: Services, request: Request) -> bool:
-    """Orthanc's own TLS, a public https URL, or a TLS proxy in front that says so (Secure only restricts)."""
-    return (services.tls or services.settings.PublicBaseUrl.lower().startswith("https://")
+    """Orthanc's own TLS, the API port's, a public https URL, or a TLS proxy in front that says so (Secure only
+    restricts)."""
+    return (services.tls or request.tls or services.settings.PublicBaseUrl.lower().startswith("https://")
             or request.headers.get("x-forwarded-proto", "").strip().lower() == "https")
 
 

@@ -15,6 +15,7 @@ it has arrived whole, so a slow client holds a socket, never a thread. On top of
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from waitress.server import TcpWSGIServer
 from waitress.utilities import Error
 
 from .http_strict import Refusal, check_head
+from .tls_channel import TlsChannel
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class JsonError(Error):  # type: ignore[misc]
         return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
 
 
-class _Parser(HTTPRequestParser):  # type: ignore[misc]
+class StrictParser(HTTPRequestParser):  # type: ignore[misc]
     max_body_bytes = 0  # set on the subclass bound to a server
     headers_done_at = 0.0
     # waitress's state, declared for the type checker (no stubs)
@@ -169,12 +171,16 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
 
 
 class ApiServer(TcpWSGIServer):  # type: ignore[misc]
-    """waitress's TCP server with the limits above; ``run`` serves until ``close``."""
+    """waitress's TCP server with the limits above; ``run`` serves until ``close``. With ``tls_context``
+    every connection is TLS (``tls_channel.py``); ``parser`` replaces the request parser (the redirect port)."""
 
     def __init__(self, app: Callable[..., Any], *, host: str, port: int, limits: Limits,
-                 report: Callable[[str], None]) -> None:
-        parser = type("BoundParser", (_Parser,), {"max_body_bytes": limits.max_body_bytes})
-        self.channel_class = type("BoundChannel", (_Channel,), {"parser_class": parser, "limits": limits})
+                 report: Callable[[str], None], tls_context: ssl.SSLContext | None = None,
+                 parser: type[StrictParser] | None = None) -> None:
+        parser = type("BoundParser", (parser or StrictParser,), {"max_body_bytes": limits.max_body_bytes})
+        bases: tuple[type, ...] = (_Channel,) if tls_context is None else (TlsChannel, _Channel)
+        self.channel_class = type("BoundChannel", bases, {"parser_class": parser, "limits": limits,
+                                                          "tls_context": tls_context})
         self.limits = limits
         self._report = report
         self._refused_since = 0.0

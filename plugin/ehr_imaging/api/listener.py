@@ -13,6 +13,7 @@ on the viewer's origin, health checks).
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from ..config import Settings
 from ..core.access import API_PREFIX, is_canonical
 from .api_server import ApiServer, Limits, serve_in_thread
 from .router import Request, Response, Router, UploadedFile, error_response
+from .tls_channel import server_context
 
 CHUNK = 1024 * 1024
 SPOOL_RAW_BODY_ABOVE = 8 * 1024 * 1024  # raw bodies larger than this go to a temporary file
@@ -34,14 +36,17 @@ _HOP_BY_HOP = {"content-length", "content-type", "connection", "transfer-encodin
 
 
 class ApiListener:
-    """Serves the router on ``host:port`` from a waitress server on a daemon thread, until ``stop``."""
+    """Serves the router on ``host:port`` from a waitress server on a daemon thread, until ``stop``; over TLS
+    only when given a ``tls_context`` (``tls_channel.py``)."""
 
     def __init__(self, router: Router, *, host: str, port: int, max_body_bytes: int,
                  log_error: Callable[[str], None], spool_dir: str | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, tls_context: ssl.SSLContext | None = None) -> None:
         limits = limits or Limits(max_body_bytes=max_body_bytes)
-        self._app = _WsgiApp(router, max_body_bytes=limits.max_body_bytes, report=log_error, spool_dir=spool_dir)
-        self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error)
+        self._app = _WsgiApp(router, max_body_bytes=limits.max_body_bytes, report=log_error, spool_dir=spool_dir,
+                             tls=tls_context is not None)
+        self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error,
+                                 tls_context=tls_context)
         _forward_waitress_log(log_error)
 
     @classmethod
@@ -53,8 +58,9 @@ class ApiListener:
             max_connections=settings.ApiMaxConnections, per_address=settings.ApiMaxConnectionsPerAddress,
             threads=settings.ApiWorkerThreads,
         )
+        tls = server_context(settings.ApiTlsCertificateFile) if settings.ApiTlsCertificateFile else None
         return cls(router, host=settings.ApiListenAddress, port=settings.ApiPort,
-                   max_body_bytes=limits.max_body_bytes, log_error=log_error, limits=limits)
+                   max_body_bytes=limits.max_body_bytes, log_error=log_error, limits=limits, tls_context=tls)
 
     @property
     def port(self) -> int:
@@ -72,8 +78,9 @@ class _WsgiApp:
     """WSGI environ -> ``Request`` -> the router -> WSGI answer."""
 
     def __init__(self, router: Router, *, max_body_bytes: int, report: Callable[[str], None],
-                 spool_dir: str | None) -> None:
+                 spool_dir: str | None, tls: bool = False) -> None:
         self.router = router
+        self.tls = tls
         self.max_body_bytes = max_body_bytes
         self.report = report
         self.spool_dir = spool_dir
@@ -118,6 +125,7 @@ class _WsgiApp:
             method=environ["REQUEST_METHOD"], path=path,
             query=dict(parse_qsl(split.query, keep_blank_values=True)),
             headers=_headers(environ), client_ip=str(environ.get("REMOTE_ADDR", "")), can_stream=True,
+            tls=self.tls,
         )
         self._read_body(request, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0), cleanup)
         resolved = self.router.resolve(path)

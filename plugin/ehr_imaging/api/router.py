@@ -95,6 +95,7 @@ class Request:
     body_path: Path | None = None  # a large raw body the API listener spooled to disk instead of ``body``
     client_ip: str = ""
     can_stream: bool = False  # True on the API port, which sends ``Response.stream`` as it comes
+    tls: bool = False  # True when it arrived over the API port's own TLS (ApiTlsCertificateFile)
 
     @property
     def patients(self) -> frozenset[str] | None:
