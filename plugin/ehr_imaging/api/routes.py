@@ -12,11 +12,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 
+from ..app.access_log import AccessLog
 from ..app.token_revocations import RevocationList
 from ..core import auth
 from ..services import Services
 from . import (
     admin_session,
+    image_urls,
     images,
     openapi,
     orders,
@@ -30,7 +32,7 @@ from . import (
 )
 from . import viewer_tokens as viewer
 from .context import Api
-from .router import ANY_ROLE, PUBLIC, Request, Response, Router
+from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Router
 
 P = "/api/v1/dicom"
 
@@ -40,7 +42,7 @@ class RouteSpec:
     method: str
     path: str
     handler: Callable[[Api, Request], Response]
-    roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE
+    roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE / SIGNED_URL
     contract: schemas.Contract  # what it answers and the body it reads (the OpenAPI document says the same)
 
 
@@ -78,6 +80,10 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",           images.thumbnail,               auth.VIEWING,       schemas.THUMBNAIL),
     RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",       images.render,                  auth.VIEWING,       schemas.RENDER),
     RouteSpec("POST",   f"{P}/clinical-summary/{{study_uid}}",    images.summary,                 auth.VIEWING,       schemas.SUMMARY),
+    # Signed image URLs: minted for viewing roles; the rendered image answers the URL's signature, no header.
+    RouteSpec("GET",    f"{P}/studies/{{study_uid}}/images",      image_urls.study_images,        auth.VIEWING,       schemas.STUDY_IMAGES),
+    RouteSpec("GET",    f"{P}/images/{{sop_instance_uid}}/url",   image_urls.image_url,           auth.VIEWING,       schemas.IMAGE_URL),
+    RouteSpec("GET",    f"{P}/images/{{sop_instance_uid}}/rendered", image_urls.signed_image,     SIGNED_URL,         schemas.SIGNED_IMAGE),
     RouteSpec("GET",    f"{P}/uploads",                           upload_history.list_uploads,    auth.AUDITING,      schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",    upload_history.patient_uploads, auth.AUDITING,      schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",             upload_history.get_upload,      auth.AUDITING,      schemas.GET_UPLOAD),
@@ -107,9 +113,11 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-def register_all(router: Router, services: Services, revocations: RevocationList) -> Api:
-    """Every row of the table on ``router``, bound to one ``Api``; returned so that its workers can be started."""
-    api = Api.build(services, revocations, router)
+def register_all(router: Router, services: Services, revocations: RevocationList,
+                 access_log: AccessLog | None = None) -> Api:
+    """Every row of the table on ``router``, bound to one ``Api``; returned so that its workers can be started
+    (and its signed-image judge handed to the HTTP filter)."""
+    api = Api.build(services, revocations, router, access_log)
     for spec in ROUTES:
         # The bound handler keeps the function's name and docstring (the OpenAPI document reads them).
         bound = update_wrapper(partial(spec.handler, api), spec.handler)

@@ -218,7 +218,8 @@ class ViewerTokenRecord(Base):
     """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
 
     __tablename__ = "viewer_tokens"
-    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),)
+    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),
+                      CheckConstraint("kind IN ('viewer', 'image-url')", name="viewer_tokens_kind_check"))
 
     token_id: Mapped[str] = mapped_column(primary_key=True)
     subject: Mapped[str]
@@ -230,6 +231,8 @@ class ViewerTokenRecord(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_by: Mapped[str | None]
     revoke_reason: Mapped[str | None]
+    # "viewer": an OHIF viewer token; "image-url": the grant of signed image URLs (one per call that minted them)
+    kind: Mapped[str] = mapped_column(default="viewer", server_default=text("'viewer'"))
 
 
 class ViewerAccess(Base):
