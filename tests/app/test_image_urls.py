@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import UID
 from sqlalchemy import text
 
 from ehr_imaging.app import image_urls, ingest, study_resolution
@@ -24,7 +25,7 @@ def _as_patient(path: Path, patient_id: str, sop: str | None = None) -> bytes:
     ds = pydicom.dcmread(path)
     ds.PatientID = patient_id
     if sop is not None:
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
     out = io.BytesIO()
     ds.save_as(out)
     return out.getvalue()
