@@ -35,6 +35,7 @@ class Grant:
     token_id: str
     expires_at: int  # epoch seconds
     image_format: str
+    issued_at: int  # every token of the grant says so (a long listing never mints past its expiry)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def recorded_instance(services: Services, sop_instance_uid: str) -> tuple[str, s
 
 
 def _grant(services: Services, subject: str, study_uid: str, image_format: str, ttl_seconds: int) -> Grant:
-    grant = Grant(rules.new_grant_id(), int(time.time()) + ttl_seconds, image_format)
+    issued = int(time.time())
+    grant = Grant(rules.new_grant_id(), issued + ttl_seconds, image_format, issued)
     token_store.record_issued(services.engine, token_id=grant.token_id, subject=subject, study_uids=[study_uid],
                               expires_at=grant.expires_at, kind=KIND)
     return grant
@@ -117,7 +119,7 @@ def _mint(services: Services, grant: Grant, subject: str, study_uid: str, sop_in
     return rules.mint(secret=services.signing_secret, issuer=services.settings.JwtIssuer, grant_id=grant.token_id,
                       subject=subject, study_uid=study_uid, sop_instance_uid=sop_instance_uid,
                       orthanc_instance_id=orthanc_instance, image_format=grant.image_format,
-                      expires_at=grant.expires_at)
+                      expires_at=grant.expires_at, now=grant.issued_at)
 
 
 @dataclass(frozen=True)
