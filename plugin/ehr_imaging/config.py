@@ -67,6 +67,7 @@ class Settings:
     VirtualEnv: str = ""
     PublicBaseUrl: str = ""
     ViewerTokenMaxTtlSeconds: int = 3600  # viewer tokens live this long at most (and by default)
+    ImageUrlMaxTtlSeconds: int = 600  # signed image URLs live this long at most (and by default)
     ViewerPath: str = "/ohif/viewer"  # where OHIF's viewer route is served, joined to PublicBaseUrl
     ViewerAppDir: str = ""  # the prepared OHIF dist served under /ohif/; empty: the viewer answers 404
     WorklistMaxAnswers: int = 200  # worklist items one query gets at most (then marked incomplete)
@@ -155,7 +156,7 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
              "OrthancPortMaxBodyMb": 1, "MaxImageSizeMb": 1, "MaxImagePixels": 1,
-             "ViewerTokenMaxTtlSeconds": 60, "ApiRequestHeaderTimeoutSeconds": 1,
+             "ViewerTokenMaxTtlSeconds": 60, "ImageUrlMaxTtlSeconds": 10, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
              "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1}

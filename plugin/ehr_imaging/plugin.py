@@ -86,7 +86,7 @@ def _set_up() -> Any:
     router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE)
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
-    api = register_all(router, services, gate.revocations)
+    api = register_all(router, services, gate.revocations, gate.access_log)
     for template in router.templates():
         orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
@@ -128,7 +128,7 @@ def _set_up() -> Any:
         pacs.log_warning(f"ehr-imaging: plain HTTP on {settings.ApiListenAddress}:{redirect.port} answers only "
                          "redirects to HTTPS")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
-                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024)
+                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images)
 
 
 def _session_revocations(services: Services) -> RevocationList:

@@ -2,10 +2,10 @@
 
 It holds DICOM files as Orthanc does, as patients > studies > series > instances with Orthanc's own IDs
 (SHA-1 of the UIDs), and answers the REST-in-process calls the use cases make: storing a file
-(``POST /instances``), the study, its statistics, series and instances, an instance's metadata (who sent
-it), shared tags, ``/tools/lookup``, deletes. A call it does not know fails loudly (``UnknownRoute``)
-rather than answering something a real Orthanc would not: a use case that starts asking for more shows
-up here first. ``calls`` records every call, for tests that care what was asked.
+(``POST /instances``), the study, its statistics, series and instances, a series' instances, an instance's
+study and metadata (who sent it), shared tags, ``/tools/lookup``, deletes. A call it does not know fails
+loudly (``UnknownRoute``) rather than answering something a real Orthanc would not: a use case that starts
+asking for more shows up here first. ``calls`` records every call, for tests that care what was asked.
 """
 
 from __future__ import annotations
@@ -124,6 +124,13 @@ class FakeOrthanc:
             return dict(metadata) if query == "expand" else sorted(metadata)
         if parts[0] == "instances" and len(parts) == 2:
             return self._instance_json(self._instance(parts[1], uri))
+        if parts[0] == "instances" and len(parts) == 3 and parts[2] == "study":
+            return self._study_json(self._study(self._instance(parts[1], uri).study_id, uri), [], "")
+        if parts[0] == "series" and len(parts) == 3 and parts[2] == "instances":
+            found = sorted((i for i in self.instances.values() if i.series_id == parts[1]), key=lambda i: i.id)
+            if not found:
+                raise NotFound(f"not in Orthanc: {uri}")
+            return [self._instance_json(i) for i in found]
         if path == "/system":
             return self.system()
         if path == "/statistics":

@@ -24,9 +24,12 @@ from sqlalchemy import Connection, Index, MetaData, create_engine, text
 
 from ehr_imaging.store import db
 from ehr_imaging.store.models import Base
+from ehr_imaging.store.tables import import_every_model
 from ehr_stack.stack import Stack
 
 pytestmark = pytest.mark.integration
+
+import_every_model()  # every model module's tables on Base.metadata
 
 SCHEMA = "ehr_imaging"
 SCRATCH = "ehr_imaging_models_check"

@@ -153,9 +153,17 @@ def cases() -> list[Case]:
     # Bad tokens, on an in-scope read and on the scoped QIDO root.
     for token in ("none", "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "alg_none", "tampered",
                   "alg_hs512", "alg_rs256_confused", "user_doctor", "query_token", "revoked", "garbage",
-                  "basic_wrong", "other_secret"):
+                  "basic_wrong", "other_secret", "signed_image"):
         battery.append(Case("/dicom-web/studies/{A}/metadata", DENY, token=token))
         battery.append(Case("/ehr-imaging/dicom-web/studies", DENY, token=token, status=401))
+    # A signed image URL's token (of IA, A's own instance) in the URL opens its rendered image only: refused by the
+    # filter on every viewer read and on our routes (as a bearer header above: no verifier takes it).
+    battery += [Case(path, DENY, token="signed_image_query") for path in (
+        "/dicom-web/studies/{A}/metadata", "/dicom-web/studies/{A}/series/{SA}/instances/{IA}/rendered",
+        "/dicom-web/studies/{A}/series/{SA}/instances/{IA}/frames/1",
+        "/wado?requestType=WADO&studyUID={A}&seriesUID={SA}&objectUID={IA}&contentType=image/jpeg",
+        "/ehr-imaging/dicom-web/studies", "/api/v1/dicom/render/{IA}", "/api/v1/dicom/studies/{A}/images",
+        "/instances", "/ohif/viewer")]
     # An administrator keeps everything (JWT or basic).
     battery += [Case("/dicom-web/studies/{B}/metadata", ALLOW, token="admin_jwt", accept=DICOM_JSON_ACCEPT),
                 Case("/dicom-web/studies", ALLOW, token="admin_basic", accept=DICOM_JSON_ACCEPT)]
@@ -186,6 +194,10 @@ class Battery:
                                 headers={"Authorization": f"Bearer {client.token('doctor', 'battery')}"})
         assert answer.status_code == 200
         self.tokens = self._tokens(a.uid, revoked["token"])
+        signed = client.request("GET", f"/api/v1/dicom/images/{a.instances[0]}/url",
+                                headers={"Authorization": f"Bearer {client.token('doctor', 'battery')}"})
+        assert signed.status_code == 200, signed.text
+        self.tokens["signed_image"] = signed.json()["url"].split("image_token=", 1)[1]
 
     def _tokens(self, study: str, revoked: str) -> dict[str, str]:
         secret, issuer, now = self.client.stack.secrets.jwt_secret, "ehr-imaging-dev", time.time()
@@ -221,6 +233,8 @@ class Battery:
         headers = {"Accept": case.accept} if case.accept else {}
         if case.token == "query_token":
             path += ("&" if "?" in path else "?") + "token=" + self.token
+        elif case.token == "signed_image_query":
+            path += ("&" if "?" in path else "?") + "format=png&image_token=" + self.tokens["signed_image"]
         elif case.token in ("admin_basic", "basic_wrong"):
             user, password = self.client.stack.admin_auth
             password = password if case.token == "admin_basic" else password + "x"

@@ -140,6 +140,7 @@ def test_json_routes_document_their_answer_and_binary_routes_their_media_type(
     binary = {"/api/v1/dicom/download/{study_uid}": {"application/zip"},
               "/api/v1/dicom/thumbnail/{study_uid}": {"image/png"},
               "/api/v1/dicom/render/{sop_instance_uid}": {"image/png", "image/jpeg"},
+              "/api/v1/dicom/images/{sop_instance_uid}/rendered": {"image/png", "image/jpeg"},
               "/api/v1/dicom/modify-tags": {"application/dicom"},
               "/api/v1/dicom/deidentify": {"application/dicom", "application/zip"}}
     json_or_csv = {"/api/v1/dicom/audit"}  # a page of JSON, or the same rows as CSV (format=csv)

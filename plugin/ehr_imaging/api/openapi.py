@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import __version__
 from .context import Api
-from .router import ANY_ROLE, PUBLIC, Request, Response, Route, Router, json_response
+from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Route, Router, json_response
 from .schemas import COMPONENTS
 
 ERRORS = {"400": "bad input", "401": "missing or invalid token", "403": "role not allowed", "404": "unknown",
@@ -55,6 +55,11 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.roles == PUBLIC:
         operation["security"] = []
         operation["x-roles"] = ["public"]
+    elif route.roles == SIGNED_URL:  # the credential is the URL's signed token (no header: an <img src>)
+        operation["security"] = []
+        operation["x-roles"] = ["signed URL"]
+        operation["parameters"] += [{"name": name, "in": "query", "required": True, "schema": {"type": "string"}}
+                                    for name in ("format", "image_token")]
     else:
         operation["security"] = [{"bearer": []}]
         operation["x-roles"] = ["any authenticated"] if route.roles == ANY_ROLE else sorted(route.roles)

@@ -18,10 +18,13 @@ from urllib.parse import unquote_plus
 
 from ..core import errors
 from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal
+from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN_PARAM
 from .schemas import Contract
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
 ANY_ROLE: frozenset[str] = frozenset({"<any authenticated>"})
+# No header at all: the handler verifies the signed token in the URL (core/image_urls.py), for one image only.
+SIGNED_URL: frozenset[str] = frozenset({"<signed URL>"})
 
 
 # The one place where the plugin's error vocabulary becomes HTTP.
@@ -249,7 +252,8 @@ class Router:
             return f"no route {method} {path[:200]}: a body is refused"
         if not route.body_types:
             return f"{route.method} {route.template} takes no body"
-        if caller is not None and route.roles not in (PUBLIC, ANY_ROLE) and not caller.has_any_role(route.roles):
+        if (caller is not None and route.roles not in (PUBLIC, ANY_ROLE, SIGNED_URL)
+                and not caller.has_any_role(route.roles)):
             return f"role not allowed for {route.method} {route.template}"
         return None
 
@@ -284,6 +288,10 @@ class Router:
             return error_response(500, "internal error")
 
     def _authorize(self, route: Route, request: Request) -> None:
+        if route.roles == SIGNED_URL:
+            return
+        if IMAGE_TOKEN_PARAM in request.query:  # a signed image URL's token opens its own image, nothing else
+            raise errors.Forbidden(f"a signed image URL does not open {route.method} {route.template}")
         if route.roles == PUBLIC:
             return
         try:

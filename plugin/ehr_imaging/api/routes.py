@@ -12,12 +12,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import update_wrapper
 
+from ..app.access_log import AccessLog
 from ..app.token_revocations import RevocationList
 from ..core import auth
 from ..services import Services
 from . import (
     admin_session,
     audit,
+    image_urls,
     images,
     openapi,
     orders,
@@ -33,7 +35,7 @@ from . import patient_scope as scope
 from . import viewer_tokens as viewer
 from .context import Api
 from .patient_scope import Names
-from .router import ANY_ROLE, PUBLIC, Request, Response, Router
+from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Router
 
 P = "/api/v1/dicom"
 
@@ -43,7 +45,7 @@ class RouteSpec:
     method: str
     path: str
     handler: Callable[[Api, Request], Response]
-    roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE
+    roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE / SIGNED_URL
     scope: Names  # what it names, for a patient-scoped caller (api/patient_scope.py)
     contract: schemas.Contract  # what it answers and the body it reads (the OpenAPI document says the same)
 
@@ -82,6 +84,10 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",           images.thumbnail,               auth.VIEWING,       scope.STUDY,    schemas.THUMBNAIL),
     RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",       images.render,                  auth.VIEWING,       scope.INSTANCE, schemas.RENDER),
     RouteSpec("POST",   f"{P}/clinical-summary/{{study_uid}}",    images.summary,                 auth.VIEWING,       scope.STUDY,    schemas.SUMMARY),
+    # Signed image URLs: minted for viewing roles; the rendered image answers the URL's signature, no header.
+    RouteSpec("GET",    f"{P}/studies/{{study_uid}}/images",      image_urls.study_images,        auth.VIEWING,       scope.STUDY,    schemas.STUDY_IMAGES),
+    RouteSpec("GET",    f"{P}/images/{{sop_instance_uid}}/url",   image_urls.image_url,           auth.VIEWING,       scope.INSTANCE, schemas.IMAGE_URL),
+    RouteSpec("GET",    f"{P}/images/{{sop_instance_uid}}/rendered", image_urls.signed_image,     SIGNED_URL,         scope.NONE,     schemas.SIGNED_IMAGE),
     RouteSpec("GET",    f"{P}/uploads",                           upload_history.list_uploads,    auth.AUDITING,      scope.LIST,     schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",    upload_history.patient_uploads, auth.AUDITING,      scope.PATIENT,  schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",             upload_history.get_upload,      auth.AUDITING,      scope.UPLOAD,   schemas.GET_UPLOAD),
@@ -114,9 +120,11 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
-def register_all(router: Router, services: Services, revocations: RevocationList) -> Api:
-    """Every row of the table on ``router``, bound to one ``Api``; returned so that its workers can be started."""
-    api = Api.build(services, revocations, router)
+def register_all(router: Router, services: Services, revocations: RevocationList,
+                 access_log: AccessLog | None = None) -> Api:
+    """Every row of the table on ``router``, bound to one ``Api``; returned so that its workers can be started
+    (and its signed-image judge handed to the HTTP filter)."""
+    api = Api.build(services, revocations, router, access_log)
     for spec in ROUTES:
         bound = _bound(spec, api)
         router.add(spec.method, spec.path, bound, roles=spec.roles, contract=spec.contract)

@@ -189,6 +189,20 @@ COMPONENTS: dict[str, Schema] = {
     }),
     "ViewerToken": obj(dict(_VIEWER_TOKEN)),
     "ViewerUrl": obj({"url": string(), "study_count": integer(), **_VIEWER_TOKEN}),
+    # Signed image URLs: ``url`` opens one rendered image with no header until ``expires_at``; ``token_id`` is the
+    # grant (revocable with viewer-token/revoke, counted in the viewer access audit).
+    "ImageUrl": obj({"url": string(), "expires_at": string("date-time"), "token_id": string(),
+                     "sop_instance_uid": string(), "study_instance_uid": string(),
+                     "format": string(enum=["png", "jpeg"])}),
+    "StudyImage": obj({"sop_instance_uid": string(), "orthanc_instance_id": string(),
+                       "instance_number": integer(nullable=True), "frames": integer(), "url": NSTR}),
+    "StudyImageSeries": obj({"series_instance_uid": string(), "orthanc_series_id": string(),
+                             "series_number": integer(nullable=True), "modality": NSTR, "series_description": NSTR,
+                             "number_of_instances": integer(), "instances": array(ref("StudyImage"))}),
+    "StudyImages": obj({"study_instance_uid": string(), "orthanc_study_id": string(),
+                        "format": string(enum=["png", "jpeg"]), "expires_at": string("date-time"),
+                        "token_id": string(), "number_of_series": integer(), "number_of_instances": integer(),
+                        "series": array(ref("StudyImageSeries"))}),
 }
 
 def _file_body(field_name: str, raw: list[str], extra: dict[str, Schema] | None = None, *,
@@ -328,6 +342,9 @@ REVOKE = Contract(
     ok(obj({"status": string(enum=["revoked"]), "token_id": string(), "expires_at": string("date-time")})),
     {JSON: obj({"token": string(), "token_id": string(), "reason": NSTR}, [])}, body_required=True)
 VIEWER_URL = Contract(ok(ref("ViewerUrl")))
+STUDY_IMAGES = Contract(ok(ref("StudyImages")))
+IMAGE_URL = Contract(ok(ref("ImageUrl")))
+SIGNED_IMAGE = Contract(binary(PNG, JPEG))
 # The admin session's browser routes: a redirect with a session cookie, and an empty answer.
 LOGIN = Contract({"302": {}})
 LOGOUT = Contract({"204": {}})

@@ -62,10 +62,15 @@ def thumbnail(services: Services, study_uid: str) -> bytes:
 
 def render(services: Services, sop_instance_uid: str, asked: Rendering) -> bytes:
     """One frame of an instance, rendered by Orthanc as PNG or JPEG."""
-    pacs = services.pacs
-    instance = pacs.lookup(sop_instance_uid, "Instance") if sop_instance_uid else None
+    instance = services.pacs.lookup(sop_instance_uid, "Instance") if sop_instance_uid else None
     if instance is None:
         raise errors.NotFound(f"instance {sop_instance_uid} not found")
+    return render_instance(services, instance, sop_instance_uid, asked)
+
+
+def render_instance(services: Services, instance: str, sop_instance_uid: str, asked: Rendering) -> bytes:
+    """One frame of the Orthanc instance ``instance`` (whose SOPInstanceUID is given), as PNG or JPEG."""
+    pacs = services.pacs
     try:
         frames = pacs.get_json(f"/instances/{instance}/frames")
     except (errors.NotFound, errors.ArchiveError):  # Orthanc's answer for an instance without pixel data

@@ -9,15 +9,21 @@ Orthanc 1.10 calls the filter *before* it reads a request's body, then allocates
 within ``max_body_bytes``, a route that reads a body (our routes) or administrator credentials (Orthanc's
 own API), and above ``access.UNAUTHENTICATED_BODY_BYTES`` valid credentials with a role of the route;
 otherwise the request is refused before Orthanc allocates anything.
+
+A request carrying a signed image URL's token (``image_token`` in its query) is judged by that URL's rule
+alone (app/image_urls.SignedImages): GET of the one rendered image it is for, without a body, or refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from urllib.parse import unquote_plus
 
 from ..app.dicomweb_gate import ViewerGate
+from ..app.image_urls import SignedImages
 from ..core import access
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
+from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN
 
 # Why a body sent to ``method path`` (one of our routes) is refused, or None when the route reads one and the
 # caller (None: not known yet) may call it (api.router.Router.body_refusal: derived from the route table).
@@ -26,7 +32,7 @@ BodyRefusal = Callable[[str, str, "Principal | None"], "str | None"]
 
 def make_filter(
     authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None], *,
-    body_refusal: BodyRefusal, max_body_bytes: int,
+    body_refusal: BodyRefusal, max_body_bytes: int, signed_images: SignedImages | None = None,
 ) -> Callable[..., bool]:
     def refuse(uri: str, ip: str, reason: str) -> bool:
         log_warning(f"refused {uri} from {ip}: {reason}")
@@ -36,6 +42,10 @@ def make_filter(
         uri: str, method: object, ip: str, headers: Mapping[str, str], get: Mapping[str, str] | None = None
     ) -> bool:
         verb = method_name(method)
+        if get:
+            query = {unquote_plus(str(key)): unquote_plus(str(value)) for key, value in get.items()}
+            if IMAGE_TOKEN in query:  # a signed image URL: judged by its own rule alone, wherever it is sent
+                return _signed_image(uri.split("?", 1)[0], verb, ip, headers, query)
         area = access.classify(uri)
         body = access.declared_body(headers)
         if not body.valid:
@@ -82,6 +92,15 @@ def make_filter(
         if caller is not None and caller.is_admin:
             return True  # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded)
         return refuse(uri, ip, f"{viewer_refusal}administrator credentials required")
+
+    def _signed_image(path: str, verb: str, ip: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        """Only ``GET`` of the one rendered image the token is for (core/image_urls.decide); the route judges it
+        again (both ports) and counts it. Logged by path and reason, never with the query (the token)."""
+        if signed_images is None:
+            return refuse(path, ip, "signed image URLs are not served here")
+        body = access.declared_body(headers)
+        verdict = signed_images.judge(query[IMAGE_TOKEN], verb, path, query, body=body.present or not body.valid)
+        return True if verdict.decision.allowed else refuse(path, ip, f"signed image URL: {verdict.decision.reason}")
 
     def _body_for_route(uri: str, verb: str, ip: str, headers: Mapping[str, str], body: access.DeclaredBody) -> bool:
         path = uri.split("?", 1)[0]

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ..core.dimse import DimseEvent
-from .models import DimseAudit
+from .access_models import DimseAudit
 
 
 def record(engine: Engine, event: DimseEvent, node: str = "") -> None:

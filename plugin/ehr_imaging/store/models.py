@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models of the plugin's tables: the one description of the schema (the schema's name comes
-from the connection's search_path).
+from the connection's search_path). Orders, studies, their links and uploads here; who was given access and
+who used it (viewer tokens, viewer access, admin sessions, DICOM queries) in ``access_models.py``.
 
 Every column, key, constraint, index and server default a migration (``store.schema_history``) creates is
 declared here too, under the name PostgreSQL gave it; ``tests/integration/test_schema_models.py`` fails when
@@ -216,44 +217,6 @@ class DicomUploadLog(Base):
     is_deleted: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
 
 
-class ViewerTokenRecord(Base):
-    """Every viewer token the plugin issued: who asked, for which studies, and its revocation."""
-
-    __tablename__ = "viewer_tokens"
-    __table_args__ = (Index("ix_viewer_tokens_revoked", "expires_at", postgresql_where=text("revoked_at IS NOT NULL")),
-                      Index("ix_viewer_tokens_issued_at", "issued_at"),
-                      Index("ix_viewer_tokens_revoked_at", "revoked_at"))
-
-    token_id: Mapped[str] = mapped_column(primary_key=True)
-    subject: Mapped[str]
-    study_uids: Mapped[list[str]] = mapped_column(ARRAY(Text))
-    order_id: Mapped[str | None]
-    patient_id: Mapped[str | None]
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_by: Mapped[str | None]
-    revoke_reason: Mapped[str | None]
-
-
-class ViewerAccess(Base):
-    """Viewer reads aggregated per token and study (not a row per frame)."""
-
-    __tablename__ = "viewer_access_log"
-    __table_args__ = (Index("ix_viewer_access_log_study", "study_instance_uid"),
-                      Index("ix_viewer_access_log_subject", "subject"),
-                      Index("ix_viewer_access_log_last_access", "last_access_at"))
-
-    token_id: Mapped[str] = mapped_column(primary_key=True)
-    study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
-    subject: Mapped[str]
-    first_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_access_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
-    denied_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
-    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=ZERO)
-
-
 class TagEditAudit(Base):
     """One row per modify-tags call: who changed which tags of which file, from what to what."""
 
@@ -360,39 +323,3 @@ class OfflineUpload(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class AdminSessionRevocation(Base):
-    """Admin browser sessions ended by logout (the cookie's ``jti``), until the cookie would have expired."""
-
-    __tablename__ = "admin_session_revocations"
-    __table_args__ = (Index("ix_admin_session_revocations_expires", "expires_at"),)
-
-    session_id: Mapped[str] = mapped_column(primary_key=True)
-    subject: Mapped[str]
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-class DimseAudit(Base):
-    """One row per DICOM query or retrieval the plugin answered or refused: C-FIND, worklist, C-MOVE."""
-
-    __tablename__ = "dimse_audit"
-    __table_args__ = (
-        CheckConstraint("service IN ('C-FIND', 'MWL', 'C-MOVE')", name="dimse_audit_service_check"),
-        Index("ix_dimse_audit_at", "at"),
-        Index("ix_dimse_audit_calling", "calling_aet", "at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    service: Mapped[str]
-    calling_aet: Mapped[str]
-    called_aet: Mapped[str | None]
-    level: Mapped[str | None]
-    query: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=EMPTY_JSON_OBJECT)
-    answers: Mapped[int] = mapped_column(default=0, server_default=ZERO)
-    truncated: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
-    target_aet: Mapped[str | None]
-    outcome: Mapped[str]
-    node: Mapped[str | None]

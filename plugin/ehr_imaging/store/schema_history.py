@@ -350,6 +350,14 @@ MIGRATIONS += (
 
 MIGRATIONS += (
     Migration(
+        10,
+        "viewer tokens say what they are: an OHIF viewer token, or the grant of signed image URLs",
+        """
+        ALTER TABLE viewer_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'viewer';
+        ALTER TABLE viewer_tokens ADD CONSTRAINT viewer_tokens_kind_check CHECK (kind IN ('viewer', 'image-url'));
+        """,
+    ),
+    Migration(
         11,
         "the audit timeline's time windows: an index on each audit table's time",
         """

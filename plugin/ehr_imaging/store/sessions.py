@@ -8,7 +8,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from .models import AdminSessionRevocation
+from .access_models import AdminSessionRevocation
 
 
 def revoke_session(engine: Engine, *, session_id: str, subject: str, expires_at: float) -> None:

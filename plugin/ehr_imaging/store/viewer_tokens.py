@@ -1,4 +1,5 @@
-"""Viewer tokens and viewer access in PostgreSQL: issued tokens, revocations, the aggregated access log."""
+"""Viewer tokens and viewer access in PostgreSQL: issued tokens (OHIF viewer tokens and the grants of signed image
+URLs), revocations, the aggregated access log."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from ..core.errors import NotFound
-from .models import ViewerTokenRecord
+from .access_models import ViewerTokenRecord
 
 
 def _utc(epoch: float) -> datetime:
@@ -18,10 +19,12 @@ def _utc(epoch: float) -> datetime:
 
 
 def record_issued(engine: Engine, *, token_id: str, subject: str, study_uids: Sequence[str], expires_at: float,
-                  order_id: str | None = None, patient_id: str | None = None) -> None:
+                  order_id: str | None = None, patient_id: str | None = None, kind: str = "viewer") -> None:
+    """``kind``: "viewer" (an OHIF viewer token) or "image-url" (a grant of signed image URLs)."""
     with Session(engine) as session, session.begin():
         session.add(ViewerTokenRecord(token_id=token_id, subject=subject, study_uids=list(study_uids),
-                                      order_id=order_id, patient_id=patient_id, expires_at=_utc(expires_at)))
+                                      order_id=order_id, patient_id=patient_id, expires_at=_utc(expires_at),
+                                      kind=kind))
 
 
 def owner(engine: Engine, token_id: str) -> str | None:
