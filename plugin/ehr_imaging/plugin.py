@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
 from .app.dicomweb_gate import ViewerGate
 from .app.ingest_worker import IngestWorker
+from .app.metrics_publisher import MetricsPublisher
 from .app.study_hierarchy import StudyHierarchy
 from .app.token_revocations import RevocationList
+from .app.upload_limits import admit_upload
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .core.dimse import check_policy
@@ -82,7 +85,8 @@ def _set_up() -> Any:
     services.tls = bool(orthanc_config.get("SslEnabled", False))
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
-    router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE)
+    router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE,
+                    throttle=partial(admit_upload, services))
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
     api = register_all(router, services, gate.revocations)
@@ -99,6 +103,7 @@ def _set_up() -> Any:
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     services.ingest_later = worker.submit
+    MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges,), log_error=pacs.log_error).start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(make_change_callback(worker, gate, pacs.log_error))
@@ -120,7 +125,7 @@ def _set_up() -> Any:
         listener.start()
         pacs.log_warning(f"ehr-imaging: EHR API also on {settings.ApiListenAddress}:{listener.port}")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
-                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024)
+                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, metrics=services.metrics)
 
 
 def _session_revocations(services: Services) -> RevocationList:

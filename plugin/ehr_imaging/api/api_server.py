@@ -9,7 +9,9 @@ it has arrived whole, so a slow client holds a socket, never a thread. On top of
   (``header_timeout``), then a minimum average body rate (``body_min_rate`` bytes/s after the same grace);
   408 and the connection closes;
 - a client that reads nothing of an answer for ``idle_timeout`` is cut off (a worker thread waits on it);
-- at most ``max_connections`` open connections, and ``per_address`` from one address: more are closed at once.
+- at most ``max_connections`` open connections, and ``per_address`` from one address: more are closed at once;
+- an ``admission`` check of the parsed head (method, path, headers): a refusal is answered before the body is
+  read (the rate limit of uploads), and the connection closes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +31,9 @@ from waitress.server import TcpWSGIServer
 from waitress.utilities import Error
 
 from .http_strict import Refusal, check_head
+
+# (method, path, headers with lower-case names) of a parsed head -> a refusal to answer at once, or None.
+Admission = Callable[[str, str, Mapping[str, str]], "Refusal | None"]
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,20 @@ class Limits:
 class JsonError(Error):  # type: ignore[misc]
     """An error waitress answers itself (then closes), with the API's ``{"detail": ...}`` body."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.code = status
         self.reason = HTTPStatus(status).phrase
+        self.headers = dict(headers or {})
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
         body = json.dumps({"detail": self.body}).encode()
-        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json"), *self.headers.items()], body
 
 
 class _Parser(HTTPRequestParser):  # type: ignore[misc]
     max_body_bytes = 0  # set on the subclass bound to a server
+    admission: Admission | None = None  # ditto
     headers_done_at = 0.0
     # waitress's state, declared for the type checker (no stubs)
     headers_finished: bool
@@ -65,6 +72,9 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]
     version: str
     header_plus: bytes
     body_bytes_received: int
+    command: str
+    path: str
+    headers: dict[str, str]
 
     def received(self, data: bytes) -> int:
         was_finished = self.headers_finished
@@ -76,7 +86,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]
             self.headers_done_at = time.monotonic()
         refusal: Refusal | None = self.__dict__.get("refusal")
         if refusal is not None and self.error is not None:
-            self.error = JsonError(refusal.status, refusal.detail)  # our status (411, 413, 505), not a bare 400
+            # our status (411, 413, 429, 505), not a bare 400
+            self.error = JsonError(refusal.status, refusal.detail, refusal.headers)
         elif self.error is not None and not isinstance(self.error, JsonError):
             self.error = JsonError(int(self.error.code), str(self.error.body))
         return consumed
@@ -88,6 +99,13 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]
             self.version = "1.1"  # the answer's status line (waitress's default would be HTTP/1.0)
             raise ParsingError(verdict.detail)
         super().parse_header(header_plus)
+        admission = type(self).admission
+        if admission is not None:
+            headers = {name.replace("_", "-").lower(): str(value) for name, value in self.headers.items()}
+            refused = admission(self.command, self.path, headers)
+            if refused is not None:  # answered now; the body is never read (the connection closes)
+                self.refusal = refused
+                raise ParsingError(refused.detail)
 
     def _refuse(self, refusal: Refusal) -> None:
         self.error = JsonError(refusal.status, refusal.detail)
@@ -172,8 +190,9 @@ class ApiServer(TcpWSGIServer):  # type: ignore[misc]
     """waitress's TCP server with the limits above; ``run`` serves until ``close``."""
 
     def __init__(self, app: Callable[..., Any], *, host: str, port: int, limits: Limits,
-                 report: Callable[[str], None]) -> None:
-        parser = type("BoundParser", (_Parser,), {"max_body_bytes": limits.max_body_bytes})
+                 report: Callable[[str], None], admission: Admission | None = None) -> None:
+        parser = type("BoundParser", (_Parser,), {"max_body_bytes": limits.max_body_bytes,
+                                                  "admission": staticmethod(admission) if admission else None})
         self.channel_class = type("BoundChannel", (_Channel,), {"parser_class": parser, "limits": limits})
         self.limits = limits
         self._report = report

@@ -6,15 +6,17 @@ and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?rea
 the plugin also serves ``/api/v1/dicom/*`` on a port of its own (``ApiPort``), inside Orthanc's process,
 from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
 temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
-the same ``Router`` answers. Orthanc's port keeps serving the same routes for what works there (browsers
+the same ``Router`` answers; a rate-limited route's 429 is answered from the head, before the body is
+read (``Router.early_refusal``). Orthanc's port keeps serving the same routes for what works there (browsers
 on the viewer's origin, health checks).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +28,7 @@ from python_multipart.multipart import FormParser
 from ..config import Settings
 from ..core.access import API_PREFIX, is_canonical
 from .api_server import ApiServer, Limits, serve_in_thread
+from .http_strict import Refusal
 from .router import Request, Response, Router, UploadedFile, error_response
 
 CHUNK = 1024 * 1024
@@ -41,7 +44,8 @@ class ApiListener:
                  limits: Limits | None = None) -> None:
         limits = limits or Limits(max_body_bytes=max_body_bytes)
         self._app = _WsgiApp(router, max_body_bytes=limits.max_body_bytes, report=log_error, spool_dir=spool_dir)
-        self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error)
+        self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error,
+                                 admission=_admission(router))
         _forward_waitress_log(log_error)
 
     @classmethod
@@ -214,6 +218,21 @@ class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+def _admission(router: Router) -> Callable[[str, str, Mapping[str, str]], Refusal | None]:
+    """The router's refusals from a request head (a caller over its upload rate limit), before the body."""
+    def admit(method: str, path: str, headers: Mapping[str, str]) -> Refusal | None:
+        try:
+            response = router.early_refusal(method, path, headers)
+        except Exception:  # noqa: BLE001 - the request goes on; its dispatch decides (and reports)
+            return None
+        if response is None:
+            return None
+        detail = json.loads(response.body).get("detail", "")
+        return Refusal(response.status, str(detail), dict(response.headers))
+
+    return admit
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:

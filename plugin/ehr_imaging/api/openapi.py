@@ -48,7 +48,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                        for name in route.param_names],
         "responses": {**success, **{code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
-                                    for code, text in ERRORS.items() if code not in success}},
+                                    for code, text in _errors(route).items() if code not in success}},
     }
     if contract is not None and contract.body:
         operation["requestBody"] = {"required": contract.body_required, "content": _content(contract.body)}
@@ -59,6 +59,12 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["security"] = [{"bearer": []}]
         operation["x-roles"] = ["any authenticated"] if route.roles == ANY_ROLE else sorted(route.roles)
     return operation
+
+
+def _errors(route: Route) -> dict[str, str]:
+    if not route.rate_limited:
+        return ERRORS
+    return {**ERRORS, "429": "over the caller's upload rate limit on this node (retry after Retry-After seconds)"}
 
 
 def _content(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:

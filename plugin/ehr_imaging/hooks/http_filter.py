@@ -9,6 +9,9 @@ Orthanc 1.10 calls the filter *before* it reads a request's body, then allocates
 within ``max_body_bytes``, a route that reads a body (our routes) or administrator credentials (Orthanc's
 own API), and above ``access.UNAUTHENTICATED_BODY_BYTES`` valid credentials with a role of the route;
 otherwise the request is refused before Orthanc allocates anything.
+
+Each refusal is counted in the metrics by its kind (core.metrics ``FILTER_REASONS``), and each DICOMweb
+request a viewer token may make as a viewer request.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 from ..app.dicomweb_gate import ViewerGate
 from ..core import access
+from ..core import metrics as m
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 
 # Why a body sent to ``method path`` (one of our routes) is refused, or None when the route reads one and the
@@ -26,10 +30,13 @@ BodyRefusal = Callable[[str, str, "Principal | None"], "str | None"]
 
 def make_filter(
     authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None], *,
-    body_refusal: BodyRefusal, max_body_bytes: int,
+    body_refusal: BodyRefusal, max_body_bytes: int, metrics: m.Metrics | None = None,
 ) -> Callable[..., bool]:
-    def refuse(uri: str, ip: str, reason: str) -> bool:
+    registry = metrics or m.Metrics()
+
+    def refuse(uri: str, ip: str, reason: str, kind: str = m.REFUSAL_BODY) -> bool:
         log_warning(f"refused {uri} from {ip}: {reason}")
+        registry.refused(kind)
         return False
 
     def http_filter(
@@ -74,14 +81,18 @@ def make_filter(
                     if not decision.allowed:
                         log_warning(f"refused {uri} from {ip} to viewer token of {principal.subject}:"
                                     f" {decision.reason}")
+                        registry.refused(m.REFUSAL_VIEWER_SCOPE)
+                    else:
+                        registry.count(m.VIEWER_REQUESTS)
                     return decision.allowed
         try:
             caller = authenticator.authenticate(headers, method=verb, client=ip)
         except AuthError as exc:
-            return refuse(uri, ip, f"{viewer_refusal}{exc}")
+            return refuse(uri, ip, f"{viewer_refusal}{exc}", m.REFUSAL_CREDENTIALS)
         if caller is not None and caller.is_admin:
             return True  # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded)
-        return refuse(uri, ip, f"{viewer_refusal}administrator credentials required")
+        kind = m.REFUSAL_CREDENTIALS if caller is None else m.REFUSAL_NOT_ADMIN
+        return refuse(uri, ip, f"{viewer_refusal}administrator credentials required", kind)
 
     def _body_for_route(uri: str, verb: str, ip: str, headers: Mapping[str, str], body: access.DeclaredBody) -> bool:
         path = uri.split("?", 1)[0]
@@ -95,9 +106,10 @@ def make_filter(
         try:
             caller = authenticator.authenticate(headers, method=verb, client=ip)
         except AuthError as exc:
-            return refuse(uri, ip, f"a body of {body.length} bytes needs valid credentials ({exc})")
+            return refuse(uri, ip, f"a body of {body.length} bytes needs valid credentials ({exc})",
+                          m.REFUSAL_CREDENTIALS)
         if caller is None:
-            return refuse(uri, ip, f"a body of {body.length} bytes needs credentials")
+            return refuse(uri, ip, f"a body of {body.length} bytes needs credentials", m.REFUSAL_CREDENTIALS)
         reason = body_refusal(verb, path, caller)
         return True if reason is None else refuse(uri, ip, reason)
 
