@@ -89,4 +89,4 @@ class RateLimiter:
 
 
 def _seconds(missing: float, per_second: float) -> int:
-    return max(1, math.ceil(missing / per_second))
+    return max(1, math.ceil(missing / per_second - 1e-9))  # 1e-9: 0.95 + 0.05 is not quite 1.0 in floats
