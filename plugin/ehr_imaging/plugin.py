@@ -42,6 +42,9 @@ from .store import viewer_tokens as viewer_store
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
 SCOPED_QIDO_PATHS = "/ehr-imaging/dicom-web/(.*)"
+# Statuses Orthanc 1.10's HTTP server refuses to send ("Parameter out of range"), and what its port sends
+# instead: 429 (over a rate limit) as 503, with the same Retry-After and detail (README "Rate limits").
+ORTHANC_PORT_STATUS = {429: 503}
 
 
 def _deny_everything(*args: Any, **kwargs: Any) -> bool:
@@ -208,4 +211,5 @@ def _answer(output: Any, response: Response) -> None:
         # orthanc-python 4.0 takes the body of a non-200 answer as text only.
         body = response.body.decode("utf-8", "replace")
         output.SetHttpHeader("Content-Type", response.content_type)
-        output.SendHttpStatus(response.status, body, len(body.encode()))
+        status = ORTHANC_PORT_STATUS.get(response.status, response.status)
+        output.SendHttpStatus(status, body, len(body.encode()))

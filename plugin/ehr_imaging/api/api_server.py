@@ -10,8 +10,11 @@ it has arrived whole, so a slow client holds a socket, never a thread. On top of
   408 and the connection closes;
 - a client that reads nothing of an answer for ``idle_timeout`` is cut off (a worker thread waits on it);
 - at most ``max_connections`` open connections, and ``per_address`` from one address: more are closed at once;
-- an ``admission`` check of the parsed head (method, path, headers): a refusal is answered before the body is
-  read (the rate limit of uploads), and the connection closes.
+- an ``admission`` check of the parsed head (method, path, headers) of a request that sends
+  ``Expect: 100-continue``: a refusal (the rate limit of uploads) is answered instead of the 100 Continue, so
+  the client never sends its body, and the connection closes. Without that header the client sends the body
+  at once, and closing on unread bytes would reset the connection before the client reads the answer: those
+  requests are judged once received (api/listener.py, before their body is parsed or stored).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]
     version: str
     header_plus: bytes
     body_bytes_received: int
+    expect_continue: bool
     command: str
     path: str
     headers: dict[str, str]
@@ -100,10 +104,11 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]
             raise ParsingError(verdict.detail)
         super().parse_header(header_plus)
         admission = type(self).admission
-        if admission is not None:
+        if admission is not None and self.expect_continue:
             headers = {name.replace("_", "-").lower(): str(value) for name, value in self.headers.items()}
             refused = admission(self.command, self.path, headers)
-            if refused is not None:  # answered now; the body is never read (the connection closes)
+            if refused is not None:  # answered instead of 100 Continue: the body is never sent
+                self.expect_continue = False
                 self.refusal = refused
                 raise ParsingError(refused.detail)
 

@@ -6,8 +6,9 @@ and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?rea
 the plugin also serves ``/api/v1/dicom/*`` on a port of its own (``ApiPort``), inside Orthanc's process,
 from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
 temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
-the same ``Router`` answers; a rate-limited route's 429 is answered from the head, before the body is
-read (``Router.early_refusal``). Orthanc's port keeps serving the same routes for what works there (browsers
+the same ``Router`` answers. A rate-limited route's 429 (``Router.early_refusal``) is answered from the
+head to a client that sends ``Expect: 100-continue`` (it never sends the body), else before the received
+body is parsed or spooled. Orthanc's port keeps serving the same routes for what works there (browsers
 on the viewer's origin, health checks).
 """
 
@@ -123,6 +124,9 @@ class _WsgiApp:
             query=dict(parse_qsl(split.query, keep_blank_values=True)),
             headers=_headers(environ), client_ip=str(environ.get("REMOTE_ADDR", "")), can_stream=True,
         )
+        early = self.router.early_refusal(request.method, path, request.headers)
+        if early is not None:  # over a rate limit: the body is neither parsed nor spooled
+            return early
         self._read_body(request, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0), cleanup)
         resolved = self.router.resolve(path)
         if resolved is None:

@@ -68,13 +68,17 @@ class MetricsPublisher:
         registry.set(metrics.DATABASE_UP, 1)
         try:
             counts = metric_store.study_counts(engine)
-            pending = metric_store.pending_deletion_requests(engine)
         except Exception:  # noqa: BLE001 - a schema not migrated yet, or the database went away meanwhile
-            return
-        registry.set(metrics.STUDIES_RECORDED, counts.recorded)
-        registry.set(metrics.STUDIES_LINKED, counts.linked)
-        registry.set(metrics.STUDIES_UNMATCHED, sum(counts.unmatched.values()))
-        for reason in metrics.UNMATCHED_REASONS:
-            registry.set(metrics.unmatched_name(reason), counts.unmatched.get(reason, 0))
+            pass
+        else:
+            registry.set(metrics.STUDIES_RECORDED, counts.recorded)
+            registry.set(metrics.STUDIES_LINKED, counts.linked)
+            registry.set(metrics.STUDIES_UNMATCHED, sum(counts.unmatched.values()))
+            for reason in metrics.UNMATCHED_REASONS:
+                registry.set(metrics.unmatched_name(reason), counts.unmatched.get(reason, 0))
+        try:
+            pending = metric_store.pending_deletion_requests(engine)
+        except Exception:  # noqa: BLE001 - read defensively: the table is another part's (issue 11 item 1)
+            pending = None
         if pending is not None:
             registry.set(metrics.DELETION_REQUESTS_PENDING, pending)
