@@ -6,6 +6,7 @@ Kept apart from ``plugin.py`` (which talks to ``orthanc``) so the construction i
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings
 from .core.auth import ADMIN_SESSION_AUDIENCE, Authenticator, BasicAuthenticator, TokenVerifier, session_principal
+from .core.rate_limit import RateLimiter
 from .core.viewer_tokens import VIEWER_AUDIENCE, viewer_principal
 from .services import Pacs, Services
 from .store import db
@@ -91,6 +93,8 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
         authenticator=build_authenticator(settings, secret),
         signing_secret=secret,
         viewer_tokens=build_viewer_verifier(settings, secret),
+        upload_limiter=RateLimiter(settings.UploadRequestsPerMinute, settings.UploadMegabytesPerMinute,
+                                   time.monotonic),
     )
 
 

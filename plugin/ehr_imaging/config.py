@@ -45,6 +45,9 @@ class Settings:
     MaxZipUncompressedMb: int = 8192  # what one ZIP may expand to (zip bombs)
     UploadJobAboveFiles: int = 200  # a ZIP with more files runs as a job (202, polled)
     UploadJobAboveMb: int = 256  # ... or one that expands to more than this
+    UploadRequestsPerMinute: int = 0  # upload requests one caller (token subject) may send a minute, per node; 0: off
+    UploadMegabytesPerMinute: int = 0  # ... and megabytes of them; 0: off
+    MetricsIntervalSeconds: int = 10  # how often the metrics are handed to Orthanc (/tools/metrics-prometheus)
     UploadJobDir: str = ""  # a private folder (0700, ours, no link) where a job's ZIP waits; "": jobs refused
     ApiPort: int = 0  # the plugin's own HTTP listener for the EHR API; 0: none (Orthanc's port only)
     ApiListenAddress: str = "127.0.0.1"  # loopback unless a deployment opens it (the Docker image: 0.0.0.0)
@@ -155,7 +158,7 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
-             "OrthancPortMaxBodyMb": 1, "MaxImageSizeMb": 1, "MaxImagePixels": 1,
+             "OrthancPortMaxBodyMb": 1, "MaxImageSizeMb": 1, "MaxImagePixels": 1, "MetricsIntervalSeconds": 1,
              "ViewerTokenMaxTtlSeconds": 60, "ImageUrlMaxTtlSeconds": 10, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,

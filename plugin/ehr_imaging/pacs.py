@@ -29,6 +29,12 @@ def log_error(message: str) -> None:
     orthanc.LogError(loggable(message))  # one line: request data never writes a raw CR/LF into the log
 
 
+def set_metric(name: str, value: float) -> None:
+    """One value of Orthanc's metrics (``/tools/metrics-prometheus``; ignored when ``MetricsEnabled`` is false).
+    Orthanc 1.10 takes no labels: a label is part of the name (core/metrics.py)."""
+    orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
+
+
 # orthanc-python (since 3.3) raises OrthancException(code, description) when an in-process call fails.
 _ORTHANC_ERROR: type[Exception] = getattr(orthanc, "OrthancException", Exception)
 

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
 from .app.dicomweb_gate import ViewerGate
 from .app.ingest_worker import IngestWorker
+from .app.metrics_publisher import MetricsPublisher
 from .app.study_hierarchy import StudyHierarchy
 from .app.token_revocations import RevocationList
+from .app.upload_limits import admit_upload
 from .bootstrap import build_services, signing_secret
 from .config import ConfigError, load_settings
 from .core.dimse import check_policy
@@ -40,6 +43,9 @@ from .store import viewer_tokens as viewer_store
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
 SCOPED_QIDO_PATHS = "/ehr-imaging/dicom-web/(.*)"
+# Statuses Orthanc 1.10's HTTP server refuses to send ("Parameter out of range"), and what its port sends
+# instead: 429 (over a rate limit) as 503, with the same Retry-After and detail (README "Rate limits").
+ORTHANC_PORT_STATUS = {429: 503}
 
 
 def _deny_everything(*args: Any, **kwargs: Any) -> bool:
@@ -83,7 +89,8 @@ def _set_up() -> Any:
     services.tls = bool(orthanc_config.get("SslEnabled", False))
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
-    router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE)
+    router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE,
+                    throttle=partial(admit_upload, services))
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
     api = register_all(router, services, gate.revocations, gate.access_log)
@@ -100,6 +107,7 @@ def _set_up() -> Any:
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     services.ingest_later = worker.submit
+    MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges,), log_error=pacs.log_error).start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(make_change_callback(worker, gate, pacs.log_error))
@@ -128,7 +136,8 @@ def _set_up() -> Any:
         pacs.log_warning(f"ehr-imaging: plain HTTP on {settings.ApiListenAddress}:{redirect.port} answers only "
                          "redirects to HTTPS")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
-                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images)
+                       max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images,
+                       metrics=services.metrics)
 
 
 def _session_revocations(services: Services) -> RevocationList:
@@ -211,4 +220,5 @@ def _answer(output: Any, response: Response) -> None:
         # orthanc-python 4.0 takes the body of a non-200 answer as text only.
         body = response.body.decode("utf-8", "replace")
         output.SetHttpHeader("Content-Type", response.content_type)
-        output.SendHttpStatus(response.status, body, len(body.encode()))
+        status = ORTHANC_PORT_STATUS.get(response.status, response.status)
+        output.SendHttpStatus(status, body, len(body.encode()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -10,6 +11,8 @@ from zoneinfo import ZoneInfo
 from .config import Settings
 from .core.auth import Authenticator, TokenVerifier
 from .core.holds import StudyHolds
+from .core.metrics import Metrics
+from .core.rate_limit import RateLimiter
 from .store.db import Engine
 from .store.links import MatchPolicy
 
@@ -48,6 +51,10 @@ def _ignore(orthanc_study_id: str) -> None:
     return None
 
 
+def _no_limit() -> RateLimiter:
+    return RateLimiter(0, 0, time.monotonic)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -68,6 +75,8 @@ class Services:
     log_error: Callable[[str], None] = _ignore
     log_warning: Callable[[str], None] = _ignore
     holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
+    metrics: Metrics = field(default_factory=Metrics)  # this node's metrics (app/metrics_publisher.py)
+    upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
 
     @property
     def match_policy(self) -> MatchPolicy:

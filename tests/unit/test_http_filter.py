@@ -19,6 +19,7 @@ from ehr_imaging.app.access_log import AccessLog
 from ehr_imaging.app.dicomweb_gate import ViewerGate
 from ehr_imaging.app.study_hierarchy import StudyHierarchy
 from ehr_imaging.app.token_revocations import RevocationList
+from ehr_imaging.core import metrics as m
 from ehr_imaging.core.access import UNAUTHENTICATED_BODY_BYTES
 from ehr_imaging.core.auth import (
     ALL_ROLES,
@@ -235,3 +236,23 @@ def test_the_session_cookie_is_secure_under_tls(tls: bool, public: str, forwarde
     assert served_over_tls(services, request) is secure
     cookie = session_cookie("v", 60, served_over_tls(services, request))
     assert cookie.endswith("; Secure") is secure and "HttpOnly; SameSite=Strict" in cookie
+
+
+def test_each_refusal_is_counted_by_its_kind(routes: Router) -> None:
+    registry = m.Metrics()
+    authenticator = Authenticator(users=TokenVerifier(issuer="i", audience="a", secret=SECRET),
+                                  admins=BasicAuthenticator({"admin": "pw"}), sessions=None)
+    viewers = TokenVerifier(issuer="i", audience="viewer", secret=SECRET)
+    gate = ViewerGate(viewers, RevocationList(dict), StudyHierarchy(None), AccessLog(lambda counts: None))  # type: ignore[arg-type]
+    http_filter = make_filter(authenticator, gate, lambda message: None, body_refusal=routes.body_refusal,
+                              max_body_bytes=LIMIT, metrics=registry)
+    assert not http_filter("/system", "GET", "192.0.2.7", {}, {})  # no credentials
+    assert not http_filter("/system", "GET", "192.0.2.7", {"authorization": "Bearer junk"}, {})
+    assert not http_filter("/system", "GET", "192.0.2.7", bearer("doctor"), {})  # a person, not an administrator
+    assert not http_filter(UPLOAD, "POST", "192.0.2.7", {"content-length": str(GB)}, {})  # too large a body
+    assert http_filter("/system", "GET", "192.0.2.7", BASIC, {})  # allowed: not counted
+    assert registry.get(m.FILTER_REFUSALS) == 4
+    assert registry.get(m.refusal_name(m.REFUSAL_CREDENTIALS)) == 2
+    assert registry.get(m.refusal_name(m.REFUSAL_NOT_ADMIN)) == 1
+    assert registry.get(m.refusal_name(m.REFUSAL_BODY)) == 1
+    assert registry.get(m.refusal_name(m.REFUSAL_VIEWER_SCOPE)) == 0

@@ -9,7 +9,12 @@ it has arrived whole, so a slow client holds a socket, never a thread. On top of
   (``header_timeout``), then a minimum average body rate (``body_min_rate`` bytes/s after the same grace);
   408 and the connection closes;
 - a client that reads nothing of an answer for ``idle_timeout`` is cut off (a worker thread waits on it);
-- at most ``max_connections`` open connections, and ``per_address`` from one address: more are closed at once.
+- at most ``max_connections`` open connections, and ``per_address`` from one address: more are closed at once;
+- an ``admission`` check of the parsed head (method, path, headers) of a request that sends
+  ``Expect: 100-continue``: a refusal (the rate limit of uploads) is answered instead of the 100 Continue, so
+  the client never sends its body, and the connection closes. Without that header the client sends the body
+  at once, and closing on unread bytes would reset the connection before the client reads the answer: those
+  requests are judged once received (api/listener.py, before their body is parsed or stored).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +36,9 @@ from waitress.utilities import Error
 
 from .http_strict import Refusal, check_head
 from .tls_channel import TlsChannel
+
+# (method, path, headers with lower-case names) of a parsed head -> a refusal to answer at once, or None.
+Admission = Callable[[str, str, Mapping[str, str]], "Refusal | None"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +55,20 @@ class Limits:
 class JsonError(Error):  # type: ignore[misc]
     """An error waitress answers itself (then closes), with the API's ``{"detail": ...}`` body."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.code = status
         self.reason = HTTPStatus(status).phrase
+        self.headers = dict(headers or {})
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
         body = json.dumps({"detail": self.body}).encode()
-        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json"), *self.headers.items()], body
 
 
 class StrictParser(HTTPRequestParser):  # type: ignore[misc]
     max_body_bytes = 0  # set on the subclass bound to a server
+    admission: Admission | None = None  # ditto
     headers_done_at = 0.0
     # waitress's state, declared for the type checker (no stubs)
     headers_finished: bool
@@ -67,6 +77,10 @@ class StrictParser(HTTPRequestParser):  # type: ignore[misc]
     version: str
     header_plus: bytes
     body_bytes_received: int
+    expect_continue: bool
+    command: str
+    path: str
+    headers: dict[str, str]
 
     def received(self, data: bytes) -> int:
         was_finished = self.headers_finished
@@ -78,7 +92,8 @@ class StrictParser(HTTPRequestParser):  # type: ignore[misc]
             self.headers_done_at = time.monotonic()
         refusal: Refusal | None = self.__dict__.get("refusal")
         if refusal is not None and self.error is not None:
-            self.error = JsonError(refusal.status, refusal.detail)  # our status (411, 413, 505), not a bare 400
+            # our status (411, 413, 429, 505), not a bare 400
+            self.error = JsonError(refusal.status, refusal.detail, refusal.headers)
         elif self.error is not None and not isinstance(self.error, JsonError):
             self.error = JsonError(int(self.error.code), str(self.error.body))
         return consumed
@@ -90,6 +105,14 @@ class StrictParser(HTTPRequestParser):  # type: ignore[misc]
             self.version = "1.1"  # the answer's status line (waitress's default would be HTTP/1.0)
             raise ParsingError(verdict.detail)
         super().parse_header(header_plus)
+        admission = type(self).admission
+        if admission is not None and self.expect_continue:
+            headers = {name.replace("_", "-").lower(): str(value) for name, value in self.headers.items()}
+            refused = admission(self.command, self.path, headers)
+            if refused is not None:  # answered instead of 100 Continue: the body is never sent
+                self.expect_continue = False
+                self.refusal = refused
+                raise ParsingError(refused.detail)
 
     def _refuse(self, refusal: Refusal) -> None:
         self.error = JsonError(refusal.status, refusal.detail)
@@ -176,8 +199,9 @@ class ApiServer(TcpWSGIServer):  # type: ignore[misc]
 
     def __init__(self, app: Callable[..., Any], *, host: str, port: int, limits: Limits,
                  report: Callable[[str], None], tls_context: ssl.SSLContext | None = None,
-                 parser: type[StrictParser] | None = None) -> None:
-        parser = type("BoundParser", (parser or StrictParser,), {"max_body_bytes": limits.max_body_bytes})
+                 parser: type[StrictParser] | None = None, admission: Admission | None = None) -> None:
+        parser = type("BoundParser", (parser or StrictParser,), {
+            "max_body_bytes": limits.max_body_bytes, "admission": staticmethod(admission) if admission else None})
         bases: tuple[type, ...] = (_Channel,) if tls_context is None else (TlsChannel, _Channel)
         self.channel_class = type("BoundChannel", bases, {"parser_class": parser, "limits": limits,
                                                           "tls_context": tls_context})

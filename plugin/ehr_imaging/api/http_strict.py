@@ -10,7 +10,8 @@ HTTP/1.1, only ``HTTP/1.0`` and ``HTTP/1.1`` (HTTP/0.9 has no head to check). Pu
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # RFC 9110 5.6.2 token; the method is case-sensitive and every registered one is upper case.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -27,6 +28,7 @@ class Refusal:
 
     status: int
     detail: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with the answer (Retry-After)
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,19 @@ and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?rea
 the plugin also serves ``/api/v1/dicom/*`` on a port of its own (``ApiPort``), inside Orthanc's process,
 from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
 temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
-the same ``Router`` answers. Orthanc's port keeps serving the same routes for what works there (browsers
+the same ``Router`` answers. A rate-limited route's 429 (``Router.early_refusal``) is answered from the
+head to a client that sends ``Expect: 100-continue`` (it never sends the body), else before the received
+body is parsed or spooled. Orthanc's port keeps serving the same routes for what works there (browsers
 on the viewer's origin, health checks).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +30,7 @@ from python_multipart.multipart import FormParser
 from ..config import Settings
 from ..core.access import API_PREFIX, is_canonical
 from .api_server import ApiServer, Limits, serve_in_thread
+from .http_strict import Refusal
 from .router import Request, Response, Router, UploadedFile, error_response
 from .tls_channel import server_context
 
@@ -46,7 +50,7 @@ class ApiListener:
         self._app = _WsgiApp(router, max_body_bytes=limits.max_body_bytes, report=log_error, spool_dir=spool_dir,
                              tls=tls_context is not None)
         self._server = ApiServer(self._app, host=host, port=port, limits=limits, report=log_error,
-                                 tls_context=tls_context)
+                                 tls_context=tls_context, admission=_admission(router))
         _forward_waitress_log(log_error)
 
     @classmethod
@@ -127,6 +131,9 @@ class _WsgiApp:
             headers=_headers(environ), client_ip=str(environ.get("REMOTE_ADDR", "")), can_stream=True,
             tls=self.tls,
         )
+        early = self.router.early_refusal(request.method, path, request.headers)
+        if early is not None:  # over a rate limit: the body is neither parsed nor spooled
+            return early
         self._read_body(request, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0), cleanup)
         resolved = self.router.resolve(path)
         if resolved is None:
@@ -222,6 +229,21 @@ class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+def _admission(router: Router) -> Callable[[str, str, Mapping[str, str]], Refusal | None]:
+    """The router's refusals from a request head (a caller over its upload rate limit), before the body."""
+    def admit(method: str, path: str, headers: Mapping[str, str]) -> Refusal | None:
+        try:
+            response = router.early_refusal(method, path, headers)
+        except Exception:  # noqa: BLE001 - the request goes on; its dispatch decides (and reports)
+            return None
+        if response is None:
+            return None
+        detail = json.loads(response.body).get("detail", "")
+        return Refusal(response.status, str(detail), dict(response.headers))
+
+    return admit
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:

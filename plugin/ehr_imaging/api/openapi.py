@@ -68,7 +68,10 @@ def _operation(route: Route) -> dict[str, Any]:
 
 def _errors(route: Route) -> dict[str, str]:
     """The error answers, in the words of the route's contract where it says what a status means there."""
-    return {**ERRORS, **(route.contract.errors if route.contract is not None else {})}
+    errors = {**ERRORS, **(route.contract.errors if route.contract is not None else {})}
+    if route.rate_limited:
+        errors["429"] = "over the caller's upload rate limit on this node (retry after Retry-After seconds)"
+    return errors
 
 
 def _content(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from ..core import errors
-from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal
+from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal, bearer_token
 from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN_PARAM
 from .schemas import Contract
 
@@ -30,7 +30,8 @@ SIGNED_URL: frozenset[str] = frozenset({"<signed URL>"})
 # The one place where the plugin's error vocabulary becomes HTTP.
 STATUS: dict[type[errors.DomainError], int] = {
     errors.Malformed: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
-    errors.TooLarge: 413, errors.UnsupportedMedia: 415, errors.Invalid: 422, errors.Unavailable: 503,
+    errors.TooLarge: 413, errors.UnsupportedMedia: 415, errors.Invalid: 422, errors.RateLimited: 429,
+    errors.Unavailable: 503,
 }
 
 
@@ -39,9 +40,10 @@ def status_of(error: errors.DomainError) -> int:
 
 
 def headers_of(error: errors.DomainError) -> dict[str, str]:
-    """The error's facts, and ``Retry-After`` for what is away for now."""
-    retry = {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, errors.Unavailable) else {}
-    return {**error.facts, **retry}
+    """The error's facts, and ``Retry-After`` for what is away for now or over a rate limit."""
+    if isinstance(error, (errors.Unavailable, errors.RateLimited)):
+        return {**error.facts, "Retry-After": str(error.retry_after_seconds)}
+    return dict(error.facts)
 
 
 class _Unauthenticated(Exception):
@@ -176,6 +178,9 @@ def error_response(status: int, detail: str, headers: Mapping[str, str] | None =
 
 
 Handler = Callable[[Request], Response]
+# Admits one request to a rate-limited route: (caller, body bytes, consume) -> None, or raises
+# errors.RateLimited; ``consume`` False only looks (a refusal before the body is read).
+Throttle = Callable[[Principal, int, bool], None]
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ class Route:
     handler: Handler
     roles: frozenset[str]
     contract: Contract | None = None  # from the route table; None only for routes made in tests
+    rate_limited: bool = False  # the router's throttle admits each request first (429 over a caller's limit)
 
     @property
     def regex(self) -> str:
@@ -200,6 +206,19 @@ class Route:
         return frozenset(self.contract.body) if self.contract is not None else frozenset()
 
 
+def declared_length(headers: Mapping[str, str]) -> int:
+    """The body's declared ``Content-Length`` (0 when absent or not a number)."""
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def body_size(request: Request) -> int:
+    """The request body's size: as declared, else as received."""
+    if request.body_path is not None:
+        return max(declared_length(request.headers), request.body_path.stat().st_size)
+    return max(declared_length(request.headers), len(request.body))
+
+
 def decode_query(raw: Mapping[str, str]) -> dict[str, str]:
     """Orthanc 1.10 hands plugins the query string's keys and values still percent-encoded: decode them
     as a form would (``+`` is a space), as the API listener's parser does."""
@@ -213,8 +232,9 @@ def template_regex(template: str) -> str:
 
 class Router:
     def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None],
-                 unavailable: tuple[type[BaseException], ...] = ()) -> None:
+                 unavailable: tuple[type[BaseException], ...] = (), throttle: Throttle | None = None) -> None:
         self._authenticator = authenticator
+        self._throttle = throttle
         self._log_error = log_error
         # Errors that mean a dependency is down (the database): 503, so the EHR retries, not a bare 500.
         self._unavailable = unavailable
@@ -222,11 +242,12 @@ class Router:
         self._patterns: dict[str, re.Pattern[str]] = {}  # template -> compiled, made when a route is added
 
     def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str],
-            contract: Contract | None = None) -> None:
+            contract: Contract | None = None, rate_limited: bool = False) -> None:
         roles = frozenset(roles)
         if not roles:
             raise ValueError(f"route {method} {template} must say who may call it")
-        self._routes.setdefault(template, []).append(Route(method.upper(), template, handler, roles, contract))
+        route = Route(method.upper(), template, handler, roles, contract, rate_limited)
+        self._routes.setdefault(template, []).append(route)
         self._patterns.setdefault(template, re.compile(template_regex(template)))
 
     def templates(self) -> list[str]:
@@ -275,6 +296,8 @@ class Router:
                 return error_response(405, f"method {request.method} not allowed", {"Allow": allowed})
             request.params = dict(zip(route.param_names, groups, strict=False))
             self._authorize(route, request)
+            if route.rate_limited and self._throttle is not None and request.principal is not None:
+                self._throttle(request.principal, body_size(request), True)
             return route.handler(request)
         except _Unauthenticated as exc:
             return error_response(401, exc.detail, {"WWW-Authenticate": exc.challenge})
@@ -286,6 +309,26 @@ class Router:
         except Exception:  # noqa: BLE001 - the last line of defence: never crash Orthanc's thread
             self._log_error(f"{request.method} {request.path} failed:\n{traceback.format_exc()}")
             return error_response(500, "internal error")
+
+    def early_refusal(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None:
+        """The 429 a rate-limited route would answer, judged from the head alone (the API port asks before it
+        reads the body); None when it would not, or cannot tell yet (no valid bearer token: the route answers).
+        Only looks: the request is counted when it is dispatched."""
+        route = self.route_for(method, path)
+        token = bearer_token(headers)
+        if route is None or not route.rate_limited or self._throttle is None or token is None:
+            return None
+        try:
+            principal = self._authenticator.users.verify(token)
+        except AuthError:
+            return None
+        if not principal.has_any_role(route.roles):
+            return None
+        try:
+            self._throttle(principal, declared_length(headers), False)
+        except errors.RateLimited as exc:
+            return error_response(status_of(exc), exc.detail, headers_of(exc))
+        return None
 
     def _authorize(self, route: Route, request: Request) -> None:
         if route.roles == SIGNED_URL:

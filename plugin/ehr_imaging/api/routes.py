@@ -1,6 +1,6 @@
 """THE route table of the EHR API: every route, who may call it, and its handler, in one list.
 
-Each row is (method, path, handler, roles, patient scope, contract). Handlers are module-level functions
+Each row is (method, path, handler, roles, patient scope, contract[, rate_limited]). Handlers are module-level functions
 ``handler(api, request)`` (api/context.py); role groups come from core.auth; contracts (what a route answers
 and the body it reads, as JSON Schemas) are named in api/schemas.py. The router, the HTTP filter's body check
 and the OpenAPI document all read this table; there is no other list of routes.
@@ -48,6 +48,8 @@ class RouteSpec:
     roles: Collection[str]  # a role group of core/auth.py (a tuple), or router.PUBLIC / ANY_ROLE / SIGNED_URL
     scope: Names  # what it names, for a patient-scoped caller (api/patient_scope.py)
     contract: schemas.Contract  # what it answers and the body it reads (the OpenAPI document says the same)
+    # Each request is admitted by the per-caller upload rate limit first (429 + Retry-After above it).
+    rate_limited: bool = False
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -102,13 +104,13 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/tags/{{study_uid}}",                tags.study_tags,                auth.VIEWING,       scope.STUDY,    schemas.STUDY_TAGS),
 
     # --- uploads ---------------------------------------------------------------------------------------------
-    RouteSpec("POST",   f"{P}/upload",                            uploads.upload,                 auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD),
-    RouteSpec("POST",   f"{P}/upload-image",                      uploads.upload_image,           auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_IMAGE),
-    RouteSpec("POST",   f"{P}/upload-multiple",                   uploads.upload_multiple,        auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_MULTIPLE),
-    RouteSpec("POST",   f"{P}/upload-zip",                        uploads.upload_zip,             auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_ZIP),
+    RouteSpec("POST",   f"{P}/upload",                            uploads.upload,                 auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD, rate_limited=True),
+    RouteSpec("POST",   f"{P}/upload-image",                      uploads.upload_image,           auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_IMAGE, rate_limited=True),
+    RouteSpec("POST",   f"{P}/upload-multiple",                   uploads.upload_multiple,        auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_MULTIPLE, rate_limited=True),
+    RouteSpec("POST",   f"{P}/upload-zip",                        uploads.upload_zip,             auth.UPLOADING,     scope.REFUSED,  schemas.UPLOAD_ZIP, rate_limited=True),
     RouteSpec("GET",    f"{P}/upload-jobs/{{job_id}}",            uploads.upload_job,             auth.UPLOADING,     scope.NONE,     schemas.UPLOAD_JOB),
     RouteSpec("POST",   f"{P}/offline/metadata",                  uploads.offline_metadata,       auth.UPLOADING,     scope.REFUSED,  schemas.OFFLINE_METADATA),
-    RouteSpec("POST",   f"{P}/offline/binary",                    uploads.offline_binary,         auth.UPLOADING,     scope.REFUSED,  schemas.OFFLINE_BINARY),
+    RouteSpec("POST",   f"{P}/offline/binary",                    uploads.offline_binary,         auth.UPLOADING,     scope.REFUSED,  schemas.OFFLINE_BINARY, rate_limited=True),
     RouteSpec("POST",   f"{P}/offline/ack",                       uploads.offline_ack,            auth.UPLOADING,     scope.REFUSED,  schemas.OFFLINE_ACK),
 
     # --- viewer tokens and URLs ------------------------------------------------------------------------------
@@ -127,7 +129,8 @@ def register_all(router: Router, services: Services, revocations: RevocationList
     api = Api.build(services, revocations, router, access_log)
     for spec in ROUTES:
         bound = _bound(spec, api)
-        router.add(spec.method, spec.path, bound, roles=spec.roles, contract=spec.contract)
+        router.add(spec.method, spec.path, bound, roles=spec.roles, contract=spec.contract,
+                   rate_limited=spec.rate_limited)
     return api
 
 

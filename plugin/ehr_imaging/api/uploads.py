@@ -21,6 +21,7 @@ from typing import Any
 from ..app import uploading
 from ..core import captured_media, errors
 from ..core.auth import Principal
+from ..core.metrics import UPLOAD_FAILURES
 from ..core.ownership import owner_or_admin
 from ..core.upload_rules import DeclarationError, parse_declaration
 from ..store import upload_log as uploads
@@ -209,7 +210,8 @@ def _batch(api: Api, request: Request, source: str) -> uploading.Batch:
 
 def _refuse(api: Api, request: Request, source: str, files: list[UploadedFile], exc: uploading.UploadRejected,
             began: float) -> errors.DomainError:
-    """Audit a request refused as a whole (nothing stored) and answer it."""
+    """Audit a request refused as a whole (nothing stored), count it, and answer it."""
+    api.services.metrics.count(UPLOAD_FAILURES)
     uploads.record_failed(api.services.engine, uploaded_by=_principal(request).subject, source=source,
                           file_names=[f.filename for f in files], size=sum(f.size for f in files),
                           error=exc.detail, patient_id=request.option("patient_id"),

@@ -8,6 +8,7 @@ Orthanc holds that the database does not know yet (stored while the plugin was d
 A study deleted in Orthanc without the EHR API (Explorer, Orthanc's REST API, storage recycling)
 comes as a DELETED change: the same worker audits it and frees its order, in order with the ingests
 (so a coercion's own deletion of the original study is seen after the study's new ID is recorded).
+The worker reports its queue (depth, the oldest study's wait) and each match's latency to the metrics.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
+from ..core import metrics
 from ..services import Services
 from ..store import db, links
 from .ingest import process_stable_study, study_deleted
@@ -31,7 +34,10 @@ class IngestWorker:
         self._services = services
         self._log_warning = log_warning
         self._log_error = log_error
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()  # (STABLE or DELETED, Orthanc study ID)
+        # (STABLE or DELETED, Orthanc study ID, when it was queued: time.monotonic())
+        self._queue: queue.Queue[tuple[str, str, float]] = queue.Queue()
+        self._waiting: deque[float] = deque()  # when each queued study (and the one in hand) was queued
+        self._waiting_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="ehr-ingest", daemon=True)
 
     def start(self) -> None:
@@ -39,11 +45,25 @@ class IngestWorker:
 
     def submit(self, orthanc_study_id: str) -> None:
         """A study became stable (or must be looked at again): record and match it."""
-        self._queue.put((STABLE, orthanc_study_id))
+        self._put(STABLE, orthanc_study_id)
 
     def submit_deleted(self, orthanc_study_id: str) -> None:
         """A study was deleted in Orthanc: audit it and free its order (after what was queued before)."""
-        self._queue.put((DELETED, orthanc_study_id))
+        self._put(DELETED, orthanc_study_id)
+
+    def _put(self, kind: str, orthanc_study_id: str) -> None:
+        queued_at = time.monotonic()
+        with self._waiting_lock:
+            self._waiting.append(queued_at)
+        self._queue.put((kind, orthanc_study_id, queued_at))
+
+    def gauges(self) -> dict[str, float]:
+        """The queue's metrics: how many studies wait (the one in hand included), and the oldest's wait."""
+        with self._waiting_lock:
+            oldest = self._waiting[0] if self._waiting else None
+            depth = len(self._waiting)
+        age = 0.0 if oldest is None else max(time.monotonic() - oldest, 0.0)
+        return {metrics.INGEST_QUEUE_DEPTH: depth, metrics.INGEST_OLDEST_WAITING: round(age, 3)}
 
     def submit_unknown_studies(self) -> None:
         """At Orthanc's start: queue what Orthanc holds and the database does not know, and the reverse."""
@@ -71,11 +91,11 @@ class IngestWorker:
         if gone:
             self._log_warning(f"ehr-imaging: {len(gone)} recorded studies are gone from Orthanc: auditing")
         for study in gone:
-            self._queue.put((DELETED, study))
+            self._put(DELETED, study)
 
     def _run(self) -> None:
         while True:
-            kind, study = self._queue.get()
+            kind, study, queued_at = self._queue.get()
             delay, attempts = 1.0, 0
             while True:
                 attempts += 1
@@ -85,6 +105,8 @@ class IngestWorker:
                             self._log_warning(message)
                         break
                     outcome = process_stable_study(self._services, study)
+                    if outcome is not None:
+                        self._services.metrics.matched(time.monotonic() - queued_at)
                     if outcome is not None and outcome.order_id is None:
                         self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
                     break
@@ -98,4 +120,6 @@ class IngestWorker:
                         break
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
+            with self._waiting_lock:
+                self._waiting.popleft()
             self._queue.task_done()

@@ -61,6 +61,15 @@ class Unavailable(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RateLimited(DomainError):
+    """The caller sent more than its allowance (requests or megabytes per minute): retry after
+    ``retry_after_seconds``."""
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class ArchiveError(Exception):
     """Orthanc answered an in-process call with an error other than "unknown resource" (the Orthanc adapter
     raises it with Orthanc's code). Not part of the vocabulary above: a caller that knows what the refusal

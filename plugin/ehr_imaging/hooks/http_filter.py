@@ -12,6 +12,9 @@ otherwise the request is refused before Orthanc allocates anything.
 
 A request carrying a signed image URL's token (``image_token`` in its query) is judged by that URL's rule
 alone (app/image_urls.SignedImages): GET of the one rendered image it is for, without a body, or refused.
+
+Each refusal is counted in the metrics by its kind (core.metrics ``FILTER_REASONS``), and each DICOMweb
+request a viewer token may make as a viewer request.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import unquote_plus
 from ..app.dicomweb_gate import ViewerGate
 from ..app.image_urls import SignedImages
 from ..core import access
+from ..core import metrics as m
 from ..core.auth import Authenticator, AuthError, Principal, bearer_token
 from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN
 
@@ -33,9 +37,13 @@ BodyRefusal = Callable[[str, str, "Principal | None"], "str | None"]
 def make_filter(
     authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None], *,
     body_refusal: BodyRefusal, max_body_bytes: int, signed_images: SignedImages | None = None,
+    metrics: m.Metrics | None = None,
 ) -> Callable[..., bool]:
-    def refuse(uri: str, ip: str, reason: str) -> bool:
+    registry = metrics or m.Metrics()
+
+    def refuse(uri: str, ip: str, reason: str, kind: str = m.REFUSAL_BODY) -> bool:
         log_warning(f"refused {uri} from {ip}: {reason}")
+        registry.refused(kind)
         return False
 
     def http_filter(
@@ -84,14 +92,18 @@ def make_filter(
                     if not decision.allowed:
                         log_warning(f"refused {uri} from {ip} to viewer token of {principal.subject}:"
                                     f" {decision.reason}")
+                        registry.refused(m.REFUSAL_VIEWER_SCOPE)
+                    else:
+                        registry.count(m.VIEWER_REQUESTS)
                     return decision.allowed
         try:
             caller = authenticator.authenticate(headers, method=verb, client=ip)
         except AuthError as exc:
-            return refuse(uri, ip, f"{viewer_refusal}{exc}")
+            return refuse(uri, ip, f"{viewer_refusal}{exc}", m.REFUSAL_CREDENTIALS)
         if caller is not None and caller.is_admin:
             return True  # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded)
-        return refuse(uri, ip, f"{viewer_refusal}administrator credentials required")
+        kind = m.REFUSAL_CREDENTIALS if caller is None else m.REFUSAL_NOT_ADMIN
+        return refuse(uri, ip, f"{viewer_refusal}administrator credentials required", kind)
 
     def _signed_image(path: str, verb: str, ip: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         """Only ``GET`` of the one rendered image the token is for (core/image_urls.decide); the route judges it
@@ -114,9 +126,10 @@ def make_filter(
         try:
             caller = authenticator.authenticate(headers, method=verb, client=ip)
         except AuthError as exc:
-            return refuse(uri, ip, f"a body of {body.length} bytes needs valid credentials ({exc})")
+            return refuse(uri, ip, f"a body of {body.length} bytes needs valid credentials ({exc})",
+                          m.REFUSAL_CREDENTIALS)
         if caller is None:
-            return refuse(uri, ip, f"a body of {body.length} bytes needs credentials")
+            return refuse(uri, ip, f"a body of {body.length} bytes needs credentials", m.REFUSAL_CREDENTIALS)
         reason = body_refusal(verb, path, caller)
         return True if reason is None else refuse(uri, ip, reason)
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydicom import Dataset
 
 from ...core import dicom_file, errors
+from ...core.metrics import UPLOAD_FAILURES
 from ...core.study_identity import orthanc_study_id
 from ...services import Services
 from ...store import upload_log as uploads
@@ -147,6 +148,7 @@ class Batch:
     def fail(self, file_name: str, error: str, size: int = 0, kind: type[errors.DomainError] = errors.Invalid,
              header: Dataset | None = None) -> FileResult:
         result = FileResult(file_name, "failed", size, error=error, failure=kind)
+        self._services.metrics.count(UPLOAD_FAILURES)
         if header is not None:
             result.study_instance_uid = str(header.StudyInstanceUID)
             result.series_instance_uid = str(header.SeriesInstanceUID)
@@ -230,6 +232,7 @@ class Batch:
             error = "the study was deleted while it was being uploaded"
             for result in self._parts[study_uid].stored:
                 result.status, result.error, result.failure = "failed", error, errors.Conflict
+                services.metrics.count(UPLOAD_FAILURES)
             uploads.record_failed(services.engine, uploaded_by=self.uploaded_by, source=self.source,
                                   file_names=names, size=audit.total_size_bytes, error=error, study_uid=study_uid,
                                   patient_id=self.patient_id, duration=audit.duration)

@@ -10,6 +10,7 @@ from typing import IO, Any
 from ...core import captured_media, errors
 from ...core.auth import Principal
 from ...core.errors import NotFound
+from ...core.metrics import UPLOAD_FAILURES
 from ...core.ownership import owner_or_admin
 from ...core.upload_rules import OfflineDeclaration, content_problem, uid_mismatches
 from ...services import Services
@@ -52,6 +53,7 @@ def offline_binary(services: Services, upload_id: uuid.UUID, stream: IO[bytes], 
         name = row.file_name or row.sop_instance_uid
 
         def reject(kind: type[errors.DomainError], detail: str) -> UploadRejected:
+            services.metrics.count(UPLOAD_FAILURES)
             uploads.record_failed(services.engine, uploaded_by=uploaded_by, source="offline", file_names=[name],
                                   size=row.size, error=detail, study_uid=row.study_instance_uid,
                                   patient_id=row.patient_id)
