@@ -32,7 +32,9 @@ GROUP_NOTES = {
     "uploading": "store files (only one's own upload jobs and offline uploads), validate, edit and de-identify"
                  " files one sends",
     "file-reading": "read the tags of a file one sends (nothing stored is read)",
-    "deleting": "delete a study, with a reason",
+    "deleting": "delete a study, with a reason (with `DeletionApproval` required: ask for its deletion)",
+    "deletion-managing": "approve (never one's own request) or reject deletion requests; the deletion log;"
+                         " restore and purge deleted studies",
     "reconciling": "the unmatched queue, manual link and unlink (a link across a patient mismatch with `force`:"
                    " admin, radiologist only)",
     "order-writing": "create, replace and cancel orders",

@@ -17,6 +17,7 @@ from ..core import auth
 from ..services import Services
 from . import (
     admin_session,
+    deletions,
     images,
     openapi,
     orders,
@@ -74,6 +75,13 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/studies/accession/{{accession}}",   studies.accession_studies,      auth.VIEWING,       schemas.STUDIES),
     RouteSpec("GET",    f"{P}/studies/{{study_uid}}",             studies.get_study,              auth.VIEWING,       schemas.GET_STUDY),
     RouteSpec("DELETE", f"{P}/studies/{{study_uid}}",             studies.delete_study,           auth.DELETING,      schemas.DELETE_STUDY),
+    # Deletion requests (DeletionApproval 'required') and deletions (restorable until purged): admins.
+    RouteSpec("GET",    f"{P}/deletion-requests",                 deletions.list_requests,        auth.DELETION_MANAGING, schemas.DELETION_REQUESTS),
+    RouteSpec("POST",   f"{P}/deletion-requests/{{request_id}}/approve", deletions.approve,      auth.DELETION_MANAGING, schemas.APPROVE_DELETION),
+    RouteSpec("POST",   f"{P}/deletion-requests/{{request_id}}/reject",  deletions.reject,       auth.DELETION_MANAGING, schemas.REJECT_DELETION),
+    RouteSpec("GET",    f"{P}/deletions",                         deletions.list_deletions,       auth.DELETION_MANAGING, schemas.DELETIONS),
+    RouteSpec("POST",   f"{P}/deletions/{{deletion_id}}/restore", deletions.restore,              auth.DELETION_MANAGING, schemas.RESTORE_DELETION),
+    RouteSpec("POST",   f"{P}/deletions/purge",                   deletions.purge,                auth.DELETION_MANAGING, schemas.PURGE_DELETIONS),
     RouteSpec("GET",    f"{P}/download/{{study_uid}}",            images.download,                auth.VIEWING,       schemas.DOWNLOAD),
     RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",           images.thumbnail,               auth.VIEWING,       schemas.THUMBNAIL),
     RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",       images.render,                  auth.VIEWING,       schemas.RENDER),

@@ -39,7 +39,8 @@ VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE)  # studies, orders, m
 AUDITING = (DOCTOR, RADIOLOGIST, ADMIN, EHR_SERVICE)  # the upload log: who uploaded what, tags before edits
 UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files (own jobs/offline uploads), edit
 FILE_READING = (*UPLOADING, NURSE)  # read the tags of a file the caller sends (nothing stored is read)
-DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
+DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason), or ask for its deletion when approval is required
+DELETION_MANAGING = (ADMIN,)  # approve (never one's own) or reject deletion requests; restore, purge deleted studies
 RECONCILING = (ADMIN, RADIOLOGIST, EHR_SERVICE)  # the unmatched queue, manual link and unlink
 FORCE_LINKING = (ADMIN, RADIOLOGIST)  # a manual link across a patient mismatch (checked inside the link route)
 ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
@@ -47,6 +48,7 @@ ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "viewing": VIEWING, "auditing": AUDITING, "uploading": UPLOADING, "file-reading": FILE_READING,
     "deleting": DELETING, "reconciling": RECONCILING, "order-writing": ORDER_WRITING,
+    "deletion-managing": DELETION_MANAGING,
 }
 
 HMAC_ALGORITHMS = ("HS256",)

@@ -347,3 +347,41 @@ MIGRATIONS += (
         """,
     ),
 )
+
+MIGRATIONS += (
+    Migration(
+        9,
+        "deletion requests (approval by a second admin); a deleted study's files kept until purged (restorable)",
+        """
+        ALTER TABLE dicom_deletion_logs
+            ADD COLUMN deletion_request_id UUID, ADD COLUMN approved_by TEXT,
+            ADD COLUMN restorable BOOLEAN NOT NULL DEFAULT false, ADD COLUMN kept_files INTEGER NOT NULL DEFAULT 0,
+            ADD COLUMN files_kept_until TIMESTAMPTZ, ADD COLUMN purged_at TIMESTAMPTZ,
+            ADD COLUMN restored_at TIMESTAMPTZ, ADD COLUMN restored_by TEXT;
+        CREATE INDEX ix_dicom_deletion_logs_restorable ON dicom_deletion_logs (files_kept_until) WHERE restorable;
+        CREATE TABLE deletion_requests (
+            id                  UUID PRIMARY KEY,
+            study_instance_uid  TEXT NOT NULL,
+            orthanc_study_id    TEXT,
+            patient_id          TEXT,
+            patient_name        TEXT,
+            accession_number    TEXT,
+            order_id            TEXT,
+            number_of_instances INTEGER NOT NULL DEFAULT 0,
+            reason              TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+            requested_by        TEXT NOT NULL,
+            requested_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+            expires_at          TIMESTAMPTZ NOT NULL,
+            status              TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'approved', 'rejected', 'expired')),
+            decided_by          TEXT,
+            decided_at          TIMESTAMPTZ,
+            decision_reason     TEXT,
+            deletion_id         UUID REFERENCES dicom_deletion_logs (id)
+        );
+        CREATE UNIQUE INDEX ix_deletion_requests_pending_study ON deletion_requests (study_instance_uid)
+            WHERE status = 'pending';
+        CREATE INDEX ix_deletion_requests_status ON deletion_requests (status, requested_at);
+        """,
+    ),
+)
