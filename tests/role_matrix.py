@@ -48,6 +48,7 @@ class Entry:
     template: str
     group: str
     roles: frozenset[str] | None  # None: public; ALL roles for "any role"
+    takes_body: bool = True  # its contract declares a request body (else the HTTP filter refuses one)
 
 
 def router() -> Router:
@@ -75,7 +76,7 @@ def entries(found: Router | None = None) -> list[Entry]:
     for route in (found or router()).routes():
         group = group_of(route.roles)
         roles = None if group == "public" else auth.ALL_ROLES if group == "any role" else route.roles
-        rows.append(Entry(route.method, route.template, group, roles))
+        rows.append(Entry(route.method, route.template, group, roles, bool(route.body_types)))
     return sorted(rows, key=lambda e: (e.template, e.method))
 
 

@@ -21,6 +21,7 @@ from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.openapi_validation import problems
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,24 @@ def short_lived() -> Iterator[Client]:
                 "DeletedStudyRetentionDays": 0.0001}
     with running_stack("deletion-short-lived", extra_settings=settings) as started:
         yield Client(started, started.api_url)
+
+
+@pytest.fixture(scope="module")
+def doc(approving: Client) -> dict[str, Any]:
+    answer = approving.get(f"{API}/openapi.json", "admin")
+    assert answer.status_code == 200
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def fits(doc: dict[str, Any], method: str, template: str, answer: requests.Response, status: int = 200) -> Any:
+    """The answer's JSON, once it has the status expected and fits the schema the OpenAPI document gives."""
+    assert answer.status_code == status, f"{method} {template}: {answer.status_code} {answer.text[:300]}"
+    content = doc["paths"][f"{API}{template}"][method.lower()]["responses"][str(status)]["content"]
+    body = answer.json()
+    found = problems(content["application/json"]["schema"], body, doc["components"]["schemas"])
+    assert found == [], f"{method} {template} {status} does not fit its schema: {found}"
+    return body
 
 
 def as_user(client: Client, method: str, path: str, role: str, subject: str, **kwargs: Any) -> requests.Response:
@@ -98,8 +117,8 @@ def deletion_row(client: Client, uid: str) -> dict[str, Any]:
     return row
 
 
-def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_bit(approving: Client,
-                                                                                   tmp_path: Path) -> None:
+def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_bit(
+        approving: Client, doc: dict[str, Any], tmp_path: Path) -> None:
     client = approving
     uid, order_id = linked_study(client, tmp_path)
     orthanc_id = order(client, order_id)["orthanc_study_id"]
@@ -108,12 +127,15 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
 
     # Asked for by an admin: 202, nothing deleted, one pending request per study.
     assert as_user(client, "DELETE", f"{API}/studies/{uid}", "admin", "alice").status_code == 422  # no reason
-    asked = ask_deletion(client, uid, "alice", role="admin", reason="sent under the wrong order")
+    asked = fits(doc, "DELETE", "/studies/{study_uid}", as_user(
+        client, "DELETE", f"{API}/studies/{uid}", "admin", "alice", json={"reason": "sent under the wrong order"}), 202)
+    assert (asked["status"], asked["requested_by"], asked["decided_by"]) == ("pending_approval", "alice", None)
     request_id = asked["deletion_request_id"]
     assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200
     again = as_user(client, "DELETE", f"{API}/studies/{uid}", "radiologist", "rita", json={"reason": "dup"})
     assert again.status_code == 409
     assert request_id in again.json()["detail"]
+    fits(doc, "GET", "/deletion-requests", as_user(client, "GET", f"{API}/deletion-requests", "admin", "bob"))
     pending = requests_with(client, "pending")[request_id]
     assert (pending["requested_by"], pending["reason"], pending["order_id"]) == (
         "alice", "sent under the wrong order", order_id)
@@ -127,9 +149,8 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
                    "rita").status_code == 403
     assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200
 
-    approved = as_user(client, "POST", f"{API}/deletion-requests/{request_id}/approve", "admin", "bob")
-    assert approved.status_code == 200, approved.text
-    body = approved.json()
+    body = fits(doc, "POST", "/deletion-requests/{request_id}/approve",
+                as_user(client, "POST", f"{API}/deletion-requests/{request_id}/approve", "admin", "bob"))
     assert (body["status"], body["deleted_by"], body["approved_by"], body["deletion_request_id"]) == (
         "deleted", "alice", "bob", request_id)
     assert (body["deleted_instances"], body["order_id"], body["restorable"]) == (3, order_id, True)
@@ -140,6 +161,8 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
     assert (decided["decided_by"], decided["deletion_id"]) == ("bob", deletion_id)
     assert as_user(client, "POST", f"{API}/deletion-requests/{request_id}/approve", "admin",
                    "carol").status_code == 409  # decided once
+    fits(doc, "GET", "/deletions", as_user(client, "GET", f"{API}/deletions", "admin", "bob",
+                                           params={"restorable": "true"}))
     row = deletion_row(client, uid)
     assert (row["deletion_id"], row["restorable"], row["kept_files"], row["approved_by"]) == (
         deletion_id, True, 3, "bob")
@@ -150,9 +173,7 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
     # Restore: admins only; the same files, the same UIDs, linked to its (still open) order again.
     path = f"{API}/deletions/{deletion_id}/restore"
     assert as_user(client, "POST", path, "radiologist", "rita").status_code == 403
-    restored = as_user(client, "POST", path, "admin", "carol")
-    assert restored.status_code == 200, restored.text
-    answer = restored.json()
+    answer = fits(doc, "POST", "/deletions/{deletion_id}/restore", as_user(client, "POST", path, "admin", "carol"))
     assert (answer["status"], answer["restored_instances"], answer["order_id"], answer["restored_by"]) == (
         "restored", 3, order_id, "carol")
     assert answer["match"] == {"status": "linked", "reason": None}
@@ -171,16 +192,15 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
                  " ORDER BY id", u=uid) == [("auto-link", order_id), ("unlink", order_id), ("auto-link", order_id)]
 
 
-def test_a_rejected_request_deletes_nothing(approving: Client, tmp_path: Path) -> None:
+def test_a_rejected_request_deletes_nothing(approving: Client, doc: dict[str, Any], tmp_path: Path) -> None:
     client = approving
     uid, order_id = linked_study(client, tmp_path, instances=1)
     request_id = ask_deletion(client, uid, "rita")["deletion_request_id"]
     path = f"{API}/deletion-requests/{request_id}/reject"
     assert as_user(client, "POST", path, "admin", "bob", json={}).status_code == 422  # a reason is required
     assert as_user(client, "POST", path, "radiologist", "rita", json={"reason": "no"}).status_code == 403
-    rejected = as_user(client, "POST", path, "admin", "bob", json={"reason": "the study is the right patient's"})
-    assert rejected.status_code == 200, rejected.text
-    body = rejected.json()
+    body = fits(doc, "POST", "/deletion-requests/{request_id}/reject",
+                as_user(client, "POST", path, "admin", "bob", json={"reason": "the study is the right patient's"}))
     assert (body["status"], body["decided_by"], body["decision_reason"], body["deletion_id"]) == (
         "rejected", "bob", "the study is the right patient's", None)
     assert body["decided_at"] is not None
@@ -188,6 +208,8 @@ def test_a_rejected_request_deletes_nothing(approving: Client, tmp_path: Path) -
                    "carol").status_code == 409
     assert as_user(client, "POST", path, "admin", "carol", json={"reason": "again"}).status_code == 409
     assert request_id in requests_with(client, "rejected")
+    purged = fits(doc, "POST", "/deletions/purge", as_user(client, "POST", f"{API}/deletions/purge", "admin", "bob"))
+    assert purged == {"purged": 0, "deletion_ids": []}  # nothing is past a retention of 30 days
     assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200
     assert order(client, order_id)["study_instance_uid"] == uid
     assert query(client, "SELECT count(*) FROM ehr_imaging.dicom_deletion_logs WHERE study_instance_uid = :u",

@@ -88,16 +88,25 @@ def discard(folder: Path) -> None:
 
 
 def kept_files(folder: Path) -> Iterator[tuple[str, bytes]]:
-    """The kept files, each checked against the MD5 it had when kept (Conflict if one differs or is missing)."""
+    """The kept files, once every one has been checked against the MD5 it had when kept (Conflict if one
+    differs or is missing: then nothing is handed out, so a restore never stores part of a study)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        for entry in manifest["files"]:
-            data = (folder / entry["file"]).read_bytes()
-            if hashlib.md5(data).hexdigest() != entry["md5"]:
+        entries = json.loads((folder / MANIFEST).read_text())["files"]
+        for entry in entries:
+            if _md5(folder / entry["file"]) != entry["md5"]:
                 raise errors.Conflict(f"kept file {entry['file']} no longer has the MD5 it was kept with")
-            yield entry["file"], data
-    except (OSError, ValueError, KeyError) as exc:
+        for entry in entries:
+            yield entry["file"], (folder / entry["file"]).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise errors.Conflict(f"the kept files cannot be read: {exc}") from None
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
