@@ -63,10 +63,12 @@ def fits(doc: dict[str, Any], method: str, template: str, answer: requests.Respo
     return body
 
 
-def as_user(client: Client, method: str, path: str, role: str, subject: str, **kwargs: Any) -> requests.Response:
+def as_user(client: Client, method: str, path: str, role: str, subject: str,
+            headers_extra: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
     """A request by a named person (the approval rule compares people, not roles)."""
     token = mint_dev_token(client.stack, role=role, subject=subject, ttl_seconds=600)
-    return client.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    return client.request(method, path, headers={"Authorization": f"Bearer {token}", **(headers_extra or {})},
+                          **kwargs)
 
 
 def linked_study(client: Client, tmp_path: Path, instances: int = 3) -> tuple[str, str]:
@@ -195,7 +197,13 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
 def test_a_rejected_request_deletes_nothing(approving: Client, doc: dict[str, Any], tmp_path: Path) -> None:
     client = approving
     uid, order_id = linked_study(client, tmp_path, instances=1)
-    request_id = ask_deletion(client, uid, "rita")["deletion_request_id"]
+    # Asked through Orthanc's own port (the reason in the X-Reason header there): the same 202.
+    orthanc_port = Client(client.stack)
+    asked = as_user(orthanc_port, "DELETE", f"{API}/studies/{uid}", "radiologist", "rita",
+                    headers_extra={"X-Reason": "wrong patient"})
+    body = fits(doc, "DELETE", "/studies/{study_uid}", asked, 202)
+    assert (body["status"], body["requested_by"], body["reason"]) == ("pending_approval", "rita", "wrong patient")
+    request_id = body["deletion_request_id"]
     path = f"{API}/deletion-requests/{request_id}/reject"
     assert as_user(client, "POST", path, "admin", "bob", json={}).status_code == 422  # a reason is required
     assert as_user(client, "POST", path, "radiologist", "rita", json={"reason": "no"}).status_code == 403
