@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from ehr_imaging.app import deletion, deletion_recovery, ingest
 from ehr_imaging.core import errors
@@ -16,6 +17,7 @@ from ehr_imaging.store import deletions, orders, studies
 from tests.app.records import accession, mrn, put_order
 from tests.dicom_factory import make_study
 from tests.fakes.orthanc import FakeOrthanc
+from tests.waiting import eventually
 
 
 def keeping(services: Services, folder: Path | str, **settings: object) -> Services:
@@ -126,3 +128,34 @@ def test_the_requester_never_approves_and_a_request_is_decided_once(
     with pytest.raises(errors.Conflict, match="is rejected, not pending"):
         deletion.approve(own, asked.id, actor="carol")
     assert len(orthanc.studies) == 1
+
+
+def test_one_restore_at_a_time(services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    own = keeping(services, tmp_path / "kept")
+    uid, _ = linked_study(own, orthanc, tmp_path)
+    done = deletion.delete_study(own, uid, actor="admin-1", reason="duplicate")
+    with (deletions.restoring(own.engine, done.record.id),  # another restore holds it
+          pytest.raises(errors.Conflict, match="being restored or purged right now")):
+        deletion_recovery.restore(own, done.record.id, actor="admin-2")
+    assert orthanc.studies == {}
+    assert deletion_recovery.restore(own, done.record.id, actor="admin-2").restored_instances == 2
+
+
+def test_a_purge_skips_a_locked_deletion_and_removes_it_once_free(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    own = keeping(services, tmp_path / "kept", DeletedStudyRetentionDays=0.00001)  # kept 0.86 s
+    uid, _ = linked_study(own, orthanc, tmp_path)
+    done = deletion.delete_study(own, uid, actor="admin-1", reason="duplicate")
+    kept = tmp_path / "kept" / str(done.record.id)
+    eventually(lambda: done.record.id in deletions.purgeable(own.engine), timeout=10,
+               what="the deletion to be past its retention")
+    with own.engine.connect() as holder:  # a restore (or another node's purge) holding the row
+        holder.execute(text("SELECT 1 FROM ehr_imaging.dicom_deletion_logs WHERE id = :i FOR UPDATE"),
+                       {"i": done.record.id})
+        assert deletion_recovery.purge(own) == []  # skipped, not waited for
+        assert kept.is_dir()
+        holder.rollback()
+    assert deletion_recovery.purge(own) == [done.record.id]
+    assert not kept.exists()
+    record = deletions.deletion(own.engine, done.record.id)
+    assert record is not None and not record.restorable and record.purged_at is not None

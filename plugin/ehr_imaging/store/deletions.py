@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -247,7 +248,9 @@ def restoring(engine: Engine, deletion_id: uuid.UUID) -> Iterator[Restoring]:
     with Session(engine) as session, session.begin():
         try:
             row = session.get(DicomDeletionLog, deletion_id, with_for_update={"nowait": True})
-        except OperationalError:
+        except OperationalError as exc:
+            if not isinstance(exc.orig, LockNotAvailable):
+                raise  # the database itself (503 via db.UNAVAILABLE)
             raise Conflict(f"deletion {deletion_id} is being restored or purged right now") from None
         if row is None:
             raise NotFound(f"deletion {deletion_id} not found")
