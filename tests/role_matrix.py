@@ -32,11 +32,13 @@ GROUP_NOTES = {
     "uploading": "store files (only one's own upload jobs and offline uploads), validate, edit and de-identify"
                  " files one sends",
     "file-reading": "read the tags of a file one sends (nothing stored is read)",
-    "deleting": "delete a study, with a reason",
+    "deleting": "delete a study, with a reason (with `DeletionApproval` required: ask for its deletion)",
     "reconciling": "the unmatched queue, manual link and unlink (a link across a patient mismatch with `force`:"
                    " admin, radiologist only)",
     "order-writing": "create, replace and cancel orders",
-    "admin-only": "the audit timeline (every patient's records, who did what and who read what)",
+    "admin-only": "the audit timeline (every patient's records, who did what and who read what); approve (never"
+                  " one's own request) or reject deletion requests, the deletion log, restore and purge deleted"
+                  " studies",
 }
 ROLES = ("admin", "radiologist", "doctor", "nurse", "technician", "ehr-service", "patient")
 
@@ -47,6 +49,7 @@ class Entry:
     template: str
     group: str
     roles: frozenset[str] | None  # None: public; ALL roles for "any role"
+    takes_body: bool = True  # its contract declares a request body (else the HTTP filter refuses one)
 
 
 def router() -> Router:
@@ -74,7 +77,7 @@ def entries(found: Router | None = None) -> list[Entry]:
     for route in (found or router()).routes():
         group = group_of(route.roles)
         roles = None if group == "public" else auth.ALL_ROLES if group == "any role" else route.roles
-        rows.append(Entry(route.method, route.template, group, roles))
+        rows.append(Entry(route.method, route.template, group, roles, bool(route.body_types)))
     return sorted(rows, key=lambda e: (e.template, e.method))
 
 

@@ -78,6 +78,11 @@ class Settings:
     # an AET not listed sees only the orders that name it (README "Security: DICOM services").
     WorklistModalities: dict[str, str] = dataclasses.field(default_factory=dict)
     DicomFindMaxAnswers: int = 100  # C-FIND answers at most, for a modality allowed to C-FIND
+    # Deletion (README "Deletion: approval and recovery"): "none" deletes at once; "required": a second admin approves.
+    DeletionApproval: str = "none"
+    DeletionRequestTtlHours: float = 72.0  # a request not approved or rejected by then expires
+    DeletedStudyRetentionDays: float = 30.0  # a deleted study's files are kept (restorable) this long; 0: not kept
+    DeletedStudyDir: str = ""  # the private folder of deleted studies' files (shared by the nodes of a cluster)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -147,6 +152,8 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
             return text.strip().lower() in {"1", "true", "yes", "on"}
         if kind is int:
             return int(text)
+        if kind is float:
+            return float(text)
         if kind is dict:
             return json.loads(text)
     except ValueError as exc:
@@ -165,10 +172,21 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1}
 
 
+# Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).
+_CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required")}
+_POSITIVE = {"DeletionRequestTtlHours"}
+
+
 def _check_type(name: str, value: Any, kind: type) -> Any:
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # JSON 72 for 72.0
+    if (kind in (int, float) and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{SECTION}.{name} must be a {kind.__name__}")
-    if isinstance(value, int) and value < _MINIMUMS.get(name, 0):
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigError(f"{SECTION}.{name} must be one of {', '.join(_CHOICES[name])}")
+    if name in _POSITIVE and isinstance(value, float) and not value > 0:
+        raise ConfigError(f"{SECTION}.{name} must be more than 0")
+    if isinstance(value, (int, float)) and value < _MINIMUMS.get(name, 0):
         raise ConfigError(f"{SECTION}.{name} must be at least {_MINIMUMS.get(name, 0)}")
     if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(f"{SECTION}.{name} must map strings to strings")

@@ -22,6 +22,7 @@ from .api.router import Request, Response, Router, decode_query, error_response,
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
+from .app.deletion_recovery import PurgeWorker
 from .app.dicomweb_gate import ViewerGate
 from .app.ingest_worker import IngestWorker
 from .app.metrics_publisher import MetricsPublisher
@@ -121,6 +122,7 @@ def _set_up() -> Any:
         gate.revocations.start()  # each loads at once, then every few seconds
         sessions.start()
         api.jobs.start()
+        PurgeWorker(services, pacs.log_warning, pacs.log_error).start()  # deleted studies past retention
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()

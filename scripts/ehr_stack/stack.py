@@ -141,6 +141,11 @@ class Stack:
         return "https" if self.config.tls else "http"
 
     @property
+    def deleted_study_dir(self) -> Path:
+        """Deleted studies' files until purged (DeletedStudyDir): shared by the nodes, like the storage."""
+        return (self.config.node_of or self.config.var_dir) / "orthanc" / "deleted-studies"
+
+    @property
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.config.http_port}"
 
@@ -243,6 +248,7 @@ class Stack:
         cfg["EhrImaging"] = {**cfg.get("EhrImaging", {}), "VirtualEnv": str(c.venv),
                              "PublicBaseUrl": self.url, "ApiPort": c.api_port,
                              "ApiListenAddress": c.listen_address, "UploadJobDir": str(self.upload_job_dir),
+                             "DeletedStudyDir": str(self.deleted_study_dir),
                              "ViewerAppDir": str(viewer_dir()), **self._tls_settings(), **c.extra_settings}
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]

@@ -22,11 +22,9 @@ from urllib.parse import urlsplit
 import pydicom
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
 from ehr_imaging.core import metrics as m
 from ehr_imaging.core.matching import REASON_NO_MATCH, REASON_PATIENT_MISMATCH
-from ehr_imaging.store.db import normalize_url
 from ehr_stack.stack import Stack
 from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client, running_stack
@@ -40,7 +38,7 @@ pytestmark = pytest.mark.integration
 API = "/api/v1/dicom"
 REQUESTS_PER_MINUTE = 3
 MEGABYTES_PER_MINUTE = 2
-SETTINGS = {"Timezone": "America/Chicago", "MetricsIntervalSeconds": 1,
+SETTINGS = {"Timezone": "America/Chicago", "MetricsIntervalSeconds": 1, "DeletionApproval": "required",
             "UploadRequestsPerMinute": REQUESTS_PER_MINUTE, "UploadMegabytesPerMinute": MEGABYTES_PER_MINUTE}
 PUBLISHED = 15.0  # seconds: the publisher runs every second
 
@@ -181,32 +179,26 @@ def test_filter_refusals_by_reason_and_viewer_requests_move(client: Client, stac
 def test_upload_failures_move(client: Client, stack: Stack) -> None:
     before = until(stack, m.UPLOAD_FAILURES, lambda v: True, "to be published")
     refused = upload(client, b"this is not a DICOM file" * 10, caller(stack))
-    assert refused.status_code in (400, 422), refused.text  # 422 today; issue 11 item 6 makes it 400
+    assert refused.status_code == 400, refused.text  # not a DICOM file
     until(stack, m.UPLOAD_FAILURES, lambda v: v == before[m.UPLOAD_FAILURES] + 1, "to count 1 more")
 
 
-def test_pending_deletion_requests_are_read_from_their_table_once_it_exists(client: Client, stack: Stack) -> None:
-    """The table comes with the deletion approval (issue 11 item 1, migration 9); until then a stand-in with its
-    ``status`` column shows the gauge reads it. Once the table is there, drive the gauge through its routes."""
-    engine = create_engine(normalize_url(stack.postgres.url))
-    try:
-        with engine.begin() as conn:
-            if conn.scalar(text("SELECT to_regclass('ehr_imaging.deletion_requests')")) is not None:
-                pytest.fail("ehr_imaging.deletion_requests exists now: replace this stand-in by a deletion"
-                            " request made through DELETE /studies/{uid} with DeletionApproval required")
-            conn.execute(text("CREATE TABLE ehr_imaging.deletion_requests (id serial PRIMARY KEY,"
-                              " status text NOT NULL)"))
-            conn.execute(text("GRANT SELECT ON ehr_imaging.deletion_requests TO ehr_imaging"))
-            conn.execute(text("INSERT INTO ehr_imaging.deletion_requests (status)"
-                              " VALUES ('pending'), ('pending'), ('approved')"))
-        until(stack, m.DELETION_REQUESTS_PENDING, lambda v: v == 2, "to be 2")
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE ehr_imaging.deletion_requests SET status = 'rejected'"))
-        until(stack, m.DELETION_REQUESTS_PENDING, lambda v: v == 0, "to be 0")
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS ehr_imaging.deletion_requests"))
-        engine.dispose()
+def test_pending_deletion_requests_move(client: Client, stack: Stack, tmp_path: Path) -> None:
+    """A deletion asked for (DeletionApproval required) waits for a second admin: pending; rejected: gone."""
+    before = until(stack, m.DELETION_REQUESTS_PENDING, lambda v: True, "to be published")
+    uid, [file] = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=1)
+    assert upload(client, file.read_bytes(), caller(stack)).status_code == 200
+    asked = client.request("DELETE", f"{API}/studies/{uid}", None,  # Orthanc's port: the reason as a header
+                           headers={**caller(stack, "radiologist"), "X-Reason": "duplicate"})
+    assert asked.status_code == 202 and asked.json()["status"] == "pending_approval", asked.text
+    pending = before[m.DELETION_REQUESTS_PENDING]
+    until(stack, m.DELETION_REQUESTS_PENDING, lambda v: v == pending + 1, "to count the request")
+    request_id = asked.json()["deletion_request_id"]
+    rejected = client.request("POST", f"{API}/deletion-requests/{request_id}/reject", None,
+                              headers={**caller(stack, "admin"), "Content-Type": "application/json"},
+                              data=b'{"reason": "keep it"}')
+    assert rejected.status_code == 200, rejected.text
+    until(stack, m.DELETION_REQUESTS_PENDING, lambda v: v == pending, "to drop it again")
 
 
 def test_database_down_and_the_ingest_queue_waiting_for_it_move(client: Client, stack: Stack,

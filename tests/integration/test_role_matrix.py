@@ -22,7 +22,8 @@ API = "/api/v1/dicom"
 ROUTES = entries()
 DUMMY = {"study_uid": "1.2.826.0.1.3680043.10.999.1", "sop_instance_uid": "1.2.826.0.1.3680043.10.999.2",
          "order_id": "no-such-order", "patient_id": str(uuid.uuid4()), "accession": "NO-SUCH-ACC",
-         "upload_id": str(uuid.uuid4()), "job_id": str(uuid.uuid4())}
+         "upload_id": str(uuid.uuid4()), "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()),
+         "deletion_id": str(uuid.uuid4())}
 
 
 def route_id(entry: Entry) -> str:
@@ -43,7 +44,7 @@ def real(api: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     assert stored["order_id"] == order_id  # the technician uploads against the order the EHR named
     return {"study_uid": uid, "sop_instance_uid": stored["sop_instance_uid"], "order_id": order_id,
             "patient_id": patient_uuid, "accession": acc, "upload_id": str(stored["upload_id"]),
-            "job_id": str(uuid.uuid4())}
+            "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "deletion_id": str(uuid.uuid4())}
 
 
 def path_of(entry: Entry, values: dict[str, str]) -> str:
@@ -51,8 +52,9 @@ def path_of(entry: Entry, values: dict[str, str]) -> str:
 
 
 def call(client: Client, entry: Entry, role: str, values: dict[str, str]) -> Any:
-    # An empty JSON object as the body: enough to reach a handler, never enough to change anything.
-    body = b"{}" if entry.method in ("POST", "PUT") else None
+    # An empty JSON object as the body: enough to reach a handler, never enough to change anything (none to a
+    # route that reads no body: the filter refuses it on Orthanc's port before any role is checked).
+    body = b"{}" if entry.method in ("POST", "PUT") and entry.takes_body else None
     return client.request(entry.method, path_of(entry, values), role, data=body,
                           headers={"Content-Type": "application/json"} if body else {})
 

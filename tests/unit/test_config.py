@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,3 +200,42 @@ def test_the_api_ports_limits_cannot_be_switched_off(key: str) -> None:
 def test_orthancs_port_download_limit_may_be_zero() -> None:
     """0: every study's ZIP comes from the API port only."""
     assert load_settings({"EhrImaging": {"MaxOrthancPortDownloadMb": 0}}, {}).MaxOrthancPortDownloadMb == 0
+
+
+def test_deletion_settings_defaults_and_the_shipped_production_configuration() -> None:
+    defaults = Settings()
+    assert (defaults.DeletionApproval, defaults.DeletionRequestTtlHours, defaults.DeletedStudyRetentionDays,
+            defaults.DeletedStudyDir) == ("none", 72.0, 30.0, "")
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "orthanc-config" / "docker" / "orthanc.json")
+                         .read_text())
+    production = load_settings({SECTION: shipped[SECTION]}, environ={})
+    assert production.DeletionApproval == "required"
+    assert production.DeletedStudyRetentionDays > 0 and production.DeletedStudyDir
+
+
+@pytest.mark.parametrize(("values", "environ", "message"), [
+    ({"DeletionApproval": "maybe"}, {}, "DeletionApproval must be one of none, required"),
+    ({}, {"EHR_IMAGING_DELETION_APPROVAL": "REQUIRED"}, "DeletionApproval must be one of none, required"),
+    ({"DeletionRequestTtlHours": 0}, {}, "DeletionRequestTtlHours must be more than 0"),
+    ({"DeletionRequestTtlHours": -1.5}, {}, "DeletionRequestTtlHours must be more than 0"),
+    ({"DeletionRequestTtlHours": True}, {}, "DeletionRequestTtlHours must be a float"),
+    ({"DeletionRequestTtlHours": "72"}, {}, "DeletionRequestTtlHours must be a float"),
+    ({"DeletedStudyRetentionDays": -1}, {}, "DeletedStudyRetentionDays must be at least 0"),
+    ({}, {"EHR_IMAGING_DELETED_STUDY_RETENTION_DAYS": "thirty"},
+     "EHR_IMAGING_DELETED_STUDY_RETENTION_DAYS is not a valid float"),
+])
+def test_deletion_settings_refused(values: dict[str, Any], environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(section(**values), environ=environ)
+    assert message in str(caught.value)
+
+
+def test_deletion_settings_accepted() -> None:
+    loaded = load_settings(section(DeletionApproval="required", DeletionRequestTtlHours=24,
+                                   DeletedStudyRetentionDays=0), environ={})
+    assert (loaded.DeletionApproval, loaded.DeletionRequestTtlHours, loaded.DeletedStudyRetentionDays) == (
+        "required", 24.0, 0.0)
+    assert isinstance(loaded.DeletionRequestTtlHours, float)
+    from_env = load_settings({}, environ={"EHR_IMAGING_DELETION_REQUEST_TTL_HOURS": "0.5",
+                                          "EHR_IMAGING_DELETED_STUDY_RETENTION_DAYS": "7"})
+    assert (from_env.DeletionRequestTtlHours, from_env.DeletedStudyRetentionDays) == (0.5, 7.0)

@@ -41,6 +41,14 @@ def test_the_upload_job_folder_is_under_the_stacks_own_folder(tmp_path: Path) ->
     assert job_dir == own.upload_job_dir and job_dir.is_relative_to(own.config.var_dir)
 
 
+def test_deleted_studies_are_kept_in_the_folder_the_nodes_share(tmp_path: Path) -> None:
+    own = stack(tmp_path / "a")
+    kept = Path(own.orthanc_config()["EhrImaging"]["DeletedStudyDir"])
+    assert kept == own.deleted_study_dir == own.config.var_dir / "orthanc" / "deleted-studies"
+    second = stack(tmp_path / "b", node_of=own.config.var_dir)
+    assert Path(second.orthanc_config()["EhrImaging"]["DeletedStudyDir"]) == kept  # like the storage
+
+
 def test_the_var_folder_is_closed_to_others(tmp_path: Path) -> None:
     own = stack(tmp_path)
     expected = 0o711 if os.geteuid() == 0 else 0o700  # root: PostgreSQL's user passes through, cannot list

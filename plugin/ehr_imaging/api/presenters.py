@@ -1,5 +1,5 @@
 """The API's JSON for what the store returns: orders, studies, upload history, the reconciliation queue, a
-study's match, upload jobs, the stats counts, the audit timeline.
+study's match, upload jobs, the stats counts, the audit timeline, deletions and deletion requests.
 
 The store hands out values (``store.orders.Order``, ``store.studies.StudyRecord`` ...); the field names, their
 order and the text forms of dates, times and identifiers the EHR reads are decided here, once (the OpenAPI
@@ -13,6 +13,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from ..store.audit import AuditEvent
+from ..store.deletions import DeletionRecord, RequestRecord
 from ..store.orders import Order
 from ..store.reconciliation import MatchStatus, QueueEntry
 from ..store.studies import StudyRecord, UploadRecord
@@ -133,3 +134,19 @@ def audit_event(event: AuditEvent) -> dict[str, Any]:
     return {"at": event.at.isoformat(), "started_at": event.started_at.isoformat(), "action": event.action,
             "actor": event.actor, "patient_id": event.patient_id, "mrn": event.mrn,
             "study_uid": event.study_uid or None, "order_id": event.order_id, "details": event.details or {}}
+
+
+def deletion(record: DeletionRecord) -> dict[str, Any]:
+    """A deletion log row: what was deleted, by whom and why, and whether its files can still be restored."""
+    return {name: _iso(getattr(record, name)) for name in (
+        "study_instance_uid", "orthanc_study_id", "order_id", "patient_id", "patient_name", "accession_number",
+        "number_of_series", "number_of_instances", "deleted_by", "reason", "deleted_at", "deletion_request_id",
+        "approved_by", "restorable", "kept_files", "files_kept_until", "purged_at", "restored_at", "restored_by",
+    )} | {"deletion_id": str(record.id)}
+
+
+def deletion_request(record: RequestRecord) -> dict[str, Any]:
+    return {"deletion_request_id": str(record.id)} | {name: _iso(getattr(record, name)) for name in (
+        "status", "study_instance_uid", "orthanc_study_id", "patient_id", "patient_name", "accession_number",
+        "order_id", "number_of_instances", "reason", "requested_by", "requested_at", "expires_at", "decided_by",
+        "decided_at", "decision_reason", "deletion_id")}

@@ -71,6 +71,7 @@ STRINGS = array(string())
 ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 ORDER_STATUS = ["scheduled", "in-progress", "completed", "cancelled"]
 
+_DELETION_REQUEST_STATUSES = ("pending", "approved", "rejected", "expired")  # store.deletions.REQUEST_STATUSES
 _VIEWER_TOKEN = {"token": string(), "token_id": string(), "expires_at": string("date-time"),
                  "study_uids": STRINGS}
 
@@ -186,6 +187,24 @@ COMPONENTS: dict[str, Schema] = {
     "AuditEvent": obj({
         "at": string("date-time"), "started_at": string("date-time"), "action": string(), "actor": NSTR,
         "patient_id": NSTR, "mrn": NSTR, "study_uid": NSTR, "order_id": NSTR, "details": ANY_OBJECT,
+    }),
+    "Deletion": obj({
+        "deletion_id": string("uuid"), "study_instance_uid": string(), "orthanc_study_id": NSTR, "order_id": NSTR,
+        "patient_id": NSTR, "patient_name": NSTR, "accession_number": NSTR,
+        "number_of_series": integer(nullable=True), "number_of_instances": integer(nullable=True),
+        "deleted_by": string(), "reason": string(), "deleted_at": string("date-time"),
+        "deletion_request_id": string("uuid", nullable=True), "approved_by": NSTR,
+        "restorable": {"type": "boolean"}, "kept_files": integer(),
+        **{name: string("date-time", nullable=True) for name in ("files_kept_until", "purged_at", "restored_at")},
+        "restored_by": NSTR,
+    }),
+    "DeletionRequest": obj({
+        "deletion_request_id": string("uuid"), "status": string(enum=list(_DELETION_REQUEST_STATUSES)),
+        "study_instance_uid": string(), "orthanc_study_id": NSTR, "patient_id": NSTR, "patient_name": NSTR,
+        "accession_number": NSTR, "order_id": NSTR, "number_of_instances": integer(), "reason": string(),
+        "requested_by": string(), "requested_at": string("date-time"), "expires_at": string("date-time"),
+        "decided_by": NSTR, "decided_at": string("date-time", nullable=True), "decision_reason": NSTR,
+        "deletion_id": string("uuid", nullable=True),
     }),
     "ViewerToken": obj(dict(_VIEWER_TOKEN)),
     "ViewerUrl": obj({"url": string(), "study_count": integer(), **_VIEWER_TOKEN}),
@@ -316,11 +335,24 @@ STUDY_TAGS = Contract(ok(ref("StudyTags")))
 LIST_STUDIES = Contract(ok(page("Study")))
 STUDIES = Contract(ok(array(ref("Study"))))
 GET_STUDY = Contract(ok(ref("Study")))
-DELETE_STUDY = Contract(
-    ok(obj({"status": string(enum=["deleted"]), "study_instance_uid": string(), "orthanc_study_id": NSTR,
-            "order_id": NSTR, "deleted_series": integer(), "deleted_instances": integer(), "reason": string(),
-            "deleted_by": string()})),
-    {JSON: obj({"reason": string()})})
+_DELETED = obj({"status": string(enum=["deleted"]), "study_instance_uid": string(), "orthanc_study_id": NSTR,
+                "order_id": NSTR, "deleted_series": integer(), "deleted_instances": integer(), "reason": string(),
+                "deleted_by": string(), "deletion_id": string("uuid"),
+                "deletion_request_id": string("uuid", nullable=True), "approved_by": NSTR,
+                "restorable": {"type": "boolean"}, "files_kept_until": string("date-time", nullable=True)})
+# 202 with DeletionApproval 'required': the request (its "status" is "pending_approval" in this answer).
+_PENDING = {**COMPONENTS["DeletionRequest"], "properties": {
+    **COMPONENTS["DeletionRequest"]["properties"], "status": string(enum=["pending_approval"])}}
+DELETE_STUDY = Contract({**ok(_DELETED), **ok(_PENDING, "202")}, {JSON: obj({"reason": string()})})
+DELETION_REQUESTS = Contract(ok(page("DeletionRequest")))
+APPROVE_DELETION = Contract(ok(_DELETED))
+REJECT_DELETION = Contract(ok(ref("DeletionRequest")), {JSON: obj({"reason": string()})}, body_required=True)
+DELETIONS = Contract(ok(page("Deletion")))
+RESTORE_DELETION = Contract(ok(obj({
+    "status": string(enum=["restored"]), "deletion_id": string("uuid"), "study_instance_uid": string(),
+    "orthanc_study_id": NSTR, "restored_instances": integer(), "order_id": NSTR, "match": ref("UploadMatch"),
+    "restored_by": NSTR, "restored_at": string("date-time", nullable=True)})))
+PURGE_DELETIONS = Contract(ok(obj({"purged": integer(), "deletion_ids": array(string("uuid"))})))
 DOWNLOAD = Contract(binary(ZIP))
 THUMBNAIL = Contract(binary(PNG))
 RENDER = Contract(binary(PNG, JPEG))

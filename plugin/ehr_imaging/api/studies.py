@@ -17,7 +17,7 @@ from ..core import errors
 from ..core.dicom_values import parse_date
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
 from ..store import studies
-from . import presenters
+from . import deletions, presenters
 from .context import Api
 from .router import Request, Response, json_response
 from .validation import query_int
@@ -127,16 +127,14 @@ def get_study(api: Api, request: Request) -> Response:
 
 
 def delete_study(api: Api, request: Request) -> Response:
-    """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted."""
+    """Delete a study (reason required): Orthanc, order link, audit; upload rows soft-deleted; its files kept
+    for restore. With ``DeletionApproval`` 'required': 202, a pending request, nothing deleted yet."""
     assert request.principal is not None
-    done = deletion.delete_study(api.services, _path_text(request, "study_uid"), actor=request.principal.subject,
-                                 reason=deletion_reason(request))
-    return json_response({
-        "status": "deleted", "study_instance_uid": done.facts.study_instance_uid,
-        "orthanc_study_id": done.facts.orthanc_study_id, "order_id": done.order_id,
-        "deleted_series": done.facts.number_of_series, "deleted_instances": done.facts.number_of_instances,
-        "reason": done.reason, "deleted_by": done.deleted_by,
-    })
+    done = deletion.request_deletion(api.services, _path_text(request, "study_uid"),
+                                     actor=request.principal.subject, reason=deletion_reason(request))
+    if isinstance(done, deletion.Deletion):
+        return json_response(deletions.deleted_json(done))
+    return json_response(deletions.pending_json(done), status=202)
 
 
 def _listed(api: Api, where: studies.StudyFilter) -> Response:

@@ -10,6 +10,7 @@ and leaves its gauges at their last values.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 
@@ -76,9 +77,6 @@ class MetricsPublisher:
             registry.set(metrics.STUDIES_UNMATCHED, sum(counts.unmatched.values()))
             for reason in metrics.UNMATCHED_REASONS:
                 registry.set(metrics.unmatched_name(reason), counts.unmatched.get(reason, 0))
-        try:
-            pending = metric_store.pending_deletion_requests(engine)
-        except Exception:  # noqa: BLE001 - read defensively: the table is another part's (issue 11 item 1)
-            pending = None
-        if pending is not None:
-            registry.set(metrics.DELETION_REQUESTS_PENDING, pending)
+        # A schema not migrated yet, or the database gone meanwhile: keep the last value.
+        with contextlib.suppress(Exception):
+            registry.set(metrics.DELETION_REQUESTS_PENDING, metric_store.pending_deletion_requests(engine))

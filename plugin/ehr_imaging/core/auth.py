@@ -43,11 +43,13 @@ VIEWING = (DOCTOR, NURSE, RADIOLOGIST, ADMIN, EHR_SERVICE, PATIENT)  # studies, 
 AUDITING = (DOCTOR, RADIOLOGIST, ADMIN, EHR_SERVICE, PATIENT)  # the upload log: who uploaded what, tags before edits
 UPLOADING = (DOCTOR, TECHNICIAN, RADIOLOGIST, ADMIN, EHR_SERVICE)  # store files (own jobs/offline uploads), edit
 FILE_READING = (*UPLOADING, NURSE)  # read the tags of a file the caller sends (nothing stored is read)
-DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason)
+DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason), or ask for its deletion when approval is required
 RECONCILING = (ADMIN, RADIOLOGIST, EHR_SERVICE)  # the unmatched queue, manual link and unlink
 FORCE_LINKING = (ADMIN, RADIOLOGIST)  # a manual link across a patient mismatch (checked inside the link route)
 ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
-ADMIN_ONLY = (ADMIN,)  # the whole audit timeline: every patient's records, who read them, every actor
+# The whole audit timeline (every patient's records, who read them, every actor); approving (never one's own)
+# or rejecting deletion requests, restoring and purging deleted studies.
+ADMIN_ONLY = (ADMIN,)
 # The groups by name (the README's vocabulary). FORCE_LINKING is no route's group.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "viewing": VIEWING, "auditing": AUDITING, "uploading": UPLOADING, "file-reading": FILE_READING,

@@ -1,6 +1,7 @@
 """Typed SQLAlchemy models of who was given access and who used it: viewer tokens (and image-URL grants), the
 aggregated viewer access, ended admin sessions, the DICOM query and retrieve audit. Part of the one schema
-description with ``models.py`` (same ``Base``, same rules: every constraint and index the migrations create).
+description with ``models.py`` (same ``Base`` from ``model_base.py``, same rules: every constraint and index
+the migrations create).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.schema import CheckConstraint, Index
 
-from .models import EMPTY_JSON_OBJECT, FALSE, ZERO, Base
+from .model_base import EMPTY_JSON_OBJECT, FALSE, ZERO, Base
 
 
 class ViewerTokenRecord(Base):

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from ..core.study_identity import REASON_COLLISION
-from .models import StudyLink, StudyUidCollision
-
-# The deletion-request table (issue 11 item 1) and the statuses of a request still waiting for a manager.
-DELETION_REQUESTS_TABLE = "deletion_requests"
-PENDING_STATUSES = ("pending", "pending_approval")
+from .models import DeletionRequest, StudyLink, StudyUidCollision
 
 
 @dataclass(frozen=True)
@@ -39,11 +35,8 @@ def study_counts(engine: Engine) -> StudyCounts:
     return StudyCounts(recorded, linked, unmatched)
 
 
-def pending_deletion_requests(engine: Engine) -> int | None:
-    """Deletion requests waiting for approval; None while the table does not exist (a schema before it)."""
-    with engine.connect() as conn:
-        if conn.scalar(text("SELECT to_regclass(:name)"), {"name": DELETION_REQUESTS_TABLE}) is None:
-            return None
-        count = conn.scalar(text(f"SELECT count(*) FROM {DELETION_REQUESTS_TABLE} WHERE status = ANY(:pending)"),
-                            {"pending": list(PENDING_STATUSES)})
-        return int(count or 0)
+def pending_deletion_requests(engine: Engine) -> int:
+    """Deletion requests waiting for a second admin (expired ones are marked when next read: not counted)."""
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(DeletionRequest).where(
+            DeletionRequest.status == "pending", DeletionRequest.expires_at > func.now())) or 0)

@@ -11,8 +11,8 @@ import re
 
 from sqlalchemy import Engine, text
 
-from .schema_history import MIGRATIONS as MIGRATIONS
 from .schema_history import Migration as Migration
+from .schema_history_9_on import MIGRATIONS as MIGRATIONS
 
 # pg_advisory_xact_lock key: an arbitrary constant that belongs to this plugin.
 MIGRATION_LOCK_KEY = 0x45485249  # "EHRI"

@@ -2,7 +2,7 @@
 from the connection's search_path). Orders, studies, their links and uploads here; who was given access and
 who used it (viewer tokens, viewer access, admin sessions, DICOM queries) in ``access_models.py``.
 
-Every column, key, constraint, index and server default a migration (``store.schema_history``) creates is
+Every column, key, constraint, index and server default a migration (``store.schema_history*``) creates is
 declared here too, under the name PostgreSQL gave it; ``tests/integration/test_schema_models.py`` fails when
 the migrated schema and these models drift. Columns are TEXT (``str``), as the migrations create them.
 """
@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.schema import CheckConstraint, Index, UniqueConstraint
 
-
-class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {str: Text()}
-
-
-# Server defaults (the DEFAULT clauses of the migrations); the Python defaults next to them fill new objects.
-ZERO, FALSE, TRUE = text("0"), text("false"), text("true")
-EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY = text("'[]'::jsonb"), text("'{}'::jsonb"), text("'{}'::text[]")
+# The deletion log and deletion requests live in store/deletion_models.py, who was given access and who used it in
+# store/access_models.py (same Base, re-exported here: importing this module registers every table).
+from .access_models import AdminSessionRevocation as AdminSessionRevocation
+from .access_models import DimseAudit as DimseAudit
+from .access_models import ViewerAccess as ViewerAccess
+from .access_models import ViewerTokenRecord as ViewerTokenRecord
+from .deletion_models import DeletionRequest as DeletionRequest
+from .deletion_models import DicomDeletionLog as DicomDeletionLog
+from .model_base import EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY, FALSE, TRUE, ZERO
+from .model_base import Base as Base
 
 
 class ImagingOrder(Base):
@@ -236,31 +238,6 @@ class TagEditAudit(Base):
     new_values: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default=EMPTY_JSON_OBJECT)
     removed_private_tags: Mapped[bool] = mapped_column(default=False, server_default=FALSE)
     private_tags_removed: Mapped[int] = mapped_column(default=0, server_default=ZERO)
-
-
-class DicomDeletionLog(Base):
-    """One row per deleted study: who, when, why, and what it held."""
-
-    __tablename__ = "dicom_deletion_logs"
-    __table_args__ = (
-        CheckConstraint("length(trim(reason)) > 0", name="dicom_deletion_logs_reason_check"),
-        Index("ix_dicom_deletion_logs_study_uid", "study_instance_uid"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    study_instance_uid: Mapped[str]
-    orthanc_study_id: Mapped[str | None]
-    order_id: Mapped[str | None]
-    patient_id: Mapped[str | None]
-    patient_name: Mapped[str | None]
-    accession_number: Mapped[str | None]
-    study_date: Mapped[str | None]
-    modalities: Mapped[str | None]
-    number_of_series: Mapped[int | None]
-    number_of_instances: Mapped[int | None]
-    deleted_by: Mapped[str]
-    reason: Mapped[str]
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UploadJob(Base):

@@ -347,26 +347,3 @@ MIGRATIONS += (
         """,
     ),
 )
-
-MIGRATIONS += (
-    Migration(
-        10,
-        "viewer tokens say what they are: an OHIF viewer token, or the grant of signed image URLs",
-        """
-        ALTER TABLE viewer_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'viewer';
-        ALTER TABLE viewer_tokens ADD CONSTRAINT viewer_tokens_kind_check CHECK (kind IN ('viewer', 'image-url'));
-        """,
-    ),
-    Migration(
-        11,
-        "the audit timeline's time windows: an index on each audit table's time",
-        """
-        CREATE INDEX ix_dicom_upload_logs_uploaded_at ON dicom_upload_logs (uploaded_at);
-        CREATE INDEX ix_link_audit_at ON link_audit (at);
-        CREATE INDEX ix_tag_edit_audit_edited_at ON tag_edit_audit (edited_at);
-        CREATE INDEX ix_viewer_tokens_issued_at ON viewer_tokens (issued_at);
-        CREATE INDEX ix_viewer_tokens_revoked_at ON viewer_tokens (revoked_at);
-        CREATE INDEX ix_viewer_access_log_last_access ON viewer_access_log (last_access_at);
-        """,
-    ),
-)

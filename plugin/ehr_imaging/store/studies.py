@@ -11,14 +11,14 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, String, any_, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
-from . import links
+from . import deletions, links
 from .models import DicomDeletionLog, DicomUploadLog, ImagingOrder, StudyLink
 
 
@@ -194,32 +194,46 @@ def _facts(link: StudyLink) -> StudyFacts:
 
 
 def record_deletion(engine: Engine, study: StudyFacts, *, actor: str, reason: str,
-                    delete_in_orthanc: Callable[[], None] | None = None) -> str | None:
+                    delete_in_orthanc: Callable[[], int | None] | None = None, deletion_id: uuid.UUID | None = None,
+                    retention: timedelta | None = None, approval: deletions.Approval | None = None) -> str | None:
     """Audit a deleted study in one transaction: its order freed (an 'unlink' with the reason), a deletion
     row, its upload rows soft-deleted, its ``study_links`` row removed (so queries no longer list it and a
     later re-send is a new study). Returns the order it was linked to.
 
     ``delete_in_orthanc`` runs inside the transaction, under the study's lock: if Orthanc refuses, nothing
     is recorded; the ingest worker's DELETED handling for the same study waits for the lock, then finds
-    the study gone and does nothing.
+    the study gone and does nothing. It returns how many files it kept (restorable for ``retention``).
+    ``approval``: the request approved in the same transaction (none recorded if it was decided meanwhile).
     """
+    deletion_id = deletion_id or uuid.uuid4()
     with Session(engine) as session, session.begin():
         links.lock_study(session, study.study_instance_uid)
-        order_id = _delete(session, session.get(StudyLink, study.study_instance_uid), study, actor=actor, reason=reason)
+        order_id = _delete(session, session.get(StudyLink, study.study_instance_uid), study, actor=actor, reason=reason,
+                           deletion_id=deletion_id, approval=approval)
+        if approval is not None:
+            session.flush()
+            deletions.mark_approved(session, approval.request_id, deletion_id=deletion_id,
+                                    actor=approval.approved_by)
         if delete_in_orthanc is not None:
             session.flush()
-            delete_in_orthanc()
+            kept = delete_in_orthanc()
+            if kept and retention:
+                deletions.keep_files(session, deletion_id, kept, retention)
         return order_id
 
 
-def _delete(session: Session, link: StudyLink | None, study: StudyFacts, *, actor: str, reason: str) -> str | None:
+def _delete(session: Session, link: StudyLink | None, study: StudyFacts, *, actor: str, reason: str,
+            deletion_id: uuid.UUID | None = None, approval: deletions.Approval | None = None) -> str | None:
     order_id = links.detach_order(session, link, actor=actor, reason=f"study deleted: {reason}") if link else None
     session.add(DicomDeletionLog(
+        id=deletion_id or uuid.uuid4(),
         study_instance_uid=study.study_instance_uid, orthanc_study_id=study.orthanc_study_id, order_id=order_id,
         patient_id=study.patient_id, patient_name=study.patient_name, accession_number=study.accession_number,
         study_date=study.study_date.strftime("%Y%m%d") if study.study_date else None,
         modalities=",".join(study.modalities) or None, number_of_series=study.number_of_series,
         number_of_instances=study.number_of_instances, deleted_by=actor, reason=reason,
+        deletion_request_id=approval.request_id if approval else None,
+        approved_by=approval.approved_by if approval else None,
     ))
     session.execute(update(DicomUploadLog).where(DicomUploadLog.study_instance_uid == study.study_instance_uid)
                     .values(is_deleted=True))

@@ -8,11 +8,11 @@ import pkgutil
 
 from sqlalchemy import MetaData
 
-from . import models
+from . import model_base
 
 
 def import_every_model() -> MetaData:
     package = __name__.rsplit(".", 1)[0]
     for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
         importlib.import_module(f"{package}.{module.name}")
-    return models.Base.metadata
+    return model_base.Base.metadata
