@@ -39,7 +39,7 @@ test: install lint      ## everything CI runs: lint, types, unit, integration an
 unit: install
 	@$(PY) -m pytest tests/unit
 
-bench: install          ## benchmarks: plugin vs plain Orthanc, side by side (not part of make test)
+bench: install          ## benchmarks: plugin vs plain Orthanc, then GDCM loaded vs not, side by side (not part of make test)
 	@$(PY) -m benchmarks
 
 clean: down

@@ -1,4 +1,5 @@
-"""Ingest, QIDO and WADO-RS with the plugin loaded vs plain Orthanc 1.10.1, side by side.
+"""Ingest, QIDO and WADO-RS with the plugin loaded vs plain Orthanc 1.10.1, side by side; then C-STORE with
+GDCM's decoder plugin loaded vs not (benchmarks/gdcm.py).
 
 Both servers run at once on this machine and the rounds alternate, so machine noise hits both;
 the figures that matter are the ratios (plugin / plain). Prints medians; exits 0 unless a server fails.
@@ -17,6 +18,7 @@ from typing import Any
 
 import requests
 
+from benchmarks import gdcm
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
@@ -120,6 +122,7 @@ def main() -> int:
         for stack in stacks.values():
             stack.stop()
             shutil.rmtree(stack.config.var_dir, ignore_errors=True)
+    gdcm.run(args.rounds)  # C-STORE with and without GDCM's decoder, two more stacks once these are stopped
     return 0
 
 

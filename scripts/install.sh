@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 # chromium: the browser end-to-end tests drive (Debian's build; no browser download at test time).
-packages=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql dcmtk chromium)
+# orthanc-gdcm: GDCM's decoder, so that Orthanc renders JPEG 2000 and palette-colour images (README "Rendering").
+packages=(orthanc orthanc-python orthanc-dicomweb orthanc-postgresql orthanc-gdcm dcmtk chromium)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then

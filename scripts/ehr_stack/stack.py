@@ -49,6 +49,7 @@ class StackConfig:
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     samples_dir: Path | None = None  # None: <var_dir>/samples
     with_plugin: bool = True  # False: plain Orthanc, the baseline benchmarks compare against
+    with_gdcm: bool = True  # False: without the GDCM decoder plugin (the benchmark's baseline for it)
     # Another stack's var_dir: run one more Orthanc node on its PostgreSQL, secrets and storage (a cluster).
     node_of: Path | None = None
     stable_age: int | None = None  # seconds; None keeps orthanc-config's value
@@ -253,6 +254,9 @@ class Stack:
         if not c.with_plugin:
             cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancPython.so")]
             del cfg["PythonScript"], cfg["EhrImaging"]
+        if not c.with_gdcm:
+            cfg["Plugins"] = [p for p in cfg["Plugins"] if not p.endswith("libOrthancGdcm.so")]
+            cfg.pop("Gdcm", None)
         if c.index == "postgresql":
             cfg["Plugins"] = [*cfg["Plugins"], str(PLUGIN_DIR / "libOrthancPostgreSQLIndex.so")]
             cfg["PostgreSQL"] = {

@@ -90,3 +90,28 @@ def test_passwords_are_quoted_for_psql_meta_commands() -> None:
     assert _psql_quote("plain") == "'plain'"
     assert _psql_quote("it's") == "'it''s'"
     assert _psql_quote("back\\slash") == "'back\\\\slash'"
+
+
+GDCM = "/usr/share/orthanc/plugins/libOrthancGdcm.so"
+
+
+@pytest.mark.parametrize("config_file", ["orthanc.json", "docker/orthanc.json"])
+def test_gdcm_decodes_first_and_nothing_is_transcoded_on_store(config_file: str) -> None:
+    """Both shipped configurations load GDCM's decoder, try it before Orthanc's own (DCMTK, the fallback) for
+    every transfer syntax, and never transcode what a modality stores (no Ingest* option)."""
+    root = Path(__file__).resolve().parents[2] / "orthanc-config"
+    cfg = json.loads((root / config_file).read_text())
+    assert GDCM in cfg["Plugins"]
+    assert cfg["Gdcm"] == {"Enable": True, "Throttling": 4}  # no RestrictTransferSyntaxes: every syntax
+    assert cfg["BuiltinDecoderTranscoderOrder"] == "After"
+    assert not [key for key in cfg if key.startswith("IngestTranscoding")]
+
+
+def test_the_stack_loads_gdcm_unless_asked_not_to(tmp_path: Path) -> None:
+    with_gdcm = stack(tmp_path).orthanc_config()
+    assert GDCM in with_gdcm["Plugins"] and with_gdcm["Gdcm"]["Enable"] is True
+    plain = stack(tmp_path, with_plugin=False).orthanc_config()
+    assert GDCM in plain["Plugins"]  # the plugin-vs-plain baseline differs only by the Python plugin
+    without = stack(tmp_path, with_gdcm=False).orthanc_config()
+    assert GDCM not in without["Plugins"] and "Gdcm" not in without
+    assert [p for p in with_gdcm["Plugins"] if p != GDCM] == without["Plugins"]

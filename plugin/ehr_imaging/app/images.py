@@ -2,7 +2,8 @@
 rendered frame, the clinical summary, and the main tags.
 
 Orthanc does the imaging work: ``/preview`` for the thumbnail, ``/rendered`` for a PNG frame
-(``window-center``/``window-width`` when given, else the file's modality LUT and VOI), the DICOMweb plugin's
+(``window-center``/``window-width`` when given, else the file's modality LUT and VOI; a frame whose file has no
+window is Orthanc's ``/preview`` of it, its own range stretched), the DICOMweb plugin's
 rendered frame for JPEG (``window``, ``quality``; Orthanc's own ``/rendered`` picks JPEG only from an Accept
 header, which an in-process call cannot send). Which image represents a study, and the summary's text,
 are pure rules in core/summary.py.
@@ -79,8 +80,13 @@ def render_instance(services: Services, instance: str, sop_instance_uid: str, as
         raise errors.NotFound(f"frame {asked.frame} not found: the instance has {len(frames)} frame(s)")
     windowed = asked.window is not None
     if not asked.jpeg:
-        args = f"?window-center={asked.level}&window-width={asked.window}" if windowed else ""
-        return _rendered(pacs, instance, f"/instances/{instance}/frames/{asked.frame - 1}/rendered{args}")
+        frame = f"/instances/{instance}/frames/{asked.frame - 1}"
+        if windowed:
+            window = f"window-center={asked.level}&window-width={asked.window}"
+            return _rendered(pacs, instance, f"{frame}/rendered?{window}")
+        # Orthanc's /rendered without the file's window maps a signed image's full type range (a black picture);
+        # its /preview stretches the frame's own range, as a viewer does without a window.
+        return _rendered(pacs, instance, f"{frame}/rendered" if _has_window(pacs, instance) else f"{frame}/preview")
     series = pacs.get_json(f"/instances/{instance}/series")
     study = pacs.get_json(f"/instances/{instance}/study")
     args = f"?quality={asked.quality}" + (f"&window={asked.level},{asked.window},linear" if windowed else "")
@@ -120,6 +126,17 @@ def _first_series_instances(pacs: Pacs, orthanc_study_id: str) -> list[str]:
     if series is None:
         return []
     return ordered_instances(pacs.get_json(f"/series/{series['ID']}/instances"))
+
+
+def _has_window(pacs: Pacs, instance_id: str) -> bool:
+    """Whether the file names its own VOI window (Window Center, or a VOI LUT)."""
+    for tag in ("0028-1050", "0028-3010"):
+        try:
+            pacs.get_bytes(f"/instances/{instance_id}/content/{tag}")
+        except (errors.NotFound, errors.ArchiveError):
+            continue
+        return True
+    return False
 
 
 def _rendered(pacs: Pacs, instance_id: str, uri: str, *, after_plugins: bool = False) -> bytes:
