@@ -36,9 +36,9 @@ GROUP_NOTES = {
     "reconciling": "the unmatched queue, manual link and unlink (a link across a patient mismatch with `force`:"
                    " admin, radiologist only)",
     "order-writing": "create, replace and cancel orders",
-    "admin-only": "the audit timeline (every patient's records, who did what and who read what); approve (never"
-                  " one's own request) or reject deletion requests, the deletion log, restore and purge deleted"
-                  " studies",
+    "admin-only": "approve (never one's own request) or reject deletion requests, the deletion log, restore and"
+                  " purge deleted studies",
+    "audit-reading": "the audit timeline: who did what and who read what (a patient: of their own records only)",
 }
 ROLES = ("admin", "radiologist", "doctor", "nurse", "technician", "ehr-service", "patient")
 

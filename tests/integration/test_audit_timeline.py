@@ -18,6 +18,7 @@ from typing import Any
 import pydicom
 import pytest
 
+from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client
 from tests.dicom_factory import make_study
 from tests.integration.helpers import accession, mrn, put_order, query
@@ -252,10 +253,23 @@ def test_csv_cells_never_run_as_formulas(client: Client, api: Client, history: H
     assert timeline(client, actor=subject)["items"][0]["actor"] == subject  # the JSON keeps it as it is
 
 
-def test_admin_only(client: Client) -> None:
+def test_admins_and_patients_only(client: Client) -> None:
     assert client.get(f"{P}/audit").status_code == 401
     for role in ("doctor", "radiologist", "nurse", "technician", "ehr-service"):
         assert client.get(f"{P}/audit", role).status_code == 403, role
+
+
+def test_a_patient_reads_the_audit_of_their_own_records_only(client: Client, history: History) -> None:
+    """Who looked at my images: the same rows an admin sees for this patient, and nothing of another's."""
+    token = mint_dev_token(client.stack, role="patient", subject="portal", ttl_seconds=600,
+                           patient_id=history.patient_id)
+    own = client.request("GET", f"{P}/audit?limit=500", None, headers={"Authorization": f"Bearer {token}"})
+    assert own.status_code == 200, own.text
+    assert own.json()["items"] == timeline(client, patient_id=history.patient_id, limit=500)["items"]
+    assert history.other_study_uid not in own.text and history.other_patient_id not in own.text
+    asked_for_another = client.request("GET", f"{P}/audit", None, params={"patient_id": history.other_patient_id},
+                                       headers={"Authorization": f"Bearer {token}"})
+    assert asked_for_another.status_code == 200 and asked_for_another.json()["total"] == 0
 
 
 @pytest.mark.parametrize(("params", "named"), [

@@ -192,6 +192,13 @@ def test_approval_by_another_admin_deletes_and_a_restore_brings_it_back_bit_for_
                  " WHERE study_instance_uid = :u AND upload_source = 'restore'", u=uid) == [("carol", 3, order_id)]
     assert query(client, "SELECT action, order_id FROM ehr_imaging.link_audit WHERE study_instance_uid = :u"
                  " ORDER BY id", u=uid) == [("auto-link", order_id), ("unlink", order_id), ("auto-link", order_id)]
+    # Every step in the audit timeline, by whom (newest first).
+    audit = client.get(f"{API}/audit", "admin", params={
+        "study_uid": uid, "action": "deletion-requested,deletion-approved,delete,restore"}).json()
+    assert [(e["action"], e["actor"]) for e in audit["items"]] == [
+        ("restore", "carol"), ("delete", "alice"), ("deletion-approved", "bob"), ("deletion-requested", "alice")]
+    assert audit["items"][1]["details"]["approved_by"] == "bob"
+    assert all(e["order_id"] == order_id for e in audit["items"])
 
 
 def test_a_rejected_request_deletes_nothing(approving: Client, doc: dict[str, Any], tmp_path: Path) -> None:
@@ -222,6 +229,11 @@ def test_a_rejected_request_deletes_nothing(approving: Client, doc: dict[str, An
     assert order(client, order_id)["study_instance_uid"] == uid
     assert query(client, "SELECT count(*) FROM ehr_imaging.dicom_deletion_logs WHERE study_instance_uid = :u",
                  u=uid) == [(0,)]
+    audit = client.get(f"{API}/audit", "admin", params={"study_uid": uid, "action": "deletion-requested,"
+                                                        "deletion-rejected,delete"}).json()
+    assert [(e["action"], e["actor"]) for e in audit["items"]] == [("deletion-rejected", "bob"),
+                                                                    ("deletion-requested", "rita")]
+    assert audit["items"][0]["details"]["reason"] == "the study is the right patient's"
     missing = as_user(client, "POST", f"{API}/deletion-requests/00000000-0000-0000-0000-000000000000/approve",
                       "admin", "bob")
     assert missing.status_code == 404

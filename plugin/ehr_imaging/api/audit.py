@@ -13,6 +13,7 @@ filter selects.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -41,7 +42,8 @@ def audit_timeline(api: Api, request: Request) -> Response:
     q = request.query
     export = _format(q.get("format")) == "csv"
     most = (MAX_EXPORT if request.can_stream else MAX_EXPORT_HERE) if export else MAX_PAGE
-    where = audit_filter(q, default_limit=most if export else 50, max_limit=most)
+    where = dataclasses.replace(audit_filter(q, default_limit=most if export else 50, max_limit=most),
+                                patient_scope=request.patients)  # a patient (or a care team): their records only
     if not export:
         total, events = audit.timeline(api.services.engine, where)
         return json_response({"total": total, "limit": where.limit, "offset": where.offset,

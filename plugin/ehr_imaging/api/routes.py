@@ -101,8 +101,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/uploads",                                  upload_history.list_uploads,    auth.AUDITING,      scope.LIST,     schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/patient/{{patient_id}}",           upload_history.patient_uploads, auth.AUDITING,      scope.PATIENT,  schemas.UPLOAD_PAGE),
     RouteSpec("GET",    f"{P}/uploads/{{upload_id}}",                    upload_history.get_upload,      auth.AUDITING,      scope.UPLOAD,   schemas.GET_UPLOAD),
-    # The audit timeline: every patient's records and every actor, hence admin only (and unscoped).
-    RouteSpec("GET",    f"{P}/audit",                                    audit.audit_timeline,           auth.ADMIN_ONLY,    scope.REFUSED,  schemas.AUDIT),
+    # The audit timeline: admins (every patient's records), patients (their own records'), narrowed to a scope.
+    RouteSpec("GET",    f"{P}/audit",                                    audit.audit_timeline,           auth.AUDIT_READING, scope.LIST,     schemas.AUDIT),
 
     # --- tags ------------------------------------------------------------------------------------------------
     RouteSpec("POST",   f"{P}/validate",                                 tags.validate,                  auth.UPLOADING,     scope.NONE,     schemas.VALIDATE),

@@ -47,13 +47,16 @@ DELETING = (ADMIN, RADIOLOGIST)  # delete a study (with a reason), or ask for it
 RECONCILING = (ADMIN, RADIOLOGIST, EHR_SERVICE)  # the unmatched queue, manual link and unlink
 FORCE_LINKING = (ADMIN, RADIOLOGIST)  # a manual link across a patient mismatch (checked inside the link route)
 ORDER_WRITING = (EHR_SERVICE, ADMIN)  # create, replace and cancel orders
-# The whole audit timeline (every patient's records, who read them, every actor); approving (never one's own)
-# or rejecting deletion requests, restoring and purging deleted studies.
+# Approving (never one's own) or rejecting deletion requests, the deletion log, restoring and purging deleted studies.
 ADMIN_ONLY = (ADMIN,)
+# The audit timeline: an admin reads every patient's (unless scoped); a patient the audit of their own records
+# (who looked at their images: the route narrows it to their patients).
+AUDIT_READING = (ADMIN, PATIENT)
 # The groups by name (the README's vocabulary). FORCE_LINKING is no route's group.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "viewing": VIEWING, "auditing": AUDITING, "uploading": UPLOADING, "file-reading": FILE_READING,
     "deleting": DELETING, "reconciling": RECONCILING, "order-writing": ORDER_WRITING, "admin-only": ADMIN_ONLY,
+    "audit-reading": AUDIT_READING,
 }
 
 HMAC_ALGORITHMS = ("HS256",)

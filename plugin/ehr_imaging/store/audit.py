@@ -19,16 +19,7 @@ Adding a source (the one place to extend the timeline): append a ``Source`` to `
 exactly ``COLUMNS``, in order, with these types (timestamptz, timestamptz, text x 6, jsonb), and names its
 actions; use ``_study(uid)`` (joins ``sl``, ``dl``; ``_STUDY_ORDER``, ``_STUDY_MRN``) and ``_order(order_id)``
 (joins ``o``) to find a study's order and patient. Nothing else changes: the route, the filters, the JSON and
-the CSV export read ``COLUMNS``, ``SOURCES`` and ``actions()``. For example, deletion requests kept in a table
-``deletion_requests`` (who asked, when, why, for which study and order) would be this one entry:
-
-    Source("deletion requests", ("deletion-requested",), f'''
-        SELECT r.requested_at, r.requested_at, 'deletion-requested', r.requested_by, o.patient_id,
-               coalesce(r.patient_id, o.mrn), r.study_instance_uid, r.order_id,
-               jsonb_build_object('deletion_request_id', r.id, 'reason', r.reason)
-        FROM deletion_requests r {_order("r.order_id")}''')
-
-and their decisions (approved, rejected: who decided, when) and restores one entry each in the same way.
+the CSV export read ``COLUMNS``, ``SOURCES`` and ``actions()`` (the deletion requests below are such entries).
 """
 
 from __future__ import annotations
@@ -95,14 +86,38 @@ SOURCES: tuple[Source, ...] = (
                                   'file_name', t.file_name, 'original_values', t.original_values,
                                   'new_values', t.new_values, 'private_tags_removed', t.private_tags_removed)
         FROM tag_edit_audit t {_study("t.study_instance_uid")} {_order(_STUDY_ORDER)}"""),
-    # Studies deleted, with the reason.
+    # Studies deleted, with the reason (and the request and approver when approval was required).
     Source("deletions", ("delete",), f"""
         SELECT d.deleted_at, d.deleted_at, 'delete', d.deleted_by, o.patient_id, coalesce(d.patient_id, o.mrn),
                d.study_instance_uid, d.order_id,
                jsonb_build_object('deletion_id', d.id, 'reason', d.reason, 'accession_number', d.accession_number,
                                   'modalities', d.modalities, 'series', d.number_of_series,
-                                  'instances', d.number_of_instances)
+                                  'instances', d.number_of_instances, 'deletion_request_id', d.deletion_request_id,
+                                  'approved_by', d.approved_by, 'restorable', d.restorable)
         FROM dicom_deletion_logs d {_order("d.order_id")}"""),
+    # Deletion requests (DeletionApproval required): who asked, when, why.
+    Source("deletion requests", ("deletion-requested",), f"""
+        SELECT r.requested_at, r.requested_at, 'deletion-requested', r.requested_by, o.patient_id,
+               coalesce(r.patient_id, o.mrn), r.study_instance_uid, r.order_id,
+               jsonb_build_object('deletion_request_id', r.id, 'reason', r.reason, 'expires_at', r.expires_at)
+        FROM deletion_requests r {_order("r.order_id")}"""),
+    # Their decisions: approved or rejected by a second admin (why), or expired.
+    Source("deletion decisions", ("deletion-approved", "deletion-rejected", "deletion-expired"), f"""
+        SELECT r.decided_at, r.decided_at, 'deletion-' || r.status, r.decided_by, o.patient_id,
+               coalesce(r.patient_id, o.mrn), r.study_instance_uid, r.order_id,
+               jsonb_build_object('deletion_request_id', r.id, 'requested_by', r.requested_by,
+                                  'reason', r.decision_reason, 'deletion_id', r.deletion_id)
+        FROM deletion_requests r {_order("r.order_id")}
+        WHERE r.decided_at IS NOT NULL AND r.status IN ('approved', 'rejected', 'expired')"""),
+    # Deleted studies brought back from their kept files, and kept files purged past retention.
+    Source("restores and purges", ("restore", "purge"), f"""
+        SELECT e.at, e.at, e.action, e.actor, o.patient_id, coalesce(d.patient_id, o.mrn), d.study_instance_uid,
+               d.order_id, jsonb_build_object('deletion_id', d.id, 'kept_files', d.kept_files)
+        FROM dicom_deletion_logs d
+        CROSS JOIN LATERAL (VALUES (d.restored_at, 'restore', d.restored_by),
+                                   (d.purged_at, 'purge', 'ehr-imaging')) AS e (at, action, actor)
+        {_order("d.order_id")}
+        WHERE e.at IS NOT NULL"""),
     # Viewer tokens issued: one row per study the token opens.
     Source("viewer tokens issued", ("viewer-token-issued",), f"""
         SELECT v.issued_at, v.issued_at, 'viewer-token-issued', v.subject, coalesce(o.patient_id, v.patient_id),
@@ -151,6 +166,7 @@ def actions() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class AuditFilter:
     patient_id: str | None = None  # the EHR's patient id (on the orders): also rows naming one of their MRNs
+    patient_scope: frozenset[str] | None = None  # a scoped caller's EHR patients: their rows only (same rule)
     mrn: str | None = None
     study_uid: str | None = None
     actor: str | None = None
@@ -187,6 +203,10 @@ def _query(where: AuditFilter) -> tuple[str, dict[str, Any]] | None:
         conditions.append("(t.patient_id = :patient_id OR upper(t.mrn) IN"
                           " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = :patient_id))")
         params["patient_id"] = where.patient_id
+    if where.patient_scope is not None:
+        conditions.append("(t.patient_id = ANY(:scope) OR upper(t.mrn) IN"
+                          " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = ANY(:scope)))")
+        params["scope"] = sorted(where.patient_scope)
     if where.mrn:
         conditions.append("upper(t.mrn) = upper(:mrn)")
         params["mrn"] = where.mrn.strip()
