@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,16 @@ def test_deletion_settings_accepted() -> None:
     from_env = load_settings({}, environ={"EHR_IMAGING_DELETION_REQUEST_TTL_HOURS": "0.5",
                                           "EHR_IMAGING_DELETED_STUDY_RETENTION_DAYS": "7"})
     assert (from_env.DeletionRequestTtlHours, from_env.DeletedStudyRetentionDays) == (0.5, 7.0)
+
+
+def test_the_readme_documents_every_setting_with_its_environment_variable() -> None:
+    """README "Configuration": one row per setting, ``| `Name` | `EHR_IMAGING_NAME` ...`` (a new setting
+    fails here until it is documented)."""
+    from pathlib import Path
+
+    from ehr_imaging.config import Settings, env_name
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    undocumented = [f.name for f in dataclasses.fields(Settings)
+                    if not re.search(rf"^\| `{f.name}` \| `{env_name(f.name)}`", readme, re.M)]
+    assert undocumented == []
