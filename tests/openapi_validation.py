@@ -66,3 +66,15 @@ def _format_problem(fmt: str, value: str, path: str) -> list[str]:
     except ValueError:
         return [f"{path}: {value!r} is not a {fmt}"]
     return []
+
+
+def fits(doc: dict[str, Any], method: str, template: str, answer: Any, status: int = 200) -> Any:
+    """The answer's JSON, once it has the status expected, is JSON, and fits the schema the OpenAPI document
+    gives for ``method template`` and that status (``template`` as the document names it: the full path)."""
+    assert answer.status_code == status, f"{method} {template}: {answer.status_code} {answer.text[:300]}"
+    assert answer.headers["Content-Type"].startswith("application/json")
+    content = doc["paths"][template][method.lower()]["responses"][str(status)]["content"]
+    body = answer.json()
+    found = problems(content["application/json"]["schema"], body, doc["components"]["schemas"])
+    assert found == [], f"{method} {template} {status} does not fit its schema: {found}"
+    return body

@@ -21,7 +21,7 @@ from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
-from tests.openapi_validation import problems
+from tests.openapi_validation import fits as fits_schema
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -54,13 +54,8 @@ def doc(approving: Client) -> dict[str, Any]:
 
 
 def fits(doc: dict[str, Any], method: str, template: str, answer: requests.Response, status: int = 200) -> Any:
-    """The answer's JSON, once it has the status expected and fits the schema the OpenAPI document gives."""
-    assert answer.status_code == status, f"{method} {template}: {answer.status_code} {answer.text[:300]}"
-    content = doc["paths"][f"{API}{template}"][method.lower()]["responses"][str(status)]["content"]
-    body = answer.json()
-    found = problems(content["application/json"]["schema"], body, doc["components"]["schemas"])
-    assert found == [], f"{method} {template} {status} does not fit its schema: {found}"
-    return body
+    """The answer fits its schema (``template`` below the API's prefix)."""
+    return fits_schema(doc, method, f"{API}{template}", answer, status)
 
 
 def as_user(client: Client, method: str, path: str, role: str, subject: str,

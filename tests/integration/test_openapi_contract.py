@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.conftest import Client
 from tests.dicom_factory import make_study
 from tests.integration.helpers import accession, mrn, order_fields, put_order
 from tests.integration.offline_helpers import declaration
 from tests.integration.viewer_helpers import viewer_token
-from tests.openapi_validation import problems
+from tests.openapi_validation import fits, problems
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +30,6 @@ def doc(client: Client) -> dict[str, Any]:
     assert answer.status_code == 200
     result: dict[str, Any] = answer.json()
     return result
-
-
-def fits(doc: dict[str, Any], method: str, template: str, answer: requests.Response, status: int = 200) -> Any:
-    """The answer's JSON, once it has the status expected and fits the schema the document gives for it."""
-    assert answer.status_code == status, f"{method} {template}: {answer.status_code} {answer.text[:300]}"
-    assert answer.headers["Content-Type"].startswith("application/json")
-    content = doc["paths"][template][method.lower()]["responses"][str(status)]["content"]
-    body = answer.json()
-    found = problems(content["application/json"]["schema"], body, doc["components"]["schemas"])
-    assert found == [], f"{method} {template} {status} does not fit its schema: {found}"
-    return body
 
 
 def test_health_stats_and_the_document_itself(client: Client, doc: dict[str, Any]) -> None:
