@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 
 def until_closed(sock: socket.socket, send: bytes, seconds: float) -> tuple[bytes, float]:
-    """Send ``send`` about once a second until the server closes; what it answered and when."""
+    """Send ``send`` about once a second until the server closes; what it answered and when. Once an answer has
+    begun, only read (another write to a closing server resets the connection before the answer's last bytes,
+    e.g. a body in a TLS record of its own, can be read)."""
     started, received = time.monotonic(), b""
     while time.monotonic() - started < seconds:
         try:
-            sock.sendall(send)
+            if not received:
+                sock.sendall(send)
             chunk = sock.recv(65536)
         except TimeoutError:
             continue
