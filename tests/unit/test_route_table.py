@@ -44,9 +44,11 @@ def test_every_route_has_its_contract_and_the_router_keeps_it() -> None:
 
 
 def test_only_the_admin_session_routes_answer_no_json() -> None:
-    """Every route answers JSON or a documented binary type; the browser sign-in routes redirect or say nothing."""
+    """Every route answers JSON or a documented binary type; the browser sign-in routes redirect or say nothing,
+    and IHE Invoke Image Display (a link the EHR opens in a browser) redirects to the viewer."""
     bodiless = {(spec.method, spec.path): spec.contract.answers for spec in ROUTES
                 if not any(spec.contract.answers.values())}
     assert bodiless == {("GET", "/api/v1/dicom/admin/login"): {"302": {}},
-                        ("POST", "/api/v1/dicom/admin/logout"): {"204": {}}}
+                        ("POST", "/api/v1/dicom/admin/logout"): {"204": {}},
+                        ("GET", "/IHEInvokeImageDisplay"): {"302": {}}}
     assert sum(JSON in answer for spec in ROUTES for answer in spec.contract.answers.values()) > 30

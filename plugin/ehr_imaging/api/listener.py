@@ -28,7 +28,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import FormParser
 
 from ..config import Settings
-from ..core.access import API_PREFIX, is_canonical
+from ..core.access import is_api_path, is_canonical
 from .api_server import ApiServer, Limits, serve_in_thread
 from .http_strict import Refusal
 from .router import Request, Response, Router, UploadedFile, error_response
@@ -123,7 +123,7 @@ class _WsgiApp:
     def _dispatch(self, environ: dict[str, Any], cleanup: list[Any]) -> Response:
         split = urlsplit(environ.get("REQUEST_URI", "/"))
         path = unquote(split.path)
-        if not is_canonical(path) or not (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
+        if not is_canonical(path) or not is_api_path(path):
             return error_response(404, f"no route {path}")
         request = Request(
             method=environ["REQUEST_METHOD"], path=path,

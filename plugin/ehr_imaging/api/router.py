@@ -18,7 +18,9 @@ from urllib.parse import unquote_plus
 
 from ..core import errors
 from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal, bearer_token
+from ..core.iid import QUERY_TOKEN
 from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN_PARAM
+from ..core.query_token import check_short_lived
 from .schemas import Contract
 
 PUBLIC: frozenset[str] = frozenset({"<public>"})
@@ -191,6 +193,7 @@ class Route:
     roles: frozenset[str]
     contract: Contract | None = None  # from the route table; None only for routes made in tests
     rate_limited: bool = False  # the router's throttle admits each request first (429 over a caller's limit)
+    query_token: bool = False  # a short-lived user JWT in ``?token=`` is accepted too (core/query_token.py)
 
     @property
     def regex(self) -> str:
@@ -242,11 +245,11 @@ class Router:
         self._patterns: dict[str, re.Pattern[str]] = {}  # template -> compiled, made when a route is added
 
     def add(self, method: str, template: str, handler: Handler, *, roles: Iterable[str],
-            contract: Contract | None = None, rate_limited: bool = False) -> None:
+            contract: Contract | None = None, rate_limited: bool = False, query_token: bool = False) -> None:
         roles = frozenset(roles)
         if not roles:
             raise ValueError(f"route {method} {template} must say who may call it")
-        route = Route(method.upper(), template, handler, roles, contract, rate_limited)
+        route = Route(method.upper(), template, handler, roles, contract, rate_limited, query_token)
         self._routes.setdefault(template, []).append(route)
         self._patterns.setdefault(template, re.compile(template_regex(template)))
 
@@ -337,9 +340,13 @@ class Router:
             raise errors.Forbidden(f"a signed image URL does not open {route.method} {route.template}")
         if route.roles == PUBLIC:
             return
+        in_url = request.query.get(QUERY_TOKEN, "").strip() if route.query_token else ""
         try:
-            principal = self._authenticator.authenticate(request.headers, method=request.method,
-                                                         client=request.client_ip)
+            if in_url and not request.headers.get("authorization"):  # a browser opened the EHR's link
+                principal: Principal | None = check_short_lived(in_url, self._authenticator.users.verify(in_url))
+            else:
+                principal = self._authenticator.authenticate(request.headers, method=request.method,
+                                                             client=request.client_ip)
         except CrossSiteError as exc:
             raise errors.Forbidden(str(exc)) from None
         except AuthError as exc:

@@ -1,7 +1,7 @@
 """THE route table of the EHR API: every route, who may call it, and its handler, in one list.
 
-Each row is (method, path, handler, roles, patient scope, contract[, rate_limited]). Handlers are module-level functions
-``handler(api, request)`` (api/context.py); role groups come from core.auth; contracts (what a route answers
+Each row is (method, path, handler, roles, patient scope, contract[, rate_limited][, query_token]). Handlers
+are module-level functions ``handler(api, request)`` (api/context.py); role groups come from core.auth; contracts (what a route answers
 and the body it reads, as JSON Schemas) are named in api/schemas.py. The router, the HTTP filter's body check
 and the OpenAPI document all read this table; there is no other list of routes.
 """
@@ -15,11 +15,13 @@ from functools import update_wrapper
 from ..app.access_log import AccessLog
 from ..app.token_revocations import RevocationList
 from ..core import auth
+from ..core.access import IID_PATH
 from ..services import Services
 from . import (
     admin_session,
     audit,
     deletions,
+    iid,
     image_urls,
     images,
     openapi,
@@ -51,6 +53,8 @@ class RouteSpec:
     contract: schemas.Contract  # what it answers and the body it reads (the OpenAPI document says the same)
     # Each request is admitted by the per-caller upload rate limit first (429 + Retry-After above it).
     rate_limited: bool = False
+    # A short-lived user JWT in the URL (``?token=``) is accepted as well as the header (core/query_token.py).
+    query_token: bool = False
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -127,6 +131,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/viewer-url/{{study_uid}}",                 viewer.viewer_url_study,        auth.VIEWING,       scope.STUDY,    schemas.VIEWER_URL),
     RouteSpec("GET",    f"{P}/viewer-url/order/{{order_id}}",            viewer.viewer_url_order,        auth.VIEWING,       scope.ORDER,    schemas.VIEWER_URL),
     RouteSpec("GET",    f"{P}/viewer-url/patient/{{patient_id}}",        viewer.viewer_url_patient,      auth.VIEWING,       scope.PATIENT,  schemas.VIEWER_URL),
+    # IHE Invoke Image Display (outside the API prefix, as the profile names it): the EHR's link opens OHIF.
+    RouteSpec("GET",    IID_PATH,                                        iid.invoke_image_display,       auth.VIEWING,       scope.LIST,     schemas.INVOKE_IMAGE_DISPLAY, query_token=True),
 )
 
 
@@ -138,7 +144,7 @@ def register_all(router: Router, services: Services, revocations: RevocationList
     for spec in ROUTES:
         bound = _bound(spec, api)
         router.add(spec.method, spec.path, bound, roles=spec.roles, contract=spec.contract,
-                   rate_limited=spec.rate_limited)
+                   rate_limited=spec.rate_limited, query_token=spec.query_token)
     return api
 
 

@@ -380,3 +380,7 @@ SIGNED_IMAGE = Contract(binary(PNG, JPEG))
 # The admin session's browser routes: a redirect with a session cookie, and an empty answer.
 LOGIN = Contract({"302": {}})
 LOGOUT = Contract({"204": {}})
+# IHE Invoke Image Display: a browser opens it; success is a redirect to OHIF, errors are readable pages.
+INVOKE_IMAGE_DISPLAY = Contract({"302": {}}, errors={
+    "400": "an IID request that breaks the profile's rules (an HTML page says which)",
+    "404": "no stored study the caller may see matches the request (an HTML page)"})

@@ -23,6 +23,7 @@ WADO_URI_ROOT = "/wado"
 # The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (api/scoped_qido.py).
 SCOPED_QIDO_ROOT = "/ehr-imaging/dicom-web/"
 VIEWER_APP_PREFIX = "/ohif/"  # the OHIF viewer's static site (api/ohif_site.py)
+IID_PATH = "/IHEInvokeImageDisplay"  # IHE Invoke Image Display (core/iid.py): one of our routes, by the profile's name
 
 
 class Area(enum.Enum):
@@ -39,6 +40,11 @@ def is_canonical(path: str) -> bool:
     return all(segment not in {".", ".."} for segment in path.split("/"))
 
 
+def is_api_path(path: str) -> bool:
+    """One of our routes' paths (the API port serves these, and nothing else)."""
+    return _under(path, API_PREFIX) or path == IID_PATH
+
+
 def _under(path: str, prefix: str) -> bool:
     return path.startswith(prefix) or path == prefix.rstrip("/")
 
@@ -47,7 +53,7 @@ def classify(uri: str) -> Area:
     path = uri.split("?", 1)[0]
     if not is_canonical(path):
         return Area.ADMIN_ONLY
-    if _under(path, API_PREFIX):
+    if is_api_path(path):
         return Area.PLUGIN_API
     if _under(path, VIEWER_APP_PREFIX):
         return Area.VIEWER_APP
