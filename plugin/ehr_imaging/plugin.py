@@ -139,7 +139,7 @@ def _set_up() -> Any:
                          "redirects to HTTPS")
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
                        max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images,
-                       metrics=services.metrics)
+                       metrics=services.metrics, deletion_approval=settings.DeletionApproval == "required")
 
 
 def _session_revocations(services: Services) -> RevocationList:

@@ -294,3 +294,54 @@ def test_without_approval_a_deletion_is_immediate_and_restorable(api: Client, tm
     assert restored.status_code == 200, restored.text
     assert restored.json()["order_id"] == order_id
     assert api.get(f"{API}/studies/{uid}", "doctor").status_code == 200
+
+
+def test_while_approval_is_required_orthancs_own_api_deletes_only_for_an_admin_account(
+        approving: Client, tmp_path: Path) -> None:
+    """An admin's token (or Explorer session) cannot skip the second admin on Orthanc's port; an AdminUsers
+    account (break-glass, basic auth) still can, audited as a deletion outside the EHR API."""
+    client = approving
+    uid, order_id = linked_study(client, tmp_path, instances=1)
+    orthanc_id = order(client, order_id)["orthanc_study_id"]
+    token = mint_dev_token(client.stack, role="admin", subject="alice", ttl_seconds=600)
+    refused = requests.delete(f"{client.stack.url}/studies/{orthanc_id}", timeout=30,
+                              headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403
+    assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200
+    done = requests.delete(f"{client.stack.url}/studies/{orthanc_id}", auth=client.stack.admin_auth, timeout=30)
+    assert done.status_code == 200
+    eventually(lambda: client.get(f"{API}/studies/{uid}", "doctor").status_code == 404, timeout=30,
+               what="the break-glass deletion to be seen")
+
+
+def test_an_approval_never_deletes_another_study_stored_since_under_the_uid(
+        approving: Client, tmp_path: Path) -> None:
+    client = approving
+    uid, order_id = linked_study(client, tmp_path, instances=1)
+    asked = as_user(client, "DELETE", f"{API}/studies/{uid}", "radiologist", "rita", json={"reason": "duplicate"})
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["deletion_request_id"]
+    # Deleted outside the EHR API meanwhile, and the UID stored again for another patient.
+    orthanc_id = order(client, order_id)["orthanc_study_id"]
+    assert requests.delete(f"{client.stack.url}/studies/{orthanc_id}", auth=client.stack.admin_auth,
+                           timeout=30).status_code == 200
+    _, files = make_study(tmp_path / "again", patient_id=mrn(), accession=None, study_date="20261120",
+                          instances=1, study_uid=uid)
+    send(client.stack, files)
+    wait_for_ingest(client, uid, 1)
+    approved = as_user(client, "POST", f"{API}/deletion-requests/{request_id}/approve", "admin", "bob")
+    assert approved.status_code == 409, approved.text
+    assert "no longer the one this request asked to delete" in approved.json()["detail"]
+    assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200  # the other patient's study stays
+
+
+def test_approvals_need_a_persons_own_identity(approving: Client, tmp_path: Path) -> None:
+    client = approving
+    uid, _ = linked_study(client, tmp_path, instances=1)
+    asked = as_user(client, "DELETE", f"{API}/studies/{uid}", "admin", "alice", json={"reason": "duplicate"})
+    request_id = asked.json()["deletion_request_id"]
+    basic = client.request("POST", f"{API}/deletion-requests/{request_id}/approve", None,
+                           auth=client.stack.admin_auth)
+    assert basic.status_code == 403
+    assert basic.json()["detail"].startswith("approve with your own EHR identity")
+    assert client.get(f"{API}/studies/{uid}", "doctor").status_code == 200

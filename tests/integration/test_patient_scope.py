@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +180,24 @@ def test_a_patient_sees_nothing_of_the_operations_side(api: Client, patients: tu
     assert stats.status_code == 403 and stats.json()["detail"] == "not available to a token scoped to patients"
     assert query(api, "SELECT count(*) FROM ehr_imaging.study_links WHERE study_instance_uid = :u",
                  u=a.study_uid) == [(1,)]
+
+
+def test_a_study_linked_to_another_patients_order_is_that_patients_whatever_its_patient_id(
+        api: Client, patients: tuple[Patient, Patient], tmp_path: Path) -> None:
+    """PatientID = A's MRN, linked by a person (force) to B's order: B's study, never A's."""
+    a, b = patients
+    b_order = put_order(api, mrn=b.mrn, accession_number=accession(), patient_id=b.patient_id, modality="CT")
+    uid, files = make_study(tmp_path, patient_id=a.mrn, accession=None, study_date="20261121", instances=1)
+    assert api.request("POST", f"{API}/upload", "technician",
+                       files={"file": (files[0].name, files[0].read_bytes(), "application/dicom")}).status_code == 200
+    linked = api.request("POST", f"{API}/studies/{uid}/link", "radiologist",
+                         json={"order_id": b_order, "force": True})
+    assert linked.status_code == 200, linked.text
+    as_a = bearer(api, "patient", patient_id=a.patient_id)
+    as_b = bearer(api, "patient", patient_id=b.patient_id)
+    assert api.request("GET", f"{API}/studies/{uid}", None, headers=as_a).status_code == 404
+    assert uid not in api.request("GET", f"{API}/studies?limit=500", None, headers=as_a).text
+    assert uid not in api.request("GET", f"{API}/studies/patient/{a.patient_id}", None, headers=as_a).text
+    assert api.request("GET", f"{API}/studies/{uid}", None, headers=as_b).status_code == 200
+    match = api.request("GET", f"{API}/studies/{uid}/match", None, headers=as_b).json()
+    assert match["candidate_order_ids"] == [] and match["quarantined_orthanc_study_ids"] == []  # not scoped callers'

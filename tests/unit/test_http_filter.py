@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -256,3 +257,33 @@ def test_each_refusal_is_counted_by_its_kind(routes: Router) -> None:
     assert registry.get(m.refusal_name(m.REFUSAL_NOT_ADMIN)) == 1
     assert registry.get(m.refusal_name(m.REFUSAL_BODY)) == 1
     assert registry.get(m.refusal_name(m.REFUSAL_VIEWER_SCOPE)) == 0
+
+
+def _filter_with(routes: Router, **options: Any) -> Callable[..., bool]:
+    authenticator = Authenticator(users=TokenVerifier(issuer="i", audience="a", secret=SECRET),
+                                  admins=BasicAuthenticator({"admin": "pw"}), sessions=None)
+    viewers = TokenVerifier(issuer="i", audience="viewer", secret=SECRET)
+    gate = ViewerGate(viewers, RevocationList(dict), StudyHierarchy(None), AccessLog(lambda counts: None))  # type: ignore[arg-type]
+    return make_filter(authenticator, gate, lambda message: None, body_refusal=routes.body_refusal,
+                       max_body_bytes=LIMIT, **options)
+
+
+def test_a_token_scoped_to_patients_never_reaches_orthancs_own_api(routes: Router) -> None:
+    http_filter = _filter_with(routes)
+    scoped = mint_token(secret=SECRET, issuer="i", audience="a", subject="dr", roles=["admin"], ttl_seconds=86400,
+                        extra={"patients": ["p-1"]})
+    for method, uri in (("GET", "/patients"), ("GET", "/studies"), ("POST", "/tools/find"),
+                        ("GET", "/dicom-web/studies"), ("DELETE", "/studies/abc")):
+        assert not http_filter(uri, method, "192.0.2.7", {"authorization": f"Bearer {scoped}"}, {}), uri
+    assert http_filter("/patients", "GET", "192.0.2.7", bearer("admin"), {})  # the same role, unscoped
+
+
+def test_while_deletions_need_approval_only_an_admin_account_deletes_on_orthancs_port(routes: Router) -> None:
+    approval = _filter_with(routes, deletion_approval=True)
+    for method, uri in (("DELETE", "/studies/abc"), ("DELETE", "/patients/abc"), ("DELETE", "/series/abc/"),
+                        ("DELETE", "/instances/abc"), ("POST", "/tools/bulk-delete")):
+        assert not approval(uri, method, "192.0.2.7", bearer("admin"), {}), uri  # an admin's JWT: ask instead
+        assert approval(uri, method, "192.0.2.7", BASIC, {}), uri  # break-glass: an AdminUsers account
+    assert approval("/studies/abc", "GET", "192.0.2.7", bearer("admin"), {})  # reading is not deleting
+    assert approval("/studies/abc/attachments/x", "DELETE", "192.0.2.7", bearer("admin"), {})
+    assert _filter_with(routes)("/studies/abc", "DELETE", "192.0.2.7", bearer("admin"), {})  # approval off

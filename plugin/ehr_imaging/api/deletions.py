@@ -51,6 +51,11 @@ def list_requests(api: Api, request: Request) -> Response:
 
 def approve(api: Api, request: Request) -> Response:
     """Approve a pending request: the study is deleted now. Never by the person who asked (403)."""
+    assert request.principal is not None
+    if request.principal.via != "jwt":
+        # People are told apart by their EHR identity; a shared account (basic, its Explorer session) could be
+        # the requester under another name.
+        raise errors.Forbidden("approve with your own EHR identity (a bearer token), not an administrator account")
     done = deletion.approve(api.services, _uuid(request, "request_id"), actor=_subject(request))
     return json_response(deleted_json(done))
 

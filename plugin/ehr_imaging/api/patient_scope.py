@@ -42,7 +42,7 @@ def check(names: Names, api: Api, request: Request) -> None:
         ORDER: lambda: checks.check_order(api.services, patients, params["order_id"].strip()),
         PATIENT: lambda: checks.check_patient(patients, params["patient_id"].strip()),
         INSTANCE: lambda: checks.check_instance(api.services, patients, params["sop_instance_uid"].strip()),
-        UPLOAD: lambda: checks.check_upload(api.services, patients, params["upload_id"].strip()),
+        UPLOAD: lambda: checks.check_upload(api.services, patients, params["upload_id"]),  # as the route reads it
     }
     if names is REFUSED:
         raise errors.Forbidden("not available to a token scoped to patients")

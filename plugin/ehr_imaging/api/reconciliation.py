@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..app import orders
@@ -25,7 +26,11 @@ def list_unmatched(api: Api, request: Request) -> Response:
 
 
 def match(api: Api, request: Request) -> Response:
-    return json_response(presenters.match_status(queue.match_status(api.services.engine, request.params["study_uid"])))
+    status = queue.match_status(api.services.engine, request.params["study_uid"])
+    if request.patients is not None:
+        # Candidate orders and colliding copies may be other patients': not a scoped caller's to see.
+        status = dataclasses.replace(status, candidate_order_ids=(), quarantined_orthanc_study_ids=())
+    return json_response(presenters.match_status(status))
 
 
 def link(api: Api, request: Request) -> Response:

@@ -53,7 +53,8 @@ def approve(services: Services, request_id: uuid.UUID, *, actor: str) -> Deletio
     if request.requested_by == actor:
         raise errors.Forbidden(f"{actor} asked for this deletion: another admin must approve it")
     return delete_study(services, request.study_instance_uid, actor=request.requested_by, reason=request.reason,
-                        approval=deletions.Approval(request.id, actor))
+                        approval=deletions.Approval(request.id, actor),
+                        asked_for=(request.orthanc_study_id, request.patient_id))
 
 
 def reject(services: Services, request_id: uuid.UUID, *, actor: str, reason: str) -> deletions.RequestRecord:
@@ -61,8 +62,14 @@ def reject(services: Services, request_id: uuid.UUID, *, actor: str, reason: str
 
 
 def delete_study(services: Services, study_uid: str, *, actor: str, reason: str,
-                 approval: deletions.Approval | None = None) -> Deletion:
+                 approval: deletions.Approval | None = None,
+                 asked_for: tuple[str | None, str | None] | None = None) -> Deletion:
+    """``asked_for``: the (Orthanc study, PatientID) a request was made for; another study now under its UID
+    (the one asked for deleted elsewhere, the UID stored again for someone else) is refused, never deleted."""
     facts, seen = _study(services, study_uid)
+    if asked_for is not None and (facts.orthanc_study_id, facts.patient_id) != asked_for:
+        raise errors.Conflict(f"study {study_uid} is no longer the one this request asked to delete"
+                              " (deleted or stored again since): reject it and ask again")
     retention = timedelta(days=services.settings.DeletedStudyRetentionDays)
     keep = retention > timedelta(0) and seen is not None
     deletion_id = uuid.uuid4()

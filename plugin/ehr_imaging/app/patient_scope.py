@@ -58,9 +58,9 @@ def check_instance(services: Services, patients: frozenset[str], sop_instance_ui
 
 def check_upload(services: Services, patients: frozenset[str], upload_id: str) -> None:
     try:
-        wanted = uuid.UUID(upload_id)
+        wanted = uuid.UUID(upload_id)  # parsed as the route parses it, so both name the same row
     except ValueError:
-        return  # the route answers its own 422 for a malformed id
+        raise errors.NotFound(f"upload {upload_id} not found") from None  # fail closed
     total, _ = study_store.uploads(services.engine, study_store.UploadFilter(upload_id=wanted, patient_scope=patients,
                                                                              limit=1))
     if not total:

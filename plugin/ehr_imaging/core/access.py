@@ -243,3 +243,13 @@ def narrow_study_uids(requested: str | None, studies: frozenset[str]) -> list[st
     if requested is None:
         return sorted(studies)
     return [uid for uid in dict.fromkeys(split_uid_list(requested)) if uid in studies]
+
+
+_STORED_RESOURCE = re.compile(r"/(patients|studies|series|instances)/[^/]+/?")
+
+
+def deletes_stored_data(method: str, uri: str) -> bool:
+    """A request of Orthanc's own REST API that deletes stored DICOM (a patient, study, series or instance)."""
+    path = uri.split("?", 1)[0]
+    return ((method == "DELETE" and _STORED_RESOURCE.fullmatch(path) is not None)
+            or (method == "POST" and path.rstrip("/") == "/tools/bulk-delete"))

@@ -37,7 +37,7 @@ BodyRefusal = Callable[[str, str, "Principal | None"], "str | None"]
 def make_filter(
     authenticator: Authenticator, gate: ViewerGate, log_warning: Callable[[str], None], *,
     body_refusal: BodyRefusal, max_body_bytes: int, signed_images: SignedImages | None = None,
-    metrics: m.Metrics | None = None,
+    metrics: m.Metrics | None = None, deletion_approval: bool = False,
 ) -> Callable[..., bool]:
     registry = metrics or m.Metrics()
 
@@ -101,7 +101,17 @@ def make_filter(
         except AuthError as exc:
             return refuse(uri, ip, f"{viewer_refusal}{exc}", m.REFUSAL_CREDENTIALS)
         if caller is not None and caller.is_admin:
-            return True  # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded)
+            # Orthanc's own REST API, Explorer, STOW: bodies only for administrators (size bounded). Never for a
+            # token scoped to patients (Orthanc's API knows no scope), and, while deletions need a second
+            # admin's approval, no deletion there but by an AdminUsers account (break-glass, basic auth).
+            if caller.patients is not None:
+                return refuse(uri, ip, "a token scoped to patients never reaches Orthanc's own API",
+                              m.REFUSAL_NOT_ADMIN)
+            if deletion_approval and caller.via != "basic" and access.deletes_stored_data(verb, uri):
+                return refuse(uri, ip, "deletions need a second admin's approval: DELETE /api/v1/dicom/studies/"
+                                       "{study_uid} asks for one (AdminUsers accounts may delete here)",
+                              m.REFUSAL_NOT_ADMIN)
+            return True
         kind = m.REFUSAL_CREDENTIALS if caller is None else m.REFUSAL_NOT_ADMIN
         return refuse(uri, ip, f"{viewer_refusal}administrator credentials required", kind)
 

@@ -200,12 +200,12 @@ def _query(where: AuditFilter) -> tuple[str, dict[str, Any]] | None:
     params: dict[str, Any] = {}
     if where.patient_id:
         # As the study queries: rows of the patient's orders, and rows naming one of their MRNs.
-        conditions.append("(t.patient_id = :patient_id OR upper(t.mrn) IN"
-                          " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = :patient_id))")
+        conditions.append("(t.patient_id = :patient_id OR (t.order_id IS NULL AND upper(t.mrn) IN"
+                          " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = :patient_id)))")
         params["patient_id"] = where.patient_id
     if where.patient_scope is not None:
-        conditions.append("(t.patient_id = ANY(:scope) OR upper(t.mrn) IN"
-                          " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = ANY(:scope)))")
+        conditions.append("(t.patient_id = ANY(:scope) OR (t.order_id IS NULL AND upper(t.mrn) IN"
+                          " (SELECT upper(mrn) FROM imaging_orders WHERE patient_id = ANY(:scope))))")
         params["scope"] = sorted(where.patient_scope)
     if where.mrn:
         conditions.append("upper(t.mrn) = upper(:mrn)")

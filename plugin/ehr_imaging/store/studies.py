@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, any_, cast, func, literal, or_, select, update
+from sqlalchemy import Engine, String, and_, any_, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
@@ -93,12 +93,14 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
 
 
 def _of_patients(patient_ids: Iterable[str]) -> Any:
-    """A study belongs to EHR patients when linked to one of their orders, or when its PatientID is the MRN of
-    one of their orders (an unmatched study of a known patient): "a patient's studies", defined once."""
+    """A study belongs to EHR patients when linked to one of their orders, or, while linked to no order, when its
+    PatientID is the MRN of one of their orders (an unmatched study of a known patient): "a patient's studies",
+    defined once. A study a person linked to another patient's order is that patient's, whatever its PatientID."""
     ids = list(patient_ids)
     orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
     mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
-    return or_(StudyLink.order_id.in_(orders), func.upper(StudyLink.patient_id).in_(mrns))
+    return or_(StudyLink.order_id.in_(orders),
+               and_(StudyLink.order_id.is_(None), func.upper(StudyLink.patient_id).in_(mrns)))
 
 
 def _filtered(query: Any, where: StudyFilter) -> Any:
@@ -334,13 +336,14 @@ def uploads(engine: Engine, where: UploadFilter) -> tuple[int, list[UploadRecord
 
 
 def _uploads_of_patients(patient_ids: Iterable[str]) -> Any:
-    """Upload rows of EHR patients: rows naming them, rows of their orders, rows of studies whose PatientID is
-    the MRN of one of their orders."""
+    """Upload rows of EHR patients: rows of their orders, and rows of no order that name them or a PatientID that
+    is the MRN of one of their orders (a row of another patient's order is that patient's)."""
     ids = list(patient_ids)
     orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
     mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
-    return or_(DicomUploadLog.patient_id.in_(ids), DicomUploadLog.order_id.in_(orders),
-               func.upper(DicomUploadLog.patient_id).in_(mrns))
+    return or_(DicomUploadLog.order_id.in_(orders),
+               and_(DicomUploadLog.order_id.is_(None),
+                    or_(DicomUploadLog.patient_id.in_(ids), func.upper(DicomUploadLog.patient_id).in_(mrns))))
 
 
 def upload(engine: Engine, upload_id: uuid.UUID) -> UploadRecord | None:
