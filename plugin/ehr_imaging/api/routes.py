@@ -15,11 +15,14 @@ from functools import update_wrapper
 from ..app.access_log import AccessLog
 from ..app.token_revocations import RevocationList
 from ..core import auth
+from ..core.fhir import FHIR_ROOT
 from ..services import Services
 from . import (
     admin_session,
     audit,
     deletions,
+    fhir,
+    fhir_schemas,
     image_urls,
     images,
     openapi,
@@ -39,6 +42,7 @@ from .patient_scope import Names
 from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Router
 
 P = "/api/v1/dicom"
+F = FHIR_ROOT  # "/fhir"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,12 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/viewer-url/{{study_uid}}",                 viewer.viewer_url_study,        auth.VIEWING,       scope.STUDY,    schemas.VIEWER_URL),
     RouteSpec("GET",    f"{P}/viewer-url/order/{{order_id}}",            viewer.viewer_url_order,        auth.VIEWING,       scope.ORDER,    schemas.VIEWER_URL),
     RouteSpec("GET",    f"{P}/viewer-url/patient/{{patient_id}}",        viewer.viewer_url_patient,      auth.VIEWING,       scope.PATIENT,  schemas.VIEWER_URL),
+
+    # --- FHIR R4 (api/fhir.py): not under P; errors are OperationOutcome resources -------------------------
+    # The ImagingStudy id is the Study Instance UID; the same roles as the study queries and the order writes.
+    RouteSpec("GET",    f"{F}/ImagingStudy",                             fhir.search_imaging_studies,    auth.VIEWING,       scope.LIST,     fhir_schemas.IMAGING_STUDY_SEARCH),
+    RouteSpec("GET",    f"{F}/ImagingStudy/{{study_uid}}",               fhir.read_imaging_study,        auth.VIEWING,       scope.STUDY,    fhir_schemas.IMAGING_STUDY),
+    RouteSpec("PUT",    f"{F}/ServiceRequest/{{order_id}}",              fhir.put_service_request,       auth.ORDER_WRITING, scope.REFUSED,  fhir_schemas.PUT_SERVICE_REQUEST),
 )
 
 

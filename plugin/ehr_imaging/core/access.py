@@ -18,6 +18,7 @@ from .dicom_values import STUDY_UID_QUERY_KEYS, is_uid, split_uid_list
 from .query_values import QIDO, WADO_RS, WADO_URI
 
 API_PREFIX = "/api/v1/dicom/"
+FHIR_PREFIX = "/fhir/"  # the plugin's FHIR R4 routes (api/fhir.py): our routes as well, on both ports
 DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
 # The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (api/scoped_qido.py).
@@ -47,7 +48,7 @@ def classify(uri: str) -> Area:
     path = uri.split("?", 1)[0]
     if not is_canonical(path):
         return Area.ADMIN_ONLY
-    if _under(path, API_PREFIX):
+    if _under(path, API_PREFIX) or _under(path, FHIR_PREFIX):
         return Area.PLUGIN_API
     if _under(path, VIEWER_APP_PREFIX):
         return Area.VIEWER_APP
