@@ -113,7 +113,7 @@ def _series(series: SeriesFacts) -> dict[str, Any]:
         found["number"] = series.number
     if series.description:
         found["description"] = series.description
-    found["instance"] = [
+    found["instance"] = [  # a series Orthanc lists has at least one instance
         {"uid": instance.sop_instance_uid, "sopClass": _coding(RFC3986, f"urn:oid:{instance.sop_class_uid}"),
          **({"number": instance.number} if instance.number is not None else {})}
         for instance in series.instances]
@@ -127,8 +127,10 @@ def imaging_study(facts: StudyFacts, dicomweb_root: str, zone: tzinfo) -> dict[s
         "resourceType": "ImagingStudy", "id": facts.study_instance_uid,
         "contained": [endpoint(dicomweb_root)],
         "identifier": study_identifiers(facts), "status": "available",
-        "modality": [_coding(DCM, code) for code in modalities], "subject": _subject(facts),
+        "subject": _subject(facts),
     }
+    if modalities:
+        resource["modality"] = [_coding(DCM, code) for code in modalities]
     when = started(facts.study_date, facts.study_time, zone)
     if when is not None:
         resource["started"] = when
@@ -139,16 +141,19 @@ def imaging_study(facts: StudyFacts, dicomweb_root: str, zone: tzinfo) -> dict[s
     resource["numberOfInstances"] = sum(len(s.instances) for s in facts.series)
     if facts.description:
         resource["description"] = facts.description
-    resource["series"] = [_series(series) for series in facts.series]
+    if facts.series:
+        resource["series"] = [_series(series) for series in facts.series]
     return resource
 
 
 def searchset(resources: Sequence[Mapping[str, Any]], total: int, base_url: str, self_url: str) -> dict[str, Any]:
     """A searchset Bundle of the resources found (``total``: all matches, ``resources``: this page)."""
-    return {"resourceType": "Bundle", "type": "searchset", "total": total,
-            "link": [{"relation": "self", "url": self_url}],
-            "entry": [{"fullUrl": f"{base_url}{FHIR_ROOT}/{r['resourceType']}/{r['id']}", "resource": r,
-                       "search": {"mode": "match"}} for r in resources]}
+    found: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total,
+                             "link": [{"relation": "self", "url": self_url}]}
+    if resources:  # FHIR JSON has no empty arrays: no match, no ``entry``
+        found["entry"] = [{"fullUrl": f"{base_url}{FHIR_ROOT}/{r['resourceType']}/{r['id']}", "resource": r,
+                           "search": {"mode": "match"}} for r in resources]
+    return found
 
 
 def operation_outcome(status: int, detail: str, expression: str | None = None) -> dict[str, Any]:
