@@ -17,6 +17,7 @@ from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client
 from tests.dicom_factory import make_study
 from tests.integration.helpers import FHIR_JSON, accession, mrn, order, outcome
+from tests.openapi_validation import fits
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +234,19 @@ def test_put_service_request_validation_errors(api: Client) -> None:
     as_text = put(api, order_id, good, content_type="text/plain")
     assert as_text.status_code == 415 and outcome(as_text)[0] == "not-supported"
     assert api.get(f"{API}/orders/{order_id}", "ehr-service").status_code == 404  # nothing was stored
+
+
+def test_answers_fit_the_openapi_document(client: Client, linked: dict[str, str]) -> None:
+    doc = client.get(f"{API}/openapi.json", "ehr-service").json()
+    uid, search, read = linked["study_uid"], "/fhir/ImagingStudy", "/fhir/ImagingStudy/{study_uid}"
+    fits(doc, "GET", search, client.get(search, "doctor", params={"identifier": f"urn:oid:{uid}"}))
+    fits(doc, "GET", search, client.get(search, "doctor", params={"identifier": "NO-SUCH-ACC"}))
+    fits(doc, "GET", read, client.get(f"/fhir/ImagingStudy/{uid}", "doctor"))
+    fits(doc, "GET", read, client.get("/fhir/ImagingStudy/1.2.826.0.1.3680043.10.999.9", "doctor"), 404)
+    fits(doc, "GET", search, client.get(search, "doctor", params={"subject": "x"}), 400)
+    order_id, path = str(uuid.uuid4()), "/fhir/ServiceRequest/{order_id}"
+    resource = service_request(str(uuid.uuid4()), mrn(), accession())
+    fits(doc, "PUT", path, put(client, order_id, resource), 201)  # Orthanc's port takes the body as well
+    fits(doc, "PUT", path, put(client, order_id, resource))
+    fits(doc, "PUT", path, put(client, order_id, {**resource, "status": "?"}), 422)
+    fits(doc, "PUT", path, put(client, order_id, resource, role="nurse"), 403)

@@ -10,9 +10,11 @@ from ..core.fhir import MEDIA_TYPE
 from .schemas import JSON, Contract, Schema, array, obj, string
 
 
-def resource(kind: str, properties: dict[str, Schema] | None = None) -> Schema:
-    """A FHIR resource of ``kind``: its resourceType (and ``properties``) always there, anything else allowed."""
-    return obj({"resourceType": string(enum=[kind]), **(properties or {})}, additionalProperties=True)
+def resource(kind: str, properties: dict[str, Schema] | None = None, optional: tuple[str, ...] = ()) -> Schema:
+    """A FHIR resource of ``kind``: its resourceType and ``properties`` always there (but the ``optional`` ones),
+    anything else allowed (FHIR R4 says what)."""
+    props = {"resourceType": string(enum=[kind]), **(properties or {})}
+    return obj(props, [name for name in props if name not in optional], additionalProperties=True)
 
 
 OPERATION_OUTCOME = resource("OperationOutcome", {"issue": array(obj(
@@ -24,10 +26,10 @@ IMAGING_STUDY_RESOURCE = resource("ImagingStudy", {"id": string(), "status": str
 SERVICE_REQUEST_RESOURCE = resource("ServiceRequest", {"id": string(), "status": string(), "intent": string()})
 _SERVICE_REQUEST_INPUT = obj({"resourceType": string(enum=["ServiceRequest"])}, additionalProperties=True)
 
+_ENTRY = obj({"fullUrl": string(), "resource": IMAGING_STUDY_RESOURCE, "search": {"type": "object"}})
 IMAGING_STUDY_SEARCH = Contract(
-    {"200": {MEDIA_TYPE: resource("Bundle", {"total": {"type": "integer"},
-                                             "entry": array(obj({"fullUrl": string(), "resource":
-                                                                 IMAGING_STUDY_RESOURCE}, ["resource"]))})}},
+    {"200": {MEDIA_TYPE: resource("Bundle", {"total": {"type": "integer"}, "entry": array(_ENTRY)},
+                                  optional=("entry",))}},  # no match: no entry (FHIR JSON has no empty arrays)
     errors={"400": "an unsupported search parameter, or a value that cannot be used"})
 IMAGING_STUDY = Contract({"200": {MEDIA_TYPE: IMAGING_STUDY_RESOURCE}})
 PUT_SERVICE_REQUEST = Contract(
