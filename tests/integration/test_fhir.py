@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from fhir.resources.servicerequest import ServiceRequest
 from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.helpers import FHIR_JSON, accession, mrn, order, outcome
+from tests.integration.helpers import FHIR_JSON, accession, mrn, order, outcome, wait_for_ingest
 from tests.openapi_validation import fits
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,8 @@ def test_read_by_id_is_the_study_found_and_404_is_an_operation_outcome(api: Clie
 def test_bad_search_parameters_are_400(api: Client) -> None:
     for params, detail in (({"subject": "Patient/x"}, "subject: unsupported search parameter"),
                            ({"basedOn": "Patient/x"}, "must reference a ServiceRequest"),
-                           ({"identifier": "http://example.org|x"}, "identifier: unknown system")):
+                           ({"identifier": "http://example.org|x"}, "identifier: unknown system"),
+                           ({"_count": "1000"}, "_count: must be between 1 and 100")):
         answer = api.get("/fhir/ImagingStudy", "doctor", params=params)
         assert answer.status_code == 400, answer.text
         code, diagnostics = outcome(answer)
@@ -250,3 +252,20 @@ def test_answers_fit_the_openapi_document(client: Client, linked: dict[str, str]
     fits(doc, "PUT", path, put(client, order_id, resource))
     fits(doc, "PUT", path, put(client, order_id, {**resource, "status": "?"}), 422)
     fits(doc, "PUT", path, put(client, order_id, resource, role="nurse"), 403)
+
+
+def test_pages_of_a_patients_studies(api: Client, linked: dict[str, str], tmp_path: Path) -> None:
+    """A second study with the patient's MRN and no order (unmatched: theirs by MRN, as GET /studies/patient)."""
+    uid, files = make_study(tmp_path, patient_id=linked["mrn"], accession=None, study_date="20261001", instances=1)
+    answer = api.request("POST", f"{API}/upload", "technician",
+                         files={"file": (files[0].name, files[0].read_bytes(), "application/dicom")})
+    assert answer.status_code == 200 and answer.json()["order_id"] is None, answer.text
+    wait_for_ingest(api, uid, 1)
+    patient = {"patient": f"Patient/{linked['patient_id']}"}
+    first = bundle(api.get("/fhir/ImagingStudy", "doctor", params={**patient, "_count": "1"}))
+    second = bundle(api.get("/fhir/ImagingStudy", "doctor", params={**patient, "_count": "1", "_offset": "1"}))
+    assert (first.total, second.total) == (2, 2)
+    assert ids(first) + ids(second) == [linked["study_uid"], uid]  # newest first
+    unlinked = second.entry[0].resource
+    assert unlinked.basedOn is None and unlinked.subject.reference is None
+    assert unlinked.subject.identifier.value == linked["mrn"]

@@ -34,8 +34,11 @@ def search_imaging_studies(api: Api, request: Request) -> Response:
     unknown = sorted(set(query) - set(SEARCH_PARAMS))
     if unknown:
         raise errors.Malformed(f"{unknown[0]}: unsupported search parameter (supported: {', '.join(SEARCH_PARAMS)})")
-    where = studies.StudyFilter(limit=query_int(query, "_count", 20, 1, MAX_COUNT),
-                                offset=query_int(query, "_offset", 0, 0, 10**9), patient_scope=request.patients)
+    try:  # a search parameter that cannot be used is a 400 in FHIR (the JSON API's 422)
+        where = studies.StudyFilter(limit=query_int(query, "_count", 20, 1, MAX_COUNT),
+                                    offset=query_int(query, "_offset", 0, 0, 10**9), patient_scope=request.patients)
+    except errors.Invalid as exc:
+        raise errors.Malformed(exc.detail) from None
     try:
         if query.get("patient", "").strip():
             where = dataclasses.replace(where, patient_id=rules.reference_id(query["patient"], "Patient"))
