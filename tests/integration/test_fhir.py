@@ -117,6 +117,7 @@ def test_imaging_study_search_by_patient_and_its_content(api: Client, client: Cl
 def test_search_by_accession_study_uid_and_order(api: Client, linked: dict[str, str]) -> None:
     uid = linked["study_uid"]
     for params in ({"identifier": linked["accession"]}, {"identifier": f"{V2_0203}|{linked['accession']}"},
+                   {"identifier": linked["accession"], "_format": FHIR_JSON},
                    {"identifier": f"urn:dicom:uid|urn:oid:{uid}"}, {"identifier": f"urn:oid:{uid}"},
                    {"basedOn": f"ServiceRequest/{linked['order_id']}"},
                    {"patient": linked["patient_id"], "basedOn": f"ServiceRequest/{linked['order_id']}"}):
@@ -148,7 +149,8 @@ def test_bad_search_parameters_are_400(api: Client) -> None:
     for params, detail in (({"subject": "Patient/x"}, "subject: unsupported search parameter"),
                            ({"basedOn": "Patient/x"}, "must reference a ServiceRequest"),
                            ({"identifier": "http://example.org|x"}, "identifier: unknown system"),
-                           ({"_count": "1000"}, "_count: must be between 1 and 100")):
+                           ({"_count": "1000"}, "_count: must be between 1 and 100"),
+                           ({"patient": "a,b"}, "Patient: one value only"), ({"_format": "xml"}, "_format: only JSON")):
         answer = api.get("/fhir/ImagingStudy", "doctor", params=params)
         assert answer.status_code == 400, answer.text
         code, diagnostics = outcome(answer)

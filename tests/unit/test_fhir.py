@@ -104,7 +104,7 @@ def test_identifier_tokens(value: str, expected: tuple[str, str]) -> None:
     assert fhir.identifier_search(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "urn:dicom:uid|1.2.3", "http://example.org|x", "x" * 73])
+@pytest.mark.parametrize("value", ["", "urn:dicom:uid|1.2.3", "http://example.org|x", "x" * 73, "ACC1,ACC2"])
 def test_identifier_tokens_refused(value: str) -> None:
     with pytest.raises(fhir.SearchError):
         fhir.identifier_search(value)
@@ -113,7 +113,7 @@ def test_identifier_tokens_refused(value: str) -> None:
 def test_references() -> None:
     assert fhir.reference_id("Patient/p-1", "Patient") == "p-1"
     assert fhir.reference_id(" p-1 ", "Patient") == "p-1"
-    for bad in ("ServiceRequest/x", "Patient/", "https://ehr.example/Patient/1/x", "x" * 65):
+    for bad in ("ServiceRequest/x", "Patient/", "https://ehr.example/Patient/1/x", "x" * 65, "Patient/a,Patient/b"):
         with pytest.raises(fhir.SearchError):
             fhir.reference_id(bad, "Patient")
 

@@ -19,7 +19,8 @@ from .context import Api
 from .router import Request, Response
 from .validation import query_int
 
-SEARCH_PARAMS = ("patient", "identifier", "basedOn", "_count", "_offset")
+SEARCH_PARAMS = ("patient", "identifier", "basedOn", "_count", "_offset", "_format")
+FORMATS = ("json", "application/json", rules.MEDIA_TYPE)  # _format: JSON is all this server answers
 MAX_COUNT = 100
 BODY_TYPES = (rules.MEDIA_TYPE, "application/json")
 
@@ -34,6 +35,8 @@ def search_imaging_studies(api: Api, request: Request) -> Response:
     unknown = sorted(set(query) - set(SEARCH_PARAMS))
     if unknown:
         raise errors.Malformed(f"{unknown[0]}: unsupported search parameter (supported: {', '.join(SEARCH_PARAMS)})")
+    if query.get("_format", "json").strip().lower() not in FORMATS:
+        raise errors.Malformed(f"_format: only JSON ({', '.join(FORMATS)})")
     try:  # a search parameter that cannot be used is a 400 in FHIR (the JSON API's 422)
         where = studies.StudyFilter(limit=query_int(query, "_count", 20, 1, MAX_COUNT),
                                     offset=query_int(query, "_offset", 0, 0, 10**9), patient_scope=request.patients)

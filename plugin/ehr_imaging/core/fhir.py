@@ -165,9 +165,15 @@ def operation_outcome(status: int, detail: str, expression: str | None = None) -
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
+def _one_value(value: str, name: str) -> str:
+    if "," in value:  # FHIR's "or" list: refused rather than read as one odd value that matches nothing
+        raise SearchError(f"{name}: one value only (no comma-separated list)")
+    return value.strip()
+
+
 def reference_id(value: str, resource_type: str) -> str:
     """``<Type>/<id>`` (or a bare id) -> the id; a reference to another type, or an absolute URL, is refused."""
-    text = value.strip()
+    text = _one_value(value, resource_type)
     if "/" in text:
         kind, _, ident = text.rpartition("/")
         if kind != resource_type:
@@ -183,7 +189,7 @@ def identifier_search(value: str) -> tuple[str, str]:
 
     ``urn:dicom:uid|urn:oid:<uid>`` (or ``urn:oid:<uid>``) is the Study Instance UID; ``<v2-0203>|<value>``,
     ``|<value>`` or a bare value is the accession number."""
-    system, sep, code = value.strip().partition("|")
+    system, sep, code = _one_value(value, "identifier").partition("|")
     if not sep:
         system, code = "", system
     code = code.strip()
