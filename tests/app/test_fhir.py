@@ -74,6 +74,7 @@ def test_a_study_still_arriving_is_read_unlinked(services: Services, orthanc: Fa
     assert "basedOn" not in resource and "reference" not in resource["subject"]
     assert resource["subject"]["identifier"]["value"] == patient
     assert [i["system"] for i in resource["identifier"]] == ["urn:dicom:uid"]  # no accession number
+    assert resource["started"].startswith("2026-11-20")  # from Orthanc's tags until it is recorded
     assert fhir.search_studies(services, study_store.StudyFilter(study_uid=uid)).total == 0  # not recorded yet
     with pytest.raises(errors.NotFound):
         fhir.read_study(services, "1.2.826.0.1.3680043.10.999.31")

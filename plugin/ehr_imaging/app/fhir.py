@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from ..core import errors
 from ..core import fhir as rules
+from ..core.dicom_values import parse_da, parse_tm
 from ..core.fhir_orders import FhirFieldError, element_of, order_payload, service_request
 from ..core.orders import OrderValidationError, parse_order
 from ..core.study_images import list_series, ordered_series
@@ -80,7 +81,8 @@ def _resource(services: Services, orthanc_id: str, record: study_store.StudyReco
         ehr_patient_id=order.patient_id if order else None, order_id=record.order_id if record else None,
         accession_number=(record.accession_number if record else None) or tags.get("AccessionNumber") or None,
         description=(record.study_description if record else None) or tags.get("StudyDescription") or None,
-        study_date=record.study_date if record else None, study_time=record.study_time if record else None,
+        study_date=record.study_date if record else parse_da(tags.get("StudyDate")),
+        study_time=record.study_time if record else parse_tm(tags.get("StudyTime")),
         series=tuple(series))
     return rules.imaging_study(facts, dicomweb_root(services), ZoneInfo(services.settings.Timezone))
 
