@@ -69,12 +69,15 @@ def _format_problem(fmt: str, value: str, path: str) -> list[str]:
 
 
 def fits(doc: dict[str, Any], method: str, template: str, answer: Any, status: int = 200) -> Any:
-    """The answer's JSON, once it has the status expected, is JSON, and fits the schema the OpenAPI document
-    gives for ``method template`` and that status (``template`` as the document names it: the full path)."""
+    """The answer's JSON, once it has the status expected, is JSON (or FHIR JSON) as documented, and fits the schema
+    the OpenAPI document gives for ``method template`` and that status (``template`` as the document names it: the
+    full path)."""
     assert answer.status_code == status, f"{method} {template}: {answer.status_code} {answer.text[:300]}"
-    assert answer.headers["Content-Type"].startswith("application/json")
+    media_type = answer.headers["Content-Type"].split(";")[0].strip()
+    assert media_type in ("application/json", "application/fhir+json"), media_type  # FHIR routes: the latter
     content = doc["paths"][template][method.lower()]["responses"][str(status)]["content"]
+    assert media_type in content, f"{method} {template} {status}: {media_type} is not documented"
     body = answer.json()
-    found = problems(content["application/json"]["schema"], body, doc["components"]["schemas"])
+    found = problems(content[media_type]["schema"], body, doc["components"]["schemas"])
     assert found == [], f"{method} {template} {status} does not fit its schema: {found}"
     return body

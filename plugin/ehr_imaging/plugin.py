@@ -18,7 +18,7 @@ from .api.listener import ApiListener
 from .api.ohif_site import PREFIX as VIEWER_PREFIX
 from .api.ohif_site import ViewerApp
 from .api.redirect import RedirectListener
-from .api.router import Request, Response, Router, decode_query, error_response, template_regex
+from .api.router import Request, Response, Router, decode_query, error_for, template_regex
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
@@ -43,6 +43,7 @@ from .store import viewer_tokens as viewer_store
 
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
+FHIR_CATCH_ALL = "/fhir(/.*)?"  # unknown FHIR paths: an OperationOutcome 404
 SCOPED_QIDO_PATHS = "/ehr-imaging/dicom-web/(.*)"
 # Statuses Orthanc 1.10's HTTP server refuses to send ("Parameter out of range"), and what its port sends
 # instead: 429 (over a rate limit) as 503, with the same Retry-After and detail (README "Rate limits").
@@ -105,6 +106,7 @@ def _set_up() -> Any:
         pacs.log_warning(f"ehr-imaging: no OHIF viewer in ViewerAppDir {settings.ViewerAppDir!r}: /ohif/ answers 404")
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
+    orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _not_found)
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     services.ingest_later = worker.submit
@@ -206,7 +208,7 @@ def _viewer_callback(viewer: ViewerApp) -> Any:
 
 
 def _not_found(output: Any, uri: str, **request: Any) -> None:
-    _answer(output, error_response(404, f"no route {uri}"))
+    _answer(output, error_for(uri, 404, f"no route {uri}"))
 
 
 def _answer(output: Any, response: Response) -> None:

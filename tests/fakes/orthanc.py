@@ -3,7 +3,7 @@
 It holds DICOM files as Orthanc does, as patients > studies > series > instances with Orthanc's own IDs
 (SHA-1 of the UIDs), and answers the REST-in-process calls the use cases make: storing a file
 (``POST /instances``), the study, its statistics, series and instances, a series' instances, an instance's
-study and metadata (who sent it), shared tags, ``/tools/lookup``, deletes. A call it does not know fails
+study and metadata (who sent it, its SOP class), shared tags, ``/tools/lookup``, deletes. A call it does not know fails
 loudly (``UnknownRoute``) rather than answering something a real Orthanc would not: a use case that starts
 asking for more shows up here first. ``calls`` records every call, for tests that care what was asked.
 """
@@ -100,6 +100,8 @@ class FakeOrthanc:
             if username:
                 metadata["HttpUsername"] = username
             metadata["RemoteIP"] = "127.0.0.1"
+            if "SOPClassUID" in ds:
+                metadata["SopClassUid"] = str(ds.SOPClassUID)  # Orthanc records it for every instance
             self.instances[instance_id] = Instance(instance_id, series_id, study_id, data, ds, metadata)
             status = "Success"
         return {"ID": instance_id, "ParentSeries": series_id, "ParentStudy": study_id,
@@ -142,6 +144,11 @@ class FakeOrthanc:
         parts = uri.partition("?")[0].strip("/").split("/")
         if parts[0] == "instances" and len(parts) == 3 and parts[2] == "file":
             return self._instance(parts[1], uri).data
+        if parts[0] == "instances" and len(parts) == 4 and parts[2] == "metadata":  # one metadata value, as text
+            value = self._instance(parts[1], uri).metadata.get(parts[3])
+            if value is None:
+                raise NotFound(f"not in Orthanc: {uri}")
+            return value.encode()
         raise UnknownRoute(f"the fake Orthanc does not answer GET {uri} (bytes)")
 
     def lookup(self, uid: str, level: str) -> str | None:

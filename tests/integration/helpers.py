@@ -1,11 +1,12 @@
 """What many integration tests do: push an order and read it back, read the plugin's tables as an auditor
-would, wait until a study is ingested."""
+would, wait until a study is ingested, read an error answer's detail (JSON, or a FHIR OperationOutcome)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from fhir.resources.operationoutcome import OperationOutcome
 from sqlalchemy import create_engine, text
 
 from ehr_imaging.store.db import normalize_url
@@ -95,3 +96,24 @@ def finished_job(api: Client, status_url: str, seen: set[str] | None = None) -> 
         return status if status["status"] in ("completed", "failed") else None
 
     return eventually(finished, timeout=60, what=f"upload job {status_url} to finish", interval=0.2)
+
+
+FHIR_JSON = "application/fhir+json"
+
+
+def outcome(answer: Any) -> tuple[str, str]:
+    """An error answer of a FHIR route: an R4 OperationOutcome (checked with the fhir.resources model) with one
+    issue; its (code, diagnostics)."""
+    assert answer.headers["Content-Type"].startswith(FHIR_JSON), answer.headers.get("Content-Type")
+    parsed = OperationOutcome.parse_obj(answer.json())
+    assert len(parsed.issue) == 1 and parsed.issue[0].severity == "error", answer.text
+    return str(parsed.issue[0].code), str(parsed.issue[0].diagnostics)
+
+
+def error_detail(answer: Any) -> str:
+    """The detail of an error answer: ``{"detail"}`` JSON, or the diagnostics of a FHIR route's OperationOutcome."""
+    if answer.headers.get("Content-Type", "").startswith(FHIR_JSON):
+        return outcome(answer)[1]
+    assert answer.headers["Content-Type"].startswith("application/json"), answer.headers.get("Content-Type")
+    detail: str = answer.json()["detail"]
+    return detail

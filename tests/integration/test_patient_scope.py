@@ -22,7 +22,7 @@ from ehr_imaging.api.routes import ROUTES, RouteSpec
 from ehr_stack.tokens import mint_dev_token
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.helpers import accession, mrn, put_order, query
+from tests.integration.helpers import accession, error_detail, mrn, put_order, query
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_another_patients_record_is_refused_as_the_route_table_says(
         assert b.patient_id not in answer.text and b.mrn not in answer.text
     else:
         assert answer.status_code == 403, (spec.path, answer.status_code, answer.text[:200])
-        assert answer.json()["detail"] in (f"patient {b.patient_id}: outside this token's patient scope",
+        assert error_detail(answer) in (f"patient {b.patient_id}: outside this token's patient scope",
                                            "not available to a token scoped to patients")
 
 

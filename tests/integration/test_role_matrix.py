@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.helpers import accession, mrn, put_order
+from tests.integration.helpers import FHIR_JSON, accession, error_detail, mrn, outcome, put_order
 from tests.role_matrix import ROLES, Entry, entries
 
 pytestmark = pytest.mark.integration
@@ -61,6 +61,9 @@ def call(client: Client, entry: Entry, role: str, values: dict[str, str]) -> Any
 
 def assert_refused(answer: Any, entry: Entry) -> None:
     assert answer.status_code == 403, f"{entry.method} {entry.template}: {answer.status_code} {answer.text[:200]}"
+    if entry.template.startswith("/fhir/"):  # a FHIR route answers an OperationOutcome with the same detail
+        assert outcome(answer) == ("forbidden", f"role not allowed for {entry.method} {entry.template}")
+        return
     assert answer.headers["Content-Type"].startswith("application/json")
     assert answer.json() == {"detail": f"role not allowed for {entry.method} {entry.template}"}
 
@@ -75,8 +78,11 @@ def test_every_route_with_every_role(api: Client, real: dict[str, str], entry: E
     answer = call(api, entry, role, real if entry.method == "GET" else DUMMY)
     if entry.roles is not None:  # a public route may answer 401 itself (admin/login asks for basic credentials)
         assert answer.status_code != 401, f"{entry.method} {entry.template} as {role}: {answer.text[:200]}"
-    detail = answer.json().get("detail", "") if answer.headers.get("Content-Type", "").startswith(
-        "application/json") and isinstance(answer.json(), dict) else ""
+    if answer.headers.get("Content-Type", "").startswith(FHIR_JSON) and answer.status_code >= 400:
+        detail = error_detail(answer)  # a FHIR route's OperationOutcome
+    else:
+        detail = answer.json().get("detail", "") if answer.headers.get("Content-Type", "").startswith(
+            "application/json") and isinstance(answer.json(), dict) else ""
     assert not str(detail).startswith("role not allowed"), f"{entry.method} {entry.template} as {role}"
 
 

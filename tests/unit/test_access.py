@@ -18,6 +18,10 @@ from ehr_imaging.core.access import API_PREFIX, Area, classify, is_canonical
         "/api/v1/dicom/orders?status=scheduled&x=../..",  # the query string is not part of the path
         "/api/v1/dicom/orders/...",
         "/api/v1/dicom/admin/login?next=//evil.example",
+        "/fhir/ImagingStudy",  # the FHIR routes (api/fhir.py) are ours too
+        "/fhir/ImagingStudy/1.2.840.113619.2.55.3",
+        "/fhir/ServiceRequest/ORD-1",
+        "/fhir",
     ],
 )
 def test_plugin_api_paths(uri: str) -> None:
@@ -45,6 +49,10 @@ def test_plugin_api_paths(uri: str) -> None:
         "/api/v2/dicom/health",
         "api/v1/dicom/health",
         "/x/api/v1/dicom/health",
+        "/fhirx/ImagingStudy",
+        "/FHIR/ImagingStudy",
+        "/fhir/../instances",
+        "/fhir//ImagingStudy",
         # Non-canonical forms that a normalising server might resolve elsewhere.
         "/api/v1/dicom/../../../instances",
         "/api/v1/dicom/./health",

@@ -18,11 +18,13 @@ from ehr_imaging.api import (
     openapi,
     presenters,
 )
+from ehr_imaging.api.fhir_schemas import OPERATION_OUTCOME
 from ehr_imaging.api.router import Router
 from ehr_imaging.api.routes import ROUTES, register_all
 from ehr_imaging.api.schemas import COMPONENTS, JSON
 from ehr_imaging.app import uploading
 from ehr_imaging.core import file_validation
+from ehr_imaging.core.fhir import MEDIA_TYPE as FHIR_JSON
 from ehr_imaging.core.study_tags import study_tags as study_tags_of
 from ehr_imaging.store import studies as study_store
 from ehr_imaging.store.orders import Order
@@ -145,6 +147,7 @@ def test_json_routes_document_their_answer_and_binary_routes_their_media_type(
               "/api/v1/dicom/modify-tags": {"application/dicom"},
               "/api/v1/dicom/deidentify": {"application/dicom", "application/zip"}}
     json_or_csv = {"/api/v1/dicom/audit"}  # a page of JSON, or the same rows as CSV (format=csv)
+    fhir = {"/fhir/ImagingStudy", "/fhir/ImagingStudy/{study_uid}", "/fhir/ServiceRequest/{order_id}"}
     for route in router.routes():
         operation = document["paths"][route.template][route.method.lower()]
         success = {code: answer for code, answer in operation["responses"].items() if code < "300"}
@@ -162,8 +165,13 @@ def test_json_routes_document_their_answer_and_binary_routes_their_media_type(
             elif route.template in json_or_csv:
                 assert media_types == {JSON, "text/csv"}, route
                 assert answer["content"]["text/csv"]["schema"] == {"type": "string"}
+            elif route.template in fhir:  # FHIR resources; errors are OperationOutcome resources
+                assert media_types == {FHIR_JSON}, route
             else:
                 assert media_types == {JSON}, route
+        if route.template in fhir:
+            assert operation["responses"]["401"]["content"] == {FHIR_JSON: {"schema": OPERATION_OUTCOME}}
+            continue
         assert operation["responses"]["401"]["content"][JSON]["schema"] == {"$ref": "#/components/schemas/Error"}
 
 

@@ -448,3 +448,32 @@ def test_the_error_vocabulary_becomes_statuses_in_the_router(error: errors.Domai
     answer = router.dispatch("/api/v1/dicom/fails", Request(method="GET", path="/api/v1/dicom/fails"))
     assert answer.status == status and json.loads(answer.body) == {"detail": "x"}
     assert (answer.headers.get("Retry-After") == "5") is (status == 503)
+
+
+# --- FHIR routes: every error is an OperationOutcome with the same detail ------------------------------------
+
+
+def outcome(response: Response) -> tuple[int, str, str]:
+    assert response.content_type == "application/fhir+json"
+    [issue] = json.loads(response.body)["issue"]
+    return response.status, issue["code"], issue["diagnostics"]
+
+
+def test_errors_on_fhir_paths_are_operation_outcomes(h: Harness) -> None:
+    h.router.add("GET", "/fhir/ImagingStudy/{study_uid}", h.ok, roles=[DOCTOR])
+    h.router.add("PUT", "/fhir/ServiceRequest/{order_id}", h.conflict, roles=ANY_ROLE)
+    h.router.add("GET", "/fhir/boom", h.boom, roles=ANY_ROLE)
+    read = "/fhir/ImagingStudy/{study_uid}"
+    anonymous = h.dispatch("GET", read, groups=("1.2.3",))
+    assert outcome(anonymous) == (401, "login", "authentication required")
+    assert anonymous.headers == {"WWW-Authenticate": "Bearer"}
+    assert outcome(h.dispatch("GET", read, bearer(NURSE), ("1.2.3",))) == (
+        403, "forbidden", f"role not allowed for GET {read}")
+    assert outcome(h.dispatch("DELETE", read, bearer(DOCTOR), ("1.2.3",)))[:2] == (405, "not-supported")
+    conflict = h.dispatch("PUT", "/fhir/ServiceRequest/{order_id}", bearer(NURSE), ("o-1",))
+    assert outcome(conflict) == (409, "conflict", "order already linked")
+    assert conflict.headers == {"Retry-After": "5"}
+    assert outcome(h.dispatch("GET", "/fhir/boom", bearer(NURSE))) == (500, "exception", "internal error")
+    ok = h.dispatch("GET", read, bearer(DOCTOR), ("1.2.3",))
+    assert ok.status == 200 and body(ok)["params"] == {"study_uid": "1.2.3"}  # the handler's own answer
+    assert body(h.dispatch("GET", ORDER, groups=("ORD-1",))) == {"detail": "authentication required"}  # JSON API

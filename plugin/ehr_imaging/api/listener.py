@@ -3,8 +3,8 @@
 Orthanc's HTTP server answers ``multipart/form-data`` POSTs itself (it feeds each part to the handler
 without the request's headers and answers an empty 200), drops query strings on every method but GET,
 and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?reason=`` and large ZIPs, so
-the plugin also serves ``/api/v1/dicom/*`` on a port of its own (``ApiPort``), inside Orthanc's process,
-from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
+the plugin also serves ``/api/v1/dicom/*`` (and ``/fhir/*``) on a port of its own (``ApiPort``), inside Orthanc's
+process, from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
 temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
 the same ``Router`` answers. A rate-limited route's 429 (``Router.early_refusal``) is answered from the
 head to a client that sends ``Expect: 100-continue`` (it never sends the body), else before the received
@@ -31,7 +31,7 @@ from ..config import Settings
 from ..core.access import is_api_path, is_canonical
 from .api_server import ApiServer, Limits, serve_in_thread
 from .http_strict import Refusal
-from .router import Request, Response, Router, UploadedFile, error_response
+from .router import Request, Response, Router, UploadedFile, error_for, error_response
 from .tls_channel import server_context
 
 CHUNK = 1024 * 1024
@@ -137,7 +137,7 @@ class _WsgiApp:
         self._read_body(request, environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0), cleanup)
         resolved = self.router.resolve(path)
         if resolved is None:
-            return error_response(404, f"no route {path}")
+            return error_for(path, 404, f"no route {path}")
         template, groups = resolved
         return self.router.dispatch(template, request, groups)
 

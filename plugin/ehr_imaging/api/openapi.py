@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..core.fhir import MEDIA_TYPE as FHIR_JSON
 from .context import Api
-from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Route, Router, json_response
+from .fhir_schemas import OPERATION_OUTCOME
+from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Route, Router, is_fhir, json_response
 from .schemas import COMPONENTS
 
 ERRORS = {"400": "bad input", "401": "missing or invalid token", "403": "role not allowed", "404": "unknown",
@@ -47,7 +49,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "summary": doc[0] if doc else route.handler.__name__.replace("_", " ").capitalize(),
         "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                        for name in route.param_names],
-        "responses": {**success, **{code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+        "responses": {**success, **{code: {"description": text, "content": _error_content(route)}
                                     for code, text in _errors(route).items() if code not in success}},
     }
     if contract is not None and contract.body:
@@ -72,6 +74,13 @@ def _errors(route: Route) -> dict[str, str]:
     if route.rate_limited:
         errors["429"] = "over the caller's upload rate limit on this node (retry after Retry-After seconds)"
     return errors
+
+
+def _error_content(route: Route) -> dict[str, Any]:
+    """``{"detail"}`` JSON; an OperationOutcome (its diagnostics: the same detail) on the FHIR routes."""
+    if is_fhir(route.template):
+        return {FHIR_JSON: {"schema": OPERATION_OUTCOME}}
+    return {"application/json": {"schema": ERROR}}
 
 
 def _content(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
-from ..core import errors
+from ..core import errors, fhir
 from ..core.auth import Authenticator, AuthError, CrossSiteError, Principal, bearer_token
 from ..core.iid import QUERY_TOKEN
 from ..core.image_urls import TOKEN_PARAM as IMAGE_TOKEN_PARAM
@@ -179,6 +179,22 @@ def error_response(status: int, detail: str, headers: Mapping[str, str] | None =
     return response
 
 
+def is_fhir(path: str) -> bool:
+    return path == fhir.FHIR_ROOT or path.startswith(fhir.FHIR_ROOT + "/")
+
+
+def error_for(path: str, status: int, detail: str, headers: Mapping[str, str] | None = None,
+              expression: str | None = None) -> Response:
+    """The error answer for a path: ``{"detail"}`` JSON, or under ``/fhir`` an OperationOutcome whose
+    diagnostics is the same detail (``application/fhir+json``)."""
+    if not is_fhir(path):
+        return error_response(status, detail, headers)
+    body = json.dumps(fhir.operation_outcome(status, detail, expression)).encode()
+    response = Response(status=status, body=body, content_type=fhir.MEDIA_TYPE)
+    response.headers.update(headers or {})
+    return response
+
+
 Handler = Callable[[Request], Response]
 # Admits one request to a rate-limited route: (caller, body bytes, consume) -> None, or raises
 # errors.RateLimited; ``consume`` False only looks (a refusal before the body is read).
@@ -296,22 +312,23 @@ class Router:
             route = next((r for r in routes if r.method == request.method), None)
             if route is None:
                 allowed = ", ".join(sorted(r.method for r in routes))
-                return error_response(405, f"method {request.method} not allowed", {"Allow": allowed})
+                return error_for(request.path, 405, f"method {request.method} not allowed", {"Allow": allowed})
             request.params = dict(zip(route.param_names, groups, strict=False))
             self._authorize(route, request)
             if route.rate_limited and self._throttle is not None and request.principal is not None:
                 self._throttle(request.principal, body_size(request), True)
             return route.handler(request)
         except _Unauthenticated as exc:
-            return error_response(401, exc.detail, {"WWW-Authenticate": exc.challenge})
+            return error_for(request.path, 401, exc.detail, {"WWW-Authenticate": exc.challenge})
         except errors.DomainError as exc:
-            return error_response(status_of(exc), exc.detail, headers_of(exc))
+            return error_for(request.path, status_of(exc), exc.detail, headers_of(exc),
+                             getattr(exc, "expression", None))
         except self._unavailable as exc:
             self._log_error(f"{request.method} {request.path}: unavailable ({type(exc).__name__})")
-            return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
+            return error_for(request.path, 503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
         except Exception:  # noqa: BLE001 - the last line of defence: never crash Orthanc's thread
             self._log_error(f"{request.method} {request.path} failed:\n{traceback.format_exc()}")
-            return error_response(500, "internal error")
+            return error_for(request.path, 500, "internal error")
 
     def early_refusal(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None:
         """The 429 a rate-limited route would answer, judged from the head alone (the API port asks before it

@@ -16,11 +16,14 @@ from ..app.access_log import AccessLog
 from ..app.token_revocations import RevocationList
 from ..core import auth
 from ..core.access import IID_PATH
+from ..core.fhir import FHIR_ROOT
 from ..services import Services
 from . import (
     admin_session,
     audit,
     deletions,
+    fhir,
+    fhir_schemas,
     iid,
     image_urls,
     images,
@@ -41,6 +44,7 @@ from .patient_scope import Names
 from .router import ANY_ROLE, PUBLIC, SIGNED_URL, Request, Response, Router
 
 P = "/api/v1/dicom"
+F = FHIR_ROOT  # "/fhir"
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,12 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/viewer-url/patient/{{patient_id}}",        viewer.viewer_url_patient,      auth.VIEWING,       scope.PATIENT,  schemas.VIEWER_URL),
     # IHE Invoke Image Display (outside the API prefix, as the profile names it): the EHR's link opens OHIF.
     RouteSpec("GET",    IID_PATH,                                        iid.invoke_image_display,       auth.VIEWING,       scope.LIST,     schemas.INVOKE_IMAGE_DISPLAY, query_token=True),
+
+    # --- FHIR R4 (api/fhir.py): not under P; errors are OperationOutcome resources -------------------------
+    # The ImagingStudy id is the Study Instance UID; the same roles as the study queries and the order writes.
+    RouteSpec("GET",    f"{F}/ImagingStudy",                             fhir.search_imaging_studies,    auth.VIEWING,       scope.LIST,     fhir_schemas.IMAGING_STUDY_SEARCH),
+    RouteSpec("GET",    f"{F}/ImagingStudy/{{study_uid}}",               fhir.read_imaging_study,        auth.VIEWING,       scope.STUDY,    fhir_schemas.IMAGING_STUDY),
+    RouteSpec("PUT",    f"{F}/ServiceRequest/{{order_id}}",              fhir.put_service_request,       auth.ORDER_WRITING, scope.REFUSED,  fhir_schemas.PUT_SERVICE_REQUEST),
 )
 
 

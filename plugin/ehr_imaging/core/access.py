@@ -18,6 +18,7 @@ from .dicom_values import STUDY_UID_QUERY_KEYS, is_uid, split_uid_list
 from .query_values import QIDO, WADO_RS, WADO_URI
 
 API_PREFIX = "/api/v1/dicom/"
+FHIR_PREFIX = "/fhir/"  # the plugin's FHIR R4 routes (api/fhir.py): our routes as well, on both ports
 DICOMWEB_ROOT = "/dicom-web/"
 WADO_URI_ROOT = "/wado"
 # The plugin's own QIDO-RS root for viewers: answers are narrowed to the token's studies (api/scoped_qido.py).
@@ -42,7 +43,7 @@ def is_canonical(path: str) -> bool:
 
 def is_api_path(path: str) -> bool:
     """One of our routes' paths (the API port serves these, and nothing else)."""
-    return _under(path, API_PREFIX) or path == IID_PATH
+    return _under(path, API_PREFIX) or _under(path, FHIR_PREFIX) or path == IID_PATH
 
 
 def _under(path: str, prefix: str) -> bool:

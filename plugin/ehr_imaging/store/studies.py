@@ -33,6 +33,7 @@ class StudyFilter:
     study_date_to: date | None = None
     order_status: str | None = None
     order_id: str | None = None
+    study_uid: str | None = None  # one StudyInstanceUID (FHIR ImagingStudy?identifier=urn:dicom:uid|...)
     patient_scope: frozenset[str] | None = None  # a scoped caller's EHR patients (core/patient_scope.py)
     limit: int = 50
     offset: int = 0
@@ -106,6 +107,8 @@ def _of_patients(patient_ids: Iterable[str]) -> Any:
 def _filtered(query: Any, where: StudyFilter) -> Any:
     if where.patient_id:
         query = query.where(_of_patients([where.patient_id]))
+    if where.study_uid:
+        query = query.where(StudyLink.study_instance_uid == where.study_uid.strip())
     if where.patient_scope is not None:
         query = query.where(_of_patients(where.patient_scope))
     if where.mrn:
