@@ -80,6 +80,7 @@ class Settings:
     DicomFindMaxAnswers: int = 100  # C-FIND answers at most, for a modality allowed to C-FIND
     # Deletion (README "Deletion: approval and recovery"): "none" deletes at once; "required": a second admin approves.
     DeletionApproval: str = "none"
+    OrderStatusUpdates: bool = True  # the images move an order: scheduled -> in-progress -> completed
     DeletionRequestTtlHours: float = 72.0  # a request not approved or rejected by then expires
     DeletedStudyRetentionDays: float = 30.0  # a deleted study's files are kept (restorable) this long; 0: not kept
     DeletedStudyDir: str = ""  # the private folder of deleted studies' files (shared by the nodes of a cluster)

@@ -80,4 +80,5 @@ class Services:
 
     @property
     def match_policy(self) -> MatchPolicy:
-        return MatchPolicy(window_days=self.settings.MatchWindowDays, timezone=ZoneInfo(self.settings.Timezone))
+        return MatchPolicy(window_days=self.settings.MatchWindowDays, timezone=ZoneInfo(self.settings.Timezone),
+                           order_status_updates=self.settings.OrderStatusUpdates)

@@ -166,7 +166,9 @@ def test_study_list_filters_and_order(api: Client, tmp_path: Path) -> None:
     assert uids(mrn=patient, modality="mr") == [older]
     assert uids(mrn=patient, study_date_from="2025-02-01") == [newer]
     assert uids(mrn=patient, study_date_to="20250201") == [older]
-    assert uids(mrn=patient, order_status="in-progress") == [older]
+    # The EHR sent it in progress; the linked study completed it (OrderStatusUpdates, on by default).
+    assert uids(mrn=patient, order_status="completed") == [older]
+    assert uids(mrn=patient, order_status="in-progress") == []
     assert uids(mrn=patient, limit="1", offset="1") == [older]
     assert newer in uids(patient_name="test^pat", study_date_from="2025-03-01", study_date_to="2025-03-01")
     assert uids(mrn=patient, patient_name="nobody") == []

@@ -367,3 +367,14 @@ def test_station_aet_that_is_no_ae_title_is_refused(value: Any) -> None:
     error = refused(payload(station_aet=value))
     assert error.field == "station_aet"
     assert "AE title" in str(error)
+
+
+@pytest.mark.parametrize(("current", "to", "moves"), [
+    ("scheduled", "in-progress", True), ("scheduled", "completed", True), ("in-progress", "completed", True),
+    ("in-progress", "in-progress", False), ("completed", "in-progress", False), ("completed", "scheduled", False),
+    ("cancelled", "in-progress", False), ("cancelled", "completed", False), ("unknown", "completed", False),
+])
+def test_the_images_move_an_order_forward_only_and_never_a_cancelled_one(current: str, to: str, moves: bool) -> None:
+    from ehr_imaging.core.orders import status_moves_forward
+
+    assert status_moves_forward(current, to) is moves

@@ -15,7 +15,7 @@ from ..core.dicom_values import parse_da, parse_tm
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
-from ..store import collisions, links, studies
+from ..store import collisions, links, order_status, studies
 from ..store import upload_log as uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
@@ -220,3 +220,20 @@ def study_deleted(services: Services, orthanc_study_id: str) -> list[str]:
         return [f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation"]
     uid = studies.record_deleted_in_orthanc(engine, orthanc_study_id)
     return [f"ehr-imaging: study {uid} was deleted in Orthanc outside the EHR API: audited"] if uid else []
+
+
+def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
+    """The first instance of a new study (NEW_STUDY): its order is in progress (OrderStatusUpdates), when its
+    accession and PatientID agree with exactly one scheduled order. Returns that order's id."""
+    if not services.settings.OrderStatusUpdates:
+        return None
+    try:
+        study = services.pacs.get_json(f"/studies/{orthanc_study_id}")
+    except NotFound:  # gone already
+        return None
+    tags, patient = study.get("MainDicomTags", {}), study.get("PatientMainDicomTags", {})
+    uid = str(tags.get("StudyInstanceUID") or "")
+    if not uid:
+        return None
+    return order_status.study_arrived(services.engine, accession=tags.get("AccessionNumber"),
+                                      patient_id=patient.get("PatientID"), study_uid=uid)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from ..core import metrics
 from ..services import Services
 from ..store import db, links
-from .ingest import process_stable_study, study_deleted
+from .ingest import process_stable_study, study_arrived, study_deleted
 
 MAX_ATTEMPTS = 5
-STABLE, DELETED = "stable", "deleted"
+STABLE, DELETED, ARRIVED = "stable", "deleted", "arrived"
 
 
 class IngestWorker:
@@ -47,6 +47,10 @@ class IngestWorker:
         """A study became stable (or must be looked at again): record and match it."""
         self._put(STABLE, orthanc_study_id)
 
+    def submit_arrival(self, orthanc_study_id: str) -> None:
+        """A new study's first instance: its order is in progress (before the study is stable)."""
+        self._put(ARRIVED, orthanc_study_id)
+
     def submit_deleted(self, orthanc_study_id: str) -> None:
         """A study was deleted in Orthanc: audit it and free its order (after what was queued before)."""
         self._put(DELETED, orthanc_study_id)
@@ -64,6 +68,14 @@ class IngestWorker:
             depth = len(self._waiting)
         age = 0.0 if oldest is None else max(time.monotonic() - oldest, 0.0)
         return {metrics.INGEST_QUEUE_DEPTH: depth, metrics.INGEST_OLDEST_WAITING: round(age, 3)}
+
+    def _arrived(self, study: str) -> None:
+        """Best effort, once: an order in progress is a transient state (the link completes it), never worth
+        holding the queue while the database is away."""
+        try:
+            study_arrived(self._services, study)
+        except Exception as exc:  # noqa: BLE001 - the stable study's link still completes the order
+            self._log_warning(f"ehr-imaging: order of study {study} not marked in progress ({type(exc).__name__})")
 
     def submit_unknown_studies(self) -> None:
         """At Orthanc's start: queue what Orthanc holds and the database does not know, and the reverse."""
@@ -96,6 +108,10 @@ class IngestWorker:
     def _run(self) -> None:
         while True:
             kind, study, queued_at = self._queue.get()
+            if kind == ARRIVED:
+                self._arrived(study)
+                self._done()
+                continue
             delay, attempts = 1.0, 0
             while True:
                 attempts += 1
@@ -120,6 +136,9 @@ class IngestWorker:
                         break
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
-            with self._waiting_lock:
-                self._waiting.popleft()
-            self._queue.task_done()
+            self._done()
+
+    def _done(self) -> None:
+        with self._waiting_lock:
+            self._waiting.popleft()
+        self._queue.task_done()

@@ -26,6 +26,7 @@ def push_order(services: Services, order: OrderInput) -> tuple[Order, bool]:
 
 def link_by_hand(services: Services, study_uid: str, order_id: str, *, actor: str, force: bool) -> Order | None:
     """A person's link of a study to an order (audited in store.links); the order as it is now."""
-    orthanc_id = links.link_manually(services.engine, study_uid, order_id, actor=actor, force=force)
+    orthanc_id = links.link_manually(services.engine, study_uid, order_id, actor=actor, force=force,
+                                     status_updates=services.settings.OrderStatusUpdates)
     services.revisit_study(orthanc_id)
     return order_store.get(services.engine, order_id)

@@ -16,6 +16,14 @@ from .dicom_values import SEXES
 from .errors import FieldError
 
 ORDER_STATUSES = ("scheduled", "in-progress", "completed", "cancelled")
+# Where the images take an order (OrderStatusUpdates): forward only, and never a cancelled order.
+_STATUS_RANK = {"scheduled": 0, "in-progress": 1, "completed": 2}
+
+
+def status_moves_forward(current: str, to: str) -> bool:
+    """Whether the images may move an order from ``current`` to ``to``: scheduled -> in-progress -> completed,
+    never back, never a cancelled (or unknown) status."""
+    return current in _STATUS_RANK and to in _STATUS_RANK and _STATUS_RANK[to] > _STATUS_RANK[current]
 OPEN_STATUSES = ("scheduled", "in-progress")
 # DICOM defined terms for (0008,0060) Modality that an order can request.
 MODALITIES = frozenset({

@@ -1,6 +1,7 @@
 """Orthanc's change events, adapted: each goes to the service that acts on it.
 
-STABLE_STUDY and a study's DELETED go to the ingest worker's queue (in Orthanc's order); ORTHANC_STARTED
+STABLE_STUDY, NEW_STUDY (an order in progress) and a study's DELETED go to the ingest worker's queue (in
+Orthanc's order); ORTHANC_STARTED
 starts its catch-up; NEW_STUDY and DELETED keep the viewer gate's study hierarchy true; ORTHANC_STOPPED
 writes the last viewer access counts. Nothing here waits: Orthanc calls this on its own thread.
 """
@@ -29,6 +30,7 @@ def make_change_callback(worker: IngestWorker, gate: ViewerGate,
             gate.hierarchy.forget(resource_id)
         elif change_type == changes.NEW_STUDY:
             gate.hierarchy.study_arrived(resource_id)
+            worker.submit_arrival(resource_id)  # its order in progress (OrderStatusUpdates)
         elif change_type == changes.ORTHANC_STARTED:
             worker.submit_unknown_studies()
         elif change_type == changes.ORTHANC_STOPPED:

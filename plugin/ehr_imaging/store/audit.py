@@ -118,6 +118,11 @@ SOURCES: tuple[Source, ...] = (
                                    (d.purged_at, 'purge', 'ehr-imaging')) AS e (at, action, actor)
         {_order("d.order_id")}
         WHERE e.at IS NOT NULL"""),
+    # An order's status moved by the images (OrderStatusUpdates): from, to, which study, why.
+    Source("order status", ("order-status",), f"""
+        SELECT c.at, c.at, 'order-status', c.actor, o.patient_id, o.mrn, c.study_instance_uid, c.order_id,
+               jsonb_build_object('from', c.from_status, 'to', c.to_status, 'reason', c.reason)
+        FROM order_status_audit c {_order("c.order_id")}"""),
     # Viewer tokens issued: one row per study the token opens.
     Source("viewer tokens issued", ("viewer-token-issued",), f"""
         SELECT v.issued_at, v.issued_at, 'viewer-token-issued', v.subject, coalesce(o.patient_id, v.patient_id),

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..core.errors import Conflict, NotFound
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
-from . import collisions
+from . import collisions, order_status
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import Order, order_of
@@ -46,6 +46,7 @@ def _always_stored(orthanc_study_id: str) -> bool:
 class MatchPolicy:
     window_days: int = 3
     timezone: tzinfo = UTC
+    order_status_updates: bool = True  # a link completes its order (store/order_status.py)
 
 
 SYSTEM_ACTOR = "ehr-imaging"
@@ -166,7 +167,7 @@ def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
     if link.order_id is not None:
         linked = session.get(ImagingOrder, link.order_id, with_for_update=True)
         if linked is not None:
-            _fill_order(linked, link)
+            _fill_order(session, linked, link, policy.order_status_updates)
         return True
     if not link.auto_match:
         return False
@@ -176,7 +177,7 @@ def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
     _apply(link, decision)
     if decision.order_id is not None:
         order = next(o for o in orders if o.order_id == decision.order_id)
-        _fill_order(order, link)
+        _fill_order(session, order, link, policy.order_status_updates)
         session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=order.order_id,
                               action="auto-link", rule=decision.rule, actor=SYSTEM_ACTOR))
     return decision.linked
@@ -220,7 +221,10 @@ def _facts(order: ImagingOrder, timezone: tzinfo) -> OrderFacts:
     )
 
 
-def _fill_order(order: ImagingOrder, link: StudyLink) -> None:
+def _fill_order(session: Session, order: ImagingOrder, link: StudyLink, status_updates: bool) -> None:
+    if status_updates:
+        order_status.advance(session, order, order_status.COMPLETED, study_uid=link.study_instance_uid,
+                             reason="a study is linked to it")
     order.study_instance_uid = link.study_instance_uid
     order.orthanc_study_id = link.orthanc_study_id
     order.number_of_series = link.number_of_series
@@ -241,7 +245,8 @@ def known_orthanc_ids(engine: Engine) -> set[str]:
         return set(session.scalars(select(StudyLink.orthanc_study_id)).all()) | collisions.known_orthanc_ids(session)
 
 
-def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool) -> str:
+def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, force: bool,
+                  status_updates: bool = True) -> str:
     """A person links a study to an order. Conflict when either side is taken, the order is cancelled, or
     the patient differs (unless ``force``: an admin or radiologist who checked); NotFound for either side."""
     with Session(engine) as session, session.begin():
@@ -265,7 +270,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
             raise Conflict("patient mismatch: the study's PatientID differs from the order's MRN")
         link.order_id, link.match_rule, link.match_reason, link.candidates = order_id, MANUAL_RULE, None, [order_id]
         link.accepted_patient_id = None if same_patient else link.patient_id
-        _fill_order(order, link)
+        _fill_order(session, order, link, status_updates)
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="link", rule=MANUAL_RULE,
                               actor=actor, reason=None if same_patient else "patient mismatch accepted"))
         return link.orthanc_study_id
@@ -286,6 +291,7 @@ def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) ->
             for name in ImagingOrder.MATCH_FIELDS:
                 setattr(order, name, None)
             order.updated_at = func.now()
+            order_status.reopen(session, order, study_uid=study_uid, reason="its study was unlinked")
         link.order_id, link.match_rule, link.match_reason = None, None, "unlinked manually"
         link.accepted_patient_id = None
         link.auto_match = False
@@ -357,6 +363,7 @@ def detach_order(session: Session, link: StudyLink, *, actor: str, reason: str) 
         for name in ImagingOrder.MATCH_FIELDS:
             setattr(order, name, None)
         order.updated_at = func.now()
+        order_status.reopen(session, order, study_uid=link.study_instance_uid, reason=reason)
     link.order_id = None
     session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=order_id, action="unlink",
                           actor=actor, reason=reason))

@@ -300,3 +300,19 @@ class OfflineUpload(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OrderStatusAudit(Base):
+    """Every change of an order's status the images made (OrderStatusUpdates): from, to, which study, why."""
+
+    __tablename__ = "order_status_audit"
+    __table_args__ = (Index("ix_order_status_audit_order", "order_id", "id"), Index("ix_order_status_audit_at", "at"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    order_id: Mapped[str]
+    from_status: Mapped[str]
+    to_status: Mapped[str]
+    study_instance_uid: Mapped[str | None]
+    actor: Mapped[str]
+    reason: Mapped[str]
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -64,4 +64,22 @@ MIGRATIONS += (
         CREATE INDEX ix_viewer_access_log_last_access ON viewer_access_log (last_access_at);
         """,
     ),
+    Migration(
+        12,
+        "order status follows the images: each change the images made, audited",
+        """
+        CREATE TABLE order_status_audit (
+            id                 BIGSERIAL PRIMARY KEY,
+            order_id           TEXT NOT NULL,
+            from_status        TEXT NOT NULL,
+            to_status          TEXT NOT NULL,
+            study_instance_uid TEXT,
+            actor              TEXT NOT NULL,
+            reason             TEXT NOT NULL,
+            at                 TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_order_status_audit_order ON order_status_audit (order_id, id);
+        CREATE INDEX ix_order_status_audit_at ON order_status_audit (at);
+        """,
+    ),
 )

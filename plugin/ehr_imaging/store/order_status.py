@@ -1,0 +1,64 @@
+"""An order's status as the images move it (setting ``OrderStatusUpdates``), with an audit row per change.
+
+scheduled -> in-progress when the first instance of a study arrives with the order's accession and MRN (the
+same agreement linking needs), -> completed when a study is linked to it; an order freed again (unlink,
+deletion) goes back to scheduled, but only from a status the images set (never one the EHR set since). A
+cancelled order never changes (core/orders.status_moves_forward).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from ..core.matching import normalize_identifier
+from ..core.orders import status_moves_forward
+from .models import ImagingOrder, OrderStatusAudit
+
+ACTOR = "ehr-imaging"
+IN_PROGRESS, COMPLETED, SCHEDULED = "in-progress", "completed", "scheduled"
+
+
+def advance(session: Session, order: ImagingOrder, to: str, *, study_uid: str | None, reason: str) -> bool:
+    """Within the caller's transaction (the order locked): move the order forward to ``to`` if it may."""
+    if not status_moves_forward(order.status, to):
+        return False
+    _change(session, order, to, study_uid=study_uid, reason=reason)
+    return True
+
+
+def reopen(session: Session, order: ImagingOrder, *, study_uid: str | None, reason: str) -> bool:
+    """An order freed of its study: back to scheduled, if its current status is one the images set."""
+    if order.status not in (IN_PROGRESS, COMPLETED):
+        return False
+    last = session.scalars(select(OrderStatusAudit).where(OrderStatusAudit.order_id == order.order_id)
+                           .order_by(OrderStatusAudit.id.desc()).limit(1)).first()
+    if last is None or last.to_status != order.status:
+        return False  # the EHR set it: the EHR's to change
+    _change(session, order, SCHEDULED, study_uid=study_uid, reason=reason)
+    return True
+
+
+def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | None, study_uid: str) -> str | None:
+    """The first instance of a study: the one scheduled order with its accession and MRN (and no other study)
+    is in progress now. Returns its id, or None (no such order, or more than one)."""
+    acc, mrn = normalize_identifier(accession), normalize_identifier(patient_id)
+    if not acc or not mrn:
+        return None
+    with Session(engine) as session, session.begin():
+        orders = session.scalars(select(ImagingOrder).where(
+            func.upper(ImagingOrder.accession_number) == acc, func.upper(ImagingOrder.mrn) == mrn,
+            ImagingOrder.status == SCHEDULED,
+            ImagingOrder.study_instance_uid.is_(None) | (ImagingOrder.study_instance_uid == study_uid),
+        ).with_for_update()).all()
+        if len(orders) != 1:
+            return None
+        advance(session, orders[0], IN_PROGRESS, study_uid=study_uid, reason="the study's first instance arrived")
+        return orders[0].order_id
+
+
+def _change(session: Session, order: ImagingOrder, to: str, *, study_uid: str | None, reason: str) -> None:
+    session.add(OrderStatusAudit(order_id=order.order_id, from_status=order.status, to_status=to,
+                                 study_instance_uid=study_uid, actor=ACTOR, reason=reason))
+    order.status = to
+    order.updated_at = func.now()
