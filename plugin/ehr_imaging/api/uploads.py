@@ -53,15 +53,7 @@ def upload(api: Api, request: Request) -> Response:
         studies = work.finish()
     if result.status != "stored":
         raise result.failure(f"{result.file_name}: {result.error}")
-    study = studies[result.study_instance_uid or ""]
-    return json_response({
-        "status": "uploaded", "already_stored": result.already_stored,
-        "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
-        "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
-        "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
-        "match": uploading.match_json(study.order_id, study.match_reason),
-        "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
-    })
+    return json_response(_uploaded(result, studies[result.study_instance_uid or ""]))
 
 
 def upload_image(api: Api, request: Request) -> Response:
@@ -90,16 +82,8 @@ def upload_image(api: Api, request: Request) -> Response:
         studies = work.finish()
     if result.status != "stored":
         raise result.failure(f"{result.file_name}: {result.error}")
-    study = studies[result.study_instance_uid or ""]
-    return json_response({
-        "status": "uploaded", "already_stored": result.already_stored, "content_type": claimed,
-        "sop_class_uid": captured_media.SOP_CLASSES[claimed],
-        "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
-        "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
-        "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
-        "match": uploading.match_json(study.order_id, study.match_reason),
-        "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
-    })
+    return json_response(_uploaded(result, studies[result.study_instance_uid or ""], content_type=claimed,
+                                   sop_class_uid=captured_media.SOP_CLASSES[claimed]))
 
 
 def upload_multiple(api: Api, request: Request) -> Response:
@@ -202,6 +186,19 @@ def offline_ack(api: Api, request: Request) -> Response:
 
 
 # --- helpers shared by the handlers ----------------------------------------------------------------------------
+
+def _uploaded(result: uploading.FileResult, study: uploading.StudyOutcome, **extra: str) -> dict[str, Any]:
+    """The answer for one stored file: where it went, its study's match and upload row (``extra``: more fields
+    after ``already_stored``, as upload-image adds them)."""
+    return {
+        "status": "uploaded", "already_stored": result.already_stored, **extra,
+        "study_instance_uid": result.study_instance_uid, "orthanc_study_id": study.orthanc_study_id,
+        "series_instance_uid": result.series_instance_uid, "sop_instance_uid": result.sop_instance_uid,
+        "orthanc_instance_id": result.orthanc_instance_id, "order_id": study.order_id,
+        "match": uploading.match_json(study.order_id, study.match_reason),
+        "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
+    }
+
 
 def _batch(api: Api, request: Request, source: str) -> uploading.Batch:
     return uploading.Batch(api.services, uploaded_by=_principal(request).subject, source=source,

@@ -24,7 +24,7 @@ from pydicom.uid import generate_uid
 from ...core import captured_media as media
 from ...core import errors
 from ...core.dicom_values import parse_da
-from ...core.orders import OPEN_STATUSES, OrderValidationError, person_name
+from ...core.orders import OrderValidationError, person_name
 from ...services import Services
 from ...store import orders
 from .batch import Batch, FileResult, UploadRejected
@@ -91,7 +91,7 @@ def _subject(services: Services, capture: Capture) -> tuple[media.Patient, media
     order = orders.get(services.engine, capture.order_id)
     if order is None:
         raise UploadRejected(errors.NotFound, f"order {capture.order_id} not found")
-    if order.status not in OPEN_STATUSES:
+    if order.status == "cancelled":  # a completed order's study takes more photos and documents
         raise UploadRejected(errors.Conflict, f"order {capture.order_id} is {order.status}")
     patient = media.Patient(order.mrn or "", person_name(order.fields()), order.birth_date, order.sex)
     if not patient.patient_id:
