@@ -93,13 +93,18 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
         return total, [_record(row[0]) for row in rows]
 
 
+def _orders_and_mrns(patient_ids: Iterable[str]) -> tuple[Any, Any]:
+    """Subqueries of the EHR patients' order ids and their orders' MRNs (upper-cased, as matching compares)."""
+    ids = list(patient_ids)
+    return (select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids)),
+            select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids)))
+
+
 def _of_patients(patient_ids: Iterable[str]) -> Any:
     """A study belongs to EHR patients when linked to one of their orders, or, while linked to no order, when its
     PatientID is the MRN of one of their orders (an unmatched study of a known patient): "a patient's studies",
     defined once. A study a person linked to another patient's order is that patient's, whatever its PatientID."""
-    ids = list(patient_ids)
-    orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
-    mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
+    orders, mrns = _orders_and_mrns(patient_ids)
     return or_(StudyLink.order_id.in_(orders),
                and_(StudyLink.order_id.is_(None), func.upper(StudyLink.patient_id).in_(mrns)))
 
@@ -342,8 +347,7 @@ def _uploads_of_patients(patient_ids: Iterable[str]) -> Any:
     """Upload rows of EHR patients: rows of their orders, and rows of no order that name them or a PatientID that
     is the MRN of one of their orders (a row of another patient's order is that patient's)."""
     ids = list(patient_ids)
-    orders = select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids))
-    mrns = select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids))
+    orders, mrns = _orders_and_mrns(ids)
     return or_(DicomUploadLog.order_id.in_(orders),
                and_(DicomUploadLog.order_id.is_(None),
                     or_(DicomUploadLog.patient_id.in_(ids), func.upper(DicomUploadLog.patient_id).in_(mrns))))
