@@ -172,6 +172,11 @@ def test_study_list_filters_and_order(api: Client, tmp_path: Path) -> None:
     assert uids(mrn=patient, limit="1", offset="1") == [older]
     assert newer in uids(patient_name="test^pat", study_date_from="2025-03-01", study_date_to="2025-03-01")
     assert uids(mrn=patient, patient_name="nobody") == []
+    # A name search counts in the same scan as its page; past its last page the count still holds.
+    for offset, items in (("0", [newer]), ("1", [older]), ("2", [])):
+        named = api.get(f"{API}/studies", "nurse", params={"mrn": patient, "patient_name": "test pat", "limit": "1",
+                                                            "offset": offset}).json()
+        assert ([s["StudyInstanceUID"] for s in named["items"]], named["total"]) == (items, 2)
 
 
 def test_query_errors(api: Client, client: Client) -> None:

@@ -94,6 +94,13 @@ class StudyLink(Base):
         Index("ix_study_links_accession", "accession_number"),
         Index("ix_study_links_patient", "patient_id"),
         Index("ix_study_links_order", "order_id"),
+        # GET /studies at a hospital's scale: newest first from an index (no sort of the table), PatientID and
+        # accession compared as matching compares them, modality by containment.
+        Index("ix_study_links_newest", text("study_date DESC NULLS LAST"), text("study_time DESC NULLS LAST"),
+              "study_instance_uid"),
+        Index("ix_study_links_patient_norm", func.upper(text("patient_id"))),
+        Index("ix_study_links_accession_norm", func.upper(text("accession_number"))),
+        Index("ix_study_links_modalities", "modalities", postgresql_using="gin"),
     )
 
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
@@ -190,6 +197,7 @@ class DicomUploadLog(Base):
         Index("ix_dicom_upload_logs_patient_id", "patient_id"),
         Index("ix_dicom_upload_logs_order_id", "order_id"),
         Index("ix_dicom_upload_logs_uploaded_at", "uploaded_at"),  # the audit timeline's time window
+        Index("ix_dicom_upload_logs_patient_norm", func.upper(text("patient_id"))),  # a patient's uploads by MRN
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -82,4 +82,16 @@ MIGRATIONS += (
         CREATE INDEX ix_order_status_audit_at ON order_status_audit (at);
         """,
     ),
+    Migration(
+        16,
+        "GET /studies at a hospital's scale: indexes for newest first, normalized identifiers and modalities",
+        """
+        CREATE INDEX ix_study_links_newest
+            ON study_links (study_date DESC NULLS LAST, study_time DESC NULLS LAST, study_instance_uid);
+        CREATE INDEX ix_study_links_patient_norm ON study_links (upper(patient_id));
+        CREATE INDEX ix_study_links_accession_norm ON study_links (upper(accession_number));
+        CREATE INDEX ix_study_links_modalities ON study_links USING gin (modalities);
+        CREATE INDEX ix_dicom_upload_logs_patient_norm ON dicom_upload_logs (upper(patient_id));
+        """,
+    ),
 )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, and_, any_, cast, func, literal, or_, select, update
+from sqlalchemy import Engine, String, Text, and_, any_, cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
@@ -83,21 +84,39 @@ def _record(link: StudyLink) -> StudyRecord:
 
 def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
     """Matching studies, newest first (StudyDate, StudyTime), with their link."""
-    query = _filtered(select(StudyLink, ImagingOrder.status).outerjoin(
-        ImagingOrder, ImagingOrder.order_id == StudyLink.order_id), where)
+    count, page = search_statements(where)
     with Session(engine) as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.execute(query.order_by(
-            StudyLink.study_date.desc().nulls_last(), StudyLink.study_time.desc().nulls_last(),
-            StudyLink.study_instance_uid).limit(where.limit).offset(where.offset)).all()
-        return total, [_record(row[0]) for row in rows]
+        if where.patient_name:  # a contains-match no index answers: one scan gives both the page and the count
+            rows = session.execute(page.add_columns(func.count().over())).all()
+            if rows:
+                return rows[0][1], [_record(row[0]) for row in rows]
+        total = session.scalar(count) or 0
+        return total, [_record(link) for link in session.scalars(page).all()]
+
+
+def search_statements(where: StudyFilter) -> tuple[Any, Any]:
+    """The two statements of a search: how many match, and the page (tests read their query plans)."""
+    query = _filtered(select(StudyLink), where)
+    if where.order_status:  # the only filter on the order: otherwise no join at all
+        query = query.join(ImagingOrder, ImagingOrder.order_id == StudyLink.order_id).where(
+            ImagingOrder.status == where.order_status)
+    # The order of ix_study_links_newest: a page is read from the index, not sorted from the table.
+    page = query.order_by(StudyLink.study_date.desc().nulls_last(), StudyLink.study_time.desc().nulls_last(),
+                          StudyLink.study_instance_uid).limit(where.limit).offset(where.offset)
+    return select(func.count()).select_from(query.subquery()), page
 
 
 def _orders_and_mrns(patient_ids: Iterable[str]) -> tuple[Any, Any]:
-    """Subqueries of the EHR patients' order ids and their orders' MRNs (upper-cased, as matching compares)."""
+    """The EHR patients' order ids and their orders' MRNs (upper-cased, as matching compares), each as one array
+    computed once per query (``= ANY(array)`` lets PostgreSQL read both sides of the OR from indexes; ``IN
+    (subquery)`` inside an OR made it scan the whole table)."""
     ids = list(patient_ids)
-    return (select(ImagingOrder.order_id).where(ImagingOrder.patient_id.in_(ids)),
-            select(func.upper(ImagingOrder.mrn)).where(ImagingOrder.patient_id.in_(ids)))
+
+    def array_of(column: Any) -> Any:  # the CAST makes ANY() take the array, not a set-returning subquery
+        return cast(select(func.array_agg(column)).where(ImagingOrder.patient_id.in_(ids)).scalar_subquery(),
+                    ARRAY(Text))
+
+    return array_of(ImagingOrder.order_id), array_of(func.upper(ImagingOrder.mrn))
 
 
 def _of_patients(patient_ids: Iterable[str]) -> Any:
@@ -105,8 +124,8 @@ def _of_patients(patient_ids: Iterable[str]) -> Any:
     PatientID is the MRN of one of their orders (an unmatched study of a known patient): "a patient's studies",
     defined once. A study a person linked to another patient's order is that patient's, whatever its PatientID."""
     orders, mrns = _orders_and_mrns(patient_ids)
-    return or_(StudyLink.order_id.in_(orders),
-               and_(StudyLink.order_id.is_(None), func.upper(StudyLink.patient_id).in_(mrns)))
+    return or_(StudyLink.order_id == any_(orders),
+               and_(StudyLink.order_id.is_(None), func.upper(StudyLink.patient_id) == any_(mrns)))
 
 
 def _filtered(query: Any, where: StudyFilter) -> Any:
@@ -121,16 +140,14 @@ def _filtered(query: Any, where: StudyFilter) -> Any:
     if where.patient_name:
         pattern = "%" + _escape_like(where.patient_name.strip()).replace(" ", "%") + "%"
         query = query.where(StudyLink.patient_name.ilike(pattern, escape="\\"))
-    if where.modality:
-        query = query.where(literal(where.modality.strip().upper()) == any_(StudyLink.modalities))
+    if where.modality:  # containment, so ix_study_links_modalities (GIN) can answer it
+        query = query.where(StudyLink.modalities.contains([where.modality.strip().upper()]))
     if where.accession:
         query = query.where(func.upper(StudyLink.accession_number) == normalize_identifier(where.accession))
     if where.study_date_from:
         query = query.where(StudyLink.study_date >= where.study_date_from)
     if where.study_date_to:
         query = query.where(StudyLink.study_date <= where.study_date_to)
-    if where.order_status:
-        query = query.where(ImagingOrder.status == where.order_status)
     if where.order_id:
         query = query.where(StudyLink.order_id == where.order_id)
     return query
@@ -348,9 +365,9 @@ def _uploads_of_patients(patient_ids: Iterable[str]) -> Any:
     is the MRN of one of their orders (a row of another patient's order is that patient's)."""
     ids = list(patient_ids)
     orders, mrns = _orders_and_mrns(ids)
-    return or_(DicomUploadLog.order_id.in_(orders),
+    return or_(DicomUploadLog.order_id == any_(orders),
                and_(DicomUploadLog.order_id.is_(None),
-                    or_(DicomUploadLog.patient_id.in_(ids), func.upper(DicomUploadLog.patient_id).in_(mrns))))
+                    or_(DicomUploadLog.patient_id.in_(ids), func.upper(DicomUploadLog.patient_id) == any_(mrns))))
 
 
 def upload(engine: Engine, upload_id: uuid.UUID) -> UploadRecord | None:
