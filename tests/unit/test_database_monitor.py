@@ -19,6 +19,7 @@ from ehr_imaging.core import errors
 from ehr_imaging.core.auth import DOCTOR, Authenticator, BasicAuthenticator, TokenVerifier, mint_token
 from ehr_imaging.store import db
 from ehr_imaging.store.db_guard import GuardedPool, Sockets, connect_unless_opened, guard
+from tests.waiting import eventually
 
 
 class FakeConnection:
@@ -126,10 +127,7 @@ def test_the_monitor_threads_close_the_breaker_once_the_database_answers() -> No
     monitor = DatabaseMonitor(lambda: None, lambda: 0, h.breaker, interval=1, timeout=2, log_warning=h.logged.append)
     monitor.start()
     try:
-        deadline = time.monotonic() + 5
-        while h.is_open() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not h.is_open()
+        eventually(lambda: not h.is_open(), timeout=5, what="the monitor's first ping to close the breaker")
     finally:
         monitor.stop()
 
@@ -170,7 +168,7 @@ def test_interrupt_wakes_a_thread_waiting_on_a_connection_socket() -> None:
         got: list[bytes] = []
         waiter = threading.Thread(target=lambda: got.append(ours.recv(10)))  # a statement awaiting its answer
         waiter.start()
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: a statement already waiting on its socket (nothing signals that)
         assert waiter.is_alive()
         assert sockets.interrupt() == 1
         waiter.join(5)
@@ -229,10 +227,8 @@ def test_a_caller_stops_waiting_for_a_new_connection_once_the_breaker_opens() ->
         connect_unless_opened(breaker, hung_connect)
     assert 0.25 < time.monotonic() - started < 2
     release.set()
-    deadline = time.monotonic() + 5
-    while not late.closed and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert late.closed  # arrived after its caller left: closed, not leaked
+    # Arrived after its caller left: closed, not leaked.
+    eventually(lambda: late.closed, timeout=5, what="the late connection to be closed")
 
 
 def _refused() -> None:
