@@ -139,6 +139,10 @@ def read_as_viewer(client: Client, token: str, study: StoredStudy) -> None:
     assert [item["0020000D"]["Value"][0] for item in found.json()] == [study.uid]
 
 
+def log_since(stack: Stack, offset: int) -> str:
+    return stack.log_file.read_text()[offset:]
+
+
 def count(client: Client, table: str, uid: str) -> int:
     rows = query(client, f"SELECT count(*) FROM ehr_imaging.{table} WHERE study_instance_uid = :u", u=uid)
     return int(rows[0][0])
@@ -194,6 +198,7 @@ def test_a_frozen_database_never_holds_a_request_and_nothing_is_lost(own_stack: 
                              instances=1)
     assert health(own_stack).status_code == 200
 
+    logged = len(own_stack.log_file.read_text())
     with frozen(own_stack):
         # At once, before the monitor has noticed: the requests that find a connection waiting are cut free,
         # those waiting for an HTTP thread behind them are answered from the breaker.
@@ -204,6 +209,11 @@ def test_a_frozen_database_never_holds_a_request_and_nothing_is_lost(own_stack: 
         assert_health_and_routes_refuse_fast(own_stack, ehr, order_id, upload)
         assert_a_burst_is_answered_in_time(own_stack, ehr, order_id)  # and once it has
         assert not_stored(client, upload)
+        # The ingest worker is not stuck either (the study uploaded above turns stable meanwhile): each
+        # attempt fails, to be retried once the database is back.
+        eventually(lambda: "stable study " in log_since(own_stack, logged) and " failed (attempt 2,"
+                   in log_since(own_stack, logged), timeout=30,
+                   what="the ingest worker's attempts to fail (not hang) while the database is frozen")
 
     eventually(lambda: health(own_stack).status_code == 200, timeout=30, what="/health 200 after the thaw")
     linked_once(client, order_id, uid, 3)
@@ -211,9 +221,11 @@ def test_a_frozen_database_never_holds_a_request_and_nothing_is_lost(own_stack: 
     assert ehr.call("GET", f"{API}/orders/{order_id}", "ehr-service").json()["study_instance_uid"] == uid
     log = own_stack.log_file.read_text()
     assert "the database is unavailable (no answer within" in log and "the database answers again" in log
+    assert " waiting connections" in log  # the hung ones were cut free (the monitor's own at least)
 
 
 def test_a_database_stopped_mid_ingest_loses_nothing(own_stack: Stack, tmp_path: Path) -> None:
+    eventually(lambda: health(own_stack).status_code == 200, timeout=30, what="/health 200 to begin with")
     client = Client(own_stack)
     ehr = Ehr(client)
     viewed = store_study(client, tmp_path / "viewed")
@@ -225,7 +237,6 @@ def test_a_database_stopped_mid_ingest_loses_nothing(own_stack: Stack, tmp_path:
                             instances=4)
     _, [upload] = make_study(tmp_path / "upload", patient_id=patient, accession=None, study_date="20261120",
                              instances=1)
-    eventually(lambda: health(own_stack).status_code == 200, timeout=30, what="/health 200 before the stop")
 
     send(own_stack, files[:2])  # half the study arrives, and the database stops before it is stable
     with stopped(own_stack):
