@@ -80,15 +80,20 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"Timezone: unknown zone {settings.Timezone!r}") from exc
     secret, _shared = signing_secret(settings)
+    breaker = db.Breaker()
     engine = db.create_db_engine(
         settings.DatabaseUrl,
         pool_size=settings.DatabasePoolSize,
         connect_timeout=settings.DatabaseConnectTimeoutSeconds,
         schema=settings.DatabaseSchema,
+        pool_timeout=settings.DatabasePoolTimeoutSeconds,
+        statement_timeout_seconds=settings.DatabaseStatementTimeoutSeconds,
+        breaker=breaker,
     )
     return Services(
         settings=settings,
         engine=engine,
+        database=breaker,
         pacs=pacs,
         authenticator=build_authenticator(settings, secret),
         signing_secret=secret,

@@ -26,6 +26,12 @@ class Settings:
     DatabaseSchema: str = "ehr_imaging"
     DatabasePoolSize: int = 5
     DatabaseConnectTimeoutSeconds: int = 3
+    # The health monitor (README "Resilience"): a ping this often; one unanswered this long, or failed, makes
+    # every route needing the database answer 503 at once and cuts the connections waiting on it.
+    DatabaseHealthIntervalSeconds: int = 1
+    DatabaseHealthTimeoutSeconds: int = 2
+    DatabasePoolTimeoutSeconds: int = 2  # a request waits this long at most for a free connection (then 503)
+    DatabaseStatementTimeoutSeconds: int = 30  # the server cancels a statement running longer (PostgreSQL's own)
     JwtSecret: str = ""
     SigningSecret: str = ""
     AdminSessionTtlSeconds: int = 28800
@@ -164,6 +170,8 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
 
 # Lower bounds of the numeric settings: a zero pool or a negative cache would break every request.
 _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSeconds": 1, "JwtLeewaySeconds": 0,
+             "DatabaseHealthIntervalSeconds": 1, "DatabaseHealthTimeoutSeconds": 1, "DatabasePoolTimeoutSeconds": 1,
+             "DatabaseStatementTimeoutSeconds": 1,
              "TokenCacheSize": 0, "AdminSessionTtlSeconds": 60, "MatchWindowDays": 0,
              "MaxFileSizeMb": 1, "MaxUploadSizeMb": 1, "MaxFilesPerUpload": 1, "MaxZipUncompressedMb": 1,
              "OrthancPortMaxBodyMb": 1, "MaxImageSizeMb": 1, "MaxImagePixels": 1, "MetricsIntervalSeconds": 1,

@@ -22,6 +22,7 @@ from .api.router import Request, Response, Router, decode_query, error_for, temp
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
+from .app.database_monitor import DatabaseMonitor
 from .app.deletion_recovery import PurgeWorker
 from .app.dicomweb_gate import ViewerGate
 from .app.ingest_worker import IngestWorker
@@ -91,8 +92,9 @@ def _set_up() -> Any:
     services.tls = bool(orthanc_config.get("SslEnabled", False))
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
+    _database_monitor(services).start()  # before anything waits on the database
     router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE,
-                    throttle=partial(admit_upload, services))
+                    throttle=partial(admit_upload, services), available=services.database.check)
     gate = _viewer_gate(services)
     sessions = _session_revocations(services)
     api = register_all(router, services, gate.revocations, gate.access_log)
@@ -142,6 +144,20 @@ def _set_up() -> Any:
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
                        max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images,
                        metrics=services.metrics, deletion_approval=settings.DeletionApproval == "required")
+
+
+def _database_monitor(services: Services) -> DatabaseMonitor:
+    """Pings the database; while it does not answer, its breaker refuses at once (README "Resilience")."""
+    engine, settings = services.engine, services.settings
+    probe = db.create_probe_engine(settings.DatabaseUrl, connect_timeout=settings.DatabaseConnectTimeoutSeconds,
+                                   schema=settings.DatabaseSchema)
+
+    def interrupt() -> int:  # the hung ping's connection, and every connection of the requests and workers
+        return db.interrupt(probe) + db.interrupt(engine)
+
+    return DatabaseMonitor(partial(db.ping, probe), interrupt, services.database,
+                           interval=settings.DatabaseHealthIntervalSeconds,
+                           timeout=settings.DatabaseHealthTimeoutSeconds, log_warning=pacs.log_warning)
 
 
 def _session_revocations(services: Services) -> RevocationList:

@@ -13,7 +13,7 @@ from .core.auth import Authenticator, TokenVerifier
 from .core.holds import StudyHolds
 from .core.metrics import Metrics
 from .core.rate_limit import RateLimiter
-from .store.db import Engine
+from .store.db import Breaker, Engine
 from .store.links import MatchPolicy
 
 
@@ -77,6 +77,8 @@ class Services:
     holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
     metrics: Metrics = field(default_factory=Metrics)  # this node's metrics (app/metrics_publisher.py)
     upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
+    # Open while the database does not answer (app/database_monitor.py): the engine refuses at once (503).
+    database: Breaker = field(default_factory=Breaker)
 
     @property
     def match_policy(self) -> MatchPolicy:

@@ -7,9 +7,11 @@ only (and tests that read rows directly); ``ehr_imaging`` the plugin, owner of i
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -136,6 +138,35 @@ class PostgresCluster:
                   f"\\set orthanc_password {_psql_quote(self.orthanc_password)}\n"
                   + ROLES_SQL.read_text())
         run_checked([*self._psql(self.database), "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"], self._env(), script)
+
+    def pids(self) -> list[int]:
+        """The postmaster (from its PID file) and its children: the server's processes, now."""
+        try:
+            postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """SIGSTOP the server's processes: a hung database (connections accepted, never answered)."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``: the server carries on where it stopped."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                os.kill(pid, sig)
 
     def stop(self) -> None:
         if self.data_dir.exists() and self.is_running():

@@ -55,6 +55,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def runs(pid: int, command: str, argument: str) -> bool:
+    """Is ``pid`` a live process (not a zombie) running ``command`` with ``argument`` on its command line?
+    A PID file outlives its process: the PID may be a zombie not yet reaped, or reused by another program."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = [part.decode(errors="replace") for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name (in parentheses) may hold spaces
+    if not fields or fields[0] in ("Z", "X", "x"):  # zombie, dead
+        return False
+    return bool(argv) and os.path.basename(argv[0]) == command and argument in argv[1:]
+
+
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
     """SIGTERM, wait, then SIGKILL: a stack must never leave a process behind."""
     if not pid_alive(pid):

@@ -23,7 +23,7 @@ from .certs import TlsFiles, ensure_certificates
 from .civetweb_tls import compat_dir
 from .ohif import viewer_dir
 from .postgres import ORTHANC_DATABASE, ORTHANC_ROLE, PostgresCluster
-from .procs import pid_alive, port_in_use, stop_pid, wait_until
+from .procs import port_in_use, runs, stop_pid, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_CONFIG = REPO / "orthanc-config" / "orthanc.json"
@@ -127,6 +127,10 @@ class Stack:
     @property
     def pid_file(self) -> Path:
         return self.orthanc_dir / "orthanc.pid"
+
+    @property
+    def config_path(self) -> Path:
+        return self.orthanc_dir / "orthanc.json"
 
     @property
     def log_file(self) -> Path:
@@ -296,11 +300,12 @@ class Stack:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def orthanc_pid(self) -> int | None:
+        """The PID of this stack's running Orthanc: alive, not a zombie, ``Orthanc`` with this stack's config."""
         try:
             pid = int(self.pid_file.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        return pid if runs(pid, "Orthanc", str(self.config_path)) else None
 
     @property
     def needs_postgres(self) -> bool:
@@ -330,7 +335,7 @@ class Stack:
                 raise RuntimeError(f"port {port} is already in use: set ORTHANC_HTTP_PORT / ORTHANC_DICOM_PORT"
                                    " / EHR_API_PORT / EHR_HTTP_REDIRECT_PORT")
         self.make_private_dirs()
-        config_path = self.orthanc_dir / "orthanc.json"
+        config_path = self.config_path
         _write_private(config_path, json.dumps(self.orthanc_config(), indent=2))
         output: IO[str] = foreground_output or _open_private_log(self.log_file)
         proc = subprocess.Popen(

@@ -251,8 +251,12 @@ def template_regex(template: str) -> str:
 
 class Router:
     def __init__(self, authenticator: Authenticator, log_error: Callable[[str], None],
-                 unavailable: tuple[type[BaseException], ...] = (), throttle: Throttle | None = None) -> None:
+                 unavailable: tuple[type[BaseException], ...] = (), throttle: Throttle | None = None,
+                 available: Callable[[], None] | None = None) -> None:
         self._authenticator = authenticator
+        # Raises errors.Unavailable while the database does not answer (its breaker): checked after
+        # authorization, before a route that is not public reaches its handler, so none waits on it.
+        self._available = available
         self._throttle = throttle
         self._log_error = log_error
         # Errors that mean a dependency is down (the database): 503, so the EHR retries, not a bare 500.
@@ -315,6 +319,8 @@ class Router:
                 return error_for(request.path, 405, f"method {request.method} not allowed", {"Allow": allowed})
             request.params = dict(zip(route.param_names, groups, strict=False))
             self._authorize(route, request)
+            if self._available is not None and route.roles not in (PUBLIC, SIGNED_URL):
+                self._available()
             if route.rate_limited and self._throttle is not None and request.principal is not None:
                 self._throttle(request.principal, body_size(request), True)
             return route.handler(request)

@@ -25,16 +25,21 @@ def health(api: Api, request: Request) -> Response:
         "database": "ok",
     }
     try:
+        services.database.check()  # not answering the health monitor: 503 at once, not a wait on the socket
         db.ping(services.engine)
         version = migrations.current_version(services.engine, services.settings.DatabaseSchema)
         body["schema_version"] = version
         if version != migrations.LATEST_VERSION:
             body["database"] = "schema not at the expected version"
+    except db.DatabaseUnavailable:
+        body["database"] = f"unavailable ({services.database.reason or 'not answering'})"
     except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
         body["database"] = f"unavailable ({type(exc).__name__})"
     if body["database"] != "ok":
         body["status"] = "unhealthy"
-        return json_response(body, 503)
+        unhealthy = json_response(body, 503)
+        unhealthy.headers["Retry-After"] = str(services.database.retry_after_seconds)
+        return unhealthy
     return json_response(body)
 
 
