@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from .config import Settings
 from .core.auth import Authenticator, TokenVerifier
+from .core.events import Endpoint
 from .core.holds import StudyHolds
 from .core.metrics import Metrics
 from .core.rate_limit import RateLimiter
@@ -77,6 +78,7 @@ class Services:
     holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
     metrics: Metrics = field(default_factory=Metrics)  # this node's metrics (app/metrics_publisher.py)
     upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
+    event_endpoints: tuple[Endpoint, ...] = ()  # EventEndpoints, parsed (app/event_delivery.py sends to them)
 
     @property
     def match_policy(self) -> MatchPolicy:
