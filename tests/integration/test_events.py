@@ -21,6 +21,7 @@ from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.openapi_validation import fits
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -185,9 +186,9 @@ def test_every_event_arrives_signed_in_order_once_through_refusals_errors_and_a_
 def test_admins_list_events_by_status_and_redeliver_one(events_stack: Stack, receiver: Receiver) -> None:
     client = Client(events_stack)
     receiver.mode = "accept"
+    doc = client.get(f"{P}/openapi.json", "admin").json()
     listed = client.get(f"{P}/events", "admin", params={"status": "delivered", "limit": 5})
-    assert listed.status_code == 200, listed.text
-    page = listed.json()
+    page = fits(doc, "GET", f"{P}/events", listed)  # 200, as its contract (api/event_schemas.py) says
     assert page["total"] >= 1 and len(page["items"]) <= 5
     newest = page["items"][0]
     assert [d["endpoint"] for d in newest["deliveries"]] == [f"http://127.0.0.1:{receiver.port}/ehr/events"]
@@ -197,9 +198,10 @@ def test_admins_list_events_by_status_and_redeliver_one(events_stack: Stack, rec
     assert client.get(f"{P}/events", "ehr-service").status_code == 403
 
     before = sum(1 for p in receiver.delivered() if p.event_id == newest["event_id"])
-    again = client.request("POST", f"{P}/events/{newest['event_id']}/redeliver", "admin")
-    assert again.status_code == 200, again.text
-    assert again.json()["deliveries"][0]["status"] == "pending" and again.json()["deliveries"][0]["attempts"] == 0
+    again = fits(doc, "POST", f"{P}/events/{{event_id}}/redeliver",
+                 client.request("POST", f"{P}/events/{newest['event_id']}/redeliver", "admin"))
+    assert again["event_id"] == newest["event_id"]
+    assert again["deliveries"][0]["status"] == "pending" and again["deliveries"][0]["attempts"] == 0
     eventually(lambda: sum(1 for p in receiver.delivered() if p.event_id == newest["event_id"]) == before + 1,
                timeout=30, what="the event delivered once more")
     missing = client.request("POST", f"{P}/events/00000000-0000-4000-8000-000000000000/redeliver", "admin")
