@@ -12,6 +12,7 @@ became of each attempt here.
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,17 +28,17 @@ from .event_models import EventDelivery, OutboxEvent
 
 # The endpoints' URLs and the types each takes, per engine (configure): the writers find them by their
 # session's engine, so the change functions need no extra argument and tests without events write none.
-_ROUTES: dict[int, tuple[tuple[str, frozenset[str]], ...]] = {}
+_ROUTES: weakref.WeakKeyDictionary[Any, tuple[tuple[str, frozenset[str]], ...]] = weakref.WeakKeyDictionary()
 MAX_ERROR = 500
 
 
 def configure(engine: Engine, endpoints: Iterable[events.Endpoint]) -> None:
     """Where the events written through ``engine`` go (the composition root, once)."""
-    _ROUTES[id(engine)] = tuple((e.url, e.types) for e in endpoints)
+    _ROUTES[engine] = tuple((e.url, e.types) for e in endpoints)
 
 
 def _routes(session: Session) -> tuple[tuple[str, frozenset[str]], ...]:
-    return _ROUTES.get(id(session.get_bind()), ())
+    return _ROUTES.get(session.get_bind(), ())
 
 
 def add(session: Session, event_type: str, *, study_uid: str | None, order_id: str | None,
