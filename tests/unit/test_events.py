@@ -139,3 +139,14 @@ def test_the_setting_comes_from_json_or_the_environment_and_is_logged_without_se
         load_settings({"EhrImaging": {"EventEndpoints": ["https://x/"]}}, {})
     with pytest.raises(ConfigError, match="at least 1"):
         load_settings({"EhrImaging": {"EventRetryBaseSeconds": 0}}, {})
+
+
+def test_a_bad_endpoint_stops_start_up_without_naming_its_secret() -> None:
+    from ehr_imaging.bootstrap import build_services
+    from ehr_imaging.config import Settings
+
+    settings = Settings(DatabaseUrl="postgresql://plugin@127.0.0.1:1/ehr", JwtSecret="unit-secret-0123456789abcdef",
+                        EventEndpoints=[{"url": "https://ehr.example/hook", "secret": "too-short"}])
+    with pytest.raises(ConfigError, match=r"EventEndpoints\[0\]\.secret") as refused:
+        build_services(settings, pacs=None)  # type: ignore[arg-type]  # refused before anything is built
+    assert "too-short" not in str(refused.value)
