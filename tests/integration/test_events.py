@@ -183,6 +183,16 @@ def test_every_event_arrives_signed_in_order_once_through_refusals_errors_and_a_
         assert [p.event_id for p in first_seen.values() if p.study_uid == study] == in_outbox  # in order
 
 
+def test_a_study_arrived_reaches_the_ehr_within_seconds(events_stack: Stack, receiver: Receiver,
+                                                         tmp_path: Path) -> None:
+    receiver.mode = "accept"
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=accession(), study_date="20261120", instances=1)
+    send(events_stack, files)
+    # NEW_STUDY -> the ingest worker -> the outbox -> the next delivery round (every second when idle).
+    eventually(lambda: any(p.study_uid == uid and p.type == "study.arrived" for p in receiver.delivered()),
+               timeout=5, what="study.arrived delivered within a few seconds of the C-STORE", interval=0.1)
+
+
 def test_admins_list_events_by_status_and_redeliver_one(events_stack: Stack, receiver: Receiver) -> None:
     client = Client(events_stack)
     receiver.mode = "accept"
