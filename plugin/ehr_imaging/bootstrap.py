@@ -16,11 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings
+from .core import events
 from .core.auth import ADMIN_SESSION_AUDIENCE, Authenticator, BasicAuthenticator, TokenVerifier, session_principal
 from .core.rate_limit import RateLimiter
 from .core.viewer_tokens import VIEWER_AUDIENCE, viewer_principal
 from .services import Pacs, Services
-from .store import db
+from .store import db, outbox
 
 
 def load_public_keys(settings: Settings) -> dict[str | None, Any]:
@@ -79,6 +80,10 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
         ZoneInfo(settings.Timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"Timezone: unknown zone {settings.Timezone!r}") from exc
+    try:
+        endpoints = events.parse_endpoints(settings.EventEndpoints)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     secret, _shared = signing_secret(settings)
     breaker = db.Breaker()
     engine = db.create_db_engine(
@@ -90,6 +95,7 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
         statement_timeout_seconds=settings.DatabaseStatementTimeoutSeconds,
         breaker=breaker,
     )
+    outbox.configure(engine, endpoints)  # the changes write their events in their own transactions
     return Services(
         settings=settings,
         engine=engine,
@@ -100,6 +106,7 @@ def build_services(settings: Settings, pacs: Pacs) -> Services:
         viewer_tokens=build_viewer_verifier(settings, secret),
         upload_limiter=RateLimiter(settings.UploadRequestsPerMinute, settings.UploadMegabytesPerMinute,
                                    time.monotonic),
+        event_endpoints=endpoints,
     )
 
 

@@ -90,6 +90,12 @@ class Settings:
     DeletionRequestTtlHours: float = 72.0  # a request not approved or rejected by then expires
     DeletedStudyRetentionDays: float = 30.0  # a deleted study's files are kept (restorable) this long; 0: not kept
     DeletedStudyDir: str = ""  # the private folder of deleted studies' files (shared by the nodes of a cluster)
+    # Events to the EHR (README "Events to the EHR"): [{"url", "secret", "types"}]; empty: no events written.
+    EventEndpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    EventRetryBaseSeconds: int = 30  # the first retry's delay; each next one doubles, up to EventRetryMaxSeconds
+    EventRetryMaxSeconds: int = 3600  # the longest wait between two attempts
+    EventRetryHours: float = 48.0  # an event not delivered this long after its first attempt: failed
+    EventTimeoutSeconds: int = 5  # one delivery attempt's connect and answer, at most
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -100,6 +106,9 @@ class Settings:
                 value = "***" if value else ""
             elif field.name == "AdminUsers":
                 value = {user: "***" for user in value}
+            elif field.name == "EventEndpoints":
+                value = [{**item, "secret": "***", "url": redact_url_password(str(item.get("url", "")))}
+                         if isinstance(item, dict) else item for item in value]
             elif field.name == "DatabaseUrl":
                 value = redact_url_password(value)
             out[field.name] = value
@@ -161,7 +170,7 @@ def _parse_env(name: str, text: str, kind: type) -> Any:
             return int(text)
         if kind is float:
             return float(text)
-        if kind is dict:
+        if kind in (dict, list):
             return json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"environment variable {env_name(name)} is not a valid {kind.__name__}") from exc
@@ -178,12 +187,13 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "ViewerTokenMaxTtlSeconds": 60, "ImageUrlMaxTtlSeconds": 10, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
-             "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1}
+             "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1, "EventRetryBaseSeconds": 1,
+             "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1}
 
 
 # Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).
 _CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required")}
-_POSITIVE = {"DeletionRequestTtlHours"}
+_POSITIVE = {"DeletionRequestTtlHours", "EventRetryHours"}
 
 
 def _check_type(name: str, value: Any, kind: type) -> Any:
@@ -197,6 +207,8 @@ def _check_type(name: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{SECTION}.{name} must be more than 0")
     if isinstance(value, (int, float)) and value < _MINIMUMS.get(name, 0):
         raise ConfigError(f"{SECTION}.{name} must be at least {_MINIMUMS.get(name, 0)}")
+    if isinstance(value, list) and not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"{SECTION}.{name} must be a list of objects")
     if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ConfigError(f"{SECTION}.{name} must map strings to strings")
     return value

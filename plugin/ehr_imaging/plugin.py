@@ -25,6 +25,7 @@ from .app.access_log import AccessLog
 from .app.database_monitor import DatabaseMonitor
 from .app.deletion_recovery import PurgeWorker
 from .app.dicomweb_gate import ViewerGate
+from .app.event_delivery import start_delivery
 from .app.ingest_worker import IngestWorker
 from .app.metrics_publisher import MetricsPublisher
 from .app.study_hierarchy import StudyHierarchy
@@ -127,6 +128,7 @@ def _set_up() -> Any:
         sessions.start()
         api.jobs.start()
         PurgeWorker(services, pacs.log_warning, pacs.log_error).start()  # deleted studies past retention
+        start_delivery(services, log_warning=pacs.log_warning, log_error=pacs.log_error)  # the outbox's events
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()

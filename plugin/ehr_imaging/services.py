@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from .config import Settings
 from .core.auth import Authenticator, TokenVerifier
+from .core.events import Endpoint
 from .core.holds import StudyHolds
 from .core.metrics import Metrics
 from .core.rate_limit import RateLimiter
@@ -79,6 +80,7 @@ class Services:
     upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
     # Open while the database does not answer (app/database_monitor.py): the engine refuses at once (503).
     database: Breaker = field(default_factory=Breaker)
+    event_endpoints: tuple[Endpoint, ...] = ()  # EventEndpoints, parsed (app/event_delivery.py sends to them)
 
     @property
     def match_policy(self) -> MatchPolicy:

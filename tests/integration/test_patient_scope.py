@@ -42,7 +42,8 @@ class Patient:
     def values(self) -> dict[str, str]:
         return {"study_uid": self.study_uid, "sop_instance_uid": self.sop_instance_uid, "order_id": self.order_id,
                 "patient_id": self.patient_id, "accession": self.accession, "upload_id": self.upload_id,
-                "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "deletion_id": str(uuid.uuid4())}
+                "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "deletion_id": str(uuid.uuid4()),
+                "event_id": str(uuid.uuid4())}
 
 
 def _patient(api: Client, tmp: Any, name: str) -> Patient:

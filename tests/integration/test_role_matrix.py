@@ -23,7 +23,7 @@ ROUTES = entries()
 DUMMY = {"study_uid": "1.2.826.0.1.3680043.10.999.1", "sop_instance_uid": "1.2.826.0.1.3680043.10.999.2",
          "order_id": "no-such-order", "patient_id": str(uuid.uuid4()), "accession": "NO-SUCH-ACC",
          "upload_id": str(uuid.uuid4()), "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()),
-         "deletion_id": str(uuid.uuid4())}
+         "deletion_id": str(uuid.uuid4()), "event_id": str(uuid.uuid4())}
 
 
 def route_id(entry: Entry) -> str:
@@ -44,7 +44,8 @@ def real(api: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     assert stored["order_id"] == order_id  # the technician uploads against the order the EHR named
     return {"study_uid": uid, "sop_instance_uid": stored["sop_instance_uid"], "order_id": order_id,
             "patient_id": patient_uuid, "accession": acc, "upload_id": str(stored["upload_id"]),
-            "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "deletion_id": str(uuid.uuid4())}
+            "job_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "deletion_id": str(uuid.uuid4()),
+            "event_id": str(uuid.uuid4())}
 
 
 def path_of(entry: Entry, values: dict[str, str]) -> str:

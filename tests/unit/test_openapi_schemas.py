@@ -120,7 +120,11 @@ def walk(schema: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if isinstance(schema, dict):
         yield where, schema
         for key, value in schema.items():
-            yield from walk(value, f"{where}.{key}")
+            if key == "properties" and isinstance(value, dict):  # names -> schemas (a property may be "type")
+                for name, prop in value.items():
+                    yield from walk(prop, f"{where}.properties.{name}")
+            else:
+                yield from walk(value, f"{where}.{key}")
     elif isinstance(schema, list):
         for index, value in enumerate(schema):
             yield from walk(value, f"{where}[{index}]")

@@ -1,5 +1,5 @@
 """The API's JSON for what the store returns: orders, studies, upload history, the reconciliation queue, a
-study's match, upload jobs, the stats counts, the audit timeline, deletions and deletion requests.
+study's match, upload jobs, the stats counts, the audit timeline, deletions and deletion requests, events.
 
 The store hands out values (``store.orders.Order``, ``store.studies.StudyRecord`` ...); the field names, their
 order and the text forms of dates, times and identifiers the EHR reads are decided here, once (the OpenAPI
@@ -12,9 +12,11 @@ import uuid
 from datetime import date, datetime, time
 from typing import Any
 
+from ..core.events import display_url
 from ..store.audit import AuditEvent
 from ..store.deletions import DeletionRecord, RequestRecord
 from ..store.orders import Order
+from ..store.outbox import EventRecord
 from ..store.reconciliation import MatchStatus, QueueEntry
 from ..store.studies import StudyRecord, UploadRecord
 from ..store.summary import Counts
@@ -150,3 +152,17 @@ def deletion_request(record: RequestRecord) -> dict[str, Any]:
         "status", "study_instance_uid", "orthanc_study_id", "patient_id", "patient_name", "accession_number",
         "order_id", "number_of_instances", "reason", "requested_by", "requested_at", "expires_at", "decided_by",
         "decided_at", "decision_reason", "deletion_id")}
+
+
+def event(record: EventRecord) -> dict[str, Any]:
+    """An outbox event with its deliveries; an endpoint by its URL without user information or query (secrets)."""
+    item = record.event
+    return {
+        "event_id": item.event_id, "type": item.type, "occurred_at": _iso(item.occurred_at),
+        "study_instance_uid": item.study_instance_uid, "order_id": item.order_id, "patient_id": item.patient_id,
+        "data": dict(item.data),
+        "deliveries": [{"endpoint": display_url(d.endpoint), "status": d.status, "attempts": d.attempts,
+                        "next_attempt_at": _iso(d.next_attempt_at), "last_attempt_at": _iso(d.last_attempt_at),
+                        "delivered_at": _iso(d.delivered_at), "last_error": d.last_error}
+                       for d in record.deliveries],
+    }

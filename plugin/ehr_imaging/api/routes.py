@@ -22,6 +22,8 @@ from . import (
     admin_session,
     audit,
     deletions,
+    event_schemas,
+    events,
     fhir,
     fhir_schemas,
     iid,
@@ -98,6 +100,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET",    f"{P}/deletions",                                deletions.list_deletions,       auth.ADMIN_ONLY,    scope.REFUSED,  schemas.DELETIONS),
     RouteSpec("POST",   f"{P}/deletions/{{deletion_id}}/restore",        deletions.restore,              auth.ADMIN_ONLY,    scope.REFUSED,  schemas.RESTORE_DELETION),
     RouteSpec("POST",   f"{P}/deletions/purge",                          deletions.purge,                auth.ADMIN_ONLY,    scope.REFUSED,  schemas.PURGE_DELETIONS),
+    # The event outbox (api/events.py): what was sent to the EHR's endpoints, and sending one again.
+    RouteSpec("GET",    f"{P}/events",                                   events.list_events,             auth.ADMIN_ONLY,    scope.REFUSED,  event_schemas.EVENTS),
+    RouteSpec("POST",   f"{P}/events/{{event_id}}/redeliver",            events.redeliver,               auth.ADMIN_ONLY,    scope.REFUSED,  event_schemas.REDELIVER_EVENT),
     RouteSpec("GET",    f"{P}/download/{{study_uid}}",                   images.download,                auth.VIEWING,       scope.STUDY,    schemas.DOWNLOAD),
     RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",                  images.thumbnail,               auth.VIEWING,       scope.STUDY,    schemas.THUMBNAIL),
     RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",              images.render,                  auth.VIEWING,       scope.INSTANCE, schemas.RENDER),

@@ -223,9 +223,10 @@ def study_deleted(services: Services, orthanc_study_id: str) -> list[str]:
 
 
 def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
-    """The first instance of a new study (NEW_STUDY): its order is in progress (OrderStatusUpdates), when its
-    accession and PatientID agree with exactly one scheduled order. Returns that order's id."""
-    if not services.settings.OrderStatusUpdates:
+    """The first instance of a new study (NEW_STUDY): its study.arrived event (EventEndpoints), and its order
+    in progress (OrderStatusUpdates) when its accession and PatientID agree with exactly one scheduled order.
+    Returns that order's id."""
+    if not services.settings.OrderStatusUpdates and not services.settings.EventEndpoints:
         return None
     try:
         study = services.pacs.get_json(f"/studies/{orthanc_study_id}")
@@ -235,5 +236,7 @@ def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
     uid = str(tags.get("StudyInstanceUID") or "")
     if not uid:
         return None
-    return order_status.study_arrived(services.engine, accession=tags.get("AccessionNumber"),
-                                      patient_id=patient.get("PatientID"), study_uid=uid)
+    return order_status.study_arrived(services.engine, accession=_text(tags.get("AccessionNumber")),
+                                      patient_id=_text(patient.get("PatientID")), study_uid=uid,
+                                      orthanc_study_id=orthanc_study_id,
+                                      status_updates=services.settings.OrderStatusUpdates)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..core.errors import Conflict, NotFound
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
-from . import collisions, order_status
+from . import collisions, order_status, outbox
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import Order, order_of
@@ -91,6 +91,8 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
         previous_instances = link.number_of_instances if link else 0
         previous_bytes = link.total_size_bytes if link else 0
         if link is None:
+            outbox.study_arrived(session, study_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
+                                 accession=seen.accession_number, mrn=seen.patient_id, order_id=None, late=True)
             # Column defaults apply only at INSERT; matching reads these before that.
             link = StudyLink(study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
                              upload_source=seen.upload_source, uploaded_by=seen.uploaded_by, auto_match=True,
@@ -99,6 +101,10 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
         _copy_facts(link, seen)
         _match(session, link, policy)
         new_instances = max(seen.number_of_instances - previous_instances, 0)
+        if previous_instances and new_instances:  # a later batch of a recorded study
+            order = session.get(ImagingOrder, link.order_id) if link.order_id else None
+            outbox.study_updated(session, link, new_instances=new_instances,
+                                 patient_id=order.patient_id if order is not None else None)
         row = _upload_row(seen, link.order_id, audit, previous_instances, previous_bytes)
         if row is not None:
             session.add(row)
@@ -174,9 +180,14 @@ def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
     study = _study_facts(link)
     orders = _candidate_orders(session, study)
     decision = decide(study, [_facts(o, policy.timezone) for o in orders], window_days=policy.window_days)
+    before = (link.match_reason, list(link.candidates or ()))
     _apply(link, decision)
+    if decision.order_id is None and (link.match_reason, link.candidates) != before:  # newly, or otherwise, unmatched
+        outbox.study_unmatched(session, link, reason=decision.reason, candidates=decision.candidates,
+                               actor=SYSTEM_ACTOR)
     if decision.order_id is not None:
         order = next(o for o in orders if o.order_id == decision.order_id)
+        outbox.study_linked(session, link, order, rule=decision.rule, actor=SYSTEM_ACTOR)
         _fill_order(session, order, link, policy.order_status_updates)
         session.add(LinkAudit(study_instance_uid=link.study_instance_uid, order_id=order.order_id,
                               action="auto-link", rule=decision.rule, actor=SYSTEM_ACTOR))
@@ -270,6 +281,8 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
             raise Conflict("patient mismatch: the study's PatientID differs from the order's MRN")
         link.order_id, link.match_rule, link.match_reason, link.candidates = order_id, MANUAL_RULE, None, [order_id]
         link.accepted_patient_id = None if same_patient else link.patient_id
+        outbox.study_linked(session, link, order, rule=MANUAL_RULE, actor=actor,
+                            patient_mismatch_accepted=not same_patient)
         _fill_order(session, order, link, status_updates)
         session.add(LinkAudit(study_instance_uid=study_uid, order_id=order_id, action="link", rule=MANUAL_RULE,
                               actor=actor, reason=None if same_patient else "patient mismatch accepted"))
@@ -286,6 +299,8 @@ def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) ->
         if link.order_id is None:
             raise Conflict("study is not linked")
         order_id = link.order_id
+        outbox.study_unmatched(session, link, reason="unlinked manually", candidates=[], actor=actor,
+                               previous_order_id=order_id)
         order = session.get(ImagingOrder, order_id, with_for_update=True)
         if order is not None:
             for name in ImagingOrder.MATCH_FIELDS:

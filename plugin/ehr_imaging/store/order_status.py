@@ -8,11 +8,12 @@ cancelled order never changes (core/orders.status_moves_forward).
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
 from ..core.orders import status_moves_forward
+from . import outbox
 from .models import ImagingOrder, OrderStatusAudit
 
 ACTOR = "ehr-imaging"
@@ -39,25 +40,31 @@ def reopen(session: Session, order: ImagingOrder, *, study_uid: str | None, reas
     return True
 
 
-def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | None, study_uid: str) -> str | None:
-    """The first instance of a study: the one scheduled order with its accession and MRN (and no other study)
-    is in progress now. Returns its id, or None (no such order, or more than one)."""
+def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | None, study_uid: str,
+                  orthanc_study_id: str = "", status_updates: bool = True) -> str | None:
+    """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
+    scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
+    id, or None (no such order, or more than one)."""
     acc, mrn = normalize_identifier(accession), normalize_identifier(patient_id)
-    if not acc or not mrn:
-        return None
     with Session(engine) as session, session.begin():
+        # The study's lock (as store/links takes it): its events are written in the order its changes are.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": study_uid})
         orders = session.scalars(select(ImagingOrder).where(
             func.upper(ImagingOrder.accession_number) == acc, func.upper(ImagingOrder.mrn) == mrn,
             ImagingOrder.status == SCHEDULED,
             ImagingOrder.study_instance_uid.is_(None) | (ImagingOrder.study_instance_uid == study_uid),
-        ).with_for_update()).all()
-        if len(orders) != 1:
+        ).with_for_update()).all() if status_updates and acc and mrn else []
+        order = orders[0] if len(orders) == 1 else None
+        outbox.study_arrived(session, study_uid=study_uid, orthanc_study_id=orthanc_study_id, accession=accession,
+                             mrn=patient_id, order_id=order.order_id if order is not None else None)
+        if order is None:
             return None
-        advance(session, orders[0], IN_PROGRESS, study_uid=study_uid, reason="the study's first instance arrived")
-        return orders[0].order_id
+        advance(session, order, IN_PROGRESS, study_uid=study_uid, reason="the study's first instance arrived")
+        return order.order_id
 
 
 def _change(session: Session, order: ImagingOrder, to: str, *, study_uid: str | None, reason: str) -> None:
+    outbox.order_status_changed(session, order, to=to, study_uid=study_uid, reason=reason)
     session.add(OrderStatusAudit(order_id=order.order_id, from_status=order.status, to_status=to,
                                  study_instance_uid=study_uid, actor=ACTOR, reason=reason))
     order.status = to

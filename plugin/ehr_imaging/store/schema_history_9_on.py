@@ -83,6 +83,42 @@ MIGRATIONS += (
         """,
     ),
     Migration(
+        13,
+        "events to the EHR: a durable outbox, each event's delivery to each endpoint",
+        """
+        CREATE TABLE event_outbox (
+            seq                BIGSERIAL PRIMARY KEY,
+            event_id           UUID NOT NULL,
+            type               TEXT NOT NULL,
+            study_instance_uid TEXT,
+            order_id           TEXT,
+            patient_id         TEXT,
+            ordering_key       TEXT NOT NULL,
+            payload            JSONB NOT NULL,
+            occurred_at        TIMESTAMPTZ NOT NULL,
+            CONSTRAINT event_outbox_event_id_key UNIQUE (event_id)
+        );
+        CREATE INDEX ix_event_outbox_study ON event_outbox (study_instance_uid);
+        CREATE TABLE event_deliveries (
+            event_seq       BIGINT NOT NULL REFERENCES event_outbox (seq) ON DELETE CASCADE,
+            endpoint        TEXT NOT NULL,
+            ordering_key    TEXT NOT NULL,
+            status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'failed', 'delivered')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            retry_since     TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_attempt_at TIMESTAMPTZ,
+            delivered_at    TIMESTAMPTZ,
+            last_error      TEXT,
+            PRIMARY KEY (event_seq, endpoint)
+        );
+        CREATE INDEX ix_event_deliveries_due ON event_deliveries (next_attempt_at) WHERE status = 'pending';
+        CREATE INDEX ix_event_deliveries_in_order ON event_deliveries (endpoint, ordering_key, event_seq)
+            WHERE status = 'pending';
+        CREATE INDEX ix_event_deliveries_status ON event_deliveries (status, event_seq);
+        """,
+    ),
+    Migration(
         16,
         "GET /studies at a hospital's scale: indexes for newest first, normalized identifiers and modalities",
         """

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
-from . import deletions, links
+from . import deletions, links, outbox
 from .models import DicomDeletionLog, DicomUploadLog, ImagingOrder, StudyLink
 
 
@@ -251,6 +251,7 @@ def record_deletion(engine: Engine, study: StudyFacts, *, actor: str, reason: st
 
 def _delete(session: Session, link: StudyLink | None, study: StudyFacts, *, actor: str, reason: str,
             deletion_id: uuid.UUID | None = None, approval: deletions.Approval | None = None) -> str | None:
+    outbox.study_deleted(session, study, order_id=link.order_id if link else None, actor=actor, reason=reason)
     order_id = links.detach_order(session, link, actor=actor, reason=f"study deleted: {reason}") if link else None
     session.add(DicomDeletionLog(
         id=deletion_id or uuid.uuid4(),

@@ -1,0 +1,36 @@
+"""The event outbox for admins: list events by delivery status (newest first), send one again.
+
+The events themselves are written by the changes they report (store/outbox.py) and delivered by
+app/event_delivery.py; these routes only show and re-queue them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ..core import errors, events
+from ..store import outbox
+from . import presenters
+from .context import Api
+from .router import Request, Response, json_response
+from .validation import query_int
+
+
+def list_events(api: Api, request: Request) -> Response:
+    """Events, newest first; ``?status=pending|failed|delivered``: those with a delivery in that status."""
+    status = request.query.get("status") or None
+    if status is not None and status not in events.STATUSES:
+        raise errors.Invalid(f"status: must be one of {', '.join(events.STATUSES)}")
+    limit, offset = query_int(request.query, "limit", 50, 1, 500), query_int(request.query, "offset", 0, 0, 10**9)
+    total, items = outbox.search(api.services.engine, status=status, limit=limit, offset=offset)
+    return json_response({"total": total, "limit": limit, "offset": offset,
+                          "items": [presenters.event(item) for item in items]})
+
+
+def redeliver(api: Api, request: Request) -> Response:
+    """Send an event again to every endpoint taking its type (due now, after its study's earlier events)."""
+    try:
+        event_id = uuid.UUID(request.params["event_id"])
+    except ValueError:
+        raise errors.NotFound(f"event {request.params['event_id']} not found") from None
+    return json_response(presenters.event(outbox.redeliver(api.services.engine, event_id)))
