@@ -84,6 +84,13 @@ class Settings:
     DeletionRequestTtlHours: float = 72.0  # a request not approved or rejected by then expires
     DeletedStudyRetentionDays: float = 30.0  # a deleted study's files are kept (restorable) this long; 0: not kept
     DeletedStudyDir: str = ""  # the private folder of deleted studies' files (shared by the nodes of a cluster)
+    # This node's durable audit spool (README "Audit: what is durable when"); "": a folder per node inside
+    # Orthanc's StorageDirectory. Never shared by two nodes (locked).
+    AuditSpoolDirectory: str = ""
+    AuditSpoolSyncMillis: int = 200  # the spool is fsync'd at least this often: what a power loss may lose
+    # A DIMSE query or retrieval while PostgreSQL is away: "spool" (its audit row fsync'd to the spool, then
+    # answered) or "refuse" (no row in PostgreSQL, no answer).
+    DimseWhenDatabaseDown: str = "spool"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -170,11 +177,12 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "ViewerTokenMaxTtlSeconds": 60, "ImageUrlMaxTtlSeconds": 10, "ApiRequestHeaderTimeoutSeconds": 1,
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
-             "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1}
+             "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1, "AuditSpoolSyncMillis": 1}
 
 
 # Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).
-_CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required")}
+_CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required"),
+                                        "DimseWhenDatabaseDown": ("spool", "refuse")}
 _POSITIVE = {"DeletionRequestTtlHours"}
 
 

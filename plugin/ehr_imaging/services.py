@@ -13,6 +13,7 @@ from .core.auth import Authenticator, TokenVerifier
 from .core.holds import StudyHolds
 from .core.metrics import Metrics
 from .core.rate_limit import RateLimiter
+from .store.audit_spool import AuditSpool
 from .store.db import Engine
 from .store.links import MatchPolicy
 
@@ -77,6 +78,8 @@ class Services:
     holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
     metrics: Metrics = field(default_factory=Metrics)  # this node's metrics (app/metrics_publisher.py)
     upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
+    # Where audit rows go while PostgreSQL is away (DIMSE queries; store/dimse_audit.py); None: refused instead.
+    audit_spool: AuditSpool | None = None
 
     @property
     def match_policy(self) -> MatchPolicy:

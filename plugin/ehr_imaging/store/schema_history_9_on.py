@@ -82,4 +82,17 @@ MIGRATIONS += (
         CREATE INDEX ix_order_status_audit_at ON order_status_audit (at);
         """,
     ),
+    Migration(
+        15,
+        "the local audit spool's high-water marks: what PostgreSQL already holds of each node's spool",
+        """
+        CREATE TABLE audit_spool_marks (
+            spool_id    TEXT NOT NULL,
+            stream      TEXT NOT NULL,
+            applied_seq BIGINT NOT NULL,
+            updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (spool_id, stream)
+        );
+        """,
+    ),
 )
