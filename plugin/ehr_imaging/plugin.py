@@ -131,7 +131,8 @@ def _set_up() -> Any:
         sessions.start()
         api.jobs.start()
         PurgeWorker(services, pacs.log_warning, pacs.log_error).start()  # deleted studies past retention
-        SpoolReplayer(services.engine, events_spool, log_error=pacs.log_error).start()  # DIMSE rows spooled
+        SpoolReplayer(services.engine, events_spool, log_error=pacs.log_error,  # DIMSE rows spooled
+                      log_warning=pacs.log_warning).start()
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from ehr_imaging.app.access_log import AccessLog
+from ehr_imaging.app.audit_replay import spool_gauges
+from ehr_imaging.core import metrics
 from ehr_imaging.core.audit_record import ACCESS, HEADER_BYTES, Record, decode, encode
 from ehr_imaging.store.audit_spool import AuditSpool, Snapshot, spool_id
 from ehr_imaging.store.spool_replay import access_counts
@@ -128,3 +130,16 @@ def test_the_access_log_spools_each_request_before_counting_it(tmp_path: Path) -
     # The failed batch is not kept in memory: the retry holds only record 4, and the spool the rest.
     assert (retry_first, retry_snapshot.last_seq, retry[0].requests, retry[0].bytes) == (4, 4, 1, 5)
     assert log.flush() == 0 and len(calls) == 2  # nothing new, nothing behind: no database round trip
+
+
+def test_the_depth_gauges_add_up_every_spool(tmp_path: Path) -> None:
+    access, events = spool(tmp_path / "access"), AuditSpool(tmp_path / "events", "events", "spool-1")
+    for n in range(3):
+        access.append(ACCESS, [n])
+    events.append("dimse", {"service": "C-FIND"}, sync=True)
+    gauges = spool_gauges(access, events)()
+    sizes = sum(p.stat().st_size for p in tmp_path.glob("*/*.seg"))
+    assert gauges == {metrics.AUDIT_SPOOL_RECORDS: 4, metrics.AUDIT_SPOOL_BYTES: sizes} and sizes > 0
+    access.applied(3)
+    events.applied(1)
+    assert spool_gauges(access, events)() == {metrics.AUDIT_SPOOL_RECORDS: 0, metrics.AUDIT_SPOOL_BYTES: 0}

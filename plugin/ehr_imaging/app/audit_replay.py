@@ -19,11 +19,12 @@ from ..store.spool_replay import apply_events
 
 class SpoolReplayer:
     def __init__(self, engine: Engine, events: AuditSpool, *, interval_seconds: float = 2.0,
-                 log_error: Callable[[str], None] = print) -> None:
+                 log_error: Callable[[str], None] = print, log_warning: Callable[[str], None] = print) -> None:
         self._engine = engine
         self._events = events
         self._interval = interval_seconds
         self._log_error = log_error
+        self._log_warning = log_warning
 
     def replay_once(self) -> int:
         if not self._events.behind():
@@ -39,8 +40,8 @@ class SpoolReplayer:
             time.sleep(self._interval)
             try:
                 applied = self.replay_once()
-                if applied or failing:
-                    self._log_error(f"ehr-imaging: {applied} spooled audit records written to PostgreSQL")
+                if applied:
+                    self._log_warning(f"ehr-imaging: {applied} spooled audit records written to PostgreSQL")
                 failing = False
             except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the records wait on disk
                 if not failing:

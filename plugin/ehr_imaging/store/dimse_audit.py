@@ -2,7 +2,8 @@
 
 Written before the request is answered. While PostgreSQL is away the row goes to the node's local audit
 spool instead (fsync'd before the answer; store/spool_replay.py inserts it, in order, once PostgreSQL is
-back), so a modality's query is answered and still on record; without a spool it is refused.
+back; rows arriving before that queue behind it in the spool, so the table keeps their order), so a
+modality's query is answered and still on record; without a spool it is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def record(engine: Engine, event: DimseEvent, node: str = "", spool: AuditSpool 
     """Write the row now: the caller answers only once its request is on record (in PostgreSQL, or durably
     in ``spool`` when PostgreSQL is unavailable)."""
     at = time.time()
+    if spool is not None and spool.behind():  # rows spooled earlier are not in yet: keep the order, queue behind
+        spool.append(DIMSE, dimse_payload(asdict(event), node, at), sync=True)
+        return
     try:
         with Session(engine) as session, session.begin():
             session.add(DimseAudit(**asdict(event), node=node or None))
