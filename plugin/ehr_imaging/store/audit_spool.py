@@ -173,7 +173,8 @@ class AuditSpool:
         with self._lock:
             active = self._segments[-1]
             if active.last_seq <= upto and active.last_seq >= active.first_seq and not self._closed:
-                self._open_segment(active.last_seq + 1)  # the folder keeps the next sequence number
+                # The folder keeps the next sequence number; the old file is deleted below, unsynced.
+                self._open_segment(active.last_seq + 1, sync_old=False)
             self._applied = max(self._applied, upto)
             done = [s for s in self._segments[:-1] if s.last_seq <= upto]
             for segment in done:
@@ -202,13 +203,14 @@ class AuditSpool:
             segments.append(_Segment(path, first, max(last, first - 1), len(data)))
         return segments
 
-    def _open_segment(self, first_seq: int) -> None:
+    def _open_segment(self, first_seq: int, *, sync_old: bool = True) -> None:
         """Called with the lock held (or from __init__): a new, empty segment becomes the active one."""
         # The first sequence number, then what makes the name unique (a start may reopen at the same number).
         path = self.folder / f"{first_seq:020d}-{time.time_ns():x}{SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
         if self._fd >= 0:
-            os.fsync(self._fd)
+            if sync_old:
+                os.fsync(self._fd)
             os.close(self._fd)
             self._dirty = False
         self._fd = fd
