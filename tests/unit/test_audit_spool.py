@@ -13,8 +13,14 @@ import pytest
 
 from ehr_imaging.app.access_log import AccessLog
 from ehr_imaging.app.audit_replay import spool_gauges
+from ehr_imaging.app.dicomweb_gate import ViewerGate
+from ehr_imaging.app.study_hierarchy import StudyMembers
+from ehr_imaging.app.token_revocations import RevocationList
 from ehr_imaging.core import metrics
 from ehr_imaging.core.audit_record import ACCESS, HEADER_BYTES, Record, decode, encode
+from ehr_imaging.core.auth import TokenVerifier
+from ehr_imaging.core.study_identity import orthanc_study_id
+from ehr_imaging.core.viewer_tokens import VIEWER_AUDIENCE, mint_viewer_token, viewer_principal
 from ehr_imaging.store.audit_spool import AuditSpool, Snapshot, spool_id
 from ehr_imaging.store.spool_replay import access_counts
 from ehr_imaging.store.viewer_tokens import AccessCount
@@ -143,3 +149,43 @@ def test_the_depth_gauges_add_up_every_spool(tmp_path: Path) -> None:
     access.applied(3)
     events.applied(1)
     assert spool_gauges(access, events)() == {metrics.AUDIT_SPOOL_RECORDS: 0, metrics.AUDIT_SPOOL_BYTES: 0}
+
+
+class StoredStudy:
+    """The viewer gate's hierarchy for one stored study, every series and instance in it."""
+
+    def members(self, orthanc_study_id: str) -> StudyMembers:
+        return StudyMembers(stored=True, study_uid=STUDY)
+
+    def belongs(self, orthanc_study_id: str, series_uid: str | None, instance_uid: str | None) -> bool:
+        return True
+
+    def shared_now(self, orthanc_study_id: str) -> bool:
+        return False
+
+    def size_of(self, orthanc_study_id: str, instance_uid: str | None, frames: int | None = None) -> int:
+        return 1000
+
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+
+
+def test_a_read_that_cannot_be_put_on_record_is_refused(tmp_path: Path) -> None:
+    log_spool = spool(tmp_path / "access")
+    errors: list[str] = []
+    log = AccessLog(lambda counts: None, spool=log_spool, apply_spooled=lambda c, f, s: 0, log_error=errors.append)
+    verifier = TokenVerifier(issuer="iss", audience=VIEWER_AUDIENCE, secret="s" * 32,
+                             principal_from_claims=viewer_principal)
+    minted = mint_viewer_token(secret="s" * 32, issuer="iss", subject="dr",
+                               studies={STUDY: orthanc_study_id("P", STUDY)}, ttl_seconds=60)
+    revocations = RevocationList(dict)
+    revocations.refresh()
+    gate = ViewerGate(verifier, revocations, StoredStudy(), log)  # type: ignore[arg-type]
+    principal = gate.principal(minted.token)
+    path = f"/dicom-web/studies/{STUDY}/series/1.2.3/instances/1.2.3.4/frames/1"
+    assert gate.decide(principal, "GET", path, {}).allowed
+    os.close(log_spool._fd)  # the spool's disk fails (full, gone): the next read cannot be recorded
+    refused = gate.decide(principal, "GET", path, {})
+    assert not refused.allowed and "access audit" in refused.reason
+    assert not gate.decide(principal, "GET", path, {}).allowed
+    assert len(errors) == 1 and "viewer reads are refused" in errors[0]  # logged once, not once per frame

@@ -6,8 +6,8 @@ loses none; fsync'd within ``AuditSpoolSyncMillis``), then aggregated in memory 
 background thread adds the aggregate to PostgreSQL every ``flush_seconds`` in one transaction that also
 moves the spool's high-water mark (store/spool_replay.py): the in-memory aggregate is the fast path, the
 spool the durable record until that commit. After a restart, or a flush that failed (PostgreSQL away), the
-counts are rebuilt from the spool instead, so each request is counted exactly once. A request that cannot
-be written to the spool (disk full) raises: the filter refuses it rather than serve an unaudited read.
+counts are rebuilt from the spool instead, so each request is counted exactly once. A read that cannot be
+written to the spool (disk full) is refused by the viewer gate rather than served unaudited.
 ``flush()`` also runs when Orthanc stops. Without a spool (unit tests): memory only, as before.
 """
 
@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from ..core.audit_record import ACCESS
 from ..store.audit_spool import AuditSpool, Snapshot
 from ..store.viewer_tokens import AccessCount, add_access
+
+FAILURE_LOG_SECONDS = 60.0  # a failing spool is logged once a minute, not once per frame
 
 # Adds the counts of spool records first..snapshot.last_seq to PostgreSQL (store/spool_replay.apply_access).
 ApplySpooled = Callable[[list[AccessCount], int, Snapshot], int]
@@ -41,13 +43,24 @@ class AccessLog:
         if (spool is None) != (apply_spooled is None):
             raise ValueError("a spool needs its apply_spooled, and the other way round")
         self._first = spool.last_seq() + 1 if spool is not None else 0  # the first record in _pending
+        self._failure_logged = float("-inf")
 
-    def record(self, token_id: str, subject: str, study_uid: str, *, allowed: bool, size: int = 0) -> None:
+    def record(self, token_id: str, subject: str, study_uid: str, *, allowed: bool, size: int = 0) -> bool:
+        """Count one request; False when it could not be put on durable record (the spool's disk failed):
+        the caller refuses a read it cannot audit (app/dicomweb_gate.py)."""
         now = self._clock()
         with self._lock:  # spool order is the aggregate's order: a flush covers records first..last exactly
             if self._spool is not None:
-                self._spool.append(ACCESS, [token_id, study_uid, subject, now, allowed, size])
+                try:
+                    self._spool.append(ACCESS, [token_id, study_uid, subject, now, allowed, size])
+                except OSError as exc:
+                    if now - self._failure_logged > FAILURE_LOG_SECONDS:
+                        self._failure_logged = now
+                        self._log_error(f"ehr-imaging: viewer access not written to the audit spool ({exc.strerror});"
+                                        " viewer reads are refused until it can be")
+                    return False
             add_access(self._pending, token_id, study_uid, subject, now, allowed=allowed, size=size)
+        return True
 
     def flush(self) -> int:
         """Write what is pending; the number of token-and-study counts (or spool records) written."""
