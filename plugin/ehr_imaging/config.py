@@ -96,6 +96,13 @@ class Settings:
     EventRetryMaxSeconds: int = 3600  # the longest wait between two attempts
     EventRetryHours: float = 48.0  # an event not delivered this long after its first attempt: failed
     EventTimeoutSeconds: int = 5  # one delivery attempt's connect and answer, at most
+    # This node's durable audit spool (README "Audit: what is durable when"); "": a folder per node inside
+    # Orthanc's StorageDirectory. Never shared by two nodes (locked).
+    AuditSpoolDirectory: str = ""
+    AuditSpoolSyncMillis: int = 200  # the spool is fsync'd at least this often: what a power loss may lose
+    # A DIMSE query or retrieval while PostgreSQL is away: "spool" (its audit row fsync'd to the spool, then
+    # answered) or "refuse" (no row in PostgreSQL, no answer).
+    DimseWhenDatabaseDown: str = "spool"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: secrets and passwords are masked."""
@@ -188,11 +195,12 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
              "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1, "EventRetryBaseSeconds": 1,
-             "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1}
+             "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1, "AuditSpoolSyncMillis": 1}
 
 
 # Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).
-_CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required")}
+_CHOICES: dict[str, tuple[str, ...]] = {"DeletionApproval": ("none", "required"),
+                                        "DimseWhenDatabaseDown": ("spool", "refuse")}
 _POSITIVE = {"DeletionRequestTtlHours", "EventRetryHours"}
 
 

@@ -22,6 +22,7 @@ from .api.router import Request, Response, Router, decode_query, error_for, temp
 from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
+from .app.audit_replay import SpoolReplayer, spool_gauges
 from .app.database_monitor import DatabaseMonitor
 from .app.deletion_recovery import PurgeWorker
 from .app.dicomweb_gate import ViewerGate
@@ -32,16 +33,18 @@ from .app.study_hierarchy import StudyHierarchy
 from .app.token_revocations import RevocationList
 from .app.upload_limits import admit_upload
 from .bootstrap import build_services, signing_secret
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
 from .core.dimse import check_policy
 from .hooks.changes import make_change_callback
 from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
 from .hooks.worklist import make_worklist_callback
+from .private_dirs import private_directory
 from .services import Services
-from .store import db, migrations
+from .store import db, migrations, spool_replay
 from .store import sessions as session_store
 from .store import viewer_tokens as viewer_store
+from .store.audit_spool import AuditSpool, spool_id
 
 EXPLORER_EXTENSION = Path(__file__).parent / "hooks" / "static" / "explorer-extension.js"
 API_CATCH_ALL = "/api/v1/dicom(/.*)?"
@@ -94,9 +97,11 @@ def _set_up() -> Any:
     services.log_error = pacs.log_error
     services.log_warning = pacs.log_warning
     _database_monitor(services).start()  # before anything waits on the database
+    access_spool, events_spool = _audit_spools(settings, orthanc_config, services.node)
+    services.audit_spool = events_spool if settings.DimseWhenDatabaseDown == "spool" else None
     router = Router(services.authenticator, pacs.log_error, unavailable=db.UNAVAILABLE,
                     throttle=partial(admit_upload, services), available=services.database.check)
-    gate = _viewer_gate(services)
+    gate = _viewer_gate(services, access_spool)
     sessions = _session_revocations(services)
     api = register_all(router, services, gate.revocations, gate.access_log)
     for template in router.templates():
@@ -113,7 +118,8 @@ def _set_up() -> Any:
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
     worker.start()
     services.ingest_later = worker.submit
-    MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges,), log_error=pacs.log_error).start()
+    MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges, spool_gauges(access_spool, events_spool)),
+                     log_error=pacs.log_error).start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
     orthanc.RegisterOnChangeCallback(make_change_callback(worker, gate, pacs.log_error))
@@ -129,6 +135,8 @@ def _set_up() -> Any:
         api.jobs.start()
         PurgeWorker(services, pacs.log_warning, pacs.log_error).start()  # deleted studies past retention
         start_delivery(services, log_warning=pacs.log_warning, log_error=pacs.log_error)  # the outbox's events
+        SpoolReplayer(services.engine, events_spool, log_error=pacs.log_error,  # DIMSE rows spooled
+                      log_warning=pacs.log_warning).start()
 
     threading.Thread(target=_migrate_until_done, args=(services, once_migrated), name="ehr-migrate",
                      daemon=True).start()
@@ -171,10 +179,29 @@ def _session_revocations(services: Services) -> RevocationList:
     return sessions
 
 
-def _viewer_gate(services: Services) -> ViewerGate:
+def _audit_spools(settings: Settings, orthanc_config: dict[str, Any], node: str) -> tuple[AuditSpool, AuditSpool]:
+    """This node's audit spools (access, events) in one private folder (README "Audit: what is durable when")."""
+    root = Path(settings.AuditSpoolDirectory) if settings.AuditSpoolDirectory else (
+        Path(str(orthanc_config.get("StorageDirectory", "OrthancStorage"))) / "ehr-imaging-audit-spool"
+        / node.replace(":", "-"))
+    private_directory(root)
+    identity = spool_id(root)
+    spools = tuple(AuditSpool(root / stream, stream, identity, sync_millis=settings.AuditSpoolSyncMillis,
+                              log=pacs.log_warning) for stream in ("access", "events"))
+    for spool in spools:
+        spool.start()
+        depth = spool.depth()
+        if depth[0]:
+            pacs.log_warning(f"ehr-imaging: audit spool {spool.folder} holds {depth[0]} records from before this"
+                             " start; they are written to PostgreSQL once it answers")
+    return spools[0], spools[1]
+
+
+def _viewer_gate(services: Services, spool: AuditSpool) -> ViewerGate:
     engine = services.engine
     revocations = RevocationList(lambda: viewer_store.revoked_token_ids(engine), log_error=pacs.log_error)
-    access_log = AccessLog(lambda counts: viewer_store.add_access_counts(engine, counts), log_error=pacs.log_error)
+    access_log = AccessLog(lambda counts: viewer_store.add_access_counts(engine, counts), log_error=pacs.log_error,
+                           spool=spool, apply_spooled=partial(spool_replay.apply_access, engine, spool))
     access_log.start()
     return ViewerGate(services.viewer_tokens, revocations, StudyHierarchy(services.pacs), access_log)
 

@@ -14,6 +14,7 @@ from .core.events import Endpoint
 from .core.holds import StudyHolds
 from .core.metrics import Metrics
 from .core.rate_limit import RateLimiter
+from .store.audit_spool import AuditSpool
 from .store.db import Breaker, Engine
 from .store.links import MatchPolicy
 
@@ -81,6 +82,8 @@ class Services:
     # Open while the database does not answer (app/database_monitor.py): the engine refuses at once (503).
     database: Breaker = field(default_factory=Breaker)
     event_endpoints: tuple[Endpoint, ...] = ()  # EventEndpoints, parsed (app/event_delivery.py sends to them)
+    # Where audit rows go while PostgreSQL is away (DIMSE queries; store/dimse_audit.py); None: refused instead.
+    audit_spool: AuditSpool | None = None
 
     @property
     def match_policy(self) -> MatchPolicy:

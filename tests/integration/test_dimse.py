@@ -100,8 +100,9 @@ def ws() -> Iterator[tuple[Client, int]]:
         "modality": modality_entry("EHRMODALITY", "127.0.0.1", 11112),
         "workstation": modality_entry(WORKSTATION, "127.0.0.1", receiver, AllowFind=True, AllowMove=True),
     }
+    # "refuse": test_no_audit_row_no_answer; the default ("spool") is test_audit_spool.py's.
     settings = {"Timezone": "America/Chicago", "DicomFindMaxAnswers": 2, "WorklistMaxAnswers": 2,
-                "WorklistModalities": {"EHRMODALITY": "CT, DX"}}
+                "WorklistModalities": {"EHRMODALITY": "CT, DX"}, "DimseWhenDatabaseDown": "refuse"}
     with running_stack("dimse", orthanc_overrides={"DicomModalities": modalities}, extra_settings=settings) as started:
         yield Client(started), receiver
 

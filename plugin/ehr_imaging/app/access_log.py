@@ -1,10 +1,14 @@
 """The viewer access audit: who (token subject) read which study, when, how many requests and bytes.
 
-The HTTP filter records every viewer request here, in memory, aggregated per token and study; a
-background thread adds the counts to PostgreSQL every ``flush_seconds`` in one transaction (an upsert
-per token and study, never a row per frame). While PostgreSQL is down the counts stay here and are
-added on the next successful flush, so none is lost short of the process dying (then at most one
-interval's counts). ``flush()`` also runs when Orthanc stops.
+The HTTP filter records every viewer request here. With a spool (the plugin always has one) each request is
+first written to the node's local audit spool (store/audit_spool.py: one ``os.write``, so a killed process
+loses none; fsync'd within ``AuditSpoolSyncMillis``), then aggregated in memory per token and study. A
+background thread adds the aggregate to PostgreSQL every ``flush_seconds`` in one transaction that also
+moves the spool's high-water mark (store/spool_replay.py): the in-memory aggregate is the fast path, the
+spool the durable record until that commit. After a restart, or a flush that failed (PostgreSQL away), the
+counts are rebuilt from the spool instead, so each request is counted exactly once. A read that cannot be
+written to the spool (disk full) is refused by the viewer gate rather than served unaudited.
+``flush()`` also runs when Orthanc stops. Without a spool (unit tests): memory only, as before.
 """
 
 from __future__ import annotations
@@ -13,12 +17,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..store.viewer_tokens import AccessCount
+from ..core.audit_record import ACCESS
+from ..store.audit_spool import AuditSpool, Snapshot
+from ..store.viewer_tokens import AccessCount, add_access
+
+FAILURE_LOG_SECONDS = 60.0  # a failing spool is logged once a minute, not once per frame
+
+# Adds the counts of spool records first..snapshot.last_seq to PostgreSQL (store/spool_replay.apply_access).
+ApplySpooled = Callable[[list[AccessCount], int, Snapshot], int]
 
 
 class AccessLog:
     def __init__(self, write: Callable[[Iterable[AccessCount]], None], *, flush_seconds: float = 5.0,
-                 log_error: Callable[[str], None] = print, clock: Callable[[], float] = time.time) -> None:
+                 log_error: Callable[[str], None] = print, clock: Callable[[], float] = time.time,
+                 spool: AuditSpool | None = None, apply_spooled: ApplySpooled | None = None) -> None:
         self._write = write
         self._flush_seconds = flush_seconds
         self._log_error = log_error
@@ -26,22 +38,34 @@ class AccessLog:
         self._pending: dict[tuple[str, str], AccessCount] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._spool = spool
+        self._apply = apply_spooled
+        if (spool is None) != (apply_spooled is None):
+            raise ValueError("a spool needs its apply_spooled, and the other way round")
+        self._first = spool.last_seq() + 1 if spool is not None else 0  # the first record in _pending
+        self._failure_logged = float("-inf")
 
-    def record(self, token_id: str, subject: str, study_uid: str, *, allowed: bool, size: int = 0) -> None:
+    def record(self, token_id: str, subject: str, study_uid: str, *, allowed: bool, size: int = 0) -> bool:
+        """Count one request; False when it could not be put on durable record (the spool's disk failed):
+        the caller refuses a read it cannot audit (app/dicomweb_gate.py)."""
         now = self._clock()
-        key = (token_id, study_uid)
-        with self._lock:
-            old = self._pending.get(key)
-            self._pending[key] = AccessCount(
-                token_id, study_uid, subject,
-                first_at=old.first_at if old else now, last_at=now,
-                requests=(old.requests if old else 0) + (1 if allowed else 0),
-                denied=(old.denied if old else 0) + (0 if allowed else 1),
-                bytes=(old.bytes if old else 0) + (size if allowed else 0),
-            )
+        with self._lock:  # spool order is the aggregate's order: a flush covers records first..last exactly
+            if self._spool is not None:
+                try:
+                    self._spool.append(ACCESS, [token_id, study_uid, subject, now, allowed, size])
+                except OSError as exc:
+                    if now - self._failure_logged > FAILURE_LOG_SECONDS:
+                        self._failure_logged = now
+                        self._log_error(f"ehr-imaging: viewer access not written to the audit spool ({exc.strerror});"
+                                        " viewer reads are refused until it can be")
+                    return False
+            add_access(self._pending, token_id, study_uid, subject, now, allowed=allowed, size=size)
+        return True
 
     def flush(self) -> int:
-        """Write what is pending; on failure put it back (merged with what arrived meanwhile)."""
+        """Write what is pending; the number of token-and-study counts (or spool records) written."""
+        if self._spool is not None and self._apply is not None:
+            return self._flush_spooled(self._spool, self._apply)
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
@@ -50,11 +74,22 @@ class AccessLog:
             try:
                 self._write(batch.values())
             except Exception:
-                with self._lock:
+                with self._lock:  # put it back, merged with what arrived meanwhile
                     for key, count in batch.items():
                         self._pending[key] = _merge(count, self._pending.get(key))
                 raise
             return len(batch)
+
+    def _flush_spooled(self, spool: AuditSpool, apply: ApplySpooled) -> int:
+        with self._flush_lock:
+            with self._lock:
+                if not self._pending and not spool.behind():
+                    return 0
+                batch, self._pending = self._pending, {}
+                first, snapshot = self._first, spool.snapshot()
+                self._first = snapshot.last_seq + 1
+            # On failure the batch is dropped: the spool holds it, and the next flush reads it back from there.
+            return apply(list(batch.values()), first, snapshot)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="ehr-viewer-access-log", daemon=True).start()

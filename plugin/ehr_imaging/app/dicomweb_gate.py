@@ -1,8 +1,9 @@
 """The viewer side of the HTTP filter: verify a viewer token, decide, and record the access.
 
 Runs for every DICOMweb request a viewer makes, frames included: a cached signature check, an
-in-memory revocation lookup, the pure decision (core.access) with cached hierarchy facts, and an
-in-memory audit count. No database or network call on this path.
+in-memory revocation lookup, the pure decision (core.access) with cached hierarchy facts, and the audit
+count (one record appended to the local spool, then in memory; a read it cannot record is refused). No
+database or network call on this path.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class ViewerGate:
                 decision = access.Decision(False, "StudyInstanceUID shared with another patient's study")
                 target = None
         if target is not None:
-            self.access_log.record(principal.token_id, principal.subject, target.study, allowed=True,
-                                   size=self._size(principal, path, target))
+            if not self.access_log.record(principal.token_id, principal.subject, target.study, allowed=True,
+                                          size=self._size(principal, path, target)):
+                return access.Decision(False, "the read could not be put on the access audit's record")
         else:
             study = _named_study(path, query)
             if study is not None:

@@ -45,6 +45,8 @@ DATABASE_UP = PREFIX + "database_up"
 UPLOAD_FAILURES = PREFIX + "upload_failures_total"
 UPLOADS_RATE_LIMITED = PREFIX + "uploads_rate_limited_total"
 DELETION_REQUESTS_PENDING = PREFIX + "deletion_requests_pending"
+AUDIT_SPOOL_RECORDS = PREFIX + "audit_spool_records"
+AUDIT_SPOOL_BYTES = PREFIX + "audit_spool_bytes"
 
 UNMATCHED_REASONS = tuple(sorted(REASONS | {REASON_COLLISION}))
 
@@ -83,6 +85,9 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric(UPLOAD_FAILURES, "counter", "uploads refused whole, and files of an upload that were not stored"),
     Metric(UPLOADS_RATE_LIMITED, "counter", "upload requests refused with 429 (over a caller's rate limit)"),
     Metric(DELETION_REQUESTS_PENDING, "gauge", "deletion requests waiting for a manager's approval"),
+    Metric(AUDIT_SPOOL_RECORDS, "gauge", "audit records in this node's local spool not yet known to be in"
+                                         " PostgreSQL (viewer requests, DIMSE audit rows written while it was away)"),
+    Metric(AUDIT_SPOOL_BYTES, "gauge", "bytes of the spool's segment files holding them"),
 )
 NAMES = frozenset(metric.name for metric in CATALOGUE)
 

@@ -47,7 +47,7 @@ def make_find_callback(services: Services, log_error: Callable[[str], None]) -> 
                               STUDY_ROOT_FIND) for resource in found[:cap]]
             dimse_audit.record(services.engine, DimseEvent(
                 "C-FIND", calling, called_aet, "answered", level=request.level, query=request.audit_query(),
-                answers=len(items), truncated=truncated), services.node)
+                answers=len(items), truncated=truncated), services.node, services.audit_spool)
             for item in items:
                 answers.FindAddAnswer(item)
             if truncated:
@@ -63,7 +63,7 @@ def make_find_callback(services: Services, log_error: Callable[[str], None]) -> 
 def audit_failure(services: Services, event: DimseEvent, log_error: Callable[[str], None]) -> None:
     """Best effort: the request fails anyway; say so when even its failure cannot be recorded."""
     try:
-        dimse_audit.record(services.engine, event, services.node)
+        dimse_audit.record(services.engine, event, services.node, services.audit_spool)
     except Exception as exc:  # noqa: BLE001
         log_error(f"ehr-imaging: {event.service} failure from {event.calling_aet} not audited ({type(exc).__name__})")
 
@@ -84,7 +84,7 @@ def make_move_callback(services: Services, log_error: Callable[[str], None]) -> 
             destination = _modality_named(pacs, target)
             event = DimseEvent("C-MOVE", calling, called, "allowed", level=wanted.level, query=event.query,
                                answers=len(resources), target_aet=target)
-            dimse_audit.record(services.engine, event, services.node)  # before anything leaves
+            dimse_audit.record(services.engine, event, services.node, services.audit_spool)  # before anything leaves
             if resources:
                 job = pacs.post_json(f"/modalities/{destination}/store", {
                     "Resources": resources, "Asynchronous": True,

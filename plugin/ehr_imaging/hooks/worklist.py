@@ -47,7 +47,7 @@ def make_worklist_callback(services: Services, log_error: Callable[[str], None])
                     items.append(item)
             event = DimseEvent("MWL", calling, called_aet, "answered", level="WORKLIST",
                                query=audit_keys(asked), answers=len(items), truncated=truncated)
-            dimse_audit.record(services.engine, event, services.node)  # no audit row, no answer
+            dimse_audit.record(services.engine, event, services.node, services.audit_spool)  # no audit row, no answer
             for item in items:
                 answers.WorklistAddAnswer(query, item)
             if truncated:

@@ -92,3 +92,15 @@ class DimseAudit(Base):
     target_aet: Mapped[str | None]
     outcome: Mapped[str]
     node: Mapped[str | None]
+
+
+class AuditSpoolMark(Base):
+    """How far PostgreSQL holds each node's local audit spool (store/audit_spool.py): every record of the
+    stream up to ``applied_seq`` is in the audit tables; written in the same transaction as those rows."""
+
+    __tablename__ = "audit_spool_marks"
+
+    spool_id: Mapped[str] = mapped_column(primary_key=True)
+    stream: Mapped[str] = mapped_column(primary_key=True)
+    applied_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

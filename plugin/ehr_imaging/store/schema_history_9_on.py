@@ -119,6 +119,19 @@ MIGRATIONS += (
         """,
     ),
     Migration(
+        15,
+        "the local audit spool's high-water marks: what PostgreSQL already holds of each node's spool",
+        """
+        CREATE TABLE audit_spool_marks (
+            spool_id    TEXT NOT NULL,
+            stream      TEXT NOT NULL,
+            applied_seq BIGINT NOT NULL,
+            updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (spool_id, stream)
+        );
+        """,
+    ),
+    Migration(
         16,
         "GET /studies at a hospital's scale: indexes for newest first, normalized identifiers and modalities",
         """

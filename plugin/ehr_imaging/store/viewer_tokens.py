@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
 from ..core.errors import NotFound
@@ -67,20 +67,39 @@ class AccessCount:
     bytes: int
 
 
+def add_access(pending: dict[tuple[str, str], AccessCount], token_id: str, study_uid: str, subject: str,
+               at: float, *, allowed: bool, size: int = 0) -> None:
+    """Count one viewer request into ``pending`` (per token and study): the one aggregation rule, used by
+    the live access log and by the spool's replay alike."""
+    key = (token_id, study_uid)
+    old = pending.get(key)
+    pending[key] = AccessCount(
+        token_id, study_uid, subject,
+        first_at=min(old.first_at, at) if old else at, last_at=max(old.last_at, at) if old else at,
+        requests=(old.requests if old else 0) + (1 if allowed else 0),
+        denied=(old.denied if old else 0) + (0 if allowed else 1),
+        bytes=(old.bytes if old else 0) + (size if allowed else 0),
+    )
+
+
 def add_access_counts(engine: Engine, counts: Iterable[AccessCount]) -> None:
     """Add aggregated counts (one upsert per token and study), all in one transaction."""
+    with engine.begin() as conn:
+        upsert_access_counts(conn, counts)
+
+
+def upsert_access_counts(conn: Connection, counts: Iterable[AccessCount]) -> None:
+    """The upsert of ``add_access_counts``, in the caller's transaction."""
     rows = [{"t": c.token_id, "s": c.study_uid, "u": c.subject, "f": _utc(c.first_at), "l": _utc(c.last_at),
              "r": c.requests, "d": c.denied, "b": c.bytes} for c in counts]
     if not rows:
         return
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO viewer_access_log (token_id, study_instance_uid, subject, first_access_at, last_access_at,"
-            " request_count, denied_count, bytes) VALUES (:t, :s, :u, :f, :l, :r, :d, :b)"
-            " ON CONFLICT (token_id, study_instance_uid) DO UPDATE SET"
-            " first_access_at = least(viewer_access_log.first_access_at, excluded.first_access_at),"
-            " last_access_at = greatest(viewer_access_log.last_access_at, excluded.last_access_at),"
-            " request_count = viewer_access_log.request_count + excluded.request_count,"
-            " denied_count = viewer_access_log.denied_count + excluded.denied_count,"
-            " bytes = viewer_access_log.bytes + excluded.bytes"), rows)
-
+    conn.execute(text(
+        "INSERT INTO viewer_access_log (token_id, study_instance_uid, subject, first_access_at, last_access_at,"
+        " request_count, denied_count, bytes) VALUES (:t, :s, :u, :f, :l, :r, :d, :b)"
+        " ON CONFLICT (token_id, study_instance_uid) DO UPDATE SET"
+        " first_access_at = least(viewer_access_log.first_access_at, excluded.first_access_at),"
+        " last_access_at = greatest(viewer_access_log.last_access_at, excluded.last_access_at),"
+        " request_count = viewer_access_log.request_count + excluded.request_count,"
+        " denied_count = viewer_access_log.denied_count + excluded.denied_count,"
+        " bytes = viewer_access_log.bytes + excluded.bytes"), rows)
