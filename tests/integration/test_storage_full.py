@@ -15,7 +15,7 @@ import pytest
 
 from ehr_stack.dicom import DCMTK_ENV
 from ehr_stack.stack import Stack
-from tests.conftest import Client, keep_log, start_stack, stack_dir
+from tests.conftest import Client, keep_log, stack_dir, start_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
 
