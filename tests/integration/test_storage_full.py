@@ -5,9 +5,11 @@ once space is freed, the next C-STORE and upload are stored and linked to their 
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,14 @@ def test_a_full_volume_refuses_cleanly_and_recovers(small_volume_stack: Stack, t
                           data={"order_id": upload_order})
     assert several.status_code == 503, several.text
     assert several.headers["Retry-After"] == "60" and "storage" in several.json()["detail"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as members:
+        for path in upload_files:
+            members.writestr(path.name, path.read_bytes())
+    zipped = api.request("POST", "/api/v1/dicom/upload-zip", "technician", data={"order_id": upload_order},
+                         files={"file": ("cd.zip", archive.getvalue(), "application/zip")})
+    assert zipped.status_code == 503, zipped.text  # small: stored at once, not as a job
+    assert zipped.headers["Retry-After"] == "60" and "storage" in zipped.json()["detail"]
     assert instances_of(client, upload_uid) == 0
     # Nothing half-recorded: no link, no study record, no upload row saying something was stored.
     for study_uid in (uid, upload_uid):
