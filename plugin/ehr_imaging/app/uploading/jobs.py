@@ -145,7 +145,7 @@ class JobRunner:
             self._mine.add(job.job_id)
             self._queue.put(JobRequest(job.job_id, again, job.created_by, job.source, job.order_id, job.patient_id))
             self._services.log_warning(f"ehr-imaging: upload job {job.job_id} interrupted by a restart: running it"
-                                     " again from its archive")
+                                       " again from its archive")
         uploads.fail_interrupted_jobs(engine, self.node(), keep=set(self._mine))
         if folder is None:
             return
