@@ -1,10 +1,13 @@
 """Two Orthanc nodes with the plugin share one PostgreSQL (Orthanc's index and the plugin's schema) and one
-storage: a study stored through both at once is linked exactly once."""
+storage: a study whose halves arrive through each node at once is linked exactly once; a viewer token minted
+on one node reads on the other (QIDO and a frame), and a revocation made on one is enforced on the other within
+the documented refresh interval."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from ehr_stack.stack import Stack, StackConfig
 from tests.conftest import Client, keep_log, running_stack, stack_dir
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, store_study, viewer_token
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -80,3 +84,40 @@ def test_a_logout_on_one_node_ends_the_session_on_the_other(two_nodes: tuple[Sta
 
     assert eventually(refused_there, timeout=15, what="the other node to refuse the ended session",
                       interval=0.5) == 403
+
+
+# The documented refresh of every node's revoked-token list (README "Viewer tokens and what they open", and
+# app/token_revocations.RevocationList's refresh_seconds); the margin covers one reload's own time.
+REVOCATION_REFRESH_SECONDS = 5.0
+REVOCATION_MARGIN_SECONDS = 3.0
+
+
+def test_a_viewer_token_minted_on_one_node_reads_on_the_other_until_revoked_there(
+        two_nodes: tuple[Stack, Stack], tmp_path: Path) -> None:
+    first, second = two_nodes
+    a, b = Client(first), Client(second)
+    study = store_study(a, tmp_path, instances=2)
+    issued = viewer_token(a, subject="dr-cluster", study_uids=[study.uid])
+    token = issued["token"]
+    qido = f"/ehr-imaging/dicom-web/studies?PatientID={study.patient_id}"  # the scoped QIDO viewers use
+    frame = f"/dicom-web/studies/{study.uid}/series/{study.series}/instances/{study.instances[0]}/frames/1"
+    found = as_viewer(b, token, qido)
+    assert found.status_code == 200, found.text
+    assert [item["0020000D"]["Value"][0] for item in found.json()] == [study.uid]
+    pixels = as_viewer(b, token, frame, headers={"Accept": FRAME_ACCEPT})
+    assert pixels.status_code == 200 and len(pixels.content) > 10000
+
+    revoked = a.request("POST", "/api/v1/dicom/viewer-token/revoke", json={"token_id": issued["token_id"]},
+                        headers={"Authorization": f"Bearer {a.token('doctor', 'dr-cluster')}"})
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    began = time.monotonic()
+    assert as_viewer(a, token, frame, headers={"Accept": FRAME_ACCEPT}).status_code == 403  # at once on A
+
+    def refused_on_b() -> int | None:
+        status = as_viewer(b, token, frame, headers={"Accept": FRAME_ACCEPT}).status_code
+        return None if status == 200 else status
+
+    assert eventually(refused_on_b, timeout=REVOCATION_REFRESH_SECONDS + REVOCATION_MARGIN_SECONDS,
+                      what="node B to refuse the token revoked on node A", interval=0.25) == 403
+    assert time.monotonic() - began <= REVOCATION_REFRESH_SECONDS + REVOCATION_MARGIN_SECONDS
+    assert as_viewer(b, token, qido).status_code == 401

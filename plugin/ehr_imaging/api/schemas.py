@@ -255,11 +255,13 @@ _DICOM_RAW = [DICOM, "application/octet-stream"]
 # Issue 11: a file that is not DICOM or cannot be read whole is a 400 ("invalid DICOM file", as the EHR's client
 # expects); a readable DICOM file whose values are refused stays a 422.
 _INVALID_DICOM = "an invalid DICOM file: not DICOM, or not readable whole (truncated, no Part 10 header)"
+_STORAGE_FULL = "the database is unavailable, or the archive's storage is full and nothing was stored (Retry-After)"
 _DICOM_FILE_ERRORS = {"400": f"{_INVALID_DICOM}; no file; a form that cannot be read",
-                      "422": "a readable DICOM file whose values are refused (a UID missing, a bad option or value)"}
+                      "422": "a readable DICOM file whose values are refused (a UID missing, a bad option or value)",
+                      "503": _STORAGE_FULL}
 _PER_FILE_ERRORS = {"400": "no file, a form that cannot be read (an invalid DICOM file is reported per file in"
                            " `results`, as a 400 would be for it alone)",
-                    "422": "a bad option; for upload-zip, a body that is not a ZIP archive"}
+                    "422": "a bad option; for upload-zip, a body that is not a ZIP archive", "503": _STORAGE_FULL}
 
 # What each route answers and reads, referenced by its row in api/routes.py (the one list of routes).
 HEALTH = Contract({**ok(ref("Health")), **ok(ref("Health"), "503")})

@@ -99,6 +99,7 @@ def upload_multiple(api: Api, request: Request) -> Response:
         for file in files:
             work.add(file.filename, file.read_bytes())
         work.finish()
+    _raise_storage_refusal(work)
     return json_response(work.summary())
 
 
@@ -128,6 +129,7 @@ def upload_zip(api: Api, request: Request) -> Response:
             with _batch(api, request, ZIP_SOURCE) as work:
                 uploading.store_archive(work, archive, checked.members, services.settings.MaxFileSizeMb * uploading.MB)
                 work.finish()
+    _raise_storage_refusal(work)
     return json_response(work.summary())
 
 
@@ -198,6 +200,13 @@ def _uploaded(result: uploading.FileResult, study: uploading.StudyOutcome, **ext
         "match": uploading.match_json(study.order_id, study.match_reason),
         "upload_id": str(study.upload_log_id) if study.upload_log_id else None,
     }
+
+
+def _raise_storage_refusal(work: uploading.Batch) -> None:
+    """Nothing stored because Orthanc's storage is full: the request as a whole is refused (503, Retry-After)."""
+    refusal = work.storage_refusal()
+    if refusal is not None:
+        raise refusal
 
 
 def _batch(api: Api, request: Request, source: str) -> uploading.Batch:

@@ -61,6 +61,14 @@ class Unavailable(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class StorageFull(Unavailable):
+    """The archive's storage cannot take what was sent (a full volume): nothing of it was kept; retry once space
+    is back (503, ``Retry-After`` a minute)."""
+
+    def __init__(self, detail: str, retry_after_seconds: int = 60) -> None:
+        super().__init__(detail, retry_after_seconds)
+
+
 class RateLimited(DomainError):
     """The caller sent more than its allowance (requests or megabytes per minute): retry after
     ``retry_after_seconds``."""

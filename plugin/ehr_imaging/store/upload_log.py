@@ -122,15 +122,32 @@ def get_job(engine: Engine, job_id: uuid.UUID) -> UploadJobRecord | None:
         return _values(UploadJobRecord, row) if row else None
 
 
+def interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> list[UploadJobRecord]:
+    """At start-up: this node's jobs still queued or running (a restart interrupted them), except ``keep``."""
+    with Session(engine) as session:
+        rows = session.scalars(select(UploadJob).where(
+            UploadJob.node == node, UploadJob.status.in_(("queued", "running")), UploadJob.job_id.not_in(keep))
+            .order_by(UploadJob.created_at)).all()
+        return [_values(UploadJobRecord, row) for row in rows]
+
+
+def requeue_job(engine: Engine, job_id: uuid.UUID) -> None:
+    """An interrupted job queued again (it runs from the start; its progress counts start again)."""
+    with Session(engine) as session, session.begin():
+        session.execute(update(UploadJob).where(UploadJob.job_id == job_id).values(
+            status="queued", processed_files=0, successful=0, failed=0, updated_at=func.now()))
+
+
 def fail_interrupted_jobs(engine: Engine, node: str, keep: set[uuid.UUID]) -> int:
-    """At start-up: this node's jobs that a restart interrupted are failed (their archive is gone),
-    except ``keep``, those queued since."""
+    """At start-up: this node's jobs that a restart interrupted and that are not run again are failed (their
+    archive is gone, or they were interrupted once already), except ``keep``, those queued since."""
     with Session(engine) as session, session.begin():
         result = session.execute(update(UploadJob).where(
             UploadJob.node == node, UploadJob.status.in_(("queued", "running")),
             UploadJob.job_id.not_in(keep)).values(
-            status="failed", error="interrupted by a restart of the server; upload the archive again"
-                                   " (files already stored are kept and not duplicated)",
+            status="failed", error="interrupted by a restart of the server (twice, or its archive was lost);"
+                                   " upload the archive again: files already stored are kept, answer"
+                                   " already_stored and are not stored twice",
             finished_at=func.now(), updated_at=func.now()))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

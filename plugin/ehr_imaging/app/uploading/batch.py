@@ -21,7 +21,9 @@ from .. import ingest, study_resolution
 MB = 1024 * 1024
 CHUNK = MB
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
+# Orthanc's error codes when its storage area cannot take the file (a full volume: ENOSPC is CannotWriteFile;
+# MaximumStorageSize reached is FullStorage): not the file's fault, so errors.StorageFull (503), never 400.
+ORTHANC_STORAGE_REFUSALS = frozenset({14, 19})  # CannotWriteFile, FullStorage
 
 
 class UploadRejected(Exception):
@@ -181,6 +183,10 @@ class Batch:
         try:
             stored = store()
         except errors.ArchiveError as exc:  # Orthanc refused the file: say so, it stored nothing
+            if exc.code in ORTHANC_STORAGE_REFUSALS:
+                return self.fail(file_name, f"not stored: the archive's storage is full or cannot be written"
+                                 f" ({exc.description}); nothing of this file was kept, send it again later",
+                                 size, errors.StorageFull, header)
             return self.fail(file_name, f"Orthanc refused the file: {exc.description}", size, errors.Malformed,
                              header)
         study_id = str(stored["ParentStudy"])
@@ -244,6 +250,14 @@ class Batch:
         services.revisit_study(orthanc_id)
         return StudyOutcome(study_uid, orthanc_id, outcome.order_id, outcome.reason, audit.status,
                             audit.number_of_files, outcome.upload_log_id)
+
+    def storage_refusal(self) -> errors.DomainError | None:
+        """The request's answer when Orthanc's storage refused its files and none was stored (503), else None:
+        with some files stored, the per-file results say which were not."""
+        refused = next((r for r in self.results if r.failure is errors.StorageFull), None)
+        if refused is None or self.successful:
+            return None
+        return errors.StorageFull(f"{refused.file_name}: {refused.error}")
 
     def summary(self) -> dict[str, Any]:
         return {"total_files": len(self.results), "successful": self.successful, "failed": self.failed,

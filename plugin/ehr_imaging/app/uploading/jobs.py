@@ -39,9 +39,13 @@ class JobRunner:
     """Runs upload jobs of this node one after the other on a worker thread.
 
     The job's archive lives on this node's disk, so a job is run by the node that received it; its state
-    is in PostgreSQL, so any node answers the poll. A restart loses the archive: at start the node marks
-    its own unfinished jobs failed (the files already stored stay, and are recorded by the ingest catch-up).
+    is in PostgreSQL, so any node answers the poll. A job a restart interrupted is run again, once, from its
+    archive at the node's next start (files stored before the restart answer ``already_stored``: nothing is
+    stored twice); interrupted again, or its archive gone, it is marked failed (the files already stored
+    stay, and are recorded by the ingest worker).
     """
+
+    RESUMED = ".resumed.zip"  # the archive of a job run again after a restart: not run a third time
 
     PROGRESS_EVERY_SECONDS = 1.0
 
@@ -92,24 +96,30 @@ class JobRunner:
                 self._thread.start()
 
     def start(self) -> None:
-        """At start-up: fail this node's interrupted jobs (once the database and Orthanc answer)."""
+        """At start-up: resume or fail this node's interrupted jobs (once the database and Orthanc answer)."""
         with contextlib.suppress(UploadRejected):  # logged: say at start-up, not at the first large upload
             _ = self.directory
         self._ensure_started()
 
-    def _fail_interrupted(self) -> None:
+    def _wait_for_orthanc(self) -> None:
+        """Until Orthanc answers in-process calls: the worker starts once migrated, which at a restart can be
+        before Orthanc itself has started, and a resumed job's first lookup must not fail for that."""
+        delay = 0.2
+        while True:
+            try:
+                self._services.pacs.system()
+                return
+            except Exception:  # noqa: BLE001 - Orthanc still starting
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _resume_interrupted(self) -> None:
+        self._wait_for_orthanc()
         delay, attempts = 1.0, 0
         while True:
             attempts += 1
             try:
-                uploads.fail_interrupted_jobs(self._services.engine, self.node(), keep=set(self._mine))
-                try:
-                    folder = self.directory
-                except UploadRejected:  # nothing of ours to sweep in a folder that is not ours
-                    return
-                for stale in folder.glob("*.zip"):
-                    if stale.stem not in {str(job_id) for job_id in self._mine}:
-                        stale.unlink(missing_ok=True)
+                self._resume_or_fail()
                 return
             except Exception as exc:  # noqa: BLE001 - database not ready, or its migrations not applied yet
                 if attempts >= 3:
@@ -118,8 +128,33 @@ class JobRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _resume_or_fail(self) -> None:
+        """At start-up: run this node's interrupted jobs again from their archives (once), fail the others,
+        and remove archives no job will read."""
+        engine = self._services.engine
+        try:
+            folder: Path | None = self.directory
+        except UploadRejected:  # nothing of ours to resume or sweep in a folder that is not ours
+            folder = None
+        for job in uploads.interrupted_jobs(engine, self.node(), keep=set(self._mine)):
+            archive = folder / f"{job.job_id}.zip" if folder is not None else None
+            if archive is None or not archive.is_file():
+                continue  # gone, or already run again once (its archive renamed): failed below
+            again = archive.rename(archive.with_name(f"{job.job_id}{self.RESUMED}"))
+            uploads.requeue_job(engine, job.job_id)
+            self._mine.add(job.job_id)
+            self._queue.put(JobRequest(job.job_id, again, job.created_by, job.source, job.order_id, job.patient_id))
+            self._services.log_warning(f"ehr-imaging: upload job {job.job_id} interrupted by a restart: running it"
+                                       " again from its archive")
+        uploads.fail_interrupted_jobs(engine, self.node(), keep=set(self._mine))
+        if folder is None:
+            return
+        for stale in folder.glob("*.zip"):
+            if stale.name.split(".", 1)[0] not in {str(job_id) for job_id in self._mine}:
+                stale.unlink(missing_ok=True)
+
     def _run(self) -> None:
-        self._fail_interrupted()
+        self._resume_interrupted()
         while True:
             job = self._queue.get()
             try:
