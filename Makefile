@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export EHR_VENV := $(abspath $(VENV))
 export PYTHONPATH := $(CURDIR)/scripts:$(CURDIR)/plugin:$(CURDIR)
 
-.PHONY: install run up down status token samples test lint unit integration bench clean
+.PHONY: install run up down status token samples test lint unit integration bench soak clean
 
 install:
 	@scripts/install.sh
@@ -41,6 +41,10 @@ unit: install
 
 bench: install          ## benchmarks: plugin vs plain Orthanc, then GDCM loaded vs not, side by side (not part of make test)
 	@$(PY) -m benchmarks
+
+SOAK_SECONDS ?= 600
+soak: install           ## load and soak: modalities, viewers and the EHR at once for SOAK_SECONDS (not part of make test)
+	@$(PY) -m benchmarks.load --seconds $(SOAK_SECONDS)
 
 clean: down
 	rm -rf var test-artifacts
