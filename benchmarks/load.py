@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ class Load:
         self.report = LoadReport(plan)
         self.deadline = 0.0
         self.done = threading.Event()
-        self.last_store = 0.0
+        self.last_store: float | None = None  # the last store of the run (the prepared studies are not timed)
         self._tokens: dict[str, str] = {}
 
     def token(self, role: str) -> str:
@@ -178,12 +179,12 @@ class Load:
         while time.monotonic() < self.deadline:
             fields = order_fields(modality="CT")
             order_id = str(uuid.uuid4())
-            self.report.timed_http("ehr.put_order", lambda: self.ehr("PUT", f"{API}/orders/{order_id}", json=fields),
+            self.report.timed_http("ehr.put_order", partial(self.ehr, "PUT", f"{API}/orders/{order_id}", json=fields),
                                    201)
             uid, files = make_study(self.workdir / f"modality-{number}-{sent}", patient_id=fields["mrn"],
                                     accession=fields["accession_number"], study_date="20261120",
                                     instances=self.plan.instances_per_study)
-            self.report.timed("cstore.study", lambda: self.store(files, f"modality {number}"))
+            self.report.timed("cstore.study", partial(self.store, files, f"modality {number}"))
             self.last_store = time.monotonic()
             with self.report._lock:
                 self.report.stored[order_id] = (uid, len(files))
@@ -197,8 +198,8 @@ class Load:
             self.report.timed_http("viewer.qido", lambda: session.get(
                 f"{self.stack.url}/ehr-imaging/dicom-web/studies", params={"PatientID": patient}, timeout=60), 200)
             for path in rng.sample(frames, min(5, len(frames))):
-                self.report.timed_http("viewer.frame", lambda: session.get(
-                    self.stack.url + path, headers={"Accept": FRAME_ACCEPT}, timeout=60), 200)
+                self.report.timed_http("viewer.frame", partial(
+                    session.get, self.stack.url + path, headers={"Accept": FRAME_ACCEPT}, timeout=60), 200)
 
     def ehr_client(self, number: int) -> None:
         uploads = 0
@@ -207,11 +208,11 @@ class Load:
                 known = list(self.report.stored.items())
             if known:
                 order_id, _ = random.choice(known)
-                found = self.report.timed_http("ehr.get_order", lambda: self.ehr("GET", f"{API}/orders/{order_id}"), 200)
+                found = self.report.timed_http("ehr.get_order", partial(self.ehr, "GET", f"{API}/orders/{order_id}"),
+                                               200)
                 if found is not None:
-                    patient = found.json()["patient_id"]
-                    self.report.timed_http("ehr.patient_studies", lambda: self.ehr(
-                        "GET", f"{API}/studies", params={"patient_id": patient}), 200)
+                    self.report.timed_http("ehr.patient_studies", partial(
+                        self.ehr, "GET", f"{API}/studies", params={"patient_id": found.json()["patient_id"]}), 200)
             self.upload_one(number, uploads)
             uploads += 1
 
@@ -244,8 +245,7 @@ class Load:
         pid = self.stack.orthanc_pid()
         if pid is None:
             raise RuntimeError("no running Orthanc")
-        self.last_store = time.monotonic()  # the prepared studies were stored before the clock started
-        self.deadline = self.last_store + self.plan.seconds
+        self.deadline = time.monotonic() + self.plan.seconds
         threads = [threading.Thread(target=self.sample_memory, args=(pid,), daemon=True)]
         threads += [threading.Thread(target=self.modality, args=(n,)) for n in range(self.plan.modalities)]
         threads += [threading.Thread(target=self.viewer, args=(patient, frames, token))
@@ -275,7 +275,7 @@ class Load:
             if pending:
                 time.sleep(0.25)  # polling the EHR's view; the lag is measured to the poll that saw the last link
         self.report.unlinked = sorted(pending)
-        if not pending:
+        if not pending and self.last_store is not None:
             self.report.ingest_lag = max(time.monotonic() - self.last_store, 0.0)
 
 
