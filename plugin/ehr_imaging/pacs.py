@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,20 @@ def set_metric(name: str, value: float) -> None:
     """One value of Orthanc's metrics (``/tools/metrics-prometheus``; ignored when ``MetricsEnabled`` is false).
     Orthanc 1.10 takes no labels: a label is part of the name (core/metrics.py)."""
     orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
+
+
+# A global property of Orthanc's index (plugins own the ids from 1024): the id of this index's change log.
+CHANGE_LOG_PROPERTY = 5472
+
+
+def change_log_id() -> str:
+    """The id of Orthanc's change log, kept in Orthanc's own index: the nodes sharing one index (PostgreSQL)
+    read the same id, a node with its own SQLite index its own; made once, at the first start on an index."""
+    current = str(orthanc.GetGlobalProperty(CHANGE_LOG_PROPERTY, "") or "")
+    if not current:
+        orthanc.SetGlobalProperty(CHANGE_LOG_PROPERTY, f"orthanc-index-{uuid.uuid4()}")
+        current = str(orthanc.GetGlobalProperty(CHANGE_LOG_PROPERTY, "") or "")  # another node's, if it was faster
+    return current
 
 
 # orthanc-python (since 3.3) raises OrthancException(code, description) when an in-process call fails.

@@ -23,6 +23,7 @@ from .api.routes import register_all
 from .api.scoped_qido import ScopedQido
 from .app.access_log import AccessLog
 from .app.deletion_recovery import PurgeWorker
+from .app.deletion_spool import DeletionSpool
 from .app.dicomweb_gate import ViewerGate
 from .app.ingest_worker import IngestWorker
 from .app.metrics_publisher import MetricsPublisher
@@ -36,6 +37,7 @@ from .hooks.changes import make_change_callback
 from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
 from .hooks.worklist import make_worklist_callback
+from .private_dirs import UnsafeDirectory, private_directory
 from .services import Services
 from .store import db, migrations
 from .store import sessions as session_store
@@ -107,9 +109,12 @@ def _set_up() -> Any:
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _not_found)
-    worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
+    shared_index = bool((orthanc_config.get("PostgreSQL") or {}).get("EnableIndex", False))
+    worker = IngestWorker(services, pacs.log_warning, pacs.log_error, log_id=pacs.change_log_id, node=services.node,
+                          spool=_deletion_spool(orthanc_config, services.node), shared_index=shared_index)
     worker.start()
     services.ingest_later = worker.submit
+    services.ingest_deleted = worker.submit_deleted
     MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges,), log_error=pacs.log_error).start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
         services.revisit_study = worker.submit
@@ -121,6 +126,7 @@ def _set_up() -> Any:
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
+        worker.schema_ready()  # follows Orthanc's change log from its cursor
         gate.revocations.start()  # each loads at once, then every few seconds
         sessions.start()
         api.jobs.start()
@@ -142,6 +148,19 @@ def _set_up() -> Any:
     return make_filter(services.authenticator, gate, pacs.log_warning, body_refusal=router.body_refusal,
                        max_body_bytes=settings.OrthancPortMaxBodyMb * 1024 * 1024, signed_images=api.signed_images,
                        metrics=services.metrics, deletion_approval=settings.DeletionApproval == "required")
+
+
+def _deletion_spool(orthanc_config: dict[str, Any], node: str) -> DeletionSpool:
+    """This node's deletion spool: a private folder beside Orthanc's own index (its storage, when the index is
+    not on disk), one file per node (a cluster's nodes may share that folder)."""
+    base = orthanc_config.get("IndexDirectory") or orthanc_config.get("StorageDirectory") or "OrthancStorage"
+    try:
+        folder = private_directory(Path(base) / "ehr-imaging")
+    except UnsafeDirectory as exc:
+        pacs.log_error(f"ehr-imaging: deletion spool not usable: {exc}")
+        return DeletionSpool(None)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+    return DeletionSpool(folder / f"deletions-{name}.spool")
 
 
 def _session_revocations(services: Services) -> RevocationList:

@@ -26,6 +26,7 @@ from .access_models import ViewerAccess as ViewerAccess
 from .access_models import ViewerTokenRecord as ViewerTokenRecord
 from .deletion_models import DeletionRequest as DeletionRequest
 from .deletion_models import DicomDeletionLog as DicomDeletionLog
+from .ingest_cursor import IngestCursor as IngestCursor
 from .model_base import EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY, FALSE, TRUE, ZERO
 from .model_base import Base as Base
 

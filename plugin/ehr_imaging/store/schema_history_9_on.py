@@ -82,4 +82,17 @@ MIGRATIONS += (
         CREATE INDEX ix_order_status_audit_at ON order_status_audit (at);
         """,
     ),
+    Migration(
+        14,
+        "the ingest worker follows Orthanc's change log: its cursor per change log, with the follower's lease",
+        """
+        CREATE TABLE ingest_cursors (
+            log_id      TEXT PRIMARY KEY,
+            seq         BIGINT NOT NULL,
+            holder      TEXT,
+            lease_until TIMESTAMPTZ,
+            updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
