@@ -145,7 +145,9 @@ class IngestWorker:
             self._log_warning(f"ehr-imaging: {self._started_spooled} study deletions spooled before this start:"
                               " auditing them")
         while not (self._migrated.is_set() and self._orthanc_up.is_set()):
-            self._pause(POLL_SECONDS)
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            self._spool_deletions()
         delay = 1.0
         while True:
             try:
@@ -221,7 +223,9 @@ class IngestWorker:
                 self._log_warning(f"ehr-imaging: node {cursor.holder} follows Orthanc's change log now")
             self._following = False
             return False
-        seq = self._seq = cursor.seq
+        # Progress made while the database was away (held in memory) is kept; a replay from the row's older
+        # cursor would be harmless too.
+        seq = self._seq = max(cursor.seq, self._seq) if self._following else cursor.seq
         if not self._following:
             self._following = True
             seq = self._resumed(seq, last)
@@ -247,7 +251,14 @@ class IngestWorker:
         return bool(changes) and handled > seq and not answer.get("Done", True)
 
     def _advance(self, seq: int) -> None:
-        if not cursors.advance(self._services.engine, self._log_id, self._node, seq, LEASE_SECONDS):
+        try:
+            advanced = cursors.advance(self._services.engine, self._log_id, self._node, seq, LEASE_SECONDS)
+        except db.UNAVAILABLE:
+            # Held in memory and written with the next advance once the database is back (a best-effort change,
+            # NEW_STUDY, is passed meanwhile; a stable study's handling waits for the database itself).
+            self._seq = seq
+            return
+        if not advanced:
             self._following = False
             raise LeaseLost(f"the lease of change log {self._log_id} went to another node")
         self._seq = seq
