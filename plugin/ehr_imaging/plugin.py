@@ -110,7 +110,8 @@ def _set_up() -> Any:
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _not_found)
     shared_index = bool((orthanc_config.get("PostgreSQL") or {}).get("EnableIndex", False))
-    worker = IngestWorker(services, pacs.log_warning, pacs.log_error, log_id=pacs.change_log_id, node=services.node,
+    worker = IngestWorker(services, pacs.log_warning, pacs.log_error,
+                          log_id=partial(pacs.change_log_id, orthanc_config), node=services.node,
                           spool=_deletion_spool(orthanc_config, services.node), shared_index=shared_index)
     worker.start()
     services.ingest_later = worker.submit
