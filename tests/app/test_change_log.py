@@ -17,6 +17,7 @@ from ehr_imaging.app import ingest_worker
 from ehr_imaging.app.deletion_spool import DeletionSpool
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.core import metrics
+from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
 from ehr_imaging.store import ingest_cursor
 from tests.app.records import accession, mrn, put_order, upload_rows
@@ -191,3 +192,26 @@ def test_two_nodes_on_one_log_take_turns_by_the_lease(services: Services, orthan
     # And a follower that lost its lease in the middle of a batch stops at its next advance.
     with pytest.raises(ingest_worker.LeaseLost):
         a.worker._advance(10**6)
+
+
+def test_a_study_held_by_an_upload_is_replayed_after_a_crash_during_the_upload(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    """An upload records its studies at its end, so the worker passes their STABLE_STUDY; the cursor it writes
+    stays before such a change until the upload ends, so a crash during the upload replays it."""
+    log_id = f"log-{uuid.uuid4()}"
+    node = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-a")
+    node.drain()
+    uid, files = make_study(tmp_path / "held", patient_id=mrn(), accession=None, study_date="20261120", instances=1)
+    study_id = str(orthanc.receive(files[0].read_bytes(), origin="RestApi")["ParentStudy"])
+    node.services.holds.hold(study_id)
+    orthanc.make_stable(study_id)
+    stable_seq = orthanc.changes[-1]["Seq"]
+    node.drain()
+    assert upload_rows(services, uid) == []  # the upload's to record
+    assert cursor_of(services, log_id) == stable_seq - 1
+
+    # The process dies with the upload; the next one (no hold) replays the change and records the study.
+    again = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-a")
+    again.drain()
+    assert len(upload_rows(services, uid)) == 1
+    assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]

@@ -75,6 +75,9 @@ class IngestWorker:
         self._handed: deque[tuple[str, str, float]] = deque()  # (STABLE or DELETED, study, when handed over)
         self._attempts: dict[tuple[str, str], int] = {}
         self._gaps: dict[int, float] = {}  # a missing sequence number near the head -> when first seen
+        # Stable studies an upload on this node holds (it records them at its end) -> their change: the cursor
+        # written to PostgreSQL stays before the earliest, so a crash during the upload replays it.
+        self._deferred: dict[str, int] = {}
         self._following = False
         self._seq = 0  # the cursor as this node last read or advanced it
         self._migrated = threading.Event()  # the plugin's tables exist (plugin.py says so once migrated)
@@ -229,6 +232,8 @@ class IngestWorker:
         if not self._following:
             self._following = True
             seq = self._resumed(seq, last)
+        holds = self._services.holds
+        self._deferred = {study: number for study, number in self._deferred.items() if holds.is_held(study)}
         answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
         changes: list[dict[str, Any]] = answer.get("Changes", [])
         fetched_at = time.monotonic()
@@ -241,6 +246,8 @@ class IngestWorker:
                     break  # maybe still committing on another node: read again at the next poll
             kind = STUDY_CHANGES.get(str(change.get("ChangeType")))
             if kind is not None and change.get("ResourceType") == "Study":
+                if kind == STABLE and holds.is_held(str(change["ID"])):
+                    self._deferred.setdefault(str(change["ID"]), number)
                 self._handle(kind, str(change["ID"]), fetched_at)
                 self._advance(number)
             handled = number
@@ -251,8 +258,9 @@ class IngestWorker:
         return bool(changes) and handled > seq and not answer.get("Done", True)
 
     def _advance(self, seq: int) -> None:
+        durable = min([seq, *(number - 1 for number in self._deferred.values())])
         try:
-            advanced = cursors.advance(self._services.engine, self._log_id, self._node, seq, LEASE_SECONDS)
+            advanced = cursors.advance(self._services.engine, self._log_id, self._node, durable, LEASE_SECONDS)
         except db.UNAVAILABLE:
             # Held in memory and written with the next advance once the database is back (a best-effort change,
             # NEW_STUDY, is passed meanwhile; a stable study's handling waits for the database itself).
