@@ -45,6 +45,9 @@ LEASE_SECONDS = 15.0  # another node takes over a shared log this long after its
 # With Orthanc's index in PostgreSQL, a change's sequence number is taken before its transaction commits: a
 # missing number near the head may still be committing, so it is waited for this long before being skipped.
 GAP_GRACE_SECONDS = 3.0
+# Within a batch the cursor is written at most this often (and at the batch's end): a crash replays at most
+# what was handled since, idempotently; the write renews the lease too.
+ADVANCE_EVERY_SECONDS = 1.0
 GAP_NEAR_HEAD = 100
 
 
@@ -80,6 +83,7 @@ class IngestWorker:
         self._deferred: dict[str, int] = {}
         self._following = False
         self._seq = 0  # the cursor as this node last read or advanced it
+        self._advanced_at = 0.0  # when it last wrote the cursor
         self._migrated = threading.Event()  # the plugin's tables exist (plugin.py says so once migrated)
         self._orthanc_up = threading.Event()  # Orthanc has started (its index and REST API answer)
         self._behind = 0  # changes behind Orthanc's last one, at the last look
@@ -220,8 +224,8 @@ class IngestWorker:
         if cursor is None:
             self._first_start(last)
             return True
-        self._set_behind(max(last - cursor.seq, 0))
         if not cursor.mine:
+            self._set_behind(max(last - cursor.seq, 0))  # the follower's lag, the same on every node
             if self._following:
                 self._log_warning(f"ehr-imaging: node {cursor.holder} follows Orthanc's change log now")
             self._following = False
@@ -232,6 +236,7 @@ class IngestWorker:
         if not self._following:
             self._following = True
             seq = self._resumed(seq, last)
+        self._set_behind(max(last - seq, 0))
         holds = self._services.holds
         self._deferred = {study: number for study, number in self._deferred.items() if holds.is_held(study)}
         answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
@@ -249,7 +254,8 @@ class IngestWorker:
                 if kind == STABLE and holds.is_held(str(change["ID"])):
                     self._deferred.setdefault(str(change["ID"]), number)
                 self._handle(kind, str(change["ID"]), fetched_at)
-                self._advance(number)
+                if time.monotonic() - self._advanced_at >= ADVANCE_EVERY_SECONDS:
+                    self._advance(number)
             handled = number
         if handled > seq:
             self._advance(handled)
@@ -270,6 +276,7 @@ class IngestWorker:
             self._following = False
             raise LeaseLost(f"the lease of change log {self._log_id} went to another node")
         self._seq = seq
+        self._advanced_at = time.monotonic()
 
     def _set_behind(self, behind: int) -> None:
         self._behind = behind
