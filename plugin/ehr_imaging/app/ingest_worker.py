@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..core import metrics
@@ -49,15 +48,6 @@ GAP_GRACE_SECONDS = 3.0
 # what was handled since, idempotently; the write renews the lease too.
 ADVANCE_EVERY_SECONDS = 1.0
 GAP_NEAR_HEAD = 100
-
-
-@dataclass(frozen=True)
-class Followed:
-    """Where the worker is: this node follows the log (else another node does), and how far behind it is."""
-
-    following: bool
-    seq: int
-    last: int
 
 
 class IngestWorker:
