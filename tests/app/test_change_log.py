@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from ehr_imaging.app import ingest_worker
+from ehr_imaging.app import ingest, ingest_repair, ingest_worker
 from ehr_imaging.app.deletion_spool import DeletionSpool
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.core import metrics
@@ -215,3 +215,17 @@ def test_a_study_held_by_an_upload_is_replayed_after_a_crash_during_the_upload(
     again.drain()
     assert len(upload_rows(services, uid)) == 1
     assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
+
+
+def test_the_repair_pages_through_orthancs_studies(services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    """Every study in pages (never one answer): the unrecorded stable ones, and the recorded ones Orthanc lost."""
+    held = [stored(orthanc, tmp_path, f"s{n}")[1] for n in range(5)]
+    orthanc.receive(make_study(tmp_path / "unstable", patient_id=mrn(), accession=None, study_date="20261120",
+                               instances=1)[1][0].read_bytes())  # not stable yet: it announces itself later
+    ingest.process_stable_study(services, held[0])
+    orthanc.delete(f"/studies/{held[0]}")
+    report = ingest_repair.differences(services, page=2)
+    assert report.pages == 3 and report.studies_in_orthanc == 5
+    assert set(report.unrecorded) == set(held[1:]) and held[0] in report.gone
+    assert [call[1] for call in orthanc.calls if call[1].startswith("/studies?")] == [
+        "/studies?expand&since=0&limit=2", "/studies?expand&since=2&limit=2", "/studies?expand&since=4&limit=2"]
