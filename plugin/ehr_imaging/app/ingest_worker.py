@@ -74,6 +74,7 @@ class IngestWorker:
         self._following = False
         self._seq = 0  # the cursor as this node last read or advanced it
         self._advanced_at = 0.0  # when it last wrote the cursor
+        self._stopping = False  # Orthanc is stopping: the lease was given up
         self._migrated = threading.Event()  # the plugin's tables exist (plugin.py says so once migrated)
         self._orthanc_up = threading.Event()  # Orthanc has started (its index and REST API answer)
         self._behind = 0  # changes behind Orthanc's last one, at the last look
@@ -119,7 +120,9 @@ class IngestWorker:
         self._wake.set()
 
     def release(self) -> None:
-        """At Orthanc's stop: give the lease up, so another node takes over at once (best effort)."""
+        """At Orthanc's stop: give the lease up, so another node takes over at once (best effort); this worker
+        takes it no more."""
+        self._stopping = True
         if not self._log_id:
             return
         with contextlib.suppress(Exception):  # the lease runs out by itself
@@ -200,6 +203,8 @@ class IngestWorker:
 
     def _follow(self) -> bool:
         engine, pacs = self._services.engine, self._services.pacs
+        if self._stopping:
+            return False
         if not self._log_id:
             self._log_id = self._find_log_id()
         try:
