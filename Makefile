@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export EHR_VENV := $(abspath $(VENV))
 export PYTHONPATH := $(CURDIR)/scripts:$(CURDIR)/plugin:$(CURDIR)
 
-.PHONY: install run up down status token samples test lint unit integration bench soak clean
+.PHONY: install run up down status token samples reconcile test lint unit integration bench soak clean
 
 install:
 	@scripts/install.sh
@@ -28,6 +28,9 @@ token: install          ## a development JWT: make token ROLE=doctor
 
 samples: install        ## build the sample studies into var/samples
 	@$(PY) samples/build_samples.py --out var/samples
+
+reconcile: install      ## the paged repair of the running stack: every study Orthanc holds against what is recorded
+	@$(PY) -m ehr_stack reconcile
 
 lint: install
 	@$(VENV)/bin/ruff check .

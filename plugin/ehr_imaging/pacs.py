@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import orthanc
 
@@ -33,6 +35,29 @@ def set_metric(name: str, value: float) -> None:
     """One value of Orthanc's metrics (``/tools/metrics-prometheus``; ignored when ``MetricsEnabled`` is false).
     Orthanc 1.10 takes no labels: a label is part of the name (core/metrics.py)."""
     orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
+
+
+# A global property of Orthanc's index (plugins own the ids from 1024): the id of a node's own change log.
+CHANGE_LOG_PROPERTY = 5472
+
+
+def change_log_id(config: dict[str, Any]) -> str:
+    """The id of the change log this node's Orthanc writes. With Orthanc's index in PostgreSQL (shared by the
+    nodes of a cluster) it names that database (host, port, database: no credentials), so every node of the
+    cluster gets the same id. Otherwise (SQLite, one index per node) it is a random id made at the first start and
+    kept in Orthanc's own index as a global property (Orthanc keeps a plugin's properties per server anyway)."""
+    index = config.get("PostgreSQL") or {}
+    if index.get("EnableIndex"):
+        uri = urlsplit(str(index.get("ConnectionUri") or ""))
+        host = uri.hostname or index.get("Host") or "localhost"
+        port = uri.port or index.get("Port") or 5432
+        database = uri.path.lstrip("/") or index.get("Database") or "orthanc"
+        return f"orthanc-index-postgresql://{host}:{port}/{database}"
+    current = str(orthanc.GetGlobalProperty(CHANGE_LOG_PROPERTY, "") or "")
+    if not current:
+        orthanc.SetGlobalProperty(CHANGE_LOG_PROPERTY, f"orthanc-index-{uuid.uuid4()}")
+        current = str(orthanc.GetGlobalProperty(CHANGE_LOG_PROPERTY, "") or "")
+    return current
 
 
 # orthanc-python (since 3.3) raises OrthancException(code, description) when an in-process call fails.

@@ -25,6 +25,7 @@ from .app.access_log import AccessLog
 from .app.audit_replay import SpoolReplayer, spool_gauges
 from .app.database_monitor import DatabaseMonitor
 from .app.deletion_recovery import PurgeWorker
+from .app.deletion_spool import DeletionSpool
 from .app.dicomweb_gate import ViewerGate
 from .app.event_delivery import start_delivery
 from .app.ingest_worker import IngestWorker
@@ -39,7 +40,7 @@ from .hooks.changes import make_change_callback
 from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
 from .hooks.worklist import make_worklist_callback
-from .private_dirs import private_directory
+from .private_dirs import UnsafeDirectory, private_directory
 from .services import Services
 from .store import db, migrations, spool_replay
 from .store import sessions as session_store
@@ -115,9 +116,13 @@ def _set_up() -> Any:
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
     orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
     orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _not_found)
-    worker = IngestWorker(services, pacs.log_warning, pacs.log_error)
+    shared_index = bool((orthanc_config.get("PostgreSQL") or {}).get("EnableIndex", False))
+    worker = IngestWorker(services, pacs.log_warning, pacs.log_error,
+                          log_id=partial(pacs.change_log_id, orthanc_config), node=services.node,
+                          spool=_deletion_spool(orthanc_config, services.node), shared_index=shared_index)
     worker.start()
     services.ingest_later = worker.submit
+    services.ingest_deleted = worker.submit_deleted
     MetricsPublisher(services, pacs.set_metric, sources=(worker.gauges, spool_gauges(access_spool, events_spool)),
                      log_error=pacs.log_error).start()
     if settings.CoerceTags:  # the only reason to revisit a study linked outside ingest
@@ -130,6 +135,7 @@ def _set_up() -> Any:
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
+        worker.schema_ready()  # follows Orthanc's change log from its cursor
         gate.revocations.start()  # each loads at once, then every few seconds
         sessions.start()
         api.jobs.start()
@@ -168,6 +174,19 @@ def _database_monitor(services: Services) -> DatabaseMonitor:
     return DatabaseMonitor(partial(db.ping, probe), interrupt, services.database,
                            interval=settings.DatabaseHealthIntervalSeconds,
                            timeout=settings.DatabaseHealthTimeoutSeconds, log_warning=pacs.log_warning)
+
+
+def _deletion_spool(orthanc_config: dict[str, Any], node: str) -> DeletionSpool:
+    """This node's deletion spool: a private folder beside Orthanc's own index (its storage, when the index is
+    not on disk), one file per node (a cluster's nodes may share that folder)."""
+    base = orthanc_config.get("IndexDirectory") or orthanc_config.get("StorageDirectory") or "OrthancStorage"
+    try:
+        folder = private_directory(Path(base) / "ehr-imaging")
+    except UnsafeDirectory as exc:
+        pacs.log_error(f"ehr-imaging: deletion spool not usable: {exc}")
+        return DeletionSpool(None)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+    return DeletionSpool(folder / f"deletions-{name}.spool")
 
 
 def _session_revocations(services: Services) -> RevocationList:

@@ -72,6 +72,8 @@ class Services:
     # Queue a study for the ingest worker (plugin.py connects it): an upload that stored files but could not
     # record them (database down) hands its studies over, so they are recorded once it is back.
     ingest_later: Callable[[str], None] = _ignore
+    # Hand the ingest worker a study Orthanc no longer holds, to audit its deletion (the paged repair's findings).
+    ingest_deleted: Callable[[str], None] = _ignore
     tls: bool = False  # Orthanc's port is served over TLS (SslEnabled): cookies get the Secure flag
     node: str = ""  # this Orthanc node (host:HTTP port): who runs an upload job whose archive is on its disk
     log_error: Callable[[str], None] = _ignore

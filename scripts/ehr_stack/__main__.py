@@ -13,6 +13,7 @@ from typing import Any
 import requests
 
 from .loader import load_samples
+from .reconcile import reconcile
 from .stack import Stack, StackConfig
 from .tokens import mint_dev_token
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", default="dev-user")
     token.add_argument("--ttl", type=int, default=12 * 3600)
     sub.add_parser("load-samples", help="(re)load the sample studies and orders into a running stack")
+    sub.add_parser("reconcile", help="the paged repair: every study Orthanc holds against what the plugin recorded")
     args = parser.parse_args(argv)
     stack = Stack(StackConfig.from_environment())
 
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print(mint_dev_token(stack, role=args.role, subject=args.sub, ttl_seconds=args.ttl))
     elif args.command == "load-samples":
         load_samples(stack, print)
+    elif args.command == "reconcile":
+        found = reconcile(stack)
+        print(f"read {found['studies_in_orthanc']} studies in {found['pages']} pages: {found['queued_for_ingest']}"
+              f" not yet recorded (queued for ingest), {found['queued_as_deleted']} recorded studies gone (audited)")
     elif args.command == "run":
         return run_foreground(stack)
     return 0

@@ -3,9 +3,12 @@
 It holds DICOM files as Orthanc does, as patients > studies > series > instances with Orthanc's own IDs
 (SHA-1 of the UIDs), and answers the REST-in-process calls the use cases make: storing a file
 (``POST /instances``), the study, its statistics, series and instances, a series' instances, an instance's
-study and metadata (who sent it, its SOP class), shared tags, ``/tools/lookup``, deletes. A call it does not know fails
-loudly (``UnknownRoute``) rather than answering something a real Orthanc would not: a use case that starts
-asking for more shows up here first. ``calls`` records every call, for tests that care what was asked.
+study and metadata (who sent it, its SOP class), shared tags, ``/tools/lookup``, deletes, the change log
+(``/changes``: NewStudy, NewInstance, StableStudy; as in Orthanc 1.10, a deleted study's changes leave the log
+with it and no deletion is ever logged) and the paged study list (``/studies?expand&since=&limit=``).
+A call it does not know fails loudly (``UnknownRoute``) rather than answering something a real Orthanc would
+not: a use case that starts asking for more shows up here first. ``calls`` records every call, for tests
+that care what was asked.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class FakeOrthanc:
         self.studies: dict[str, Study] = {}
         self.instances: dict[str, Instance] = {}
         self.calls: list[tuple[str, str]] = []
+        self.changes: list[dict[str, Any]] = []  # Orthanc's change log (its Seq numbers are never reused)
+        self._last_seq = 0
 
     # --- what a test does to it ---------------------------------------------------------------------
 
@@ -87,6 +92,8 @@ class FakeOrthanc:
         except Exception as exc:  # noqa: BLE001 - whatever pydicom cannot read, Orthanc refuses too
             raise Refused(f"Orthanc cannot read the file: {exc}") from None
         study_id, series_id, instance_id = orthanc_id(*uids[:2]), orthanc_id(*uids[:3]), orthanc_id(*uids)
+        if study_id not in self.studies:
+            self.log_change("NewStudy", "Study", study_id)
         study = self.studies.setdefault(study_id, Study(study_id, uids[0], _tags(ds, STUDY_TAGS),
                                                         _tags(ds, PATIENT_TAGS)))
         study.series.setdefault(series_id, _tags(ds, SERIES_TAGS))
@@ -103,12 +110,32 @@ class FakeOrthanc:
             if "SOPClassUID" in ds:
                 metadata["SopClassUid"] = str(ds.SOPClassUID)  # Orthanc records it for every instance
             self.instances[instance_id] = Instance(instance_id, series_id, study_id, data, ds, metadata)
+            self.log_change("NewInstance", "Instance", instance_id, study_id)
             status = "Success"
         return {"ID": instance_id, "ParentSeries": series_id, "ParentStudy": study_id,
                 "ParentPatient": orthanc_id(uids[0]), "Path": f"/instances/{instance_id}", "Status": status}
 
     def make_stable(self, study_id: str) -> None:
         self.studies[study_id].stable = True
+        self.log_change("StableStudy", "Study", study_id)
+
+    def log_change(self, change_type: str, resource_type: str, resource_id: str, study_id: str | None = None) -> None:
+        self._last_seq += 1
+        self.changes.append({"Seq": self._last_seq, "ChangeType": change_type, "ResourceType": resource_type,
+                             "ID": resource_id, "Study": study_id or resource_id})
+
+    def _forget_changes(self, study_id: str) -> None:
+        self.changes = [c for c in self.changes if c["Study"] != study_id]  # ON DELETE CASCADE, as Orthanc's index
+
+    def _changes(self, query: str) -> dict[str, Any]:
+        args = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        public = [{k: v for k, v in c.items() if k != "Study"} for c in self.changes]
+        if "last" in args:
+            return {"Changes": public[-1:], "Done": True, "Last": self._last_seq}
+        since, limit = int(args.get("since", 0)), int(args.get("limit", 100))
+        after = [c for c in public if c["Seq"] > since]
+        batch = after[:limit]
+        return {"Changes": batch, "Done": len(after) <= limit, "Last": batch[-1]["Seq"] if batch else since}
 
     def instances_of(self, study_id: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.study_id == study_id]
@@ -119,6 +146,12 @@ class FakeOrthanc:
         self.calls.append(("GET", uri))
         path, _, query = uri.partition("?")
         parts = path.strip("/").split("/")
+        if path == "/changes":
+            return self._changes(query)
+        if path == "/studies" and query.startswith("expand"):
+            args = dict(part.partition("=")[::2] for part in query.split("&") if part)
+            since, limit = int(args.get("since", 0)), int(args.get("limit", 10**9))
+            return [self._study_json(self.studies[i], [], "") for i in sorted(self.studies)[since:since + limit]]
         if parts[0] == "studies" and len(parts) >= 2:
             return self._study_json(self._study(parts[1], uri), parts[2:], query)
         if parts[0] == "instances" and len(parts) == 3 and parts[2] == "metadata":
@@ -183,12 +216,14 @@ class FakeOrthanc:
             del self.instances[instance.id]
             if not self.instances_of(instance.study_id):
                 del self.studies[instance.study_id]  # Orthanc removes an emptied study
+                self._forget_changes(instance.study_id)
             return
         if parts[0] == "studies" and len(parts) == 2:
             study = self._study(parts[1], uri)
             for instance in self.instances_of(study.id):
                 del self.instances[instance.id]
             del self.studies[study.id]
+            self._forget_changes(study.id)
             return
         raise UnknownRoute(f"the fake Orthanc does not answer DELETE {uri}")
 

@@ -1,18 +1,21 @@
 """Two Orthanc nodes with the plugin share one PostgreSQL (Orthanc's index and the plugin's schema) and one
 storage: a study whose halves arrive through each node at once is linked exactly once; a viewer token minted
 on one node reads on the other (QIDO and a frame), and a revocation made on one is enforced on the other within
-the documented refresh interval."""
+the documented refresh interval; the shared change log is followed by one node at a time (its cursor's lease)."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from ehr_imaging.store.db import normalize_url
 from ehr_stack.procs import free_port
 from ehr_stack.stack import Stack, StackConfig
 from tests.conftest import Client, keep_log, running_stack, stack_dir
@@ -121,3 +124,54 @@ def test_a_viewer_token_minted_on_one_node_reads_on_the_other_until_revoked_ther
                       what="node B to refuse the token revoked on node A", interval=0.25) == 403
     assert time.monotonic() - began <= REVOCATION_REFRESH_SECONDS + REVOCATION_MARGIN_SECONDS
     assert as_viewer(b, token, qido).status_code == 401
+
+
+def test_the_shared_change_log_is_followed_by_one_node_and_the_other_takes_over(
+        two_nodes: tuple[Stack, Stack], tmp_path: Path) -> None:
+    """Issue 12.1: both nodes share Orthanc's index, so one change log and one cursor row; its lease makes one node
+    the follower. A study sent through the node that does not follow is recorded once; when the follower stops
+    (its lease given up at Orthanc's stop), the other follows from the cursor."""
+    first, second = two_nodes
+    a, b = Client(first), Client(second)
+    name = {node.config.http_port: f"{socket.gethostname()}:{node.config.http_port}" for node in (first, second)}
+    rows = eventually(lambda: query(a, "SELECT log_id, holder FROM ehr_imaging.ingest_cursors") or None, timeout=15,
+                      what="the shared change log's cursor")
+    assert len(rows) == 1 and rows[0][1] in name.values(), rows  # one log (one index), one follower
+    # The second node made the follower (its lease given to it, as if it had started first).
+    marker = len(first.log_file.read_text())
+    execute(first, "UPDATE ehr_imaging.ingest_cursors SET holder = :h, lease_until = now() + interval '1 hour'",
+            h=name[second.config.http_port])
+    if rows[0][1] == name[first.config.http_port]:
+        eventually(lambda: "follows Orthanc's change log now" in first.log_file.read_text()[marker:], timeout=10,
+                   what="the first node to see the second follow")
+    patient, acc = mrn(), accession()
+    order_id = put_order(a, mrn=patient, accession_number=acc)
+    uid, files = make_study(tmp_path / "one", patient_id=patient, accession=acc, study_date="20261120", instances=2)
+    send(first, files)  # through the node that does not follow
+    wait_for_ingest(a, uid, 2)
+    assert order(a, order_id)["study_instance_uid"] == uid
+    uploads = query(a, "SELECT count(*) FROM ehr_imaging.dicom_upload_logs WHERE study_instance_uid = :u", u=uid)
+    audit = query(a, "SELECT action FROM ehr_imaging.link_audit WHERE study_instance_uid = :u", u=uid)
+    assert (uploads, audit) == ([(1,)], [("auto-link",)])
+
+    marker = len(first.log_file.read_text())
+    second.stop()
+    try:
+        later, more = make_study(tmp_path / "two", patient_id=mrn(), accession=None, study_date="20261120",
+                                 instances=2)
+        send(first, more)
+        wait_for_ingest(a, later, 2)
+        assert "resuming Orthanc's change log after change" in first.log_file.read_text()[marker:]
+        assert query(a, "SELECT holder FROM ehr_imaging.ingest_cursors") == [(name[first.config.http_port],)]
+    finally:
+        second.start()
+    assert b.get("/api/v1/dicom/health").status_code == 200
+
+
+def execute(stack: Stack, sql: str, **params: object) -> None:
+    engine = create_engine(normalize_url(stack.postgres.url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()

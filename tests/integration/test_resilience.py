@@ -53,8 +53,9 @@ def test_database_outage_loses_no_ingest(own_stack: Stack, tmp_path: Path) -> No
 
 
 def test_a_deletion_whose_change_was_lost_is_audited_at_the_next_start(own_stack: Stack, tmp_path: Path) -> None:
-    """PostgreSQL down when an admin deletes a study, then Orthanc restarts: the DELETED change is gone
-    with the process, so the start-up catch-up finds the recorded study missing and audits it."""
+    """PostgreSQL down when an admin deletes a study, then Orthanc restarts: Orthanc's change log never holds a
+    deletion and its DELETED event is gone with the process, so the worker's deletion spool (on this node's disk)
+    keeps it, and the next start audits it."""
     client = Client(own_stack)
     uid, files = make_study(tmp_path, patient_id="MRN-GONE", accession=None, study_date="20261120", instances=1)
     answer = client.request("POST", "/api/v1/dicom/upload", "technician", data=files[0].read_bytes(),
@@ -69,5 +70,5 @@ def test_a_deletion_whose_change_was_lost_is_audited_at_the_next_start(own_stack
                                     " WHERE study_instance_uid = :u", u=uid) or None,
                       timeout=30, what="the lost deletion to be audited", interval=0.5)
     assert rows[0][0] == "orthanc", rows
-    assert "recorded studies are gone from Orthanc" in own_stack.log_file.read_text()  # the catch-up did it
+    assert "1 study deletions spooled before this start: auditing them" in own_stack.log_file.read_text()
     assert client.get(f"/api/v1/dicom/studies/{uid}", "doctor").status_code == 404

@@ -1,6 +1,7 @@
 """Orthanc's change events reach the services that act on them (hooks/changes.py), with a stand-in for
-the ``orthanc`` module: a deleted study leaves the viewer gate's hierarchy at once (never served from a
-stale cache) and is queued for its deletion audit after what was queued before."""
+the ``orthanc`` module: a stable or new study only wakes the ingest worker (which reads Orthanc's change log
+itself), a deleted study leaves the viewer gate's hierarchy at once (never served from a stale cache) and goes
+to the worker's deletion spool (Orthanc's change log never holds deletions)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ def on_change() -> Iterator[tuple[Any, mock.MagicMock, mock.MagicMock, list[str]
     sys.modules.pop("ehr_imaging.hooks.changes", None)
 
 
-def test_a_stable_study_is_queued_for_ingest(on_change: Any) -> None:
+def test_a_stable_study_only_wakes_the_worker(on_change: Any) -> None:
     callback, worker, gate, _ = on_change
     callback(ChangeType.STABLE_STUDY, ResourceType.STUDY, "o1")
-    worker.submit.assert_called_once_with("o1")
+    worker.wake.assert_called_once_with()
+    worker.submit.assert_not_called()
     gate.hierarchy.forget.assert_not_called()
 
 
@@ -59,20 +61,23 @@ def test_a_deleted_study_is_forgotten_by_the_gate_and_queued_for_its_audit(on_ch
     assert gate.hierarchy.forget.call_count == 1 and worker.submit_deleted.call_count == 1
 
 
-def test_a_new_study_refreshes_studies_sharing_its_uid_and_the_start_catches_up(on_change: Any) -> None:
+def test_a_new_study_refreshes_studies_sharing_its_uid_and_the_start_starts_following(on_change: Any) -> None:
     callback, worker, gate, _ = on_change
     callback(ChangeType.NEW_STUDY, ResourceType.STUDY, "o2")
     gate.hierarchy.study_arrived.assert_called_once_with("o2")
+    worker.wake.assert_called_once_with()
     callback(ChangeType.ORTHANC_STARTED, None, "")
-    worker.submit_unknown_studies.assert_called_once_with()
+    worker.orthanc_started.assert_called_once_with()
     callback(ChangeType.NEW_INSTANCE, None, "i1")  # nothing to do
     worker.submit.assert_not_called()
+    assert worker.wake.call_count == 1
 
 
 def test_the_last_access_counts_are_written_at_stop_and_a_failure_is_said(on_change: Any) -> None:
-    callback, _, gate, errors = on_change
+    callback, worker, gate, errors = on_change
     callback(ChangeType.ORTHANC_STOPPED, None, "")
     gate.access_log.flush.assert_called_once_with()
+    worker.release.assert_called_once_with()  # the change log's lease: another node takes over at once
     gate.access_log.flush.side_effect = OSError("database gone")
     callback(ChangeType.ORTHANC_STOPPED, None, "")
     assert errors == ["ehr-imaging: viewer access counts not written at stop (OSError)"]

@@ -29,9 +29,11 @@ from . import (
     iid,
     image_urls,
     images,
+    ingest_schemas,
     openapi,
     orders,
     reconciliation,
+    repair,
     schemas,
     studies,
     system,
@@ -103,6 +105,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     # The event outbox (api/events.py): what was sent to the EHR's endpoints, and sending one again.
     RouteSpec("GET",    f"{P}/events",                                   events.list_events,             auth.ADMIN_ONLY,    scope.REFUSED,  event_schemas.EVENTS),
     RouteSpec("POST",   f"{P}/events/{{event_id}}/redeliver",            events.redeliver,               auth.ADMIN_ONLY,    scope.REFUSED,  event_schemas.REDELIVER_EVENT),
+    # The paged repair (make reconcile): every study Orthanc holds against what is recorded; admins.
+    RouteSpec("POST",   f"{P}/reconcile",                                repair.reconcile,               auth.ADMIN_ONLY,    scope.REFUSED,  ingest_schemas.RECONCILE),
     RouteSpec("GET",    f"{P}/download/{{study_uid}}",                   images.download,                auth.VIEWING,       scope.STUDY,    schemas.DOWNLOAD),
     RouteSpec("GET",    f"{P}/thumbnail/{{study_uid}}",                  images.thumbnail,               auth.VIEWING,       scope.STUDY,    schemas.THUMBNAIL),
     RouteSpec("GET",    f"{P}/render/{{sop_instance_uid}}",              images.render,                  auth.VIEWING,       scope.INSTANCE, schemas.RENDER),

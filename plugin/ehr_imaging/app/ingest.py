@@ -213,8 +213,11 @@ def _text(value: Any) -> str | None:
 
 def study_deleted(services: Services, orthanc_study_id: str) -> list[str]:
     """A study deleted in Orthanc: out of reconciliation if it was a quarantined copy, else its deletion
-    audited (when the EHR API did not delete it itself) and its order freed. Returns what to log."""
+    audited (when the EHR API did not delete it itself) and its order freed. Returns what to log. Nothing when
+    Orthanc holds the study again (a replayed or stale deletion: the study was stored again since)."""
     engine = services.engine
+    if stored(services, orthanc_study_id):
+        return []
     if collisions.forget(engine, orthanc_study_id) or collisions.forget_arrival(
             engine, orthanc_study_id, lambda moved: stored(services, moved)):
         return [f"ehr-imaging: quarantined study {orthanc_study_id} was deleted: out of reconciliation"]

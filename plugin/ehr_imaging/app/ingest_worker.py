@@ -1,144 +1,361 @@
-"""The ingest worker: the one thread that records stable and deleted studies, in the order Orthanc saw them.
+"""The ingest worker: the one thread that records stable and deleted studies, following Orthanc's change log.
 
-Orthanc's storage path stays untouched (no OnStoredInstance work at all): Orthanc itself records
-each instance's origin in its metadata, and on STABLE_STUDY the change callback (hooks/changes.py) only
-queues the study. This worker thread reads the study and does the database work; while PostgreSQL is down it waits
-and retries, so no ingest is lost and none is slowed. At start-up it catches up with studies
-Orthanc holds that the database does not know yet (stored while the plugin was down).
-A study deleted in Orthanc without the EHR API (Explorer, Orthanc's REST API, storage recycling)
-comes as a DELETED change: the same worker audits it and frees its order, in order with the ingests
-(so a coercion's own deletion of the original study is seen after the study's new ID is recorded).
-The worker reports its queue (depth, the oldest study's wait) and each match's latency to the metrics.
+Orthanc's storage path stays untouched (no OnStoredInstance work at all): Orthanc itself records each instance's
+origin in its metadata and logs STABLE_STUDY and NEW_STUDY in its persistent change log. This worker reads that
+log (``/changes?since=<cursor>&limit=``) in Orthanc's order from a cursor kept in PostgreSQL
+(store/ingest_cursor.py), and advances the cursor only once a change is handled (at-least-once; handling is
+idempotent), so a restart resumes where it stopped: its cost grows with the changes missed, not with the archive.
+The change callback (hooks/changes.py) only wakes it; it also polls every second. While PostgreSQL is down it
+waits and retries, so no ingest is lost and none is slowed.
+
+Several nodes sharing Orthanc's index in PostgreSQL share one change log and one cursor row: its lease makes one
+node at a time the follower, another takes over once the follower's lease runs out. A node with its own index
+has its own log and cursor (the log's id lives in Orthanc's index). Orthanc never writes a deletion into its log:
+a study's DELETED event is spooled on this node's disk (app/deletion_spool.py) and audited by this worker, in
+turn with the log's changes. Studies handed over by use cases (an upload that could not record, a revisit for tag
+coercion, the paged repair of app/ingest_repair.py) wait in memory. The worker reports what waits (changes
+behind Orthanc's last one, plus those) and since when, and each match's latency, to the metrics.
 """
 
 from __future__ import annotations
 
-import queue
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from ..core import metrics
 from ..services import Services
-from ..store import db, links
+from ..store import db
+from ..store import ingest_cursor as cursors
+from . import ingest_repair
+from .deletion_spool import DeletionSpool
 from .ingest import process_stable_study, study_arrived, study_deleted
 
 MAX_ATTEMPTS = 5
 STABLE, DELETED, ARRIVED = "stable", "deleted", "arrived"
+# Orthanc's change types the worker acts on (at study level); every other change only moves the cursor on.
+STUDY_CHANGES = {"StableStudy": STABLE, "NewStudy": ARRIVED}
+BATCH = 200  # changes read per request
+POLL_SECONDS = 1.0  # the safety net: the log is read this often even without a wake-up
+LEASE_SECONDS = 15.0  # another node takes over a shared log this long after its follower stopped renewing
+# With Orthanc's index in PostgreSQL, a change's sequence number is taken before its transaction commits: a
+# missing number near the head may still be committing, so it is waited for this long before being skipped.
+GAP_GRACE_SECONDS = 3.0
+# Within a batch the cursor is written at most this often (and at the batch's end): a crash replays at most
+# what was handled since, idempotently; the write renews the lease too.
+ADVANCE_EVERY_SECONDS = 1.0
+GAP_NEAR_HEAD = 100
 
 
 class IngestWorker:
-    def __init__(self, services: Services, log_warning: Callable[[str], None],
-                 log_error: Callable[[str], None]) -> None:
+    def __init__(self, services: Services, log_warning: Callable[[str], None], log_error: Callable[[str], None], *,
+                 log_id: Callable[[], str], node: str, spool: DeletionSpool | None = None,
+                 shared_index: bool = False) -> None:
         self._services = services
         self._log_warning = log_warning
         self._log_error = log_error
-        # (STABLE or DELETED, Orthanc study ID, when it was queued: time.monotonic())
-        self._queue: queue.Queue[tuple[str, str, float]] = queue.Queue()
-        self._waiting: deque[float] = deque()  # when each queued study (and the one in hand) was queued
-        self._waiting_lock = threading.Lock()
+        self._find_log_id = log_id  # read from Orthanc's index once Orthanc has started
+        self._log_id = ""
+        self._node = node
+        self._spool = spool or DeletionSpool(None)
+        self._gap_grace = GAP_GRACE_SECONDS if shared_index else 0.0
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._deleted_inbox: deque[str] = deque()  # DELETED events not yet in the spool
+        self._handed: deque[tuple[str, str, float]] = deque()  # (STABLE or DELETED, study, when handed over)
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._gaps: dict[int, float] = {}  # a missing sequence number near the head -> when first seen
+        # Stable studies an upload on this node holds (it records them at its end) -> their change: the cursor
+        # written to PostgreSQL stays before the earliest, so a crash during the upload replays it.
+        self._deferred: dict[str, int] = {}
+        self._following = False
+        self._seq = 0  # the cursor as this node last read or advanced it
+        self._advanced_at = 0.0  # when it last wrote the cursor
+        self._stopping = False  # Orthanc is stopping: the lease was given up
+        self._migrated = threading.Event()  # the plugin's tables exist (plugin.py says so once migrated)
+        self._orthanc_up = threading.Event()  # Orthanc has started (its index and REST API answer)
+        self._behind = 0  # changes behind Orthanc's last one, at the last look
+        self._behind_since: float | None = None
+        self._started_spooled = len(self._spool.pending())
         self._thread = threading.Thread(target=self._run, name="ehr-ingest", daemon=True)
 
+    # --- what the rest of the plugin calls -----------------------------------------------------------------
+
     def start(self) -> None:
+        if not self._spool.durable:
+            self._log_warning("ehr-imaging: no usable folder for the deletion spool: a study deleted while the"
+                              " database is away is audited only if Orthanc keeps running (run make reconcile)")
         self._thread.start()
 
-    def submit(self, orthanc_study_id: str) -> None:
-        """A study became stable (or must be looked at again): record and match it."""
-        self._put(STABLE, orthanc_study_id)
+    def schema_ready(self) -> None:
+        """The plugin's tables exist: the worker may read its cursor (until then it only spools deletions)."""
+        self._migrated.set()
+        self._wake.set()
 
-    def submit_arrival(self, orthanc_study_id: str) -> None:
-        """A new study's first instance: its order is in progress (before the study is stable)."""
-        self._put(ARRIVED, orthanc_study_id)
+    def orthanc_started(self) -> None:
+        """ORTHANC_STARTED: Orthanc's index and in-process REST API are there."""
+        self._orthanc_up.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Something happened in Orthanc's change log: read it now (the callback's only work)."""
+        self._wake.set()
+
+    def submit(self, orthanc_study_id: str) -> None:
+        """A study to record and match now (handed over by a use case, or found by the repair)."""
+        self._hand(STABLE, orthanc_study_id)
 
     def submit_deleted(self, orthanc_study_id: str) -> None:
-        """A study was deleted in Orthanc: audit it and free its order (after what was queued before)."""
-        self._put(DELETED, orthanc_study_id)
+        """A study deleted in Orthanc (its DELETED event): spooled, then audited and its order freed."""
+        with self._lock:
+            self._deleted_inbox.append(orthanc_study_id)
+        self._wake.set()
 
-    def _put(self, kind: str, orthanc_study_id: str) -> None:
-        queued_at = time.monotonic()
-        with self._waiting_lock:
-            self._waiting.append(queued_at)
-        self._queue.put((kind, orthanc_study_id, queued_at))
+    def _hand(self, kind: str, orthanc_study_id: str) -> None:
+        with self._lock:
+            self._handed.append((kind, orthanc_study_id, time.monotonic()))
+        self._wake.set()
+
+    def release(self) -> None:
+        """At Orthanc's stop: give the lease up, so another node takes over at once (best effort); this worker
+        takes it no more."""
+        self._stopping = True
+        if not self._log_id:
+            return
+        with contextlib.suppress(Exception):  # the lease runs out by itself
+            cursors.release(self._services.engine, self._log_id, self._node)
 
     def gauges(self) -> dict[str, float]:
-        """The queue's metrics: how many studies wait (the one in hand included), and the oldest's wait."""
-        with self._waiting_lock:
-            oldest = self._waiting[0] if self._waiting else None
-            depth = len(self._waiting)
-        age = 0.0 if oldest is None else max(time.monotonic() - oldest, 0.0)
+        """What waits (changes behind Orthanc's last one, spooled deletions, handed-over studies) and since when."""
+        with self._lock:
+            handed = len(self._handed) + len(self._deleted_inbox)
+            oldest = self._handed[0][2] if self._handed else None
+        depth = self._behind + handed + len(self._spool.pending())
+        since = [t for t in (oldest, self._behind_since) if t is not None]
+        age = max(time.monotonic() - min(since), 0.0) if since and depth else 0.0
         return {metrics.INGEST_QUEUE_DEPTH: depth, metrics.INGEST_OLDEST_WAITING: round(age, 3)}
+
+    # --- the thread ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self._started_spooled:
+            self._log_warning(f"ehr-imaging: {self._started_spooled} study deletions spooled before this start:"
+                              " auditing them")
+        while not (self._migrated.is_set() and self._orthanc_up.is_set()):
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            self._spool_deletions()
+        delay = 1.0
+        while True:
+            try:
+                while self.step():
+                    pass
+                delay = 1.0
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+            except Exception as exc:  # noqa: BLE001 - waited for and retried, never lost silently
+                if isinstance(exc, LeaseLost):
+                    self._log_warning(f"ehr-imaging: {exc}")
+                elif not isinstance(exc, db.UNAVAILABLE):
+                    self._log_error(f"ehr-imaging: ingest worker: {type(exc).__name__}: {exc}")
+                self._pause(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry; DELETED events arriving meanwhile still reach the spool at once."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._wake.wait(left)
+            self._wake.clear()
+            self._spool_deletions()
+
+    def step(self) -> bool:
+        """One round: spooled deletions, handed-over studies, then one batch of the change log (when this node
+        follows it). True while more is waiting. Raises when the database (or Orthanc) cannot be reached; the
+        cursor then stays where it is."""
+        self._spool_deletions()
+        for study in self._spool.pending():
+            if self._handle(DELETED, study, time.monotonic()):
+                self._spool.done(study)
+        with self._lock:
+            handed = self._handed.popleft() if self._handed else None
+        if handed is not None:
+            kind, study, queued_at = handed
+            try:
+                self._handle(kind, study, queued_at)
+            except Exception:
+                with self._lock:
+                    self._handed.appendleft(handed)  # retried first, after the pause
+                raise
+            return True
+        return self._follow()
+
+    def _spool_deletions(self) -> None:
+        with self._lock:
+            inbox = list(self._deleted_inbox)
+            self._deleted_inbox.clear()
+        self._spool.add(inbox)
+
+    # --- the change log ----------------------------------------------------------------------------------------
+
+    def _follow(self) -> bool:
+        engine, pacs = self._services.engine, self._services.pacs
+        if self._stopping:
+            return False
+        if not self._log_id:
+            self._log_id = self._find_log_id()
+        try:
+            cursor = cursors.claim(engine, self._log_id, self._node, LEASE_SECONDS)
+        except db.UNAVAILABLE:
+            if not self._following:
+                raise
+            # The database away: go on trying the change in hand (nothing advances until it is back, and no other
+            # node can take the lease meanwhile).
+            cursor = cursors.Cursor(self._seq, self._node, True)
+        last = int(pacs.get_json("/changes?last")["Last"])
+        if cursor is None:
+            self._first_start(last)
+            return True
+        if not cursor.mine:
+            self._set_behind(max(last - cursor.seq, 0))  # the follower's lag, the same on every node
+            if self._following:
+                self._log_warning(f"ehr-imaging: node {cursor.holder} follows Orthanc's change log now")
+            self._following = False
+            return False
+        # Progress made while the database was away (held in memory) is kept; a replay from the row's older
+        # cursor would be harmless too.
+        seq = self._seq = max(cursor.seq, self._seq) if self._following else cursor.seq
+        if not self._following:
+            self._following = True
+            seq = self._resumed(seq, last)
+        self._set_behind(max(last - seq, 0))
+        holds = self._services.holds
+        self._deferred = {study: number for study, number in self._deferred.items() if holds.is_held(study)}
+        answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
+        changes: list[dict[str, Any]] = answer.get("Changes", [])
+        fetched_at = time.monotonic()
+        handled = seq
+        for change in changes:
+            number = int(change["Seq"])
+            if number > handled + 1 and self._gap_grace and last - number < GAP_NEAR_HEAD:
+                first_seen = self._gaps.setdefault(handled + 1, fetched_at)
+                if fetched_at - first_seen < self._gap_grace:
+                    break  # maybe still committing on another node: read again at the next poll
+            kind = STUDY_CHANGES.get(str(change.get("ChangeType")))
+            if kind is not None and change.get("ResourceType") == "Study":
+                if kind == STABLE and holds.is_held(str(change["ID"])):
+                    self._deferred.setdefault(str(change["ID"]), number)
+                self._handle(kind, str(change["ID"]), fetched_at)
+                if time.monotonic() - self._advanced_at >= ADVANCE_EVERY_SECONDS:
+                    self._advance(number)
+            handled = number
+        if handled > seq:
+            self._advance(handled)
+            self._gaps = {k: v for k, v in self._gaps.items() if k > handled}
+        self._set_behind(max(last - handled, 0))
+        return bool(changes) and handled > seq and not answer.get("Done", True)
+
+    def _advance(self, seq: int) -> None:
+        durable = min([seq, *(number - 1 for number in self._deferred.values())])
+        try:
+            advanced = cursors.advance(self._services.engine, self._log_id, self._node, durable, LEASE_SECONDS)
+        except db.UNAVAILABLE:
+            # Held in memory and written with the next advance once the database is back (a best-effort change,
+            # NEW_STUDY, is passed meanwhile; a stable study's handling waits for the database itself).
+            self._seq = seq
+            return
+        if not advanced:
+            self._following = False
+            raise LeaseLost(f"the lease of change log {self._log_id} went to another node")
+        self._seq = seq
+        self._advanced_at = time.monotonic()
+
+    def _set_behind(self, behind: int) -> None:
+        self._behind = behind
+        if behind == 0:
+            self._behind_since = None
+        elif self._behind_since is None:
+            self._behind_since = time.monotonic()
+
+    def _first_start(self, last: int) -> None:
+        """No cursor for this change log yet (a new database, or an archive from before this version): follow the
+        log from its last change, and let one paged repair find what came before, in the background."""
+        cursors.create(self._services.engine, self._log_id, last)
+        self._log_warning(f"ehr-imaging: no cursor for Orthanc's change log {self._log_id}: following it from"
+                          f" change {last}; a paged repair looks for what came before")
+        self._repair_in_background("first start on this change log")
+
+    def _resumed(self, seq: int, last: int) -> int:
+        """This node starts following: from its cursor, unless the log no longer holds what follows it."""
+        pacs = self._services.pacs
+        if seq > last:
+            # A new index under an old id (restored from a backup, or its log reset): what follows is unknown.
+            self._log_warning(f"ehr-imaging: Orthanc's change log ends at {last}, before the cursor ({seq}):"
+                              " following it from there and running the paged repair")
+            self._advance(last)
+            self._repair_in_background("the change log restarted")
+            return last
+        oldest = pacs.get_json("/changes?since=0&limit=1").get("Changes", [])
+        if oldest and int(oldest[0]["Seq"]) > seq + 1:
+            self._log_warning(f"ehr-imaging: Orthanc's change log no longer holds changes {seq + 1} to"
+                              f" {int(oldest[0]['Seq']) - 1} (cleared, or their resources deleted): running the"
+                              " paged repair")
+            self._repair_in_background("the cursor fell behind the change log")
+        self._log_warning(f"ehr-imaging: resuming Orthanc's change log after change {seq} ({last - seq} behind)")
+        return seq
+
+    def _repair_in_background(self, why: str) -> None:
+        def repair() -> None:
+            try:
+                ingest_repair.reconcile(self._services)
+            except Exception as exc:  # noqa: BLE001 - said; make reconcile runs it again
+                self._log_error(f"ehr-imaging: repair ({why}) failed: {type(exc).__name__}: {exc};"
+                                " run make reconcile")
+
+        threading.Thread(target=repair, name="ehr-ingest-repair", daemon=True).start()
+
+    # --- one change ----------------------------------------------------------------------------------------
+
+    def _handle(self, kind: str, study: str, queued_at: float) -> bool:
+        """Handle one change; True once handled (or given up: a bad study after MAX_ATTEMPTS). Raises to have it
+        retried after a pause (the database away: waited for indefinitely)."""
+        if kind == ARRIVED:
+            self._arrived(study)
+            return True
+        key = (kind, study)
+        try:
+            if kind == DELETED:
+                for message in study_deleted(self._services, study):
+                    self._log_warning(message)
+            else:
+                outcome = process_stable_study(self._services, study)
+                if outcome is not None:
+                    self._services.metrics.matched(time.monotonic() - queued_at)
+                if outcome is not None and outcome.order_id is None:
+                    self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
+        except Exception as exc:
+            attempts = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempts
+            self._log_error(f"ehr-imaging: {kind} study {study} failed (attempt {attempts},"
+                            f" {type(exc).__name__}: {exc})")
+            if isinstance(exc, db.UNAVAILABLE) or attempts < MAX_ATTEMPTS:
+                raise
+            # Anything but the database away is a bug or a bad study: given up; make reconcile tries it again.
+            self._log_error(f"ehr-imaging: {kind} study {study} given up after {attempts} attempts")
+        self._attempts.pop(key, None)
+        return True
 
     def _arrived(self, study: str) -> None:
         """Best effort, once: an order in progress is a transient state (the link completes it), never worth
-        holding the queue while the database is away."""
+        holding the log while the database is away."""
         try:
             study_arrived(self._services, study)
         except Exception as exc:  # noqa: BLE001 - the stable study's link still completes the order
             self._log_warning(f"ehr-imaging: order of study {study} not marked in progress ({type(exc).__name__})")
 
-    def submit_unknown_studies(self) -> None:
-        """At Orthanc's start: queue what Orthanc holds and the database does not know, and the reverse."""
-        threading.Thread(target=self._catch_up, name="ehr-ingest-catch-up", daemon=True).start()
 
-    def _catch_up(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                known = links.known_orthanc_ids(self._services.engine)
-                break
-            except Exception:  # noqa: BLE001 - database not reachable yet: wait for it
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        # Only stable studies: the others will announce themselves with STABLE_STUDY.
-        studies = self._services.pacs.get_json("/studies?expand")
-        missing = [s["ID"] for s in studies if s.get("IsStable") and s["ID"] not in known]
-        if missing:
-            self._log_warning(f"ehr-imaging: catching up with {len(missing)} studies not yet recorded")
-        for study in missing:
-            self.submit(study)
-        # Recorded studies Orthanc no longer holds were deleted while their DELETED change could not be
-        # recorded (plugin down, or the database down until Orthanc stopped): audit those deletions now.
-        gone = sorted(known - {s["ID"] for s in studies})
-        if gone:
-            self._log_warning(f"ehr-imaging: {len(gone)} recorded studies are gone from Orthanc: auditing")
-        for study in gone:
-            self._put(DELETED, study)
-
-    def _run(self) -> None:
-        while True:
-            kind, study, queued_at = self._queue.get()
-            if kind == ARRIVED:
-                self._arrived(study)
-                self._done()
-                continue
-            delay, attempts = 1.0, 0
-            while True:
-                attempts += 1
-                try:
-                    if kind == DELETED:
-                        for message in study_deleted(self._services, study):
-                            self._log_warning(message)
-                        break
-                    outcome = process_stable_study(self._services, study)
-                    if outcome is not None:
-                        self._services.metrics.matched(time.monotonic() - queued_at)
-                    if outcome is not None and outcome.order_id is None:
-                        self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried below, never lost silently
-                    # An unreachable database is waited for indefinitely; anything else is a bug or a bad
-                    # study: a few retries, then the study waits for the catch-up at the next start.
-                    transient = isinstance(exc, db.UNAVAILABLE)
-                    self._log_error(f"ehr-imaging: {kind} study {study} failed (attempt {attempts},"
-                                    f" {type(exc).__name__}: {exc})")
-                    if not transient and attempts >= MAX_ATTEMPTS:
-                        break
-                    time.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-            self._done()
-
-    def _done(self) -> None:
-        with self._waiting_lock:
-            self._waiting.popleft()
-        self._queue.task_done()
+class LeaseLost(Exception):
+    """Another node follows the shared change log now: this one stops (and goes on with its own deletions)."""

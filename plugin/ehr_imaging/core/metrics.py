@@ -72,9 +72,10 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric(STUDIES_UNMATCHED, "gauge", "studies waiting in the reconciliation queue (unmatched or quarantined)"),
     *(Metric(unmatched_name(reason), "gauge", f"... of which unmatched because: {reason}")
       for reason in UNMATCHED_REASONS),
-    Metric(INGEST_QUEUE_DEPTH, "gauge", "studies waiting for this node's ingest worker (the one in hand included)"),
-    Metric(INGEST_OLDEST_WAITING, "gauge", "seconds the oldest of them has waited (0: none waits)"),
-    Metric(MATCH_LATENCY, "gauge", "seconds from a study's arrival in the ingest queue to its recorded match"
+    Metric(INGEST_QUEUE_DEPTH, "gauge", "changes behind Orthanc's last one, plus deletions and studies waiting for"
+                                        " this node's ingest worker"),
+    Metric(INGEST_OLDEST_WAITING, "gauge", "seconds the worker has been behind (0: none waits)"),
+    Metric(MATCH_LATENCY, "gauge", "seconds from the worker reading a study's STABLE_STUDY change to its recorded match"
                                    " decision, for the latest study"),
     Metric(MATCH_LATENCY_SUM, "counter", "the sum of those seconds (with _count: the mean over any range)"),
     Metric(MATCHES, "counter", "studies the ingest worker has recorded and matched"),

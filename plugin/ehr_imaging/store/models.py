@@ -28,6 +28,7 @@ from .deletion_models import DeletionRequest as DeletionRequest
 from .deletion_models import DicomDeletionLog as DicomDeletionLog
 from .event_models import EventDelivery as EventDelivery
 from .event_models import OutboxEvent as OutboxEvent
+from .ingest_cursor import IngestCursor as IngestCursor
 from .model_base import EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY, FALSE, TRUE, ZERO
 from .model_base import Base as Base
 

@@ -119,6 +119,19 @@ MIGRATIONS += (
         """,
     ),
     Migration(
+        14,
+        "the ingest worker follows Orthanc's change log: its cursor per change log, with the follower's lease",
+        """
+        CREATE TABLE ingest_cursors (
+            log_id      TEXT PRIMARY KEY,
+            seq         BIGINT NOT NULL,
+            holder      TEXT,
+            lease_until TIMESTAMPTZ,
+            updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    Migration(
         15,
         "the local audit spool's high-water marks: what PostgreSQL already holds of each node's spool",
         """
