@@ -39,6 +39,7 @@ from .core.dimse import check_policy
 from .hooks.changes import make_change_callback
 from .hooks.dimse import make_find_callback, make_move_callback
 from .hooks.http_filter import make_filter
+from .hooks.runtime_leaks import LeakCorrection
 from .hooks.worklist import make_worklist_callback
 from .private_dirs import UnsafeDirectory, private_directory
 from .services import Services
@@ -70,9 +71,13 @@ def _filter(*args: Any, **kwargs: Any) -> bool:
     return bool(_current_filter(*args, **kwargs))
 
 
+# Debian's orthanc-python 4.0 leaks each callback's arguments; on that version they are given back (hooks/).
+_leaks = LeakCorrection()
+
+
 def register() -> None:
     global _current_filter
-    orthanc.RegisterIncomingHttpRequestFilter(_filter)
+    orthanc.RegisterIncomingHttpRequestFilter(_leaks.http_filter(_filter))
     try:
         _current_filter = _set_up()
     except Exception:
@@ -106,16 +111,16 @@ def _set_up() -> Any:
     sessions = _session_revocations(services)
     api = register_all(router, services, gate.revocations, gate.access_log)
     for template in router.templates():
-        orthanc.RegisterRestCallback(template_regex(template), _rest_callback(router, template))
+        orthanc.RegisterRestCallback(template_regex(template), _leaks.rest_callback(_rest_callback(router, template)))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
-    orthanc.RegisterRestCallback(SCOPED_QIDO_PATHS, _scoped_qido_callback(qido))
+    orthanc.RegisterRestCallback(SCOPED_QIDO_PATHS, _leaks.rest_callback(_scoped_qido_callback(qido)))
     viewer_app = ViewerApp(settings.ViewerAppDir)
-    orthanc.RegisterRestCallback(VIEWER_PREFIX + "(/.*)?", _viewer_callback(viewer_app))
+    orthanc.RegisterRestCallback(VIEWER_PREFIX + "(/.*)?", _leaks.rest_callback(_viewer_callback(viewer_app)))
     if not viewer_app.installed:
         pacs.log_warning(f"ehr-imaging: no OHIF viewer in ViewerAppDir {settings.ViewerAppDir!r}: /ohif/ answers 404")
     # Registered last: unknown paths under our prefix answer a JSON 404, not Orthanc's empty one.
-    orthanc.RegisterRestCallback(API_CATCH_ALL, _not_found)
-    orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _not_found)
+    orthanc.RegisterRestCallback(API_CATCH_ALL, _leaks.rest_callback(_not_found))
+    orthanc.RegisterRestCallback(FHIR_CATCH_ALL, _leaks.rest_callback(_not_found))
     shared_index = bool((orthanc_config.get("PostgreSQL") or {}).get("EnableIndex", False))
     worker = IngestWorker(services, pacs.log_warning, pacs.log_error,
                           log_id=partial(pacs.change_log_id, orthanc_config), node=services.node,
