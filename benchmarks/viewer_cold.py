@@ -4,7 +4,8 @@ visit: its HTTP and code caches), in headless Chromium with the e2e harness (tes
 Three kinds of visit, in turn (median of ``count`` each) so machine noise hits all: cold, cold with the
 browser's ``Accept-Encoding: identity`` (the files as they are, as the site was served before its gzip
 variants: the side-by-side ratio) and warm. Printed: the seconds from navigation to the first rendered image,
-and what the page fetched meanwhile (requests that went to the network, bytes over the wire, decoded bytes).
+and what the page fetched meanwhile (requests that went to the network, bytes over the wire, decoded bytes),
+and Orthanc's own CPU time per visit (``/proc``: the server's share, less sensitive to a busy machine).
 ``make bench`` runs it on its plugin stack; alone, ``python -m benchmarks.viewer_cold`` starts one of its own.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import requests
 
+from benchmarks.gdcm import orthanc_cpu_seconds
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
@@ -84,15 +86,18 @@ def run(stack: Stack | None = None, count: int = 5) -> dict[str, list[dict[str, 
         for number in range(count):
             for kind in KINDS[number % 3:] + KINDS[:number % 3]:  # who goes first changes every round
                 profile = warm_profile if kind == "warm" else work / f"{kind}-{number}".replace(" ", "-")
-                outcomes[kind].append(visit(url, profile, work / f"{number}.png",
-                                            "identity" if kind == "cold identity" else ""))
+                cpu = orthanc_cpu_seconds(stack)
+                outcome = visit(url, profile, work / f"{number}.png", "identity" if kind == "cold identity" else "")
+                outcome["orthanc_cpu_s"] = orthanc_cpu_seconds(stack) - cpu
+                outcomes[kind].append(outcome)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if own:
             stack.stop()
             shutil.rmtree(stack.config.var_dir, ignore_errors=True)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Viewer: OHIF first image through the filter, headless Chromium, median of {count} "
-          f"(target < {TARGET_SECONDS:.0f} s cold):")
+          f"(target < {TARGET_SECONDS:.0f} s cold; load average {load}):")
     medians = {kind: statistics.median(o["elapsed_ms"] for o in runs) / 1000 for kind, runs in outcomes.items()}
     for kind, runs in outcomes.items():
         seconds = medians[kind]
@@ -103,10 +108,11 @@ def run(stack: Stack | None = None, count: int = 5) -> dict[str, list[dict[str, 
         decoded = statistics.median(r["decoded_bytes"] for r in resources) / 1e6
         site_done = statistics.median(r["site_done_ms"] for r in resources) / 1000
         waiting = statistics.median(r["site_fetch_ms"] for r in resources) / 1000
+        cpu = statistics.median(o["orthanc_cpu_s"] for o in runs)
         spread = ", ".join(f"{o['elapsed_ms'] / 1000:.2f}" for o in runs)
         print(f"  {kind:13} {seconds:.2f} s ({spread})   {network:.0f} of {entries:.0f} requests to the network, "
               f"{wire:.1f} MB over the wire, {decoded:.1f} MB decoded; the viewer's files all in at "
-              f"{site_done:.2f} s, {waiting:.2f} s spent fetching them (summed)")
+              f"{site_done:.2f} s, {waiting:.2f} s spent fetching them (summed); Orthanc CPU {cpu:.2f} s")
     print(f"  cold / cold identity {medians['cold'] / medians['cold identity']:.2f}   "
           f"warm / cold {medians['warm'] / medians['cold']:.2f}")
     return outcomes

@@ -208,7 +208,6 @@ class ViewerApp:
         return candidate
 
 
-
 def file_response(asset: Asset, request_headers: Mapping[str, str]) -> Response:
     """200 with the gzip variant when the request accepts it (``Content-Encoding``; the body's length is the
     Content-Length Orthanc sends), else the file as it is; 304 when ``If-None-Match`` names either."""
