@@ -1,9 +1,11 @@
 """OHIF's first image through the filter, cold (a fresh browser profile) and warm (the profile of an earlier
 visit: its HTTP and code caches), in headless Chromium with the e2e harness (tests/e2e/ohif_viewer.js).
 
-Three kinds of visit, in turn (median of ``count`` each) so machine noise hits all: cold, cold with the
+Five kinds of visit, in turn (median of ``count`` each) so machine noise hits all: cold, cold with the
 browser's ``Accept-Encoding: identity`` (the files as they are, as the site was served before its gzip
-variants: the side-by-side ratio) and warm. Printed: the seconds from navigation to the first rendered image,
+variants: the side-by-side ratio), warm, and the two cold ones again with the downloads limited to
+``LINK_MBPS`` (DevTools' network emulation: a hospital LAN, where the bytes saved count; on loopback the
+browser's own work dominates). Printed: the seconds from navigation to the first rendered image,
 and what the page fetched meanwhile (requests that went to the network, bytes over the wire, decoded bytes),
 and Orthanc's own CPU time per visit (``/proc``: the server's share, less sensitive to a busy machine).
 ``make bench`` runs it on its plugin stack; alone, ``python -m benchmarks.viewer_cold`` starts one of its own.
@@ -52,15 +54,18 @@ def viewer_url(stack: Stack) -> str:
     return str(answer.json()["url"])
 
 
-KINDS = ("cold", "cold identity", "warm")
+LINK_MBPS = 100
+SLOW = f" {LINK_MBPS} Mbit/s"
+KINDS = ("cold", "cold identity", "warm", "cold" + SLOW, "cold identity" + SLOW)
 
 
-def visit(url: str, profile: Path | None, screenshot: Path, accept_encoding: str = "") -> dict[str, Any]:
+def visit(url: str, profile: Path | None, screenshot: Path, accept_encoding: str = "",
+          mbps: int = 0) -> dict[str, Any]:
     """One browser start and one navigation to the first image; the harness's JSON outcome."""
     command = ["node", str(HARNESS / "ohif_viewer.js"), url, str(screenshot), "render"]
     if profile is not None:
         command.append(str(profile))
-    environment = {**os.environ, "OHIF_ACCEPT_ENCODING": accept_encoding}
+    environment = {**os.environ, "OHIF_ACCEPT_ENCODING": accept_encoding, "OHIF_THROTTLE_MBPS": str(mbps or "")}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HARNESS, env=environment)
     lines = result.stdout.strip().splitlines()
     outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {"ok": False, "error": result.stderr[-2000:]}
@@ -84,10 +89,12 @@ def run(stack: Stack | None = None, count: int = 5) -> dict[str, list[dict[str, 
         warm_profile = work / "warm-profile"
         visit(url, warm_profile, work / "prime.png")  # the earlier visit the warm ones find in the cache
         for number in range(count):
-            for kind in KINDS[number % 3:] + KINDS[:number % 3]:  # who goes first changes every round
-                profile = warm_profile if kind == "warm" else work / f"{kind}-{number}".replace(" ", "-")
+            first = number % len(KINDS)
+            for kind in KINDS[first:] + KINDS[:first]:  # who goes first changes every round
+                profile = warm_profile if kind == "warm" else work / f"cold-{number}-{KINDS.index(kind)}"
                 cpu = orthanc_cpu_seconds(stack)
-                outcome = visit(url, profile, work / f"{number}.png", "identity" if kind == "cold identity" else "")
+                outcome = visit(url, profile, work / f"{number}.png", "identity" if "identity" in kind else "",
+                                LINK_MBPS if kind.endswith(SLOW) else 0)
                 outcome["orthanc_cpu_s"] = orthanc_cpu_seconds(stack) - cpu
                 outcomes[kind].append(outcome)
     finally:
@@ -110,10 +117,11 @@ def run(stack: Stack | None = None, count: int = 5) -> dict[str, list[dict[str, 
         waiting = statistics.median(r["site_fetch_ms"] for r in resources) / 1000
         cpu = statistics.median(o["orthanc_cpu_s"] for o in runs)
         spread = ", ".join(f"{o['elapsed_ms'] / 1000:.2f}" for o in runs)
-        print(f"  {kind:13} {seconds:.2f} s ({spread})   {network:.0f} of {entries:.0f} requests to the network, "
+        print(f"  {kind:27} {seconds:.2f} s ({spread})   {network:.0f} of {entries:.0f} requests to the network, "
               f"{wire:.1f} MB over the wire, {decoded:.1f} MB decoded; the viewer's files all in at "
               f"{site_done:.2f} s, {waiting:.2f} s spent fetching them (summed); Orthanc CPU {cpu:.2f} s")
     print(f"  cold / cold identity {medians['cold'] / medians['cold identity']:.2f}   "
+          f"at {LINK_MBPS} Mbit/s {medians['cold' + SLOW] / medians['cold identity' + SLOW]:.2f}   "
           f"warm / cold {medians['warm'] / medians['cold']:.2f}")
     return outcomes
 

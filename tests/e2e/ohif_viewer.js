@@ -8,7 +8,8 @@
 // resource timing up to the outcome: entries, bytes over the wire, decoded bytes). Exit 1 on failure (the
 // screenshot is taken either way). Without PROFILE_DIR the browser starts with no cache (cold); with one,
 // its HTTP and code caches persist there between runs (benchmarks/viewer_cold.py: warm). OHIF_ACCEPT_ENCODING
-// in the environment replaces the browser's Accept-Encoding (the benchmark's "identity": the files as they are).
+// in the environment replaces the browser's Accept-Encoding (the benchmark's "identity": the files as they are);
+// OHIF_THROTTLE_MBPS limits the page's downloads to that many Mbit/s with 5 ms latency (DevTools' emulation).
 const { chromium } = require('playwright-core');
 
 const TIMEOUT_MS = 60000;
@@ -72,6 +73,13 @@ function resourceStats() {
     }
     await context.addInitScript(() => performance.setResourceTimingBufferSize(100000));
     page = await context.newPage();
+    if (process.env.OHIF_THROTTLE_MBPS) {
+      const bytesPerSecond = (Number(process.env.OHIF_THROTTLE_MBPS) * 1e6) / 8;
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+      await cdp.send('Network.emulateNetworkConditions', {
+        offline: false, latency: 5, downloadThroughput: bytesPerSecond, uploadThroughput: bytesPerSecond });
+    }
     page.on('response', async (response) => {
       const request = response.request();
       const path = new URL(request.url()).pathname;
