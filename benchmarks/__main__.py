@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from benchmarks import gdcm, studies_at_scale
+from benchmarks import gdcm, studies_at_scale, viewer_cold
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
@@ -118,6 +118,7 @@ def main() -> int:
         print("WADO-RS single frame, sequential (frames/s from the median latency):")
         print(f"  plugin {fps['plugin']:.0f}   plain {fps['plain']:.0f}   ratio {fps['plugin'] / fps['plain']:.2f}")
         viewer_benchmark(stacks, ct, args)
+        viewer_cold.run(stacks["plugin"])  # OHIF's first image, cold and warm (median of 5)
     finally:
         for stack in stacks.values():
             stack.stop()

@@ -114,7 +114,10 @@ def _set_up() -> Any:
         orthanc.RegisterRestCallback(template_regex(template), _leaks.rest_callback(_rest_callback(router, template)))
     qido = ScopedQido(gate, services.authenticator, services.pacs, pacs.log_warning)
     orthanc.RegisterRestCallback(SCOPED_QIDO_PATHS, _leaks.rest_callback(_scoped_qido_callback(qido)))
-    viewer_app = ViewerApp(settings.ViewerAppDir)
+    # Orthanc compresses every answer itself when HttpCompressionEnabled (its default): no precompressed
+    # variant then, or the viewer's gzip files would be compressed twice.
+    viewer_app = ViewerApp(settings.ViewerAppDir,
+                           precompressed=not orthanc_config.get("HttpCompressionEnabled", True))
     orthanc.RegisterRestCallback(VIEWER_PREFIX + "(/.*)?", _leaks.rest_callback(_viewer_callback(viewer_app)))
     if not viewer_app.installed:
         pacs.log_warning(f"ehr-imaging: no OHIF viewer in ViewerAppDir {settings.ViewerAppDir!r}: /ohif/ answers 404")
@@ -271,7 +274,7 @@ def _rest_callback(router: Router, template: str) -> Any:
 
 def _viewer_callback(viewer: ViewerApp) -> Any:
     def callback(output: Any, uri: str, **request: Any) -> None:
-        _answer(output, viewer.answer(str(request.get("method", "GET")), uri))
+        _answer(output, viewer.answer(str(request.get("method", "GET")), uri, request.get("headers") or {}))
 
     return callback
 

@@ -4,14 +4,17 @@
 it against the pinned integrity, and prepares its ``dist/`` for the sub-path ``/ohif/``: the build
 assumes the site root, so the absolute paths in ``index.html``, the webpack public path of the bundles
 and the font URLs of the CSS are rewritten. Each rewrite must find exactly the pinned number of places,
-so a different build fails loudly instead of serving a half-working viewer. The result is moved into
-place last: a present directory is a complete one, and a second run does nothing.
+so a different build fails loudly instead of serving a half-working viewer. Then every compressible file
+gets its gzip variant beside it (``<name>.gz``, level 9, which the plugin sends to browsers that accept gzip).
+The result is moved into place last: a present directory is a complete one, and a second run only adds the
+variants an older install lacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import os
 import re
@@ -40,6 +43,13 @@ REWRITES: tuple[tuple[str, str, str, int], ...] = (
 # index.html's root-absolute href="/..." and src="/..." (icons, manifest, app-config.js, the bundle, the CSS).
 _INDEX_ASSET = re.compile(r'(href|src)="/(?!/)')
 INDEX_ASSETS = 31
+# Precompressed at install (issue 12, item 6): the text formats and WebAssembly; images and fonts are compressed
+# already. A variant that saves less than MIN_SAVING of a file is not kept (the plugin then sends the file).
+GZIP_SUFFIX = ".gz"  # the plugin's api/ohif_site.GZIP_SUFFIX
+COMPRESSIBLE = frozenset({".html", ".js", ".mjs", ".css", ".wasm", ".json", ".jsonc", ".webapp", ".map", ".svg",
+                          ".ico", ".xml", ".txt"})
+MIN_SIZE = 1024
+MIN_SAVING = 0.1
 
 
 class PrepareError(RuntimeError):
@@ -80,6 +90,26 @@ def rewrite_for_sub_path(dist: Path) -> None:
     index.write_text(text, encoding="utf-8")
 
 
+def precompress(dist: Path) -> int:
+    """Write ``<file>.gz`` beside each compressible file of ``dist`` that lacks an up-to-date one (each written
+    aside and renamed into place); returns how many were written. Deterministic: no name or time in the header."""
+    written = 0
+    for path in sorted(p for p in dist.rglob("*") if p.is_file() and p.suffix.lower() in COMPRESSIBLE):
+        variant = path.with_name(path.name + GZIP_SUFFIX)
+        if variant.is_file() and variant.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+            continue
+        body = path.read_bytes()
+        packed = gzip.compress(body, compresslevel=9, mtime=0)
+        if len(body) < MIN_SIZE or len(packed) > len(body) * (1 - MIN_SAVING):
+            variant.unlink(missing_ok=True)
+            continue
+        aside = variant.with_name(f".{variant.name}.tmp")
+        aside.write_bytes(packed)
+        os.replace(aside, variant)
+        written += 1
+    return written
+
+
 def install(target: Path, npm: str = "npm") -> bool:
     """Fetch, check, prepare and move into place; False when ``target`` is already installed."""
     if is_installed(target):
@@ -106,6 +136,7 @@ def install(target: Path, npm: str = "npm") -> bool:
             elif path.exists():
                 path.unlink()
         rewrite_for_sub_path(dist)
+        precompress(dist)
         if target.exists():  # a leftover without index.html: an interrupted earlier run
             shutil.rmtree(target)
         dist.rename(target)
@@ -123,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"OHIF viewer not installed: {exc}") from None
     if installed:
         print(f"OHIF viewer {OHIF_VERSION} prepared for {SUB_PATH} in {target}")
+    elif added := precompress(target):  # an install from before the variants
+        print(f"OHIF viewer: {added} gzip variants added in {target}")
     return 0
 
 

@@ -4,12 +4,22 @@ Orthanc's ``ServeFolders`` has no ``index.html`` fallback for the single-page ap
 (``/ohif/viewer``), hence this small file server: path -> file inside the prepared dist (never outside
 it), content type, cache headers, and the app configuration generated here rather than taken from the
 dist. Independent of ``orthanc``: ``plugin.py`` registers it and writes the ``Response`` back.
+
+Speed (issue 12, item 6: the viewer from cold): each file is read once and kept in memory (the dist is ~27 MB)
+with its gzip variant, the ``<name>.gz`` the install step made beside it (``ehr_stack.ohif``), used only when
+it decompresses to exactly the file; it is sent when the request's ``Accept-Encoding`` allows it. Every answer
+carries a strong ETag (``If-None-Match`` -> 304); hashed names are immutable, the rest revalidated.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +60,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # The viewer URL carries the token: never send it on in a Referer.
 _COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+# The precompressed variant of ``name`` is ``name + GZIP_SUFFIX`` in the same directory (never served by its name).
+GZIP_SUFFIX = ".gz"
 
 
 def app_config(qido_root: str = QIDO_ROOT, wado_root: str = WADO_ROOT, wado_uri_root: str = WADO_URI_ROOT) -> str:
@@ -110,18 +122,47 @@ def app_config(qido_root: str = QIDO_ROOT, wado_root: str = WADO_ROOT, wado_uri_
     )
 
 
-class ViewerApp:
-    """Answers ``GET``/``HEAD`` ``/ohif`` and ``/ohif/...`` from the prepared dist in ``root``."""
+@dataclass(frozen=True)
+class Asset:
+    """One file as served: its bytes, the gzip variant if any, validators and headers."""
 
-    def __init__(self, root: str | Path) -> None:
+    body: bytes
+    gzipped: bytes | None
+    content_type: str
+    cache_control: str
+    etag: str
+    stamp: tuple[int, ...] = ()  # the source's and the variant's (mtime_ns, size) when read: reread on change
+
+    @property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gzip"'
+
+
+def make_asset(body: bytes, gzipped: bytes | None, suffix: str, cache_control: str,
+               stamp: tuple[int, ...] = ()) -> Asset:
+    return Asset(body, gzipped, CONTENT_TYPES.get(suffix.lower(), "application/octet-stream"), cache_control,
+                 '"' + hashlib.sha256(body).hexdigest()[:32] + '"', stamp)
+
+
+class ViewerApp:
+    """Answers ``GET``/``HEAD`` ``/ohif`` and ``/ohif/...`` from the prepared dist in ``root``.
+
+    ``precompressed`` False (Orthanc's own ``HttpCompressionEnabled``: it would compress the answer again)
+    serves every file as it is."""
+
+    def __init__(self, root: str | Path, precompressed: bool = True) -> None:
         self.root = Path(root).resolve() if str(root).strip() else None
-        self._config = app_config().encode()
+        self.precompressed = precompressed
+        # Generated, never taken from the dist (nor from a precompressed copy of the dist's).
+        self._config = make_asset(app_config().encode(), None, ".js", REVALIDATE)
+        self._assets: dict[Path, Asset] = {}  # a whole entry replaced at once: safe across Orthanc's threads
 
     @property
     def installed(self) -> bool:
         return self.root is not None and (self.root / "index.html").is_file()
 
-    def answer(self, method: str, path: str) -> Response:
+    def answer(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> Response:
+        """The answer to ``method path``; ``headers`` (the request's) negotiate encoding and revalidation."""
         if method.upper() not in READ_METHODS:
             return error_response(405, f"method {method} not allowed", {"Allow": "GET, HEAD"})
         if path != PREFIX and not path.startswith(PREFIX + "/"):
@@ -132,30 +173,107 @@ class ViewerApp:
         if not is_canonical(path):
             return error_response(404, f"no file {path}")
         if relative == APP_CONFIG:
-            return self._file_response(self._config, ".js", REVALIDATE)
+            return file_response(self._config, headers or {})
         file = self.resolve(relative)
-        if file is not None:
-            return self._file_response(file.read_bytes(), file.suffix, _cache_control(file.name))
-        if _looks_like_a_file(relative):  # a missing asset must not receive index.html (a JS error far away)
+        if file is None and _looks_like_a_file(relative):  # a missing asset must not get index.html (a JS error)
             return error_response(404, f"no file {path}")
         assert self.root is not None
-        return self._file_response((self.root / "index.html").read_bytes(), ".html", REVALIDATE)
+        return file_response(self.asset(file or self.root / "index.html"), headers or {})
+
+    def asset(self, file: Path) -> Asset:
+        """``file`` (inside the dist) as served, from memory unless it or its variant changed on disk."""
+        assert self.root is not None
+        variant = file.with_name(file.name + GZIP_SUFFIX)
+        stamp = _stamp(file) + (_stamp(variant) if self.precompressed else ())
+        cached = self._assets.get(file)
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        body = file.read_bytes()
+        gzipped = None
+        if self.precompressed and variant.resolve().is_relative_to(self.root):
+            gzipped = verified_variant(variant, body)
+        asset = make_asset(body, gzipped, file.suffix, _cache_control(file.name), stamp)
+        self._assets[file] = asset
+        return asset
 
     def resolve(self, relative: str) -> Path | None:
         """The file ``relative`` names inside the dist, or None: no dot segments, nothing outside ``root``."""
         assert self.root is not None
         segments = [s for s in relative.split("/") if s]
-        if not segments or not is_canonical(relative):
+        if not segments or not is_canonical(relative) or segments[-1].endswith(GZIP_SUFFIX):
             return None
         candidate = self.root.joinpath(*segments).resolve()
         if not candidate.is_relative_to(self.root) or not candidate.is_file():
             return None
         return candidate
 
-    @staticmethod
-    def _file_response(body: bytes, suffix: str, cache_control: str) -> Response:
-        content_type = CONTENT_TYPES.get(suffix.lower(), "application/octet-stream")
-        return Response(200, body, content_type, {**_COMMON_HEADERS, "Cache-Control": cache_control})
+
+def file_response(asset: Asset, request_headers: Mapping[str, str]) -> Response:
+    """200 with the gzip variant when the request accepts it (``Content-Encoding``; the body's length is the
+    Content-Length Orthanc sends), else the file as it is; 304 when ``If-None-Match`` names either."""
+    headers = {name.lower(): value for name, value in request_headers.items()}
+    use_gzip = asset.gzipped is not None and accepts_gzip(headers.get("accept-encoding", ""))
+    etag = asset.gzip_etag if use_gzip else asset.etag
+    answer_headers = {**_COMMON_HEADERS, "Cache-Control": asset.cache_control}
+    if asset.gzipped is not None:
+        answer_headers["Vary"] = "Accept-Encoding"
+    matched = matching_etag(headers.get("if-none-match", ""), (etag, asset.etag, asset.gzip_etag))
+    if matched is not None:
+        return Response(304, b"", asset.content_type, {**answer_headers, "ETag": matched})
+    answer_headers["ETag"] = etag
+    if use_gzip:
+        assert asset.gzipped is not None
+        return Response(200, asset.gzipped, asset.content_type, {**answer_headers, "Content-Encoding": "gzip"})
+    return Response(200, asset.body, asset.content_type, answer_headers)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip: ``gzip`` (or ``x-gzip``, or else ``*``) with q > 0."""
+    quality: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if coding:
+            quality[coding.lower()] = q
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in quality:
+            return quality[coding] > 0
+    return False
+
+
+def matching_etag(if_none_match: str, etags: tuple[str, ...]) -> str | None:
+    """The first of ``etags`` that ``If-None-Match`` names (weak comparison, as the header wants), or None."""
+    named = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",") if tag.strip()}
+    if "*" in named:
+        return etags[0]
+    return next((tag for tag in etags if tag in named), None)
+
+
+def verified_variant(variant: Path, body: bytes) -> bytes | None:
+    """The bytes of the gzip file ``variant`` if it decompresses to exactly ``body`` and is smaller, else None
+    (missing, stale, corrupt: the file is then served as it is)."""
+    try:
+        gzipped = variant.read_bytes()
+        if len(gzipped) < len(body) and gzip.decompress(gzipped) == body:
+            return gzipped
+    except (OSError, EOFError, zlib.error):
+        pass
+    return None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _cache_control(name: str) -> str:
