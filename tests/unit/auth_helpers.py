@@ -28,10 +28,11 @@ SESSION_SECRET = "session-secret-0123456789abcdef-xyz"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    """Valid claims for the test issuer/audience; an override of None removes the claim."""
+    """Valid claims for the test issuer/audience; an override of None removes the claim. Valid for a day: tables of
+    them are built when tests are collected, and the whole suite outlives a few minutes."""
     now = int(time.time())
     base: dict[str, Any] = {
-        "iss": ISSUER, "aud": AUDIENCE, "sub": "user-42", "iat": now, "nbf": now, "exp": now + 600,
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "user-42", "iat": now, "nbf": now, "exp": now + 86_400,
         "role": DOCTOR,
     }
     base.update(overrides)
