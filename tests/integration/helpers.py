@@ -10,6 +10,7 @@ from fhir.resources.operationoutcome import OperationOutcome
 from sqlalchemy import create_engine, text
 
 from ehr_imaging.store.db import normalize_url
+from ehr_stack.stack import Stack
 from tests.conftest import Client
 from tests.waiting import eventually
 
@@ -58,6 +59,25 @@ def query(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in conn.execute(text(sql), params)]
     finally:
         engine.dispose()
+
+
+def execute(stack: Stack, sql: str, **params: Any) -> None:
+    """Change the plugin's tables directly, as a fault or an operator would (tests that stage a state)."""
+    engine = create_engine(normalize_url(stack.postgres.url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+def instances_of(client: Client, study_uid: str) -> int:
+    """How many instances Orthanc holds of a study (0: none)."""
+    found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=study_uid).json()
+    if not found:
+        return 0
+    stats = client.get(f"/studies/{found[0]['ID']}/statistics", auth=client.stack.admin_auth).json()
+    return int(stats["CountInstances"])
 
 
 def wait_for_ingest(client: Client, study_uid: str, instances: int) -> None:

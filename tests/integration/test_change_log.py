@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from ehr_imaging.store.db import normalize_url
 from ehr_stack.reconcile import reconcile
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.helpers import accession, mrn, put_order, query, stable_in_orthanc, wait_for_ingest
+from tests.integration.helpers import accession, execute, mrn, put_order, query, stable_in_orthanc, wait_for_ingest
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -34,15 +32,6 @@ def own_stack() -> Iterator[Stack]:
     """A stack of its own: these tests restart it and move its cursor."""
     with running_stack("change-log") as stack:
         yield stack
-
-
-def execute(stack: Stack, sql: str, **params: Any) -> None:
-    engine = create_engine(normalize_url(stack.postgres.url))
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(sql), params)
-    finally:
-        engine.dispose()
 
 
 def cursor(client: Client) -> tuple[int, str | None]:

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from ehr_imaging.store.db import normalize_url
 from ehr_stack.procs import free_port
 from ehr_stack.stack import Stack, StackConfig
 from tests.conftest import Client, keep_log, running_stack, stack_dir
 from tests.dicom_factory import make_study, send
-from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import accession, execute, mrn, order, put_order, query, wait_for_ingest
 from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, store_study, viewer_token
 from tests.waiting import eventually
 
@@ -167,11 +165,3 @@ def test_the_shared_change_log_is_followed_by_one_node_and_the_other_takes_over(
         second.start()
     assert b.get("/api/v1/dicom/health").status_code == 200
 
-
-def execute(stack: Stack, sql: str, **params: object) -> None:
-    engine = create_engine(normalize_url(stack.postgres.url))
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(sql), params)
-    finally:
-        engine.dispose()

@@ -24,7 +24,16 @@ from ehr_stack.procs import pid_alive
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.helpers import accession, finished_job, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import (
+    accession,
+    finished_job,
+    instances_of,
+    mrn,
+    order,
+    put_order,
+    query,
+    wait_for_ingest,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -35,14 +44,6 @@ def stack() -> Iterator[Stack]:
     """A stack of its own: these tests kill its Orthanc."""
     with running_stack("process-faults", extra_settings={"Timezone": "UTC"}) as started:
         yield started
-
-
-def instances_of(client: Client, study_uid: str) -> int:
-    found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=study_uid).json()
-    if not found:
-        return 0
-    stats = client.get(f"/studies/{found[0]['ID']}/statistics", auth=client.stack.admin_auth).json()
-    return int(stats["CountInstances"])
 
 
 def kill_when(stack: Stack, client: Client, study_uid: str, at_least: int) -> None:

@@ -19,7 +19,7 @@ from ehr_stack.dicom import DCMTK_ENV
 from ehr_stack.stack import Stack
 from tests.conftest import Client, keep_log, stack_dir, start_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.helpers import accession, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import accession, instances_of, mrn, order, put_order, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +58,6 @@ def fill(storage: Path, leave: int) -> Path:
     with filler.open("ab") as handle:
         handle.write(b"\0" * max(free - leave, 0))
     return filler
-
-
-def instances_of(client: Client, study_uid: str) -> int:
-    found = client.request("POST", "/tools/lookup", auth=client.stack.admin_auth, data=study_uid).json()
-    if not found:
-        return 0
-    stats = client.get(f"/studies/{found[0]['ID']}/statistics", auth=client.stack.admin_auth).json()
-    return int(stats["CountInstances"])
 
 
 def recorded(client: Client, study_uid: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

@@ -46,8 +46,8 @@ def audit_timeline(api: Api, request: Request) -> Response:
                                 patient_scope=request.patients)  # a patient (or a care team): their records only
     if not export:
         total, events = audit.timeline(api.services.engine, where)
-        return json_response({"total": total, "limit": where.limit, "offset": where.offset,
-                              "items": [presenters.audit_event(event) for event in events]})
+        return json_response(presenters.page(total, where.limit, where.offset,
+                                             [presenters.audit_event(event) for event in events]))
     total = audit.count(api.services.engine, where)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     headers = {"Content-Disposition": f'attachment; filename="ehr-imaging-audit-{stamp}.csv"',

@@ -16,7 +16,7 @@ from ..store import deletions
 from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
-from .validation import query_bool, query_int
+from .validation import query_bool, query_choice, query_page
 
 MAX_REASON = 1000
 
@@ -40,13 +40,10 @@ def pending_json(request: deletions.RequestRecord) -> dict[str, Any]:
 
 def list_requests(api: Api, request: Request) -> Response:
     """Deletion requests, newest first; ``?status=pending|approved|rejected|expired``."""
-    status = request.query.get("status") or None
-    if status is not None and status not in deletions.REQUEST_STATUSES:
-        raise errors.Invalid(f"status: must be one of {', '.join(deletions.REQUEST_STATUSES)}")
-    limit, offset = query_int(request.query, "limit", 50, 1, 500), query_int(request.query, "offset", 0, 0, 10**9)
+    status = query_choice(request.query, "status", deletions.REQUEST_STATUSES)
+    limit, offset = query_page(request.query)
     total, items = deletions.requests(api.services.engine, status=status, limit=limit, offset=offset)
-    return json_response({"total": total, "limit": limit, "offset": offset,
-                          "items": [presenters.deletion_request(item) for item in items]})
+    return json_response(presenters.page(total, limit, offset, [presenters.deletion_request(item) for item in items]))
 
 
 def approve(api: Api, request: Request) -> Response:
@@ -75,12 +72,11 @@ def reject(api: Api, request: Request) -> Response:
 
 def list_deletions(api: Api, request: Request) -> Response:
     """The deletion log, newest first; ``?study_uid=``, ``?restorable=true|false``."""
-    limit, offset = query_int(request.query, "limit", 50, 1, 500), query_int(request.query, "offset", 0, 0, 10**9)
+    limit, offset = query_page(request.query)
     total, items = deletions.deletions(api.services.engine, study_uid=request.query.get("study_uid") or None,
                                        restorable=query_bool(request.query, "restorable"), limit=limit,
                                        offset=offset)
-    return json_response({"total": total, "limit": limit, "offset": offset,
-                          "items": [presenters.deletion(item) for item in items]})
+    return json_response(presenters.page(total, limit, offset, [presenters.deletion(item) for item in items]))
 
 
 def restore(api: Api, request: Request) -> Response:

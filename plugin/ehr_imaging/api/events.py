@@ -13,18 +13,15 @@ from ..store import outbox
 from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
-from .validation import query_int
+from .validation import query_choice, query_page
 
 
 def list_events(api: Api, request: Request) -> Response:
     """Events, newest first; ``?status=pending|failed|delivered``: those with a delivery in that status."""
-    status = request.query.get("status") or None
-    if status is not None and status not in events.STATUSES:
-        raise errors.Invalid(f"status: must be one of {', '.join(events.STATUSES)}")
-    limit, offset = query_int(request.query, "limit", 50, 1, 500), query_int(request.query, "offset", 0, 0, 10**9)
+    status = query_choice(request.query, "status", events.STATUSES)
+    limit, offset = query_page(request.query)
     total, items = outbox.search(api.services.engine, status=status, limit=limit, offset=offset)
-    return json_response({"total": total, "limit": limit, "offset": offset,
-                          "items": [presenters.event(item) for item in items]})
+    return json_response(presenters.page(total, limit, offset, [presenters.event(item) for item in items]))
 
 
 def redeliver(api: Api, request: Request) -> Response:

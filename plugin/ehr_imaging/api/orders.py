@@ -52,8 +52,7 @@ def list_orders(api: Api, request: Request) -> Response:
         patient_scope=request.patients,  # a scoped caller's list: their patients' orders only
     )
     total, items = order_store.search(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
-                          "items": [presenters.order(item) for item in items]})
+    return json_response(presenters.page(total, where.limit, where.offset, [presenters.order(item) for item in items]))
 
 
 def _checked_id(order_id: str) -> str:

@@ -47,6 +47,11 @@ def _iso(value: Any) -> Any:
     return value
 
 
+def page(total: int, limit: int, offset: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page of a list route: how many match in all, the page asked for, its items."""
+    return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
 def order(found: Order) -> dict[str, Any]:
     return {name: _iso(getattr(found, name)) for name in ORDER_FIELDS}
 

@@ -12,17 +12,15 @@ from ..store import reconciliation as queue
 from . import presenters
 from .context import Api
 from .router import Request, Response, json_response
-from .validation import query_int
+from .validation import query_page
 
 MAY_FORCE = frozenset(auth.FORCE_LINKING)
 
 
 def list_unmatched(api: Api, request: Request) -> Response:
-    limit = query_int(request.query, "limit", 50, 1, 500)
-    offset = query_int(request.query, "offset", 0, 0, 10**9)
+    limit, offset = query_page(request.query)
     total, items = queue.unmatched(api.services.engine, limit=limit, offset=offset)
-    return json_response({"total": total, "limit": limit, "offset": offset,
-                          "items": [presenters.queue_entry(item) for item in items]})
+    return json_response(presenters.page(total, limit, offset, [presenters.queue_entry(item) for item in items]))
 
 
 def match(api: Api, request: Request) -> Response:

@@ -85,8 +85,8 @@ def list_studies(api: Api, request: Request) -> Response:
     """Studies matching filters, newest first."""
     where = dataclasses.replace(parse_study_filter(request.query), patient_scope=request.patients)
     total, items = studies.search(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
-                          "items": [presenters.recorded_study(item) for item in items]})
+    return json_response(presenters.page(total, where.limit, where.offset,
+                                         [presenters.recorded_study(item) for item in items]))
 
 
 def patient_studies(api: Api, request: Request) -> Response:

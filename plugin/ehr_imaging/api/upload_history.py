@@ -40,8 +40,7 @@ def _uploads(api: Api, request: Request, patient_id: str | None) -> Response:
                                  limit=query_int(q, "limit", 50, 1, MAX_PAGE),
                                  offset=query_int(q, "offset", 0, 0, 10**9))
     total, items = studies.uploads(api.services.engine, where)
-    return json_response({"total": total, "limit": where.limit, "offset": where.offset,
-                          "items": [presenters.upload(item) for item in items]})
+    return json_response(presenters.page(total, where.limit, where.offset, [presenters.upload(item) for item in items]))
 
 
 def get_upload(api: Api, request: Request) -> Response:
