@@ -139,7 +139,7 @@ def _set_up() -> Any:
     orthanc.RegisterWorklistCallback(make_worklist_callback(services, pacs.log_error))
     # C-FIND and C-MOVE that DicomModalities allows are answered (and audited) by the plugin, not Orthanc.
     orthanc.RegisterFindCallback(make_find_callback(services, pacs.log_error))
-    orthanc.RegisterMoveCallback(make_move_callback(services, pacs.log_error))
+    orthanc.RegisterMoveCallback(_leaks.move_callback(make_move_callback(services, pacs.log_error)))
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""

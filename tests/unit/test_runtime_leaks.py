@@ -1,6 +1,7 @@
 """The correction of orthanc-python 4.0's leaked callback arguments (hooks/runtime_leaks.py), with real reference
 counts: each argument object is given one extra reference, as that runtime leaves it, and after the wrapped
-callback returns each is back where it started — on 4.0 only; on any other version nothing is touched."""
+callback returns each is back where it started — on 4.0 only; on any other version nothing is touched; a callback
+that changes the dicts it was given never makes the correction release an object that was not leaked."""
 
 from __future__ import annotations
 
@@ -134,3 +135,38 @@ def test_the_version_is_read_once_at_the_first_call(leaks: Any) -> None:
     for _ in range(3):
         correction.http_filter(lambda uri, **kw: True)("/x", **leaked_filter_arguments())
     assert reads == [1] and correction.active
+
+
+def test_a_callback_that_changes_the_dicts_gets_only_the_leaked_references_given_back(leaks: Any) -> None:
+    kwargs = leaked_filter_arguments()
+    accept, patient = kwargs["headers"]["accept"], kwargs["get"]["PatientID"]
+    kept = [kwargs["ip"], kwargs["headers"], kwargs["get"], kwargs["headers"]["authorization"]]
+    before = [sys.getrefcount(item) for item in (*kept, accept, patient)]
+    added, replacement = "added-" + "value", "new-" + "value"
+    added_count, replacement_count = sys.getrefcount(added), sys.getrefcount(replacement)
+
+    def meddling(uri: str, **kw: Any) -> bool:
+        kw["headers"]["x-added"] = added  # a value the runtime never leaked
+        kw["headers"]["accept"] = replacement  # one leaked value replaced
+        del kw["get"]["PatientID"]  # one leaked value dropped
+        return True
+
+    leaks.LeakCorrection("4.0").http_filter(meddling)("/x", **kwargs)
+    # Each leaked object lost exactly its leaked reference; the two taken out of their dict lost that one too.
+    assert [sys.getrefcount(item) for item in (*kept, accept, patient)] == [
+        *(count - 1 for count in before[:4]), before[4] - 2, before[5] - 2]
+    # Now held by the headers dict (and by this frame): never released by the correction.
+    assert (sys.getrefcount(added), sys.getrefcount(replacement)) == (added_count + 1, replacement_count + 1)
+
+
+def test_on_4_0_a_c_moves_arguments_are_given_back(leaks: Any) -> None:
+    kwargs: dict[str, Any] = {name: name.lower() + "-" + "x" for name in leaks.MOVE_VALUES}
+    kwargs["OriginatorID"] = 10**6 + len(kwargs)  # not a cached small int
+    for value in kwargs.values():
+        _incref(value)
+    before = {name: sys.getrefcount(value) for name, value in kwargs.items()}
+    moved: list[int] = []
+    leaks.LeakCorrection("4.0").move_callback(lambda **kw: moved.append(len(kw)))(**kwargs)
+    assert moved == [len(leaks.MOVE_VALUES)]
+    assert {name: sys.getrefcount(value) for name, value in kwargs.items()} == {
+        name: count - 1 for name, count in before.items()}

@@ -1,16 +1,17 @@
 """A correction for a known leak of Debian bookworm's Python runtime for Orthanc (orthanc-python 4.0).
 
 That version keeps one reference too many to each object it builds for the keyword arguments of the HTTP
-filter and of the REST callbacks: it hands ``PyDict_SetItemString`` a reference it has released, and that call
-does not steal it (fixed upstream in 4.1, 2023: "Fix memory leaks ... in IncomingHttpRequestFilter"). So every
-request through Orthanc's port leaked its client address, its headers, its query and (REST callbacks) its
-method, path groups and body: under load Orthanc's memory grew without bound, about 3 MB per 1,000 viewer
-requests here (README "Load and soak").
+filter, of the REST callbacks and of the C-MOVE callback: it hands ``PyDict_SetItemString`` a reference it has
+released, and that call does not steal it (fixed upstream in 4.1, 2023: "Fix memory leaks ... in
+IncomingHttpRequestFilter and in the CMove callback"). So every request through Orthanc's port leaked its client
+address, its headers, its query and (REST callbacks) its method, path groups and body: under load Orthanc's
+memory grew without bound, about 3 MB per 1,000 viewer requests here (README "Load and soak").
 
-On exactly the leaking versions, the wrappers below give each of those references back once the callback has
-returned, so the objects are freed with the call's arguments; on any other version (or one that cannot be read)
-they change nothing. A value
-that shared a header name with an earlier one (a repeated header) is no longer reachable and stays leaked.
+On exactly the leaking versions, the wrappers below take those objects before the callback runs and give each
+reference back once it has returned (so a callback that changes a dict cannot make us release what was never
+leaked); on any other version, or one that cannot be read, they change nothing. What the runtime overwrote before
+we saw it stays leaked: the earlier values of a query key given several times (``?a=1&a=2``), README "Load and
+soak" says how to cap that in front of Orthanc.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ import orthanc
 
 LEAKING_VERSIONS = frozenset({"4.0"})
 
-_decref = ctypes.pythonapi.Py_DecRef
+_decref = ctypes.pythonapi.Py_DecRef  # called with the GIL held (ctypes.pythonapi is a PyDLL)
 _decref.argtypes = (ctypes.py_object,)
 _decref.restype = None
 
-# The keyword arguments each kind of callback receives that the leaking runtime holds one reference too many to:
-# plain values, and mappings whose values are leaked too.
+# The keyword arguments each callback receives that the leaking runtime holds one reference too many to: plain
+# values, and dicts whose values are leaked too. (The filter's ``method`` is a cached small int: left alone.)
 FILTER_VALUES, FILTER_MAPPINGS = ("ip",), ("headers", "get")
 REST_VALUES, REST_MAPPINGS = ("method", "groups", "body"), ("headers", "get")
+MOVE_VALUES = ("Level", "PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+               "OriginatorAET", "SourceAET", "TargetAET", "OriginatorID")
 
 
 def runtime_version() -> str | None:
@@ -44,22 +47,26 @@ def runtime_version() -> str | None:
     return str(version) if version is not None else None
 
 
-def give_back(kwargs: Mapping[str, Any], values: tuple[str, ...], mappings: tuple[str, ...]) -> None:
-    """Return the runtime's extra reference to each of these arguments (call once, after the callback)."""
-    for name in values:
-        if name in kwargs:
-            _decref(kwargs[name])
+def leaked_objects(kwargs: Mapping[str, Any], values: tuple[str, ...], mappings: tuple[str, ...]) -> list[Any]:
+    """The objects the runtime leaked one reference to, taken before the callback can change any of them."""
+    leaked = [kwargs[name] for name in values if name in kwargs]
     for name in mappings:
         mapping = kwargs.get(name)
-        if isinstance(mapping, dict):
-            for value in mapping.values():
-                _decref(value)
-            _decref(mapping)
+        if type(mapping) is dict:
+            leaked.extend(mapping.values())
+            leaked.append(mapping)
+    return leaked
+
+
+def give_back(leaked: list[Any]) -> None:
+    """Return the runtime's extra reference to each (once; the list's own reference keeps each alive meanwhile)."""
+    for item in leaked:
+        _decref(item)
 
 
 class LeakCorrection:
-    """Wraps the filter and the REST callbacks. Whether the runtime leaks is read at the first call (Orthanc's REST
-    API does not answer while plugins initialise); ``version`` may be given instead (tests)."""
+    """Wraps the filter and the callbacks. Whether the runtime leaks is read at the first call (Orthanc's REST API
+    does not answer while plugins initialise); ``version`` may be given instead (tests)."""
 
     def __init__(self, version: str | None = None, *, read_version: Callable[[], str | None] = runtime_version
                  ) -> None:
@@ -74,24 +81,22 @@ class LeakCorrection:
             self._active = self.version in LEAKING_VERSIONS
         return self._active
 
-    def http_filter(self, inner: Callable[..., bool]) -> Callable[..., bool]:
-        def corrected(*args: Any, **kwargs: Any) -> bool:
-            leaking = self.active  # decided before the call, kept for it
+    def _wrapped(self, inner: Callable[..., Any], values: tuple[str, ...], mappings: tuple[str, ...]
+                 ) -> Callable[..., Any]:
+        def corrected(*args: Any, **kwargs: Any) -> Any:
+            leaked = leaked_objects(kwargs, values, mappings) if self.active else []
             try:
                 return inner(*args, **kwargs)
             finally:
-                if leaking:
-                    give_back(kwargs, FILTER_VALUES, FILTER_MAPPINGS)
+                give_back(leaked)
 
         return corrected
+
+    def http_filter(self, inner: Callable[..., bool]) -> Callable[..., bool]:
+        return self._wrapped(inner, FILTER_VALUES, FILTER_MAPPINGS)
 
     def rest_callback(self, inner: Callable[..., None]) -> Callable[..., None]:
-        def corrected(output: Any, uri: str, **kwargs: Any) -> None:
-            leaking = self.active
-            try:
-                inner(output, uri, **kwargs)
-            finally:
-                if leaking:
-                    give_back(kwargs, REST_VALUES, REST_MAPPINGS)
+        return self._wrapped(inner, REST_VALUES, REST_MAPPINGS)
 
-        return corrected
+    def move_callback(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        return self._wrapped(inner, MOVE_VALUES, ())
