@@ -96,6 +96,7 @@ class Settings:
     EventRetryMaxSeconds: int = 3600  # the longest wait between two attempts
     EventRetryHours: float = 48.0  # an event not delivered this long after its first attempt: failed
     EventTimeoutSeconds: int = 5  # one delivery attempt's connect and answer, at most
+    EventRetentionDays: int = 30  # an event delivered to every endpoint is removed from the outbox after this
     # This node's durable audit spool (README "Audit: what is durable when"); "": a folder per node inside
     # Orthanc's StorageDirectory. Never shared by two nodes (locked).
     AuditSpoolDirectory: str = ""
@@ -195,7 +196,8 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "ApiRequestBodyMinBytesPerSecond": 1, "ApiIdleTimeoutSeconds": 1, "ApiMaxConnections": 1,
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
              "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1, "EventRetryBaseSeconds": 1,
-             "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1, "AuditSpoolSyncMillis": 1}
+             "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1, "AuditSpoolSyncMillis": 1,
+             "EventRetentionDays": 1}
 
 
 # Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).

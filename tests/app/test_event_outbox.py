@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from ehr_imaging.app import ingest
 from ehr_imaging.app.event_delivery import DeliveryFailed, EndpointWorker
@@ -140,3 +140,31 @@ def test_delivery_is_in_order_per_study_leased_and_retried_with_backoff(
 
 def headers_time(headers: Mapping[str, str]) -> int:
     return int(headers[events.SIGNATURE_HEADER].split(",")[0].removeprefix("t="))
+
+
+def test_delivered_events_past_the_retention_leave_the_outbox_and_undelivered_ones_stay(
+        svc: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    """EventRetentionDays: an event every endpoint received is pruned once old enough; a pending or failed one is
+    kept whatever its age; the gauges count deliveries by status."""
+    delivered_uid = recorded_study(svc, orthanc, tmp_path / "a", patient_id=mrn(), accession=accession())
+    pending_uid = recorded_study(svc, orthanc, tmp_path / "b", patient_id=mrn(), accession=accession())
+    with svc.engine.begin() as conn:
+        mark_delivered(conn, delivered_uid)
+        conn.execute(text("UPDATE ehr_imaging.event_outbox SET occurred_at = now() - interval '31 days'"
+                          " WHERE study_instance_uid IN (:a, :b)"), {"a": delivered_uid, "b": pending_uid})
+    counts = outbox.delivery_counts(svc.engine)
+    assert set(counts) == set(events.STATUSES) and counts["pending"] >= len(rows(svc, pending_uid)) > 0
+    old_events = len(rows(svc, delivered_uid))  # one endpoint: one delivery per event
+    assert old_events > 0 and outbox.prune_delivered(svc.engine, timedelta(days=30), batch=2) == old_events
+    assert rows(svc, delivered_uid) == []
+    assert {s for _, s, _ in rows(svc, pending_uid)} == {"pending"}  # old, but not delivered: kept
+    fresh_uid = recorded_study(svc, orthanc, tmp_path / "c", patient_id=mrn(), accession=accession())
+    with svc.engine.begin() as conn:
+        mark_delivered(conn, fresh_uid)
+    outbox.prune_delivered(svc.engine, timedelta(days=30))
+    assert {s for _, s, _ in rows(svc, fresh_uid)} == {"delivered"}  # delivered, but within the retention: kept
+
+
+def mark_delivered(conn: Connection, study_uid: str) -> None:
+    conn.execute(text("UPDATE ehr_imaging.event_deliveries d SET status = 'delivered' FROM ehr_imaging.event_outbox e"
+                      " WHERE d.event_seq = e.seq AND e.study_instance_uid = :u"), {"u": study_uid})

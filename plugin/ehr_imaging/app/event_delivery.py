@@ -130,11 +130,29 @@ class EndpointWorker:
                 time.sleep(delay)
 
 
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def prune_forever(services: Services, log_error: Callable[[str], None]) -> None:
+    """Every hour: events every endpoint received, older than EventRetentionDays, leave the outbox (any node
+    may do it; rows are taken with SKIP LOCKED). Failed and pending ones stay until delivered."""
+    keep = timedelta(days=services.settings.EventRetentionDays)
+    while True:
+        try:
+            outbox.prune_delivered(services.engine, keep)
+        except Exception as exc:  # noqa: BLE001 - the next hour tries again
+            log_error(f"ehr-imaging: delivered events not pruned ({type(exc).__name__}); will retry")
+        time.sleep(PRUNE_EVERY_SECONDS)
+
+
 def start_delivery(services: Services, *, log_warning: Callable[[str], None],
                    log_error: Callable[[str], None]) -> list[EndpointWorker]:
-    """A delivery thread per configured endpoint (none configured: none)."""
+    """A delivery thread per configured endpoint, and the outbox's pruning (none configured: neither)."""
     workers = [EndpointWorker(services, endpoint, log_warning=log_warning, log_error=log_error)
                for endpoint in services.event_endpoints]
     for worker in workers:
         worker.start()
+    if workers:
+        threading.Thread(target=prune_forever, args=(services, log_error), name="ehr-events-prune",
+                         daemon=True).start()
     return workers

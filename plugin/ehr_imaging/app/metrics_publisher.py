@@ -1,11 +1,11 @@
 """Hands the metrics to Orthanc every ``MetricsIntervalSeconds``, from one thread.
 
 Each round it reads what only the database knows (studies recorded, linked, unmatched by reason; pending
-deletion requests; whether the database answers at all) and what the worker's queue says, then publishes
-every value of ``services.metrics`` through ``publish`` (``pacs.set_metric``: Orthanc's
-``SetMetricsValue``, served at ``/tools/metrics-prometheus``). The database's numbers are the same on every
-node sharing it; the counters are this node's. A database that does not answer sets ``database_up`` to 0
-and leaves its gauges at their last values.
+deletion requests; event deliveries pending and failed; whether the database answers at all) and what the
+worker's queue says, then publishes every value of ``services.metrics`` through ``publish``
+(``pacs.set_metric``: Orthanc's ``SetMetricsValue``, served at ``/tools/metrics-prometheus``). The database's
+numbers are the same on every node sharing it; the counters are this node's. A database that does not answer
+sets ``database_up`` to 0 and leaves its gauges at their last values.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from ..core import metrics
 from ..services import Services
-from ..store import db
+from ..store import db, outbox
 from ..store import metrics as metric_store
 
 
@@ -80,3 +80,7 @@ class MetricsPublisher:
         # A schema not migrated yet, or the database gone meanwhile: keep the last value.
         with contextlib.suppress(Exception):
             registry.set(metrics.DELETION_REQUESTS_PENDING, metric_store.pending_deletion_requests(engine))
+        with contextlib.suppress(Exception):
+            deliveries = outbox.delivery_counts(engine)
+            registry.set(metrics.EVENTS_PENDING, deliveries["pending"])
+            registry.set(metrics.EVENTS_FAILED, deliveries["failed"])

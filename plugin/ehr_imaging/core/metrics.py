@@ -47,6 +47,8 @@ UPLOADS_RATE_LIMITED = PREFIX + "uploads_rate_limited_total"
 DELETION_REQUESTS_PENDING = PREFIX + "deletion_requests_pending"
 AUDIT_SPOOL_RECORDS = PREFIX + "audit_spool_records"
 AUDIT_SPOOL_BYTES = PREFIX + "audit_spool_bytes"
+EVENTS_PENDING = PREFIX + "events_pending"
+EVENTS_FAILED = PREFIX + "events_failed"
 
 UNMATCHED_REASONS = tuple(sorted(REASONS | {REASON_COLLISION}))
 
@@ -89,6 +91,8 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric(AUDIT_SPOOL_RECORDS, "gauge", "audit records in this node's local spool not yet known to be in"
                                          " PostgreSQL (viewer requests, DIMSE audit rows written while it was away)"),
     Metric(AUDIT_SPOOL_BYTES, "gauge", "bytes of the spool's segment files holding them"),
+    Metric(EVENTS_PENDING, "gauge", "event deliveries to the EHR's endpoints not delivered yet (retrying or due)"),
+    Metric(EVENTS_FAILED, "gauge", "event deliveries given up after EventRetryHours (redeliver sends them again)"),
 )
 NAMES = frozenset(metric.name for metric in CATALOGUE)
 

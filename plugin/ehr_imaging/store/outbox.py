@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import Engine, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
@@ -239,3 +239,30 @@ def redeliver(engine: Engine, event_id: uuid.UUID) -> EventRecord:
         session.execute(update(EventDelivery).where(EventDelivery.event_seq == row.seq).values(
             status=events.PENDING, attempts=0, next_attempt_at=func.now(), retry_since=func.now(), delivered_at=None))
         return _records(session, [row])[0]
+
+
+def delivery_counts(engine: Engine) -> dict[str, int]:
+    """How many deliveries are in each status (``pending``, ``failed``, ``delivered``), every endpoint's."""
+    with Session(engine) as session:
+        rows = session.execute(select(EventDelivery.status, func.count()).group_by(EventDelivery.status)).all()
+    counts = {status: 0 for status in events.STATUSES}
+    counts.update({str(status): int(count) for status, count in rows})
+    return counts
+
+
+def prune_delivered(engine: Engine, older_than: timedelta, *, batch: int = 1000) -> int:
+    """Remove events that every endpoint received and that are older than ``older_than`` (their deliveries go
+    with them); an event with a pending or failed delivery is kept. Returns how many were removed."""
+    cutoff = datetime.now(UTC) - older_than
+    undelivered = exists().where(EventDelivery.event_seq == OutboxEvent.seq, EventDelivery.status != "delivered")
+    removed = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            seqs = list(session.scalars(select(OutboxEvent.seq).where(OutboxEvent.occurred_at < cutoff, ~undelivered)
+                                        .order_by(OutboxEvent.seq).limit(batch).with_for_update(skip_locked=True)))
+            if seqs:
+                session.execute(delete(EventDelivery).where(EventDelivery.event_seq.in_(seqs)))
+                session.execute(delete(OutboxEvent).where(OutboxEvent.seq.in_(seqs)))
+        removed += len(seqs)
+        if len(seqs) < batch:
+            return removed
