@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from benchmarks import gdcm
+from benchmarks import gdcm, uploads
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
@@ -123,6 +123,7 @@ def main() -> int:
             stack.stop()
             shutil.rmtree(stack.config.var_dir, ignore_errors=True)
     gdcm.run(args.rounds)  # C-STORE with and without GDCM's decoder, two more stacks once these are stopped
+    uploads.run(args.rounds)  # REST upload / upload-multiple vs POST /instances (benchmarks/uploads.py)
     return 0
 
 
