@@ -38,7 +38,7 @@ from .http_strict import Refusal, check_head
 from .tls_channel import TlsChannel
 
 # Bytes read from a socket at a time. waitress's default (8 KB) costs a pass of its loop per 8 KB: 50 MB of
-# uploaded files took ~120 ms to arrive that way, ~40 ms with 1 MB reads (README "Performance").
+# uploaded files took ~120 ms to arrive that way, ~40 ms with 1 MB reads (README "Benchmarks").
 RECV_BYTES = 1024 * 1024
 
 # (method, path, headers with lower-case names) of a parsed head -> a refusal to answer at once, or None.
