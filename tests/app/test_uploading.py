@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pydicom
+from sqlalchemy import text
 
 from ehr_imaging.api.router import status_of
 from ehr_imaging.app import ingest, uploading
@@ -130,3 +131,20 @@ def test_each_refused_file_carries_the_status_it_would_get_alone(
     assert kinds == {"good.dcm": ("stored", None), "notes.txt": ("failed", 400), "no-uid.dcm": ("failed", 422),
                      "../escape.dcm": ("failed", 422), "damaged.dcm": ("failed", 400)}
     assert len(orthanc.instances) == 1
+
+
+def test_the_study_records_the_uploads_own_source_and_uploader(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    """The batch records who sent the study and how (Orthanc's Origin metadata is not read for an upload)."""
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=2)
+    with Batch(services, uploaded_by="tech-5", source="cd_import") as batch:
+        for path in files:
+            batch.add(path.name, path.read_bytes())
+        studies = batch.finish()
+    assert studies[uid].upload_status == "success"
+    with services.engine.connect() as conn:
+        link = conn.execute(text("SELECT upload_source, uploaded_by, number_of_instances FROM"
+                                 " ehr_imaging.study_links WHERE study_instance_uid = :u"), {"u": uid}).one()
+    assert tuple(link) == ("cd_import", "tech-5", 2)
+    assert upload_rows(services, uid) == [("success", "cd_import", "tech-5", 2,
+                                           sum(len(p.read_bytes()) for p in files), None)]

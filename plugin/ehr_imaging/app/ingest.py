@@ -23,8 +23,9 @@ ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins":
                     "WebDav": "manual"}
 
 
-def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation | None:
-    """The study's facts as Orthanc holds them; None if it is gone (deleted meanwhile)."""
+def observe_study(services: Services, orthanc_study_id: str, *, origin: bool = True) -> StudyObservation | None:
+    """The study's facts as Orthanc holds them; None if it is gone (deleted meanwhile). ``origin=False``: who
+    sent it is not read (an upload knows: it says so itself)."""
     pacs = services.pacs
     try:
         study = pacs.get_json(f"/studies/{orthanc_study_id}")
@@ -35,7 +36,7 @@ def observe_study(services: Services, orthanc_study_id: str) -> StudyObservation
     tags = study.get("MainDicomTags", {})
     patient = study.get("PatientMainDicomTags", {})
     modalities = sorted({s.get("MainDicomTags", {}).get("Modality", "").strip().upper() for s in series} - {""})
-    source, uploaded_by = _origin(pacs, series)
+    source, uploaded_by = _origin(pacs, series) if origin else ("api", None)
     return StudyObservation(
         study_instance_uid=tags.get("StudyInstanceUID", ""),
         orthanc_study_id=orthanc_study_id,

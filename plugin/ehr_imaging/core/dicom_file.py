@@ -27,6 +27,8 @@ from .dicom_values import is_uid
 Source = bytes | IO[bytes]
 
 PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)})
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+BULK_VALUE_BYTES = 16 * 1024  # a value longer than this is bulk data (pixels): ``parse(defer_size=)`` leaves it
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -56,18 +58,22 @@ class ParsedFile:
         return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-def parse(source: Source) -> ParsedFile:
+def parse(source: Source, *, defer_size: int | None = None) -> ParsedFile:
     """Read a DICOM file (Part 10, or a bare dataset without preamble and file meta); raise
-    ``DicomFileError`` when it is not DICOM. Truncation is reported in ``problems``, not raised."""
+    ``DicomFileError`` when it is not DICOM. Truncation is reported in ``problems``, not raised.
+
+    ``defer_size``: values longer than this (pixel data) are not read, only their length and place, which
+    the truncation check compares with the bytes there are (the same findings, without copying them); such
+    a value is read on first use. For a caller that needs the header only (the upload check)."""
     data = source if isinstance(source, bytes) else source.read()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             try:
-                ds = dcmread(io.BytesIO(data))
+                ds = dcmread(io.BytesIO(data), defer_size=defer_size)
             except InvalidDicomError:
                 # No preamble/'DICM': old archives export bare datasets. Accept one only if it looks like DICOM.
-                ds = dcmread(io.BytesIO(data), force=True)
+                ds = dcmread(io.BytesIO(data), force=True, defer_size=defer_size)
                 if not _looks_like_dicom(ds):
                     raise DicomFileError("not a DICOM file") from None
         except DicomFileError:
@@ -79,7 +85,7 @@ def parse(source: Source) -> ParsedFile:
         dataset=ds,
         has_preamble=getattr(ds, "preamble", None) is not None,
         has_file_meta=len(getattr(ds, "file_meta", None) or ()) > 0,
-        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds),
+        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds, len(data)),
         read_warnings=[m for m in messages if "End of file" not in m],
     )
     if len(ds) == 0 and not parsed.problems:
@@ -105,24 +111,41 @@ def _looks_like_dicom(ds: Dataset) -> bool:
         return False
 
 
-def _truncation(ds: Dataset) -> list[str]:
+def _truncation(ds: Dataset, size: int) -> list[str]:
     """pydicom stops quietly at the end of the bytes: a value shorter than its declared length, or native
-    pixel data shorter than its rows x columns x frames, means the file was cut."""
+    pixel data shorter than its rows x columns x frames, means the file was cut. ``size``: the file's bytes,
+    what a deferred value (not read) is measured against."""
     problems: list[str] = []
-    for raw in ds.elements():
-        if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH and raw.value is not None \
-                and len(raw.value) < raw.length:
-            name = f"{tag_text(raw.tag)} {keyword_for_tag(raw.tag)}".strip()
-            problems.append(f"file truncated: {name} has {len(raw.value)} of {raw.length} bytes")
+    pixels_held: int | None = None
+    for tag in sorted(ds.keys()):  # as read: a deferred value stays unread (elements() would read it)
+        measured = _held_bytes(ds.get_item(tag, keep_deferred=True), size)
+        if measured is None:
+            continue
+        held, length = measured
+        if held < length:
+            name = f"{tag_text(tag)} {keyword_for_tag(tag)}".strip()
+            problems.append(f"file truncated: {name} has {held} of {length} bytes")
+        if tag == PIXEL_DATA:
+            pixels_held = held
     if not problems and "PixelData" in ds and not _is_encapsulated(ds):
         try:
             expected = _native_pixel_bytes(ds)
-            actual = len(ds.PixelData)
+            actual = pixels_held if pixels_held is not None else len(ds.PixelData)
         except Exception:  # noqa: BLE001 - missing or odd image attributes: nothing to compare with
             return problems
         if actual < expected:
             problems.append(f"pixel data truncated: {actual} of {expected} bytes")
     return problems
+
+
+def _held_bytes(raw: object, size: int) -> tuple[int, int] | None:
+    """(bytes the file holds, bytes declared) of a not yet converted, defined-length value: what was read, or
+    for a deferred value (None: longer than ``defer_size``) what lies between its place and the file's end."""
+    if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED_LENGTH:
+        return None
+    if raw.value is not None:
+        return len(raw.value), raw.length
+    return (max(0, min(raw.length, size - raw.value_tell)), raw.length) if raw.length else None
 
 
 def _native_pixel_bytes(ds: Dataset) -> int:

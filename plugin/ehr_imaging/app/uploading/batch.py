@@ -49,7 +49,7 @@ def check_dicom(data: bytes) -> Dataset:
     (400, what the EHR's client expects for an invalid DICOM file); a readable DICOM file lacking a UID is
     ``Invalid`` (422): its content, not its form, is what is wrong."""
     try:
-        parsed = dicom_file.parse(data)
+        parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES)  # the header is what is checked
     except dicom_file.DicomFileError as exc:
         raise UploadRejected(errors.Malformed, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
@@ -232,7 +232,7 @@ class Batch:
 
     def _record(self, study_uid: str, orthanc_id: str, audit: uploads.UploadAudit, names: list[str]) -> StudyOutcome:
         services = self._services
-        seen = ingest.observe_study(services, orthanc_id)
+        seen = ingest.observe_study(services, orthanc_id, origin=False)  # its source and uploader: ours
         if seen is None:  # deleted by someone else while it was being uploaded
             self._recorded.add(orthanc_id)
             error = "the study was deleted while it was being uploaded"
