@@ -19,22 +19,11 @@ from typing import Any
 import requests
 
 from benchmarks import gdcm, studies_at_scale, uploads, viewer_cold
+from benchmarks.stacks import SAMPLES, start
 from ehr_stack.dicom import storescu
-from ehr_stack.procs import free_port
-from ehr_stack.stack import REPO, Stack, StackConfig
+from ehr_stack.stack import Stack
 from ehr_stack.tokens import mint_dev_token
 from samples.build_samples import build_samples
-from tests.conftest import stack_dir
-
-SAMPLES = REPO / "var" / "test-samples"
-
-
-def start(with_plugin: bool) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                         pg_port=free_port(), with_plugin=with_plugin)
-    stack = Stack(config)
-    stack.start()
-    return stack
 
 
 def session_for(stack: Stack) -> requests.Session:

@@ -27,24 +27,14 @@ import requests
 from urllib3 import encode_multipart_formdata
 
 from benchmarks.gdcm import orthanc_cpu_seconds, paired_ratio
-from ehr_stack.procs import free_port
-from ehr_stack.stack import REPO, Stack, StackConfig
+from benchmarks.stacks import SAMPLES, start
+from ehr_stack.stack import Stack
 from ehr_stack.tokens import mint_dev_token
 from samples.build_samples import build_samples
-from tests.conftest import stack_dir
 from tests.waiting import eventually
 
-SAMPLES = REPO / "var" / "test-samples"
 UPLOAD = "/api/v1/dicom/upload"
 Files = list[tuple[str, bytes]]
-
-
-def start(with_plugin: bool) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                         pg_port=free_port(), with_plugin=with_plugin)
-    stack = Stack(config)
-    stack.start()
-    return stack
 
 
 def ct_files(count: int) -> Files:

@@ -64,6 +64,23 @@ def running_stack(name: str, **overrides: object) -> Iterator[Stack]:
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
+@contextmanager
+def running_second_node(first: Stack, name: str) -> Iterator[Stack]:
+    """Another Orthanc node with the plugin on ``first``'s PostgreSQL (Orthanc's index and the plugin's schema)
+    and storage, with its settings: a cluster of two (``first`` must use ``index="postgresql"``)."""
+    var_dir = stack_dir()
+    second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
+                               pg_port=first.config.pg_port, index="postgresql", stable_age=2,
+                               node_of=first.config.var_dir, extra_settings=first.config.extra_settings))
+    second.start()
+    try:
+        yield second
+    finally:
+        keep_log(second, name)
+        second.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
 def assert_refuses_to_start(name: str, reason: str, **overrides: object) -> None:
     """A stack whose plugin must refuse its configuration: Orthanc exits, serves nothing, logs ``reason``."""
     var_dir = stack_dir()

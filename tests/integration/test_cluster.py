@@ -5,7 +5,6 @@ the documented refresh interval; the shared change log is followed by one node a
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ehr_stack.procs import free_port
-from ehr_stack.stack import Stack, StackConfig
-from tests.conftest import Client, keep_log, running_stack, stack_dir
+from ehr_stack.stack import Stack
+from tests.conftest import Client, running_second_node, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, execute, mrn, order, put_order, query, wait_for_ingest
 from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, store_study, viewer_token
@@ -27,18 +25,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[tuple[Stack, Stack]]:
-    with running_stack("cluster-node-a", index="postgresql") as first:
-        var_dir = stack_dir()
-        second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                                   pg_port=first.config.pg_port, index="postgresql", stable_age=2,
-                                   node_of=first.config.var_dir, extra_settings=first.config.extra_settings))
-        second.start()
-        try:
-            yield first, second
-        finally:
-            keep_log(second, "cluster-node-b")
-            second.stop()
-            shutil.rmtree(var_dir, ignore_errors=True)
+    with running_stack("cluster-node-a", index="postgresql") as first, \
+            running_second_node(first, "cluster-node-b") as second:
+        yield first, second
 
 
 def test_one_study_through_two_nodes_is_linked_once(two_nodes: tuple[Stack, Stack], tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ failure, so no retry), in order per study, whichever node recorded the change.""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +14,8 @@ import pytest
 
 from ehr_imaging.core.events import SIGNATURE_HEADER, verify
 from ehr_stack.procs import free_port
-from ehr_stack.stack import Stack, StackConfig
-from tests.conftest import Client, keep_log, running_stack, stack_dir
+from ehr_stack.stack import Stack
+from tests.conftest import Client, running_second_node, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import accession, mrn, put_order, query, wait_for_ingest
 from tests.waiting import eventually
@@ -72,18 +71,9 @@ def receiver() -> Iterator[Receiver]:
 def two_nodes(receiver: Receiver) -> Iterator[tuple[Stack, Stack]]:
     settings = {"Timezone": "America/Chicago", "EventRetryBaseSeconds": 1,
                 "EventEndpoints": [{"url": receiver.url, "secret": SECRET}]}
-    with running_stack("events-node-a", index="postgresql", extra_settings=settings) as first:
-        var_dir = stack_dir()
-        second = Stack(StackConfig(var_dir=var_dir, http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                                   pg_port=first.config.pg_port, index="postgresql", stable_age=2,
-                                   node_of=first.config.var_dir, extra_settings=settings))
-        second.start()
-        try:
-            yield first, second
-        finally:
-            keep_log(second, "events-node-b")
-            second.stop()
-            shutil.rmtree(var_dir, ignore_errors=True)
+    with running_stack("events-node-a", index="postgresql", extra_settings=settings) as first, \
+            running_second_node(first, "events-node-b") as second:
+        yield first, second
 
 
 def test_two_nodes_deliver_each_event_once_in_order(two_nodes: tuple[Stack, Stack], receiver: Receiver,
