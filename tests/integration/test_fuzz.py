@@ -168,6 +168,7 @@ class Accepted:
     studies: Counter[str] = field(default_factory=Counter)
     upload_ids: set[str] = field(default_factory=set)
     answers: dict[str, str] = field(default_factory=dict)  # each mutant's SOP Instance UID -> what was answered
+    subject: str = "fuzz-rest"  # the token's subject: the upload rows' uploaded_by
 
 
 def upload_one(stack: Stack, token: str, item: Mutant, run: Run, accepted: Accepted) -> None:
@@ -224,8 +225,9 @@ def upload_batch(stack: Stack, token: str, items: list[Mutant], run: Run, accept
 
 def rest_channel(stack: Stack, sources: list[Source], indices: range | list[int], seed: int = SEED,
                  ) -> tuple[Run, Accepted]:
-    token = mint_dev_token(stack, role="technician", subject="fuzz-rest", ttl_seconds=7200)
-    run, accepted = Run("rest", seed), Accepted()
+    accepted = Accepted(subject=f"fuzz-rest-{seed}-{indices[0]}" if indices else "fuzz-rest")
+    token = mint_dev_token(stack, role="technician", subject=accepted.subject, ttl_seconds=7200)
+    run = Run("rest", seed)
     singles = [i for i in indices if i < int(COUNT * REST_SHARE * SINGLE_SHARE) or len(indices) < 10]
     batched = [i for i in indices if i not in set(singles)]
     for index in singles:
@@ -249,7 +251,7 @@ def assert_rest_recorded(stack: Stack, admin: requests.Session, before: set[str]
         assert stored.status_code == 200 and stored.content == accepted.files[orthanc_id], orthanc_id
     client = Client(stack)
     rows = query(client, "SELECT id::text, study_instance_uid, number_of_files, upload_status"
-                         " FROM ehr_imaging.dicom_upload_logs WHERE uploaded_by = 'fuzz-rest'")
+                         " FROM ehr_imaging.dicom_upload_logs WHERE uploaded_by = :subject", subject=accepted.subject)
     recorded = [row for row in rows if row[3] != "failed"]
     assert {row[0] for row in recorded} == accepted.upload_ids
     assert Counter(row[1] for row in recorded) == Counter(set(accepted.studies)), "a study recorded twice"
@@ -485,14 +487,15 @@ def test_a_failure_found_before_holds_now(stack: Stack, admin: requests.Session,
     run.report()
 
 
-@pytest.mark.parametrize("path", ["render/{}", "images/{}/url", "tags/{}", "studies/{}", "studies/{}/match",
-                                  "download/{}", "thumbnail/{}", "viewer-url/{}", "studies/{}/images"])
-@pytest.mark.parametrize("wildcard", ["*", "%3F", "%5C", "1.2.*"])
+@pytest.mark.parametrize("path", ["render/{}", "images/{}/url", "tags/{}", "studies/{}", "download/{}",
+                                  "thumbnail/{}", "studies/{}/images"])
+@pytest.mark.parametrize("wildcard", ["*", "%3F", "1.2.*"])
 def test_a_wildcard_names_nothing(stack: Stack, known: Known, path: str, wildcard: str) -> None:
     """Found by the fuzz (GET /render/* was a 500: Orthanc's /tools/lookup refuses a wildcard, "Parameter out
-    of range"): a DICOM wildcard or a value list where a UID goes finds nothing, on both ports."""
+    of range"): a DICOM wildcard where a UID goes finds nothing (404, or 400 not a UID), on both ports."""
     for base in (stack.url, stack.api_url):
         answer = requests.get(f"{base}/api/v1/dicom/{path.format(wildcard)}", timeout=30,
                               headers={"Authorization": f"Bearer {known.tokens['doctor']}"})
-        assert answer.status_code in (400, 404), (base, answer.status_code, answer.text[:300])
+        expected = 400 if path in ("tags/{}", "images/{}/url") else 404  # these check the UID first: 400
+        assert answer.status_code == expected, (base, answer.status_code, answer.text[:300])
         assert is_json_detail(answer, answer.content), answer.text[:300]
