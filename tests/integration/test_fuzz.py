@@ -19,11 +19,8 @@ the ones found so far: each is replayed on every run.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import random
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -31,14 +28,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
 
 import pytest
 import requests
 from pynetdicom import AE, _config
 
 from ehr_imaging.api.routes import ROUTES
-from ehr_imaging.core.access import IID_PATH
 from ehr_stack.stack import Stack
 from ehr_stack.tokens import mint_dev_token
 from samples.build_samples import build_samples
@@ -46,6 +41,7 @@ from tests.conftest import SAMPLES_CACHE, Client, running_stack
 from tests.dicom_factory import make_study
 from tests.fuzz.dicom_mutator import Mutant, Source, default_sources, mutant
 from tests.fuzz.http_mutator import FuzzRequest, Known, request
+from tests.fuzz.verdicts import CSTORE_SUCCESS, TIMEOUT, Run, clean_cstore_failure, is_json_detail, judge, send
 from tests.integration.helpers import accession, mrn, put_order, query
 from tests.waiting import eventually
 
@@ -57,7 +53,6 @@ REST_SHARE = 0.6  # of the files: REST (5 % of those one per request, the rest i
 SINGLE_SHARE = 0.05
 BATCH = 250
 HTTP_WORKERS = 4
-TIMEOUT = 30.0  # a hang: no answer within this
 
 # Failures found by earlier runs, replayed on every run: (channel, seed, index). Channels: "rest" (the single
 # upload and upload-multiple share the indices), "cstore", "http".
@@ -66,39 +61,6 @@ REGRESSIONS: list[tuple[str, int, int]] = [
     ("rest", 20261201, 133),  # a file meta naming a UID that is no transfer syntax: 500, now stored or refused
     ("rest", 20261201, 309),  # an unknown VR on StudyInstanceUID, converted only when read: a batch 500 after storing
 ]
-
-# C-STORE statuses a clean refusal may carry (PS3.4 B.2.3, PS3.7 C): out of resources, data set does not match
-# the SOP class, cannot understand, processing failure, invalid SOP instance, SOP class not supported, refused,
-# duplicate invocation, unrecognised operation, mistyped argument.
-CSTORE_SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
-CSTORE_FAILURES = frozenset({0x0110, 0x0117, 0x0122, 0x0124, 0x0210, 0x0211, 0x0212})
-
-
-def clean_cstore_failure(status: int) -> bool:
-    return status in CSTORE_FAILURES or 0xA700 <= status <= 0xA7FF or 0xA900 <= status <= 0xA9FF \
-        or 0xC000 <= status <= 0xCFFF
-
-
-@dataclass
-class Run:
-    """What one channel saw: counts by outcome, and each failure with the seed that replays it."""
-
-    channel: str
-    seed: int = SEED
-    counts: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)  # why an answer that is not our JSON is still clean
-    failures: list[str] = field(default_factory=list)
-
-    def fail(self, index: int, what: str) -> None:
-        self.failures.append(f"{self.channel} seed={self.seed} index={index}: {what}")
-
-    def report(self) -> None:
-        counts = dict(sorted(self.counts.items()))
-        print(f"\nfuzz {self.channel}: seed {self.seed}, {sum(self.counts.values())} cases, {counts}"
-              + (f"; of which {dict(sorted(self.notes.items()))}" if self.notes else ""))
-        assert not self.failures, f"{len(self.failures)} failures (add (channel, seed, index) to REGRESSIONS):\n" + \
-            "\n".join(self.failures[:40])
-
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
@@ -141,21 +103,6 @@ def instance_ids(admin: requests.Session, stack: Stack) -> set[str]:
     answer = admin.get(stack.url + "/instances", timeout=60)
     assert answer.status_code == 200, answer.text
     return set(answer.json())
-
-
-def is_json_detail(answer: requests.Response | http.client.HTTPResponse, body: bytes) -> bool:
-    """An error answer of our router: ``{"detail": "..."}``, or under /fhir an OperationOutcome with one."""
-    content_type = answer.headers.get("Content-Type", "") or ""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return False
-    if content_type.startswith("application/fhir+json") and isinstance(parsed, dict):
-        issues = parsed.get("issue")
-        return parsed.get("resourceType") == "OperationOutcome" and isinstance(issues, list) and bool(issues) \
-            and bool(str(issues[0].get("diagnostics", "")))
-    return content_type.startswith("application/json") and isinstance(parsed, dict) and \
-        isinstance(parsed.get("detail"), str) and bool(parsed["detail"])
 
 
 # --- REST uploads ---------------------------------------------------------------------------------------------
@@ -327,7 +274,7 @@ def study_uids(admin: requests.Session, stack: Stack) -> dict[str, str]:
 
 def test_mutated_datasets_through_cstore(stack: Stack, admin: requests.Session, sources: list[Source]) -> None:
     pid, before, studies_before = orthanc_pid(stack), instance_ids(admin, stack), study_uids(admin, stack)
-    run = Run("cstore")
+    run = Run("cstore", SEED)
     started = time.monotonic()
     successes = cstore_channel(stack, sources, range(COUNT - int(COUNT * REST_SHARE)), run)
     print(f"\nfuzz cstore: sent in {time.monotonic() - started:.1f} s")
@@ -374,75 +321,6 @@ def known(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Known:
     return Known(values, tokens, stack.secrets.admin_user)
 
 
-def send(stack: Stack, item: FuzzRequest) -> tuple[int | None, http.client.HTTPResponse | None, bytes, str]:
-    """The request's bytes on a connection of its own; (status, answer, body, what went wrong)."""
-    port = stack.config.http_port if item.port == "orthanc" else stack.config.api_port
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-            sock.sendall(item.wire())
-            answer = http.client.HTTPResponse(sock, method=item.method)
-            answer.begin()
-            body = answer.read(8 * 1024 * 1024)
-            return answer.status, answer, body, ""
-    except TimeoutError:
-        return None, None, b"", "no answer within the timeout"
-    except (http.client.HTTPException, ConnectionError) as exc:
-        return None, None, b"", f"no HTTP answer: {type(exc).__name__} {exc}"
-
-
-def orthanc_own(item: FuzzRequest, status: int, answer: http.client.HTTPResponse, body: bytes) -> str:
-    """Why an answer on Orthanc's port that is not our router's JSON is still clean: what Orthanc, its HTTP
-    server or the plugin SDK answers before (or instead of) the plugin's code; '' when none applies."""
-    if body.startswith(b"Error 4"):
-        return "civetweb"  # Orthanc's HTTP server refused the request line or headers ("Error 400: Bad Request")
-    if not body and status == 405:
-        return "sdk-405"  # the SDK's SendMethodNotAllowed carries an Allow header, never a body
-    if not body and item.method not in ("GET", "POST", "PUT", "DELETE"):
-        return "method"  # a method Orthanc does not know
-    if not body and status == 403 and (item.framing or "image_token" in item.target):
-        return "filter"  # the filter's refusal (a body judged from the headers, a signed-URL token)
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return ""
-    if isinstance(parsed, dict) and "OrthancError" in parsed and "HttpStatus" in parsed:
-        return "orthanc-core"  # Orthanc's own error (it failed to decode or route the URI)
-    return ""
-
-
-def not_utf8(target: str) -> bool:
-    """orthanc-python 4.0 cannot hand a URI that percent-decodes to invalid UTF-8 to any Python callback (the
-    filter included): it logs "Cannot create a Python string" and Orthanc answers 500 before the plugin runs."""
-    try:
-        unquote_to_bytes(target.split("#", 1)[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
-def judge(item: FuzzRequest, status: int | None, answer: http.client.HTTPResponse | None, body: bytes,
-          problem: str, run: Run) -> str:
-    """'' when the answer is acceptable, else why not."""
-    if status is None or answer is None:
-        return problem
-    if status >= 500:
-        if item.port == "orthanc" and status == 500 and not_utf8(item.target) and b"plugin engine" in body:
-            run.notes["orthanc-python: URI not UTF-8 (500)"] += 1
-            return ""
-        return f"{status} {body[:300]!r}"
-    if status < 400 or not item.ours:
-        return ""
-    if is_json_detail(answer, body):
-        return ""
-    if item.target.startswith(IID_PATH) and (answer.headers.get("Content-Type") or "").startswith("text/html"):
-        return ""  # IHE Invoke Image Display answers a browser: its errors are pages
-    reason = orthanc_own(item, status, answer, body) if item.port == "orthanc" else ""
-    if reason:
-        run.notes[f"orthanc port, {reason}"] += 1
-        return ""
-    return f"{status} without a JSON detail: {body[:300]!r}"
-
-
 def http_channel(stack: Stack, known: Known, indices: range | list[int], run: Run) -> None:
     routes = [(spec.method, spec.path) for spec in ROUTES]
 
@@ -460,7 +338,7 @@ def http_channel(stack: Stack, known: Known, indices: range | list[int], run: Ru
 
 def test_mutated_requests_through_the_filter_and_the_routes(stack: Stack, known: Known) -> None:
     pid = orthanc_pid(stack)
-    run = Run("http")
+    run = Run("http", SEED)
     started = time.monotonic()
     http_channel(stack, known, range(COUNT), run)
     print(f"\nfuzz http: {time.monotonic() - started:.1f} s")
