@@ -42,6 +42,12 @@ test: install lint      ## everything CI runs: lint, types, unit, integration an
 unit: install
 	@$(PY) -m pytest tests/unit
 
+.PHONY: fuzz
+FUZZ_COUNT ?= 10000
+FUZZ_SEED ?= 20261201
+fuzz: install           ## the fuzz run alone, longer or with another seed: make fuzz FUZZ_COUNT=100000 FUZZ_SEED=7
+	@EHR_FUZZ_COUNT=$(FUZZ_COUNT) EHR_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest tests/integration/test_fuzz.py -s
+
 bench: install          ## benchmarks: plugin vs plain Orthanc, then GDCM loaded vs not, side by side (not part of make test)
 	@$(PY) -m benchmarks
 

@@ -13,6 +13,9 @@ import orthanc
 from .core.errors import ArchiveError, NotFound
 from .core.logsafe import loggable
 
+# What /tools/lookup refuses ("Parameter out of range") rather than finding nothing: DICOM wildcards, a list.
+LOOKUP_WILDCARDS = frozenset("*?\\")
+
 
 def configuration() -> dict[str, Any]:
     parsed: dict[str, Any] = json.loads(orthanc.GetConfiguration())
@@ -102,6 +105,8 @@ class OrthancPacs:
         return self._lookup_all(study_uid, "Study")
 
     def _lookup_all(self, uid: str, level: str) -> list[str]:
+        if not uid.strip() or any(c in uid for c in LOOKUP_WILDCARDS):  # Orthanc: "Parameter out of range"
+            return []  # a wildcard or an empty value names no stored resource
         return [str(m["ID"]) for m in json.loads(self.post_bytes("/tools/lookup", uid)) if m.get("Type") == level]
 
     def post_bytes(self, uri: str, body: bytes | str) -> bytes:

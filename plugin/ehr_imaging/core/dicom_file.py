@@ -16,7 +16,7 @@ from typing import IO
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
@@ -81,11 +81,16 @@ def parse(source: Source, *, defer_size: int | None = None) -> ParsedFile:
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on garbage
             raise DicomFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     messages = list(dict.fromkeys(str(w.message) for w in caught))
+    try:  # pydicom converts each value when first asked: try each now, so an unknown VR is caught here
+        truncation = _truncation(ds, len(data))
+        _check_values(ds, defer_size)
+    except Exception as exc:  # noqa: BLE001 - e.g. NotImplementedError for an unknown VR
+        raise DicomFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     parsed = ParsedFile(
         dataset=ds,
         has_preamble=getattr(ds, "preamble", None) is not None,
         has_file_meta=len(getattr(ds, "file_meta", None) or ()) > 0,
-        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + _truncation(ds, len(data)),
+        problems=[f"file truncated: {m}" for m in messages if "End of file" in m] + truncation,
         read_warnings=[m for m in messages if "End of file" not in m],
     )
     if len(ds) == 0 and not parsed.problems:
@@ -109,6 +114,23 @@ def _looks_like_dicom(ds: Dataset) -> bool:
                    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"))
     except Exception:  # noqa: BLE001 - converting junk raises anything
         return False
+
+
+def _check_values(ds: Dataset, defer_size: int | None) -> None:
+    """Convert each top-level value once, on the side (the dataset keeps its raw elements, so it is written
+    back byte for byte): a value pydicom cannot convert (an unknown VR) raises here, not in whoever reads it.
+    A deferred value (longer than ``defer_size``: pixel data) stays unread: nothing in the check reads it."""
+    encoding = ds._character_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what a value's form lacks is validation's to say, not the reader's
+        for tag in sorted(ds.keys()):  # tags: iterating the dataset itself would convert every value
+            raw: object = ds.get_item(tag, keep_deferred=True)  # typed DataElement; a RawDataElement until read
+            if not isinstance(raw, RawDataElement):
+                continue
+            if raw.value is not None:
+                convert_raw_data_element(raw, encoding=encoding, ds=ds)
+            elif defer_size is None or raw.length <= defer_size:
+                ds.get_item(tag)  # a value pydicom left to read on first use (e.g. an unknown VR): read it now
 
 
 def _truncation(ds: Dataset, size: int) -> list[str]:
@@ -155,8 +177,12 @@ def _native_pixel_bytes(ds: Dataset) -> int:
 
 
 def _is_encapsulated(ds: Dataset) -> bool:
+    """Encapsulated (compressed) pixel data, or a transfer syntax pydicom does not know: nothing to measure."""
     uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    return bool(uid) and UID(str(uid)).is_encapsulated
+    if not uid:
+        return False
+    syntax = UID(str(uid))
+    return not syntax.is_transfer_syntax or syntax.is_encapsulated
 
 
 def tag_text(tag: BaseTag | int) -> str:
