@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from benchmarks import gdcm, studies_at_scale, viewer_cold
+from benchmarks import archive_scale, gdcm, studies_at_scale, viewer_cold
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import free_port
 from ehr_stack.stack import REPO, Stack, StackConfig
@@ -125,6 +125,7 @@ def main() -> int:
             shutil.rmtree(stack.config.var_dir, ignore_errors=True)
     gdcm.run(args.rounds)  # C-STORE with and without GDCM's decoder, two more stacks once these are stopped
     studies_at_scale.run()  # GET /studies with 100,000 studies recorded
+    archive_scale.run(5_000)  # both stacks filled by C-STORE (alone: python -m benchmarks.archive_scale)
     return 0
 
 
