@@ -68,6 +68,8 @@ class Fill:
     samples: list[Sample] = field(default_factory=list)
     max_backlog: int = 0  # studies stored in the plugin stack but not recorded yet, the most seen after a chunk
     lag: float = 0.0  # from the plugin's last store until every study is recorded and the cursor caught up
+    seconds: float = 0.0  # the fill's wall time (both stacks' chunks, in turn)
+    backlog: int = 0  # not yet recorded when the fill ended
 
 
 class Studies:
@@ -125,7 +127,7 @@ def fill(stacks: dict[str, Stack], client: Client, studies: int, chunk: int, pro
     every = max(1, studies // SAMPLED)
     for name, stack in stacks.items():
         out.rss[name].append(rss_mb(pid_of(stack)))
-    last_plugin_store = time.perf_counter()
+    began = last_plugin_store = time.perf_counter()
     for chunk_no, first in enumerate(chunks):
         folder = Path(tempfile.mkdtemp(prefix="ehr-scale-"))
         try:
@@ -147,9 +149,11 @@ def fill(stacks: dict[str, Stack], client: Client, studies: int, chunk: int, pro
         backlog = min(first + chunk, studies) - recorded(client)
         out.max_backlog = max(out.max_backlog, backlog)
         if progress:  # a run stopped early still tells the figures up to its N
-            print(f"  chunk {chunk_no + 1}/{len(chunks)}: {min(first + chunk, studies):,} studies, instances/s plugin "
+            print(f"  {time.perf_counter() - began:5.0f} s chunk {chunk_no + 1}/{len(chunks)}: "
+                  f"{min(first + chunk, studies):,} studies, instances/s plugin "
                   f"{out.rates['plugin'][-1]:.0f} plain {out.rates['plain'][-1]:.0f}, backlog {backlog}, RSS MB "
                   + " ".join(f"{name} {rss_mb(pid_of(stack)):.0f}" for name, stack in stacks.items()), flush=True)
+    out.seconds, out.backlog = time.perf_counter() - began, studies - recorded(client)
     for name, stack in stacks.items():
         out.rss[name].append(rss_mb(pid_of(stack)))
     wait(lambda: caught_up(client, studies), timeout=600 + studies * 0.05)
@@ -280,6 +284,8 @@ def report(studies: int, chunk: int, out: Fill, latency: dict[str, list[float]],
         (f"  ratio, last tenth ({tenth} chunks)", "", f"{ratio(slice(-tenth, None)):.2f}", ">= 0.90",
          ratio(slice(-tenth, None)) >= 0.90),
         ("  worker backlog after a chunk, most", f"{out.max_backlog} studies", "", "", None),
+        ("  plugin: studies stored / recorded per s", f"{studies / out.seconds:.0f} / "
+         f"{(studies - out.backlog) / out.seconds:.0f}", "", "of the fill", None),
         ("  all recorded after the last store", f"{out.lag:.1f} s", "", f"StableAge {stable_age} s", None),
         ("scoped QIDO ?PatientID= p50 ms", f"{q['plugin'][0]:.1f} vs {q['plain'][0]:.1f}",
          f"{q['plugin'][0] / q['plain'][0]:.2f}", "", None),
