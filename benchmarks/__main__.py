@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from benchmarks import gdcm, studies_at_scale, uploads, viewer_cold
+from benchmarks import archive_scale, gdcm, studies_at_scale, uploads, viewer_cold
 from benchmarks.stacks import SAMPLES, start
 from ehr_stack.dicom import storescu
 from ehr_stack.stack import Stack
@@ -115,6 +115,7 @@ def main() -> int:
     gdcm.run(args.rounds)  # C-STORE with and without GDCM's decoder, two more stacks once these are stopped
     studies_at_scale.run()  # GET /studies with 100,000 studies recorded
     uploads.run(args.rounds)  # REST upload / upload-multiple vs POST /instances (benchmarks/uploads.py)
+    archive_scale.run(5_000)  # both stacks filled by C-STORE (alone: python -m benchmarks.archive_scale)
     return 0
 
 
