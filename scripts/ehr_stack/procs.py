@@ -3,19 +3,50 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# A listening port is chosen below the kernel's range for outgoing connections: a port from binding port 0 comes
+# from that very range, and under heavy connection churn (the fuzz and load runs) a client's ephemeral port took
+# one before Orthanc bound it ("The TCP port of the HTTP server is ... already in use").
+LISTEN_PORTS_WIDTH = 12000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port free now, never handed out before by this process, outside the ephemeral range."""
+    high = ephemeral_start()
+    low = max(1024, high - LISTEN_PORTS_WIDTH)
+    for _ in range(500):
+        port = random.randrange(low, high)
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # the whole range busy: let the kernel choose
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
