@@ -34,7 +34,13 @@ def start_stack(var_dir: Path, **overrides: object) -> Stack:
     for key, value in overrides.items():
         setattr(config, key, value)
     stack = Stack(config)
-    stack.start()
+    try:
+        stack.start()
+    except BaseException:
+        # A stack that did not come up leaves nothing running behind it (its PostgreSQL was started first).
+        keep_log(stack, f"failed-start-{var_dir.name}")
+        stack.stop()
+        raise
     return stack
 
 
