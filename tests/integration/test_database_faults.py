@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,19 +184,39 @@ def not_stored(client: Client, path: Path) -> bool:
     return bool(found.json() == [])
 
 
-def test_a_frozen_database_never_holds_a_request_and_nothing_is_lost(own_stack: Stack, tmp_path: Path) -> None:
-    client = Client(own_stack)
-    ehr = Ehr(client)
+@dataclass(frozen=True)
+class Scene:
+    """What each fault starts from: a study a viewer token has read, an order, a study for it not yet sent, and a
+    file to upload."""
+
+    viewed: StoredStudy
+    token: str
+    order_id: str
+    uid: str
+    files: list[Path]
+    upload: Path
+
+
+def set_scene(client: Client, tmp_path: Path, *, instances: int) -> Scene:
     viewed = store_study(client, tmp_path / "viewed")
     token = viewer_token(client, study_uids=[viewed.uid])["token"]
-    fresh_token = viewer_token(client, study_uids=[viewed.uid])["token"]  # minted, never used before the freeze
     read_as_viewer(client, token, viewed)
     patient, number = mrn(), accession()
     order_id = put_order(client, mrn=patient, accession_number=number)
     uid, files = make_study(tmp_path / "stored", patient_id=patient, accession=number, study_date="20261120",
-                            instances=3)
+                            instances=instances)
     _, [upload] = make_study(tmp_path / "upload", patient_id=patient, accession=None, study_date="20261120",
                              instances=1)
+    return Scene(viewed, token, order_id, uid, files, upload)
+
+
+def test_a_frozen_database_never_holds_a_request_and_nothing_is_lost(own_stack: Stack, tmp_path: Path) -> None:
+    client = Client(own_stack)
+    ehr = Ehr(client)
+    scene = set_scene(client, tmp_path, instances=3)
+    viewed, token, order_id, uid, files, upload = (scene.viewed, scene.token, scene.order_id, scene.uid, scene.files,
+                                                   scene.upload)
+    fresh_token = viewer_token(client, study_uids=[viewed.uid])["token"]  # minted, never used before the freeze
     assert health(own_stack).status_code == 200
 
     logged = len(own_stack.log_file.read_text())
@@ -228,15 +249,9 @@ def test_a_database_stopped_mid_ingest_loses_nothing(own_stack: Stack, tmp_path:
     eventually(lambda: health(own_stack).status_code == 200, timeout=30, what="/health 200 to begin with")
     client = Client(own_stack)
     ehr = Ehr(client)
-    viewed = store_study(client, tmp_path / "viewed")
-    token = viewer_token(client, study_uids=[viewed.uid])["token"]
-    read_as_viewer(client, token, viewed)
-    patient, number = mrn(), accession()
-    order_id = put_order(client, mrn=patient, accession_number=number)
-    uid, files = make_study(tmp_path / "stored", patient_id=patient, accession=number, study_date="20261120",
-                            instances=4)
-    _, [upload] = make_study(tmp_path / "upload", patient_id=patient, accession=None, study_date="20261120",
-                             instances=1)
+    scene = set_scene(client, tmp_path, instances=4)
+    viewed, token, order_id, uid, files, upload = (scene.viewed, scene.token, scene.order_id, scene.uid, scene.files,
+                                                   scene.upload)
 
     send(own_stack, files[:2])  # half the study arrives, and the database stops before it is stable
     with stopped(own_stack):
