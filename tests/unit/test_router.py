@@ -477,3 +477,11 @@ def test_errors_on_fhir_paths_are_operation_outcomes(h: Harness) -> None:
     ok = h.dispatch("GET", read, bearer(DOCTOR), ("1.2.3",))
     assert ok.status == 200 and body(ok)["params"] == {"study_uid": "1.2.3"}  # the handler's own answer
     assert body(h.dispatch("GET", ORDER, groups=("ORD-1",))) == {"detail": "authentication required"}  # JSON API
+
+
+def test_a_nul_character_in_a_query_or_path_value_is_400_before_the_handler(h: Harness) -> None:
+    for query, groups in (({"mrn": "\x00"}, ("ORD-1",)), ({"a\x00": "1"}, ("ORD-1",)), ({}, ("ORD\x001",))):
+        request = Request(method="GET", path=ORDER, headers=bearer(DOCTOR), query=query)
+        response = h.router.dispatch(ORDER, request, groups)
+        assert response.status == 400 and "NUL character" in body(response)["detail"]
+    assert h.seen == []
