@@ -66,7 +66,9 @@ def filters(studies: int) -> dict[str, dict[str, str]]:
         "modality=MR": {"modality": "MR"},
         "study date, one month": {"study_date_from": "2020-03-01", "study_date_to": "2020-03-31"},
         "a deep page (offset 10,000)": {"offset": "10000"},
-        "patient_name (contains: a scan)": {"patient_name": "doe john1234"},
+        "patient_name (trigram index)": {"patient_name": "doe john1234"},
+        "patient_name, broad (john12)": {"patient_name": "john12"},
+        "patient_name, two letters": {"patient_name": "jo"},
     }
 
 

@@ -39,6 +39,15 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 CREATE SCHEMA IF NOT EXISTS ehr_imaging AUTHORIZATION ehr_imaging;
 ALTER SCHEMA ehr_imaging OWNER TO ehr_imaging;
 
+-- Trigram matching for the patient-name search of GET /studies (a contains-match: without it, a scan of every
+-- study). pg_trgm ships with PostgreSQL (contrib); a schema of its own, owned by the superuser, that the plugin
+-- may only use: the plugin's start-up creates its index with it (store/migrations.py) and, should the extension
+-- be missing, searches by a scan and says so in its log.
+CREATE SCHEMA IF NOT EXISTS ehr_imaging_ext;
+REVOKE ALL ON SCHEMA ehr_imaging_ext FROM PUBLIC;
+GRANT USAGE ON SCHEMA ehr_imaging_ext TO ehr_imaging;
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA ehr_imaging_ext;
+
 -- Objects created in the schema by another role (an installation that ran the plugin as a superuser):
 -- hand them to the plugin's role. A no-op once everything belongs to ehr_imaging.
 DO $$

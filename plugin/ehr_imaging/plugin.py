@@ -250,6 +250,9 @@ def _migrate_until_done(services: Services, then: Callable[[], None]) -> None:
         try:
             applied = migrations.migrate(services.engine, services.settings.DatabaseSchema)
             pacs.log_warning(f"ehr-imaging: schema at version {migrations.LATEST_VERSION} (applied {applied})")
+            if not migrations.has_trigram_index(services.engine, services.settings.DatabaseSchema):
+                pacs.log_warning("ehr-imaging: pg_trgm is not installed: the patient-name search of GET /studies "
+                                 "scans every study (run orthanc-config/postgres-roles.sql as a superuser)")
             break
         except Exception as exc:  # noqa: BLE001 - keep trying; health reports the state
             pacs.log_error(f"ehr-imaging: migrations failed ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")

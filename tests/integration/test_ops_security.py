@@ -161,6 +161,7 @@ def test_the_plugin_connects_with_its_own_role_that_owns_only_its_schema(stack: 
     # ... and it owns nothing else: no other schema, no table in public, no other database.
     refused(plugin, "CREATE SCHEMA ehr_imaging_extra")
     refused(plugin, "CREATE TABLE public.ehr_imaging_probe (id int)")
+    refused(plugin, "CREATE TABLE ehr_imaging_ext.ehr_imaging_probe (id int)")  # pg_trgm's: used, not owned
     refused(with_database(plugin, ORTHANC_DATABASE), "SELECT 1")
     # What the running plugin was given: its role's URL, never PostgreSQL's superuser password.
     environ = Path(f"/proc/{stack.orthanc_pid()}/environ").read_bytes().decode(errors="replace").split("\0")

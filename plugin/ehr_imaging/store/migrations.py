@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from .schema_history import Migration as Migration
 from .schema_history_9_on import MIGRATIONS as MIGRATIONS
@@ -21,7 +21,8 @@ LATEST_VERSION = max(migration.version for migration in MIGRATIONS)
 
 
 def migrate(engine: Engine, schema: str) -> list[int]:
-    """Bring the schema to ``LATEST_VERSION``; return the versions this call applied."""
+    """Bring the schema to ``LATEST_VERSION`` (and its optional trigram index, when it can be made); return the
+    versions this call applied."""
     check_schema_name(schema)
     applied: list[int] = []
     with engine.begin() as conn:
@@ -48,7 +49,27 @@ def migrate(engine: Engine, schema: str) -> list[int]:
                 {"v": migration.version, "n": migration.name},
             )
             applied.append(migration.version)
+        ensure_trigram_index(conn)
     return applied
+
+
+TRIGRAM_INDEX = "ix_study_links_patient_name_trgm"
+
+
+def ensure_trigram_index(conn: Connection) -> bool:
+    """The patient-name search's trigram index, made at every start once ``pg_trgm`` is installed (by the roles
+    script, as a superuser: the plugin's role may not create extensions), whenever that happened: an index, not a
+    migration, because it depends on what an administrator installed. Returns whether the index exists."""
+    if conn.execute(text("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :i"),
+                    {"i": TRIGRAM_INDEX}).first() is not None:
+        return True
+    ext_schema = conn.execute(text("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = "
+                                   "e.extnamespace WHERE e.extname = 'pg_trgm'")).scalar()
+    if ext_schema is None or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", ext_schema):
+        return False
+    opclass = f'"{ext_schema}".gin_trgm_ops'
+    conn.execute(text(f"CREATE INDEX {TRIGRAM_INDEX} ON study_links USING gin (patient_name {opclass})"))
+    return True
 
 
 def check_schema_name(schema: str) -> None:
@@ -66,3 +87,10 @@ def current_version(engine: Engine, schema: str) -> int | None:
         if exists is None:
             return None
         return conn.execute(text(f'SELECT max(version) FROM "{schema}".schema_migrations')).scalar()
+
+
+def has_trigram_index(engine: Engine, schema: str) -> bool:
+    """Whether the patient-name search is answered from its trigram index (else: a scan of every study)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT 1 FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
+                            {"s": schema, "i": TRIGRAM_INDEX}).first() is not None

@@ -104,6 +104,9 @@ class StudyLink(Base):
         Index("ix_study_links_patient_norm", func.upper(text("patient_id"))),
         Index("ix_study_links_accession_norm", func.upper(text("accession_number"))),
         Index("ix_study_links_modalities", "modalities", postgresql_using="gin"),
+        # The name's contains-match, when pg_trgm is installed (store/migrations.py ensure_trigram_index).
+        Index("ix_study_links_patient_name_trgm", "patient_name", postgresql_using="gin",
+              postgresql_ops={"patient_name": "ehr_imaging_ext.gin_trgm_ops"}),
     )
 
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)

@@ -86,10 +86,8 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
     """Matching studies, newest first (StudyDate, StudyTime), with their link."""
     count, page = search_statements(where)
     with Session(engine) as session:
-        if where.patient_name:  # a contains-match no index answers: one scan gives both the page and the count
-            rows = session.execute(page.add_columns(func.count().over())).all()
-            if rows:
-                return rows[0][1], [_record(row[0]) for row in rows]
+        # Two statements, also for the name's contains-match: its count comes from the trigram index and its page
+        # from the newest-first index (one statement with count() OVER read every match in date order: 2-4x slower).
         total = session.scalar(count) or 0
         return total, [_record(link) for link in session.scalars(page).all()]
 
