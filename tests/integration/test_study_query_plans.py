@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Compiled
 
-from ehr_imaging.store import db
+from ehr_imaging.store import db, migrations
 from ehr_imaging.store.studies import StudyFilter, search_statements
 from ehr_stack.stack import Stack
 
@@ -46,8 +46,8 @@ def connection(stack: Stack) -> Iterator[Connection]:
         with engine.connect() as conn:
             conn.execute(text('SET search_path TO "ehr_imaging"'))
             conn.execute(text("SET enable_seqscan = off"))
+            conn.commit()  # session settings; each plan's transaction then ends with it (no lock held between tests)
             yield conn
-            conn.rollback()
     finally:
         engine.dispose()
 
@@ -56,6 +56,7 @@ def plan(conn: Connection, statement: object) -> str:
     compiled: Compiled = statement.compile(  # type: ignore[attr-defined]
         dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     rows = conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params).all()
+    conn.rollback()
     return "\n".join(row[0] for row in rows)
 
 
@@ -84,3 +85,26 @@ def test_the_patient_name_search_counts_from_the_trigram_index(connection: Conne
     count, _ = search_statements(StudyFilter(patient_name="smith"))
     explained = plan(connection, count)
     assert "ix_study_links_patient_name_trgm" in explained, explained
+
+
+def test_the_trigram_index_is_made_whenever_pg_trgm_is_installed(stack: Stack) -> None:
+    # As the superuser, in one transaction rolled back: without the extension no index (the search scans), and
+    # the next start after an administrator installs it makes the index.
+    engine = create_engine(db.normalize_url(stack.postgres.url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text('SET LOCAL search_path TO "ehr_imaging"'))
+            conn.execute(text("DROP EXTENSION pg_trgm CASCADE"))  # its index goes with it
+            assert migrations.ensure_trigram_index(conn) is False
+            assert conn.execute(text("SELECT count(*) FROM pg_indexes WHERE indexname = :i"),
+                                {"i": migrations.TRIGRAM_INDEX}).scalar() == 0
+            conn.execute(text("CREATE EXTENSION pg_trgm WITH SCHEMA ehr_imaging_ext"))
+            assert migrations.ensure_trigram_index(conn) is True
+            [indexdef] = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :i"),
+                                      {"i": migrations.TRIGRAM_INDEX}).scalars().all()
+            assert "gin (patient_name ehr_imaging_ext.gin_trgm_ops)" in indexdef
+            assert migrations.ensure_trigram_index(conn) is True  # idempotent
+            conn.rollback()
+        assert migrations.has_trigram_index(engine, "ehr_imaging")  # the rollback gave the running index back
+    finally:
+        engine.dispose()
