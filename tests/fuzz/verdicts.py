@@ -44,6 +44,12 @@ class Run:
     def fail(self, index: int, what: str) -> None:
         self.failures.append(f"{self.channel} seed={self.seed} index={index}: {what}")
 
+    def merge(self, other: Run) -> None:
+        """Another part of the same channel (sent at the same time), counted here."""
+        self.counts.update(other.counts)
+        self.notes.update(other.notes)
+        self.failures.extend(other.failures)
+
     def report(self) -> None:
         counts = dict(sorted(self.counts.items()))
         print(f"\nfuzz {self.channel}: seed {self.seed}, {sum(self.counts.values())} cases, {counts}"
