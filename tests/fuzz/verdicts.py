@@ -40,6 +40,7 @@ class Run:
     counts: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)  # why an answer that is not our JSON is still clean
     failures: list[str] = field(default_factory=list)
+    unanswered: list[bytes] = field(default_factory=list)  # what was sent and got no answer (stored or not)
 
     def fail(self, index: int, what: str) -> None:
         self.failures.append(f"{self.channel} seed={self.seed} index={index}: {what}")
@@ -49,6 +50,7 @@ class Run:
         self.counts.update(other.counts)
         self.notes.update(other.notes)
         self.failures.extend(other.failures)
+        self.unanswered.extend(other.unanswered)
 
     def report(self) -> None:
         counts = dict(sorted(self.counts.items()))
