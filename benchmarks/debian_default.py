@@ -39,8 +39,9 @@ class DebianDefault:
 
     orthanc_aet = "ORTHANC"  # the package's DicomAet (it checks no called AET: any is accepted)
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, nodelay: bool = False) -> None:
         self.folder = folder
+        self.nodelay = nodelay  # True: TCP_NODELAY=1 after all, to see how much of the gap it is
         self.http_port, self.dicom_port = free_port(), free_port()
         self.config_dir = folder / "etc-orthanc"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,6 +66,8 @@ class DebianDefault:
             "HttpPort": str(self.http_port), "DicomPort": str(self.dicom_port),
             "StorageDirectory": json.dumps(str(storage)), "IndexDirectory": json.dumps(str(storage))}))
         environment = {key: value for key, value in os.environ.items() if key != "TCP_NODELAY"}
+        if self.nodelay:
+            environment["TCP_NODELAY"] = "1"
         with open(self.folder / "orthanc.log", "ab") as log:
             self.proc = subprocess.Popen(["Orthanc", f"--logdir={self.folder}", str(self.config_dir)],
                                          env=environment, stdout=log, stderr=subprocess.STDOUT,
