@@ -29,7 +29,17 @@ class Target:
 
     @property
     def goal(self) -> str:
-        return f"{self.comparison} {self.bound:g}{' ' + self.unit if self.unit else ''}"
+        bound = f"{self.bound:.2f}" if self.bound < 1 else f"{self.bound:g}"  # as the issue writes them: 0.90, 8
+        return f"{self.comparison} {bound}{' ' + self.unit if self.unit else ''}"
+
+    def shown(self, value: float) -> str:
+        """``value`` with two decimals, or as many more as it takes for the shown figure to say the verdict the
+        real one does (0.8996 against ">= 0.90" is "0.8996", never "0.90")."""
+        for decimals in (2, 3, 4, 6):
+            text = f"{value:.{decimals}f}"
+            if self.met(float(text)) == self.met(value):
+                return text
+        return repr(value)
 
     def met(self, value: float) -> bool:
         if self.comparison == ">=":
@@ -78,7 +88,7 @@ def verdict(target: Target, outcome: PartOutcome | None) -> tuple[str, str]:
     figure = (outcome.figures or {}).get(target.figure)
     if figure is None or not math.isfinite(figure.value):
         return "", "not measured"
-    shown = f"{figure.value:.2f}{' ' + target.unit if target.unit else ''}"
+    shown = f"{target.shown(figure.value)}{' ' + target.unit if target.unit else ''}"
     if figure.conditions:
         shown += f" ({figure.conditions})"
     return shown, "met" if target.met(figure.value) else "NOT MET"

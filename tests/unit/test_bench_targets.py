@@ -29,7 +29,18 @@ def test_a_figure_is_met_only_within_its_bound(comparison: str, bound: float, va
     target = Target("x", "ct300", "a measure", comparison, bound)  # type: ignore[arg-type]
     shown, said = verdict(target, ran(x=value))
     assert said == ("met" if met else "NOT MET")
-    assert shown == f"{value:.2f} (3 rounds)"
+    figure, conditions = shown.split(" ", 1)
+    assert conditions == "(3 rounds)"
+    assert abs(float(figure) - value) < 0.005 and target.met(float(figure)) == met  # what is shown says the same
+
+
+@pytest.mark.parametrize(("value", "shown", "said"), [
+    (0.8996, "0.8996", "NOT MET"), (0.9004, "0.90", "met"), (0.89996, "0.899960", "NOT MET"), (0.93, "0.93", "met"),
+])
+def test_a_figure_is_shown_with_the_decimals_its_verdict_needs(value: float, shown: str, said: str) -> None:
+    target = Target("x", "basic", "frames", ">=", 0.90)
+    assert target.goal == ">= 0.90"
+    assert verdict(target, PartOutcome("ran", 1.0, {"x": Figure(value)})) == (shown, said)
 
 
 @pytest.mark.parametrize(("outcome", "said"), [
