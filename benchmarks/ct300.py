@@ -129,7 +129,8 @@ def cstore(servers: dict[str, Server], files: list[Path], rounds: int) -> dict[s
     print(f"  plugin / Debian's default Orthanc {debian:.2f} (rounds {debian_low:.2f} to {debian_high:.2f};"
           " target >= 8)")
     conditions = f"{n} slices, median of {rounds}"
-    return {"cstore300_ratio": Figure(plain, conditions), "cstore300_vs_debian": Figure(debian, conditions),
+    return {"cstore300_ratio": Figure(plain, f"{conditions}, rounds {plain_low:.2f}-{plain_high:.2f}"),
+            "cstore300_vs_debian": Figure(debian, f"{conditions}, rounds {debian_low:.1f}-{debian_high:.1f}"),
             "cstore300_cpu_ratio": Figure(cpu_ratio, conditions)}
 
 
