@@ -48,8 +48,13 @@ FUZZ_SEED ?= 20261201
 fuzz: install           ## the fuzz run alone, longer or with another seed: make fuzz FUZZ_COUNT=100000 FUZZ_SEED=7
 	@EHR_FUZZ_COUNT=$(FUZZ_COUNT) EHR_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest tests/integration/test_fuzz.py -s
 
-bench: install          ## benchmarks: plugin vs plain Orthanc, then GDCM loaded vs not, side by side (not part of make test)
-	@$(PY) -m benchmarks
+BENCH_ONLY ?=
+BENCH_QUICK ?=
+BENCH_STUDIES ?=
+BENCH_TIMEOUT ?=
+bench: install          ## benchmarks side by side, then issue 12's targets: met or not (not part of make test); BENCH_ONLY=ct300,uploads picks parts, BENCH_QUICK=1 a smoke run, BENCH_STUDIES=100000 the scale part's archive, BENCH_TIMEOUT=secs per part
+	@$(PY) -m benchmarks $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) \
+		$(if $(BENCH_STUDIES),--studies $(BENCH_STUDIES)) $(if $(BENCH_TIMEOUT),--part-timeout $(BENCH_TIMEOUT))
 
 SOAK_SECONDS ?= 600
 soak: install           ## load and soak: modalities, viewers and the EHR at once for SOAK_SECONDS (not part of make test)

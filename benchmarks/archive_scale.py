@@ -309,7 +309,8 @@ def report(studies: int, chunk: int, out: Fill, latency: dict[str, list[float]],
 
 
 def run(studies: int = 100_000, chunk: int = 1000, requests_each: int = 300, rounds: int = 3,
-        progress: bool = False) -> None:
+        progress: bool = False) -> dict[str, float]:
+    """Prints the table; returns the targets' figures (benchmarks/targets.py names them)."""
     chunk = min(chunk, max(100, studies // 20))  # at least ~20 chunks, so medians and tenths mean something
     stacks = {"plugin": start(True), "plain": start(False)}
     try:
@@ -324,6 +325,11 @@ def run(studies: int = 100_000, chunk: int = 1000, requests_each: int = 300, rou
         restarted = restart(stacks["plugin"], client, studies)
         stable_age = str(stacks["plugin"].orthanc_config().get("StableAge", "?"))
         print("\n".join(report(studies, chunk, out, latency, fps, restarted, stable_age)), flush=True)
+        growth = {name: v[-1] - v[0] for name, v in out.rss.items()}
+        return {"ingest_ratio": statistics.median(out.rates["plugin"]) / statistics.median(out.rates["plain"]),
+                "qido_p95_ratio": p(latency["plugin"], .95) / p(latency["plain"], .95),
+                "frames16_ratio": fps[16]["plugin"] / fps[16]["plain"], "restart_caught_up_s": restarted[1],
+                "memory_growth_beyond_plain_mb": growth["plugin"] - growth["plain"]}
     finally:
         for stack in stacks.values():
             stack.stop()

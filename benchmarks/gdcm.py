@@ -20,9 +20,9 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from benchmarks import stacks
 from ehr_stack.dicom import storescu
-from ehr_stack.procs import free_port
-from ehr_stack.stack import REPO, Stack, StackConfig
+from ehr_stack.stack import REPO, Stack
 from samples.build_samples import build_samples
 from tests.conftest import stack_dir
 
@@ -30,11 +30,7 @@ SAMPLES = REPO / "var" / "test-samples"
 
 
 def start(with_gdcm: bool) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                         pg_port=free_port(), with_gdcm=with_gdcm)
-    stack = Stack(config)
-    stack.start()
-    return stack
+    return stacks.start(True, with_gdcm=with_gdcm)
 
 
 def jpeg2000_series(out: Path, count: int) -> list[Path]:
@@ -57,6 +53,11 @@ def orthanc_cpu_seconds(stack: Stack) -> float:
     """User + system CPU time of the stack's Orthanc process so far (its threads, the Python plugin's too)."""
     pid = stack.orthanc_pid()
     assert pid is not None, "Orthanc is not running"
+    return process_cpu_seconds(pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads (``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -25,13 +25,12 @@ from typing import Any
 
 import requests
 
+from benchmarks import stacks
 from benchmarks.gdcm import orthanc_cpu_seconds
 from ehr_stack.dicom import storescu
-from ehr_stack.procs import free_port
-from ehr_stack.stack import REPO, Stack, StackConfig
+from ehr_stack.stack import REPO, Stack
 from ehr_stack.tokens import mint_dev_token
 from samples.build_samples import build_samples
-from tests.conftest import stack_dir
 
 SAMPLES = REPO / "var" / "test-samples"
 HARNESS = REPO / "tests" / "e2e"
@@ -79,9 +78,7 @@ def run(stack: Stack | None = None, count: int = 5) -> dict[str, list[dict[str, 
     prints them and returns every outcome by kind."""
     own = stack is None
     if stack is None:
-        stack = Stack(StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(),
-                                  api_port=free_port(), pg_port=free_port()))
-        stack.start()
+        stack = stacks.start(True)
     work = Path(tempfile.mkdtemp(prefix="ehr-viewer-bench-"))
     outcomes: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     try:
