@@ -61,6 +61,9 @@ class Server:
     session: requests.Session
 
 
+RUNTIME = "python runtime only"  # orthanc-python loaded, a script that does nothing (benchmarks/stacks.py)
+
+
 def ct_files(slices: int = SLICES) -> list[Path]:
     """The sample CT's files with ``slices`` slices (built on first use, then cached by its manifest)."""
     folder = BENCH_SAMPLES / f"ct-{slices}"
@@ -128,10 +131,15 @@ def cstore(servers: dict[str, Server], files: list[Path], rounds: int) -> dict[s
           f"   Orthanc CPU plugin / plain {cpu_ratio:.2f}")
     print(f"  plugin / Debian's default Orthanc {debian:.2f} (rounds {debian_low:.2f} to {debian_high:.2f};"
           " target >= 8)")
+    floor, floor_low, floor_high = paired_ratio(wall[RUNTIME], wall["plain"])
+    floor_cpu, _, _ = paired_ratio(cpu["plain"], cpu[RUNTIME])
+    print(f"  {RUNTIME} / plain {floor:.2f} (rounds {floor_low:.2f} to {floor_high:.2f})   Orthanc CPU"
+          f" {floor_cpu:.2f}: the Python runtime's floor, nothing of the plugin's")
     conditions = f"{n} slices, median of {rounds}"
     return {"cstore300_ratio": Figure(plain, f"{conditions}, rounds {plain_low:.2f}-{plain_high:.2f}"),
             "cstore300_vs_debian": Figure(debian, f"{conditions}, rounds {debian_low:.1f}-{debian_high:.1f}"),
-            "cstore300_cpu_ratio": Figure(cpu_ratio, conditions)}
+            "cstore300_cpu_ratio": Figure(cpu_ratio, conditions),
+            "cstore300_runtime_floor": Figure(floor, f"{conditions}, rounds {floor_low:.2f}-{floor_high:.2f}")}
 
 
 def fresh_copy(files: list[Path], folder: Path, fields: dict[str, Any]) -> tuple[list[Path], str]:
@@ -199,17 +207,19 @@ def run(rounds: int = 3, link_rounds: int = 3, slices: int = SLICES, debian_node
     debian = DebianDefault(work / "debian", nodelay=debian_nodelay)
     stacks.remember(debian.stop, work)
     try:
-        plugin, plain = stacks.start(True), stacks.start(False)
+        plugin, plain, runtime = stacks.start(True), stacks.start(False), stacks.start_runtime_only()
         debian.start()
         assert debian.pid is not None
         servers = {"plugin": server("plugin", plugin), "plain": server("plain", plain),
+                   RUNTIME: server(RUNTIME, runtime),
                    "debian default": Server("debian default", debian.url, debian.dicom_port, debian.orthanc_aet,
                                             plugin.config.modality_aet, debian.pid, requests.Session())}
         figures = cstore(servers, files, rounds)
-        for name in ("plain", "debian default"):
+        for name in ("plain", RUNTIME, "debian default"):
             empty(servers[name])  # their disk back before the link rounds
         debian.stop()
         plain.stop()
+        runtime.stop()
         if link_rounds:
             figures.update(linked_after_stable(plugin, files, work, link_rounds))
         return figures

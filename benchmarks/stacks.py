@@ -16,6 +16,8 @@ from ehr_stack.stack import REPO, Stack, StackConfig
 from tests.conftest import stack_dir
 
 SAMPLES = REPO / "var" / "test-samples"
+RUNTIME_ONLY_ENTRY = Path(__file__).with_name("runtime_only_entry.py")
+PYTHON_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPython.so"
 _STARTED: list[tuple[Callable[[], None], Path]] = []  # (stop, folder) of every server not yet stop_all()ed
 
 
@@ -29,6 +31,26 @@ def start(with_plugin: bool, **settings: Any) -> Stack:
     config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
                          pg_port=free_port(), with_plugin=with_plugin, **settings)
     stack = Stack(config)
+    remember(stack.stop, config.var_dir)
+    stack.start()
+    return stack
+
+
+class _RuntimeOnly(Stack):
+    """Plain Orthanc's settings with orthanc-python loaded and a script that does nothing (runtime_only_entry.py)."""
+
+    def orthanc_config(self) -> dict[str, Any]:
+        cfg = super().orthanc_config()
+        cfg["Plugins"] = [*cfg["Plugins"], PYTHON_PLUGIN]
+        cfg["PythonScript"] = str(RUNTIME_ONLY_ENTRY)
+        return cfg
+
+
+def start_runtime_only() -> Stack:
+    """A plain stack (``with_plugin=False``: no plugin tables, /system as health) plus the Python runtime."""
+    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
+                         pg_port=free_port(), with_plugin=False)
+    stack = _RuntimeOnly(config)
     remember(stack.stop, config.var_dir)
     stack.start()
     return stack
