@@ -31,7 +31,7 @@ class FullStorage(FakeOrthanc):
         super().__init__()
         self.room = room
 
-    def post_json_bytes(self, uri: str, body: bytes) -> Any:
+    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
         if uri == "/instances":
             if self.room <= 0:
                 raise errors.ArchiveError(uri, "Cannot write to file", 14)  # Orthanc's CannotWriteFile

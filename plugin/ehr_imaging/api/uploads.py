@@ -97,7 +97,7 @@ def upload_multiple(api: Api, request: Request) -> Response:
         raise _refuse(api, request, SOURCE, files, exc, began) from None
     with _batch(api, request, SOURCE) as work:
         for file in files:
-            work.add(file.filename, file.read_bytes())
+            work.add(file.filename, file.content())  # a view of the body, not a copy
         work.finish()
     _raise_storage_refusal(work)
     return json_response(work.summary())

@@ -41,15 +41,16 @@ class UploadRejected(Exception):
         return self.kind(self.detail)
 
 
-def check_dicom(data: bytes) -> Dataset:
+def check_dicom(data: bytes | memoryview, converted: dicom_file.Converted | None = None) -> Dataset:
     """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
     a truncated file is refused here, not stored); returns its dataset.
 
     What cannot be read as a DICOM file (not DICOM, unreadable, cut short, no Part 10 header) is ``Malformed``
     (400, what the EHR's client expects for an invalid DICOM file); a readable DICOM file lacking a UID is
-    ``Invalid`` (422): its content, not its form, is what is wrong."""
-    try:
-        parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES)  # the header is what is checked
+    ``Invalid`` (422): its content, not its form, is what is wrong. ``converted``: the values a batch's earlier
+    files converted already (``dicom_file.parse``), not converted again."""
+    try:  # the header is what is checked
+        parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES, converted=converted)
     except dicom_file.DicomFileError as exc:
         raise UploadRejected(errors.Malformed, str(exc)) from None
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
@@ -127,6 +128,7 @@ class Batch:
         self._held: set[str] = set()
         self._recorded: set[str] = set()
         self._collisions: dict[tuple[str, str], str | None] = {}
+        self._converted: dicom_file.Converted = set()  # header values its files converted (check_dicom)
         self._began = time.monotonic()
 
     def __enter__(self) -> Batch:
@@ -159,10 +161,11 @@ class Batch:
         self._parts.setdefault(result.study_instance_uid or "", _Study()).failed.append(result)
         return result
 
-    def add(self, file_name: str, data: bytes) -> FileResult:
-        """Validate one file and store it in Orthanc; a bad file is a failed result, never an exception."""
+    def add(self, file_name: str, data: bytes | memoryview) -> FileResult:
+        """Validate one file and store it in Orthanc; a bad file is a failed result, never an exception.
+        ``data`` may be a view of the request body: it is passed to Orthanc without a copy."""
         try:
-            header = check_dicom(data)
+            header = check_dicom(data, self._converted)
         except UploadRejected as exc:
             return self.fail(file_name, exc.detail, len(data), exc.kind, exc.header)
         return self._store(file_name, len(data), header,
