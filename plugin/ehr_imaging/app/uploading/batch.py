@@ -116,7 +116,9 @@ class _Study:
 
 class Batch:
     """The files of one upload request (or job): ``add`` each, then ``finish`` once. Use as a context
-    manager: leaving it releases the studies it held, and hands unrecorded ones to the ingest worker."""
+    manager: leaving it releases the studies it held, and hands unrecorded ones to the ingest worker.
+    Left by an unexpected error before ``finish`` (a bug, a fault below), it records what it stored so far
+    (``interrupted``: its rows say the upload stopped) before the error goes on to be answered."""
 
     def __init__(self, services: Services, *, uploaded_by: str, source: str, order_id: str | None = None,
                  patient_id: str | None = None) -> None:
@@ -130,11 +132,15 @@ class Batch:
         self._collisions: dict[tuple[str, str], str | None] = {}
         self._converted: dicom_file.Converted = set()  # header values its files converted (check_dicom)
         self._began = time.monotonic()
+        self._finishing = False
+        self.interrupted: str | None = None  # why the batch stopped before its last file, when it did
 
     def __enter__(self) -> Batch:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and not self._finishing and isinstance(exc, Exception):
+            self._record_interrupted(exc)
         for orthanc_id in self._held:
             self._services.holds.release(orthanc_id)
             if orthanc_id not in self._recorded:
@@ -215,13 +221,26 @@ class Batch:
             self._services.holds.hold(orthanc_study_id)
             self._held.add(orthanc_study_id)
 
+    def _record_interrupted(self, exc: Exception) -> None:
+        """Record the files stored before an unexpected error (its kind only: the message may hold anything);
+        if that fails too, the held studies still go to the ingest worker (``__exit__``)."""
+        self.interrupted = (f"the upload stopped after {len(self.results)} file(s) on an internal error"
+                            f" ({type(exc).__name__}); the files after were not read")
+        try:
+            self.finish()
+        except Exception as failure:  # noqa: BLE001 - the first error is the one answered
+            exc.add_note(f"ehr-imaging: recording the stored files failed too ({type(failure).__name__})")
+
     def finish(self) -> dict[str, StudyOutcome]:
         """Record and match each study once (one audit row per study), and a failed row for the files
         that belong to no study or to a study none of whose files could be stored."""
+        self._finishing = True
         duration = time.monotonic() - self._began
         for study_uid, part in self._parts.items():
             names = [r.file_name for r in part.stored + part.failed]
-            errors = "; ".join(f"{r.file_name}: {r.error}" for r in part.failed) or None
+            notes = [f"{r.file_name}: {r.error}" for r in part.failed]
+            notes += [self.interrupted] if self.interrupted else []
+            errors = "; ".join(notes) or None
             if part.orthanc_study_id is None:  # nothing stored: the rejected files' own row
                 uploads.record_failed(self._services.engine, uploaded_by=self.uploaded_by, source=self.source,
                                       file_names=names, size=sum(r.size for r in part.failed), error=errors or "",
@@ -229,7 +248,8 @@ class Batch:
                 continue
             audit = uploads.UploadAudit(
                 number_of_files=len(part.stored), total_size_bytes=sum(r.size for r in part.stored),
-                file_names=names, status="partial" if part.failed else "success", error=errors, duration=duration)
+                file_names=names, status="partial" if part.failed or self.interrupted else "success", error=errors,
+                duration=duration)
             self.studies[study_uid] = self._record(study_uid, part.orthanc_study_id, audit, names)
         return self.studies
 
