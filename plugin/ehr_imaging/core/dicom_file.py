@@ -139,8 +139,7 @@ def _check_values(ds: Dataset, defer_size: int | None, converted: Converted | No
     charset = tuple(encoding) if isinstance(encoding, list | tuple) else (str(encoding),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what a value's form lacks is validation's to say, not the reader's
-        for tag in sorted(ds.keys()):  # tags: iterating the dataset itself would convert every value
-            raw: object = ds.get_item(tag, keep_deferred=True)  # typed DataElement; a RawDataElement until read
+        for tag, raw in _as_read(ds):
             if not isinstance(raw, RawDataElement):
                 continue
             if raw.value is not None:
@@ -152,6 +151,13 @@ def _check_values(ds: Dataset, defer_size: int | None, converted: Converted | No
                     converted.add(key)  # type: ignore[union-attr]
             elif defer_size is None or raw.length <= defer_size:
                 ds.get_item(tag)  # a value pydicom left to read on first use (e.g. an unknown VR): read it now
+
+
+def _as_read(ds: Dataset) -> list[tuple[BaseTag, object]]:
+    """The top-level elements in tag order as they are now: a RawDataElement until converted, a deferred value
+    unread (what ``get_item(tag, keep_deferred=True)`` gives, without its cost per tag; iterating the dataset
+    itself, or ``elements()``, would convert or read every value)."""
+    return sorted(ds._dict.items())
 
 
 def _memo_key(raw: RawDataElement, charset: tuple[str, ...]) -> tuple[object, ...] | None:
@@ -169,8 +175,8 @@ def _truncation(ds: Dataset, size: int) -> list[str]:
     what a deferred value (not read) is measured against."""
     problems: list[str] = []
     pixels_held: int | None = None
-    for tag in sorted(ds.keys()):  # as read: a deferred value stays unread (elements() would read it)
-        measured = _held_bytes(ds.get_item(tag, keep_deferred=True), size)
+    for tag, raw in _as_read(ds):
+        measured = _held_bytes(raw, size)
         if measured is None:
             continue
         held, length = measured

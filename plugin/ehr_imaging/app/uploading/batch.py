@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydicom import Dataset
@@ -64,6 +65,16 @@ def check_dicom(data: bytes | memoryview, converted: dicom_file.Converted | None
         if not str(ds.get(keyword, "")).strip():
             raise UploadRejected(errors.Invalid, f"{keyword} is missing")
     return ds
+
+
+def _identity(header: Dataset) -> Dataset:
+    """The elements of a checked header that the batch uses (its UIDs and PatientID), in a dataset of their own:
+    the header read keeps the whole file's bytes (its deferred pixel data) alive, this does not."""
+    kept = Dataset()
+    for keyword in ("PatientID", *UID_KEYWORDS):
+        if keyword in header:
+            setattr(kept, keyword, header.get(keyword))
+    return kept
 
 
 @dataclass
@@ -176,6 +187,28 @@ class Batch:
             return self.fail(file_name, exc.detail, len(data), exc.kind, exc.header)
         return self._store(file_name, len(data), header,
                            lambda: self._services.pacs.post_json_bytes("/instances", data))
+
+    def add_all(self, files: Iterable[tuple[str, bytes | memoryview]]) -> list[FileResult]:
+        """``add`` each file, in order and with the same results, but all of them checked first, then stored:
+        the check is Python and the store Orthanc's C++; alternating them, each check ran with the caches
+        Orthanc's store had just filled, at about twice its cost (README "REST uploads"). The files' headers
+        are kept meanwhile (their UIDs and PatientID only, not the datasets)."""
+        checked: list[tuple[str, bytes | memoryview, Dataset | UploadRejected]] = []
+        for file_name, data in files:
+            try:
+                checked.append((file_name, data, _identity(check_dicom(data, self._converted))))
+            except UploadRejected as exc:
+                if exc.header is not None:
+                    exc.header = _identity(exc.header)
+                checked.append((file_name, data, exc))
+        results = []
+        for file_name, data, header in checked:
+            if isinstance(header, UploadRejected):
+                results.append(self.fail(file_name, header.detail, len(data), header.kind, header.header))
+            else:
+                results.append(self._store(file_name, len(data), header,
+                                           partial(self._services.pacs.post_json_bytes, "/instances", data)))
+        return results
 
     def add_created(self, file_name: str, size: int, header: Dataset, create: Callable[[], Any]) -> FileResult:
         """An instance Orthanc builds and stores itself (``/tools/create-dicom``): ``header`` holds the UIDs and
