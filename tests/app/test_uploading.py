@@ -162,9 +162,10 @@ def test_add_all_checks_every_file_first_and_answers_as_add_one_by_one(
     del no_uid.SeriesInstanceUID
     buffer = io.BytesIO()
     no_uid.save_as(buffer)
-    sent = [(files[0].name, files[0].read_bytes()), ("notes.txt", b"not a DICOM file"),
-            ("cut.dcm", files[1].read_bytes()[:-2000]), ("no-series.dcm", buffer.getvalue()),
-            (files[2].name, memoryview(files[2].read_bytes()))]
+    sent: list[tuple[str, bytes | memoryview]] = [
+        (files[0].name, files[0].read_bytes()), ("notes.txt", b"not a DICOM file"),
+        ("cut.dcm", files[1].read_bytes()[:-2000]), ("no-series.dcm", buffer.getvalue()),
+        (files[2].name, memoryview(files[2].read_bytes()))]
 
     def run(together: bool) -> tuple[list[dict[str, object]], list[str], FakeOrthanc]:
         orthanc = FakeOrthanc()
