@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.tag import Tag
 
 from ...core import dicom_file, errors
 from ...core.metrics import UPLOAD_FAILURES
@@ -22,6 +23,7 @@ from .. import ingest, study_resolution
 MB = 1024 * 1024
 CHUNK = MB
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+IDENTITY_TAGS = tuple(Tag(keyword) for keyword in ("PatientID", *UID_KEYWORDS))
 # Orthanc's error codes when its storage area cannot take the file (a full volume: ENOSPC is CannotWriteFile;
 # MaximumStorageSize reached is FullStorage): not the file's fault, so errors.StorageFull (503), never 400.
 ORTHANC_STORAGE_REFUSALS = frozenset({14, 19})  # CannotWriteFile, FullStorage
@@ -71,9 +73,9 @@ def _identity(header: Dataset) -> Dataset:
     """The elements of a checked header that the batch uses (its UIDs and PatientID), in a dataset of their own:
     the header read keeps the whole file's bytes (its deferred pixel data) alive, this does not."""
     kept = Dataset()
-    for keyword in ("PatientID", *UID_KEYWORDS):
-        if keyword in header:
-            setattr(kept, keyword, header.get(keyword))
+    for tag in IDENTITY_TAGS:
+        if tag in header:
+            kept[tag] = header[tag]  # the element as converted (no reference to the file), not validated again
     return kept
 
 
