@@ -109,12 +109,13 @@ class OrthancPacs:
             return []  # a wildcard or an empty value names no stored resource
         return [str(m["ID"]) for m in json.loads(self.post_bytes("/tools/lookup", uid)) if m.get("Type") == level]
 
-    def post_bytes(self, uri: str, body: bytes | str) -> bytes:
+    def post_bytes(self, uri: str, body: bytes | memoryview | str) -> bytes:
         answer: bytes = _in_process(orthanc.RestApiPost, uri, body)
         return answer
 
-    def post_json_bytes(self, uri: str, body: bytes) -> Any:
-        """POST raw bytes (a DICOM file), answer parsed as JSON."""
+    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
+        """POST raw bytes (a DICOM file), answer parsed as JSON. A memoryview is passed on as it is: orthanc-python
+        takes any buffer (``s*``), so a file that is a view of the request body is not copied."""
         return json.loads(self.post_bytes(uri, body))
 
     def delete(self, uri: str) -> None:

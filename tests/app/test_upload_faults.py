@@ -13,11 +13,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ehr_imaging.api.router import headers_of, status_of
 from ehr_imaging.app.uploading import Batch, JobRunner
 from ehr_imaging.core import errors
 from ehr_imaging.services import Services
 from ehr_imaging.store import upload_log as uploads
+from tests.app.conftest import Handed
 from tests.app.records import mrn, upload_rows
 from tests.dicom_factory import make_study
 from tests.fakes.orthanc import FakeOrthanc
@@ -31,7 +34,7 @@ class FullStorage(FakeOrthanc):
         super().__init__()
         self.room = room
 
-    def post_json_bytes(self, uri: str, body: bytes) -> Any:
+    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
         if uri == "/instances":
             if self.room <= 0:
                 raise errors.ArchiveError(uri, "Cannot write to file", 14)  # Orthanc's CannotWriteFile
@@ -65,6 +68,58 @@ def test_with_some_files_stored_the_others_are_failed_results_not_a_503(services
     assert [r.status for r in batch.results] == ["stored", "failed", "failed"]
     assert batch.storage_refusal() is None
     assert [(row[0], row[3]) for row in upload_rows(services, uid)] == [("partial", 1)]
+
+
+class BrokenAfter(FakeOrthanc):
+    """Orthanc that stores ``room`` files, then fails as no Orthanc error does (a bug, a fault below it)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
+        if uri == "/instances":
+            if self.room <= 0:
+                raise RuntimeError("something unexpected")
+            self.room -= 1
+        return super().post_json_bytes(uri, body)
+
+
+def test_an_unexpected_error_records_the_files_stored_before_it_first(
+        services: Services, handed: Handed, tmp_path: Path) -> None:
+    """Issue 12, item 6: the two files stored are recorded (a partial row that says why) before the error goes
+    on; nothing is left to the ingest worker, and recording what failed is not retried in a loop."""
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261201", instances=3)
+    broken = BrokenAfter(room=2)
+    with pytest.raises(RuntimeError, match="something unexpected"), \
+            Batch(dataclasses.replace(services, pacs=broken), uploaded_by="tech-9", source="api") as batch:
+        for path in files:
+            batch.add(path.name, path.read_bytes())
+        batch.finish()
+    assert len(broken.instances) == 2
+    assert batch.interrupted == ("the upload stopped after 2 file(s) on an internal error (RuntimeError);"
+                                 " the files after were not read")
+    assert [row[:4] for row in upload_rows(services, uid)] == [("partial", "api", "tech-9", 2)]
+    assert batch.studies[uid].upload_status == "partial"
+    assert handed.later == []  # recorded here, not handed to the worker
+
+
+def test_an_error_while_recording_is_not_recorded_twice(services: Services, handed: Handed, tmp_path: Path) -> None:
+    """An error raised by ``finish`` itself goes on as it is (no second attempt on the way out); the studies it
+    did not record go to the ingest worker, as before."""
+    uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261201", instances=1)
+
+    class Failing(Batch):
+        def _record(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("recording failed")
+
+    with pytest.raises(RuntimeError, match="recording failed"), \
+            Failing(services, uploaded_by="tech-9", source="api") as batch:
+        batch.add(files[0].name, files[0].read_bytes())
+        batch.finish()
+    assert batch.interrupted is None
+    assert upload_rows(services, uid) == []
+    assert len(handed.later) == 1
 
 
 def zip_bytes(files: list[Path]) -> bytes:

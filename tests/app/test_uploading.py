@@ -3,6 +3,7 @@ then each study recorded and matched once, one audit row per study."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -148,3 +149,36 @@ def test_the_study_records_the_uploads_own_source_and_uploader(
     assert tuple(link) == ("cd_import", "tech-5", 2)
     assert upload_rows(services, uid) == [("success", "cd_import", "tech-5", 2,
                                            sum(len(p.read_bytes()) for p in files), None)]
+
+
+def test_add_all_checks_every_file_first_and_answers_as_add_one_by_one(
+        services: Services, tmp_path: Path) -> None:
+    """``Batch.add_all`` (upload-multiple): the same per-file results, in the files' order, and the same rows as
+    ``add`` file by file, for good files, a cut one (counted against its study), a non-DICOM one and a file
+    whose UID is missing; each run on its own Orthanc."""
+    patient = mrn()
+    uid, files = make_study(tmp_path, patient_id=patient, accession=None, study_date="20261120", instances=3)
+    no_uid = pydicom.dcmread(files[1])
+    del no_uid.SeriesInstanceUID
+    buffer = io.BytesIO()
+    no_uid.save_as(buffer)
+    sent: list[tuple[str, bytes | memoryview]] = [
+        (files[0].name, files[0].read_bytes()), ("notes.txt", b"not a DICOM file"),
+        ("cut.dcm", files[1].read_bytes()[:-2000]), ("no-series.dcm", buffer.getvalue()),
+        (files[2].name, memoryview(files[2].read_bytes()))]
+
+    def run(together: bool) -> tuple[list[dict[str, object]], list[str], FakeOrthanc]:
+        orthanc = FakeOrthanc()
+        with Batch(dataclasses.replace(services, pacs=orthanc), uploaded_by="tech-6", source="api") as batch:
+            results = batch.add_all(sent) if together else [batch.add(name, data) for name, data in sent]
+            batch.finish()
+        assert [r.to_json() for r in results] == [r.to_json() for r in batch.results]
+        return [r.to_json() for r in batch.results], [s.upload_status for s in batch.studies.values()], orthanc
+
+    one_by_one, together = run(False), run(True)
+    assert together[:2] == one_by_one[:2]
+    assert [r["status"] for r in together[0]] == ["stored", "failed", "failed", "failed", "stored"]
+    assert together[0][2]["study_instance_uid"] == uid  # the cut file still counts against its study
+    assert together[1] == ["partial"]
+    assert sorted(together[2].instances) == sorted(one_by_one[2].instances)
+    assert [row[:4] for row in upload_rows(services, uid)] == [("partial", "api", "tech-6", 2)] * 2

@@ -193,8 +193,9 @@ class FakeOrthanc:
     def post_json(self, uri: str, body: Any) -> Any:
         return json.loads(self.post_bytes(uri, json.dumps(body)))
 
-    def post_bytes(self, uri: str, body: bytes | str) -> bytes:
+    def post_bytes(self, uri: str, body: bytes | memoryview | str) -> bytes:
         self.calls.append(("POST", uri))
+        body = bytes(body) if isinstance(body, memoryview) else body
         if uri == "/tools/lookup":
             uid = body.decode() if isinstance(body, bytes) else body
             found = [{"ID": i, "Type": level, "Path": f"/{level.lower()}s/{i}"}
@@ -205,7 +206,7 @@ class FakeOrthanc:
                                            remote_aet=None)).encode()
         raise UnknownRoute(f"the fake Orthanc does not answer POST {uri}")
 
-    def post_json_bytes(self, uri: str, body: bytes) -> Any:
+    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
         return json.loads(self.post_bytes(uri, body))
 
     def delete(self, uri: str) -> None:

@@ -67,3 +67,40 @@ def test_the_upload_check_leaves_pixel_data_unread_and_still_measures_it() -> No
     assert str(refused.value) == f"incomplete DICOM file: {expected}"
     # A deferred value is still there when asked for (read on first use).
     assert len(parsed.dataset.PixelData) == pixels.length
+
+
+def test_a_batch_s_remembered_conversions_change_no_finding() -> None:
+    """``parse(converted=)``: one set shared by every file and cut of every file read here, as a batch shares it;
+    each reading finds what a reading without it finds, and the set did spare conversions."""
+    converted: dicom_file.Converted = set()
+    for name in FILES:
+        for piece in cuts(data(name)):
+            shared = findings_with(piece, converted)
+            assert shared == findings(piece, HEADER_VALUES_UP_TO), (name, len(piece))
+    assert len(converted) > 100
+
+
+def findings_with(source: bytes, converted: dicom_file.Converted) -> tuple[str, ...]:
+    try:
+        parsed = dicom_file.parse(source, defer_size=HEADER_VALUES_UP_TO, converted=converted)
+    except dicom_file.DicomFileError as exc:
+        return ("error", str(exc))
+    return ("read", str(parsed.has_preamble), str(parsed.has_file_meta), *parsed.problems,
+            *map(str, sorted(parsed.dataset.keys())))
+
+
+def test_a_value_that_failed_to_convert_is_never_remembered() -> None:
+    """A US value of 3 bytes (pydicom: BytesLengthException) is refused in a batch whose earlier file had a good
+    BitsStored, and again after; the good file still reads."""
+    whole = data("MR_small.dcm")
+    rows = b"\x28\x00\x01\x01US\x02\x00"
+    assert whole.count(rows) == 1
+    at = whole.index(rows)
+    broken = whole[:at] + rows[:6] + b"\x03\x00" + whole[at + 8:at + 10] + b"\x00" + whole[at + 10:]
+    converted: dicom_file.Converted = set()
+    assert dicom_file.parse(whole, defer_size=HEADER_VALUES_UP_TO, converted=converted).problems == []
+    for _ in range(2):
+        with pytest.raises(dicom_file.DicomFileError, match="BytesLengthException"):
+            dicom_file.parse(broken, defer_size=HEADER_VALUES_UP_TO, converted=converted)
+    assert [key[2] for key in converted if key[0] == 0x00280101] == [b"\x10\x00"]  # the good BitsStored only
+    assert dicom_file.parse(whole, defer_size=HEADER_VALUES_UP_TO, converted=converted).problems == []

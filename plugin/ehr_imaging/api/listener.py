@@ -4,9 +4,11 @@ Orthanc's HTTP server answers ``multipart/form-data`` POSTs itself (it feeds eac
 without the request's headers and answers an empty 200), drops query strings on every method but GET,
 and reads bodies whole into memory. The EHR sends form uploads, ``DELETE …?reason=`` and large ZIPs, so
 the plugin also serves ``/api/v1/dicom/*`` (and ``/fhir/*``) on a port of its own (``ApiPort``), inside Orthanc's
-process, from waitress (``api_server.py``: strict heads, deadlines, connection limits): form parts are streamed to
-temporary files, large raw bodies too, sizes are checked against the limits before anything is read, and
-the same ``Router`` answers. A rate-limited route's 429 (``Router.early_refusal``) is answered from the
+process, from waitress (``api_server.py``: strict heads, deadlines, connection limits): a form's body, once received
+whole (waitress spools one over 512 KB to a temporary file, mapped into memory here), is split into parts that are
+views of it (``form_parts.py``; parts over 1 MB go to temporary files, and a body of any other shape to
+python-multipart, as before), large raw bodies are spooled, sizes are checked against the limits before anything
+is read, and the same ``Router`` answers. A rate-limited route's 429 (``Router.early_refusal``) is answered from the
 head to a client that sends ``Expect: 100-continue`` (it never sends the body), else before the received
 body is parsed or spooled. Orthanc's port keeps serving the same routes for what works there (browsers
 on the viewer's origin, health checks).
@@ -14,8 +16,11 @@ on the viewer's origin, health checks).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import mmap
+import os
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +34,7 @@ from python_multipart.multipart import FormParser
 
 from ..config import Settings
 from ..core.access import is_api_path, is_canonical
+from . import form_parts
 from .api_server import ApiServer, Limits, serve_in_thread
 from .http_strict import Refusal
 from .router import Request, Response, Router, UploadedFile, error_for, error_response
@@ -36,6 +42,7 @@ from .tls_channel import server_context
 
 CHUNK = 1024 * 1024
 SPOOL_RAW_BODY_ABOVE = 8 * 1024 * 1024  # raw bodies larger than this go to a temporary file
+MEMORY_PART_BYTES = 1024 * 1024  # form parts up to this stay in memory (views of the body), larger ones go to disk
 _HOP_BY_HOP = {"content-length", "content-type", "connection", "transfer-encoding"}
 
 
@@ -158,6 +165,33 @@ class _WsgiApp:
             request.body = b"".join(_chunks(body, length))
 
     def _read_form(self, request: Request, body: IO[bytes], length: int, cleanup: list[Any]) -> None:
+        try:
+            boundary = _boundary(request.headers.get("content-type", ""))
+        except ValueError as exc:
+            raise _Refusal(error_response(400, f"malformed multipart/form-data body: {exc}")) from None
+        whole = _whole(body, length, cleanup)
+        parts = form_parts.split(whole, boundary)
+        if parts is None:  # not the plain shape: python-multipart reads it (or refuses it), as it always did
+            self._parse_form(request, whole, boundary, cleanup)
+            return
+        for part in parts:
+            field = part.field.decode("utf-8", "replace")
+            if part.file_name is None:
+                request.form[field] = bytes(part.content).decode("utf-8", "replace")
+                continue
+            name = part.file_name.decode("utf-8", "replace") or "upload"
+            content_type = part.content_type or "application/octet-stream"
+            size = part.content.nbytes
+            if size <= MEMORY_PART_BYTES:  # a view of the body: no copy
+                request.files.append(UploadedFile(field, name, content_type, size, data=part.content))
+                continue
+            spooled = tempfile.NamedTemporaryFile(prefix="ehr-part-", dir=self.spool_dir, delete=False)  # noqa: SIM115
+            cleanup.append(Path(spooled.name))
+            with spooled:
+                spooled.write(part.content)
+            request.files.append(UploadedFile(field, name, content_type, size, path=Path(spooled.name)))
+
+    def _parse_form(self, request: Request, whole: form_parts.Whole, boundary: bytes, cleanup: list[Any]) -> None:
         def on_field(field: Any) -> None:
             name = (field.field_name or b"").decode("utf-8", "replace")
             value = field.value
@@ -175,13 +209,12 @@ class _WsgiApp:
                 path = Path(part.actual_file_name.decode())
                 request.files.append(UploadedFile(field, name, content_type, part.size, path=path))
 
-        config = {"MAX_MEMORY_FILE_SIZE": 1024 * 1024, "UPLOAD_DIR": self.spool_dir, "UPLOAD_DELETE_TMP": True,
+        config = {"MAX_MEMORY_FILE_SIZE": MEMORY_PART_BYTES, "UPLOAD_DIR": self.spool_dir, "UPLOAD_DELETE_TMP": True,
                   "MAX_BODY_SIZE": self.max_body_bytes}
         try:
-            parser = FormParser("multipart/form-data", on_field, on_file,
-                                boundary=_boundary(request.headers.get("content-type", "")), config=config)
-            for chunk in _chunks(body, length):
-                parser.write(chunk)
+            parser = FormParser("multipart/form-data", on_field, on_file, boundary=boundary, config=config)
+            for at in range(0, len(whole), CHUNK):
+                parser.write(whole[at:at + CHUNK])
             parser.finalize()
         except (FormParserError, ValueError) as exc:
             raise _Refusal(error_response(400, f"malformed multipart/form-data body: {exc}")) from None
@@ -282,9 +315,28 @@ def _chunks(body: IO[bytes], length: int) -> Iterator[bytes]:
         yield chunk
 
 
+def _whole(body: IO[bytes], length: int, cleanup: list[Any]) -> form_parts.Whole:
+    """The whole body without reading it again: waitress's temporary file (bodies over 512 KB) mapped into memory
+    read-only, else its bytes (read as before: a body shorter than announced is a 400)."""
+    try:
+        descriptor = body.fileno()
+        body.flush()
+        complete = length > 0 and os.fstat(descriptor).st_size == length
+    except (AttributeError, OSError, ValueError):
+        complete = False
+    if complete:
+        mapped = mmap.mmap(descriptor, length, access=mmap.ACCESS_READ)
+        cleanup.append(mapped)
+        return mapped
+    return b"".join(_chunks(body, length))
+
+
 def _discard(item: Any) -> None:
     if isinstance(item, Path):
         item.unlink(missing_ok=True)
+    elif isinstance(item, mmap.mmap):
+        with contextlib.suppress(BufferError):  # a view of it still held somewhere: unmapped when the last one goes
+            item.close()
     else:  # a form part: closing its temporary file deletes it
         item.close()
 

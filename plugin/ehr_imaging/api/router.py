@@ -59,21 +59,26 @@ class _Unauthenticated(Exception):
 
 @dataclass
 class UploadedFile:
-    """One file of a request: a ``multipart/form-data`` part (spooled to disk by the API listener) or a
-    raw request body. Exactly one of ``path`` and ``data`` is set."""
+    """One file of a request: a ``multipart/form-data`` part (a view of the body the API listener received, or
+    spooled to disk when large) or a raw request body. Exactly one of ``path`` and ``data`` is set."""
 
     field: str
     filename: str
     content_type: str
     size: int
     path: Path | None = None
-    data: bytes | None = None
+    data: bytes | memoryview | None = None
 
     def read_bytes(self) -> bytes:
         if self.data is not None:
-            return self.data
+            return self.data if isinstance(self.data, bytes) else bytes(self.data)
         assert self.path is not None
         return self.path.read_bytes()
+
+    def content(self) -> bytes | memoryview:
+        """The content without a copy when it is in memory (a view of the request body, valid while the request
+        is answered); ``read_bytes`` when it is on disk."""
+        return self.data if self.data is not None else self.read_bytes()
 
     def open(self) -> IO[bytes]:
         """A binary stream of the content, without reading it all into memory when it is on disk."""

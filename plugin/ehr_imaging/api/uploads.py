@@ -49,7 +49,7 @@ def upload(api: Api, request: Request) -> Response:
         raise _refuse(api, request, SOURCE, files, uploading.UploadRejected(
             errors.TooLarge, f"file larger than {settings.MaxFileSizeMb} MB"), began)
     with _batch(api, request, SOURCE) as work:
-        result = work.add(files[0].filename, files[0].read_bytes())
+        result = work.add(files[0].filename, files[0].content())
         studies = work.finish()
     if result.status != "stored":
         raise result.failure(f"{result.file_name}: {result.error}")
@@ -96,8 +96,7 @@ def upload_multiple(api: Api, request: Request) -> Response:
     except uploading.UploadRejected as exc:
         raise _refuse(api, request, SOURCE, files, exc, began) from None
     with _batch(api, request, SOURCE) as work:
-        for file in files:
-            work.add(file.filename, file.read_bytes())
+        work.add_all((file.filename, file.content()) for file in files)  # views of the body, not copies
         work.finish()
     _raise_storage_refusal(work)
     return json_response(work.summary())

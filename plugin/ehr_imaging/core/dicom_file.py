@@ -24,7 +24,7 @@ from pydicom.uid import UID
 
 from .dicom_values import is_uid
 
-Source = bytes | IO[bytes]
+Source = bytes | memoryview | IO[bytes]
 
 PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)})
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
@@ -58,14 +58,28 @@ class ParsedFile:
         return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-def parse(source: Source, *, defer_size: int | None = None) -> ParsedFile:
+# What ``parse(converted=)`` remembers: values of these VRs, explicit in the file, converted by nothing but their
+# bytes and the character set (no private creator, no ambiguous VR resolved from other elements, no sequence).
+MEMO_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF",
+                      "OL", "OV", "OW", "PN", "SH", "SL", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UR", "US",
+                      "UT", "UV"})
+MEMO_VALUE_BYTES = 1024  # longer values are converted each time (not kept)
+Converted = set[tuple[object, ...]]
+
+
+def parse(source: Source, *, defer_size: int | None = None, converted: Converted | None = None) -> ParsedFile:
     """Read a DICOM file (Part 10, or a bare dataset without preamble and file meta); raise
     ``DicomFileError`` when it is not DICOM. Truncation is reported in ``problems``, not raised.
 
     ``defer_size``: values longer than this (pixel data) are not read, only their length and place, which
     the truncation check compares with the bytes there are (the same findings, without copying them); such
-    a value is read on first use. For a caller that needs the header only (the upload check)."""
-    data = source if isinstance(source, bytes) else source.read()
+    a value is read on first use. For a caller that needs the header only (the upload check).
+
+    ``converted``: a set the caller keeps across the files of one batch, of the values already converted without
+    error (filled here); an identical value (same tag, VR, bytes, byte order and character set) is not converted
+    again. The files of a series share most of their header, so this skips most conversions; the findings are
+    the same, conversion being a function of exactly those."""
+    data = source if isinstance(source, bytes | memoryview) else source.read()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -83,7 +97,7 @@ def parse(source: Source, *, defer_size: int | None = None) -> ParsedFile:
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     try:  # pydicom converts each value when first asked: try each now, so an unknown VR is caught here
         truncation = _truncation(ds, len(data))
-        _check_values(ds, defer_size)
+        _check_values(ds, defer_size, converted)
     except Exception as exc:  # noqa: BLE001 - e.g. NotImplementedError for an unknown VR
         raise DicomFileError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     parsed = ParsedFile(
@@ -116,21 +130,43 @@ def _looks_like_dicom(ds: Dataset) -> bool:
         return False
 
 
-def _check_values(ds: Dataset, defer_size: int | None) -> None:
+def _check_values(ds: Dataset, defer_size: int | None, converted: Converted | None = None) -> None:
     """Convert each top-level value once, on the side (the dataset keeps its raw elements, so it is written
     back byte for byte): a value pydicom cannot convert (an unknown VR) raises here, not in whoever reads it.
-    A deferred value (longer than ``defer_size``: pixel data) stays unread: nothing in the check reads it."""
+    A deferred value (longer than ``defer_size``: pixel data) stays unread: nothing in the check reads it.
+    ``converted``: see ``parse``; a value is remembered only once its conversion succeeded."""
     encoding = ds._character_set
+    charset = tuple(encoding) if isinstance(encoding, list | tuple) else (str(encoding),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what a value's form lacks is validation's to say, not the reader's
-        for tag in sorted(ds.keys()):  # tags: iterating the dataset itself would convert every value
-            raw: object = ds.get_item(tag, keep_deferred=True)  # typed DataElement; a RawDataElement until read
+        for tag, raw in _as_read(ds):
             if not isinstance(raw, RawDataElement):
                 continue
             if raw.value is not None:
+                key = _memo_key(raw, charset) if converted is not None else None
+                if key is not None and key in converted:  # type: ignore[operator]
+                    continue
                 convert_raw_data_element(raw, encoding=encoding, ds=ds)
+                if key is not None:
+                    converted.add(key)  # type: ignore[union-attr]
             elif defer_size is None or raw.length <= defer_size:
                 ds.get_item(tag)  # a value pydicom left to read on first use (e.g. an unknown VR): read it now
+
+
+def _as_read(ds: Dataset) -> list[tuple[BaseTag, object]]:
+    """The top-level elements in tag order as they are now: a RawDataElement until converted, a deferred value
+    unread (what ``get_item(tag, keep_deferred=True)`` gives, without its cost per tag; iterating the dataset
+    itself, or ``elements()``, would convert or read every value)."""
+    return sorted(ds._dict.items())
+
+
+def _memo_key(raw: RawDataElement, charset: tuple[str, ...]) -> tuple[object, ...] | None:
+    """What a value's conversion depends on, when nothing else does (see ``MEMO_VRS``); None: convert it."""
+    if raw.VR not in MEMO_VRS or raw.tag.is_private or not isinstance(raw.value, bytes):
+        return None
+    if len(raw.value) > MEMO_VALUE_BYTES:
+        return None
+    return (int(raw.tag), raw.VR, raw.value, raw.length, raw.is_implicit_VR, raw.is_little_endian, charset)
 
 
 def _truncation(ds: Dataset, size: int) -> list[str]:
@@ -139,8 +175,8 @@ def _truncation(ds: Dataset, size: int) -> list[str]:
     what a deferred value (not read) is measured against."""
     problems: list[str] = []
     pixels_held: int | None = None
-    for tag in sorted(ds.keys()):  # as read: a deferred value stays unread (elements() would read it)
-        measured = _held_bytes(ds.get_item(tag, keep_deferred=True), size)
+    for tag, raw in _as_read(ds):
+        measured = _held_bytes(raw, size)
         if measured is None:
             continue
         held, length = measured

@@ -204,7 +204,7 @@ class UploadedSource(Protocol):
 
     filename: str
     path: Path | None
-    data: bytes | None
+    data: bytes | memoryview | None
 
 
 def keep_copy(upload: UploadedSource, target: Path) -> None:
