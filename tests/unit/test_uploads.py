@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from ehr_imaging.api.router import status_of
 from ehr_imaging.app import uploading
@@ -177,6 +179,20 @@ def test_check_dicom_wants_the_three_uids() -> None:
     with pytest.raises(uploading.UploadRejected) as refused:
         uploading.check_dicom(b"not dicom at all")
     assert status_of(refused.value.error) == 400  # not DICOM: the request cannot be read as sent (issue 11)
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_check_dicom_refuses_a_nul_inside_an_identifying_value(keyword: str) -> None:
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    assert uploading.check_dicom(buffer.getvalue())  # as it is: accepted (trailing NUL padding is no NUL inside)
+    setattr(ds, keyword, "1.2.3\x004")
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(uploading.UploadRejected) as refused:
+        uploading.check_dicom(buffer.getvalue())
+    assert (status_of(refused.value.error), refused.value.detail) == (400, f"{keyword} holds a NUL character")
 
 
 def _zip(entries: int, comment: bytes = b"") -> bytes:

@@ -56,6 +56,9 @@ def check_dicom(data: bytes | memoryview, converted: dicom_file.Converted | None
         parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES, converted=converted)
     except dicom_file.DicomFileError as exc:
         raise UploadRejected(errors.Malformed, str(exc)) from None
+    for keyword in ("PatientID", *UID_KEYWORDS):  # recorded as text: PostgreSQL refuses NUL in text (was a 500)
+        if "\x00" in str(parsed.dataset.get(keyword, "")).rstrip("\x00 "):
+            raise UploadRejected(errors.Malformed, f"{keyword} holds a NUL character")
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
         has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
         raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}",
