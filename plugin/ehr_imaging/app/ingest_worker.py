@@ -6,7 +6,9 @@ log (``/changes?since=<cursor>&limit=``) in Orthanc's order from a cursor kept i
 (store/ingest_cursor.py), and advances the cursor only once a change is handled (at-least-once; handling is
 idempotent), so a restart resumes where it stopped: its cost grows with the changes missed, not with the archive.
 The change callback (hooks/changes.py) only wakes it; it also polls every second. While PostgreSQL is down it
-waits and retries, so no ingest is lost and none is slowed.
+waits and retries, so no ingest is lost and none is slowed. In a flood it handles up to IngestBatchSize study
+changes together (app/ingest_changes.py: the stable studies among them recorded in one transaction), and the
+cursor never passes a change read but not handled yet.
 
 Several nodes sharing Orthanc's index in PostgreSQL share one change log and one cursor row: its lease makes one
 node at a time the follower, another takes over once the follower's lease runs out. A node with its own index
@@ -60,7 +62,7 @@ class IngestWorker:
         self._node = node
         self._spool = spool or DeletionSpool(None)
         self._gap_grace = GAP_GRACE_SECONDS if shared_index else 0.0
-        self._batch_size = max(services.settings.IngestBatchSize, 1)  # stable studies per transaction
+        self._batch_size = max(services.settings.IngestBatchSize, 1)  # study changes handled together
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._deleted_inbox: deque[str] = deque()  # DELETED events not yet in the spool
