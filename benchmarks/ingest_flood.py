@@ -4,8 +4,9 @@ Two plugin stacks, the same but for ``IngestBatchSize`` (1: one study per transa
 the default: up to that many per transaction), StableAge 2 s. Each round, in each stack in turn (who goes first
 alternates), N single-instance CT studies (benchmarks/archive_scale.py's) are stored by 4 storescu associations:
 
-- **flood**: with the worker following: the most studies stored but not yet recorded (sampled every 0.2 s) and
-  the seconds from the last store until every study is recorded and the cursor is at Orthanc's last change;
+- **flood**: with the worker following: the C-STORE rate (does the worker's work slow the storage path?), the
+  most studies stored but not yet recorded (sampled every 0.2 s) and the seconds from the last store until
+  every study is recorded and the cursor is at Orthanc's last change;
 - **drain**: the worker paused (the benchmark holds its change log's lease, as another node would), N studies
   stored and left to turn stable, then the lease given back: the worker's own studies/s through that backlog
   (first to last recorded) and the Orthanc process's CPU ms per study meanwhile.
@@ -80,8 +81,9 @@ def write(writer: Studies, first: int, count: int) -> tuple[Path, list[Path]]:
     return folder, sorted(folder.iterdir())
 
 
-def flood(stack: Stack, client: Client, files: list[Path], before: int) -> tuple[int, float]:
-    """Store with the worker following: (the most studies waiting, seconds from the last store to caught up)."""
+def flood(stack: Stack, client: Client, files: list[Path], before: int) -> tuple[float, int, float]:
+    """Store with the worker following: (instances/s stored, the most studies waiting, seconds from the last
+    store to caught up)."""
     done = threading.Event()
     most = [0]
 
@@ -94,10 +96,10 @@ def flood(stack: Stack, client: Client, files: list[Path], before: int) -> tuple
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        store(stack, files)
+        rate = len(files) / store(stack, files)
         stored_at = time.perf_counter()
         wait(lambda: caught_up(client, before + len(files)), timeout=600)
-        return most[0], time.perf_counter() - stored_at
+        return rate, most[0], time.perf_counter() - stored_at
     finally:
         done.set()
         sampler.join()
@@ -126,8 +128,8 @@ def run(studies: int, rounds: int, batch: int) -> None:
     stacks = {"one-by-one": start(1), f"batches of {batch}": start(batch)}
     clients = {name: Client(stack) for name, stack in stacks.items()}
     writer = Studies()
-    figures: dict[str, dict[str, list[float]]] = {name: {"most": [], "lag": [], "rate": [], "cpu": []}
-                                                  for name in stacks}
+    measures = ("stored", "most", "lag", "rate", "cpu")
+    figures: dict[str, dict[str, list[float]]] = {name: {m: [] for m in measures} for name in stacks}
     number = 0
     try:
         for client in clients.values():
@@ -141,11 +143,13 @@ def run(studies: int, rounds: int, batch: int) -> None:
                     for name in order:
                         client, before = clients[name], recorded(clients[name])
                         if phase == "flood":
-                            most, lag = flood(stacks[name], client, files, before)
+                            stored, most, lag = flood(stacks[name], client, files, before)
+                            figures[name]["stored"].append(stored)
                             figures[name]["most"].append(most)
                             figures[name]["lag"].append(lag)
-                            print(f"  round {round_no + 1} {name:16} flood: most waiting {most}, all recorded"
-                                  f" {lag:.2f} s after the last store (load {loadavg()})", flush=True)
+                            print(f"  round {round_no + 1} {name:16} flood: {stored:.0f} instances/s stored, most"
+                                  f" waiting {most}, all recorded {lag:.2f} s after the last store"
+                                  f" (load {loadavg()})", flush=True)
                         else:
                             rate, cpu = drain(stacks[name], client, files, before)
                             figures[name]["rate"].append(rate)
@@ -162,6 +166,7 @@ def run(studies: int, rounds: int, batch: int) -> None:
         print(f"  {'measure':44} {names[0]:>12} {names[1]:>16} {'ratio':>6}")
         for key, label, fmt in (("rate", "drain: worker studies/s", "{:.0f}"),
                                 ("cpu", "drain: Orthanc CPU ms per study", "{:.2f}"),
+                                ("stored", "flood: C-STORE instances/s (4 associations)", "{:.0f}"),
                                 ("most", "flood: most studies waiting", "{:.0f}"),
                                 ("lag", "flood: last store -> all recorded, s", "{:.2f}")):
             ratio = new[key] / base[key] if base[key] else float("nan")
