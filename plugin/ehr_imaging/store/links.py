@@ -171,7 +171,8 @@ def _copy_facts(link: StudyLink, seen: StudyObservation) -> None:
     link.modalities = list(seen.modalities)
     if seen.explicit_order_id:
         link.explicit_order_id = seen.explicit_order_id
-    link.updated_at = func.now()
+    if link.first_seen_at is not None:  # a new one's is the server's now() (so a batch's rows go in one INSERT)
+        link.updated_at = func.now()
 
 
 def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
