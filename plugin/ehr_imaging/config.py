@@ -87,6 +87,7 @@ class Settings:
     # Deletion (README "Deletion: approval and recovery"): "none" deletes at once; "required": a second admin approves.
     DeletionApproval: str = "none"
     OrderStatusUpdates: bool = True  # the images move an order: scheduled -> in-progress -> completed
+    IngestBatchSize: int = 50  # stable studies the ingest worker records per transaction; 1: one at a time
     DeletionRequestTtlHours: float = 72.0  # a request not approved or rejected by then expires
     DeletedStudyRetentionDays: float = 30.0  # a deleted study's files are kept (restorable) this long; 0: not kept
     DeletedStudyDir: str = ""  # the private folder of deleted studies' files (shared by the nodes of a cluster)
@@ -197,7 +198,7 @@ _MINIMUMS: dict[str, int] = {"DatabasePoolSize": 1, "DatabaseConnectTimeoutSecon
              "ApiMaxConnectionsPerAddress": 1, "ApiWorkerThreads": 1, "MaxConcurrentDownloads": 1,
              "WorklistMaxAnswers": 1, "DicomFindMaxAnswers": 1, "EventRetryBaseSeconds": 1,
              "EventRetryMaxSeconds": 1, "EventTimeoutSeconds": 1, "AuditSpoolSyncMillis": 1,
-             "EventRetentionDays": 1}
+             "EventRetentionDays": 1, "IngestBatchSize": 1}
 
 
 # Settings with a fixed vocabulary; settings that must be more than zero (a float may be a fraction).

@@ -1,12 +1,14 @@
 """What happens when a study becomes stable: read it from Orthanc, record the ingest, match it.
 
-Runs on the ingest worker thread (app/ingest_worker.py), never on Orthanc's storage path.
+Runs on the ingest worker thread (app/ingest_worker.py), never on Orthanc's storage path; in a flood it records
+several stable studies per transaction (record_stable_studies).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..core import study_identity
@@ -15,7 +17,7 @@ from ..core.dicom_values import parse_da, parse_tm
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
-from ..store import collisions, links, order_status, studies
+from ..store import collisions, link_batches, links, order_status, studies
 from ..store import upload_log as uploads
 
 # Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
@@ -74,12 +76,65 @@ def record(services: Services, seen: StudyObservation,
     outcome = links.record_ingest(services.engine, seen, services.match_policy, audit,
                                   still_stored=lambda orthanc_id: stored(services, orthanc_id),
                                   coerce=services.settings.CoerceTags)
+    _quarantine(services, seen, outcome)
+    return outcome
+
+
+def _quarantine(services: Services, seen: StudyObservation, outcome: links.LinkOutcome) -> None:
     if outcome.arrival is Arrival.COLLISION and outcome.quarantine_uid is not None:
         services.log_error(f"ehr-imaging: Orthanc study {seen.orthanc_study_id} quarantined: {REASON_COLLISION}"
                            f" (StudyInstanceUID {seen.study_instance_uid} is recorded under another patient);"
                            f" moving it to StudyInstanceUID {outcome.quarantine_uid}")
         move_out_of_the_way(services, seen.orthanc_study_id, outcome.quarantine_uid)
-    return outcome
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What record_stable_studies did: each recorded study's outcome, and those to record alone (why)."""
+
+    outcomes: dict[str, links.LinkOutcome]
+    failed: dict[str, str]
+
+
+def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) -> Recorded:
+    """process_stable_study for several studies, recorded in one transaction (store/link_batches.py).
+
+    A study an upload holds, one gone or without a StudyInstanceUID is passed over as process_stable_study
+    passes it over; one whose read from Orthanc, or whose coercion after the commit, failed is in ``failed``
+    (for the caller to record alone: its batch-mates are recorded). Raises when the transaction fails: then
+    none of the batch is recorded."""
+    observed: list[StudyObservation] = []
+    uids: set[str] = set()
+    failed: dict[str, str] = {}
+    for study in dict.fromkeys(orthanc_study_ids):  # once each, the latest read covers every change
+        if services.holds.is_held(study):
+            continue
+        try:
+            seen = observe_study(services, study)
+        except Exception as exc:  # noqa: BLE001 - this study alone is retried by the caller
+            failed[study] = f"{type(exc).__name__}: {exc}"
+            continue
+        if seen is None or not seen.study_instance_uid or services.holds.is_held(study):
+            continue
+        if seen.study_instance_uid in uids:
+            failed[study] = "another Orthanc study of the batch has its StudyInstanceUID"
+        else:
+            uids.add(seen.study_instance_uid)
+            observed.append(seen)
+    outcomes = link_batches.record_ingests(services.engine, observed, services.match_policy,
+                                           still_stored=lambda orthanc_id: stored(services, orthanc_id),
+                                           coerce=services.settings.CoerceTags)
+    done: dict[str, links.LinkOutcome] = {}
+    for seen, outcome in zip(observed, outcomes, strict=True):
+        try:
+            _quarantine(services, seen, outcome)
+            if services.settings.CoerceTags and outcome.order_id is not None:
+                coerce_tags(services, seen)
+        except Exception as exc:  # noqa: BLE001 - recorded; the caller retries the rest of it alone
+            failed[seen.orthanc_study_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        done[seen.orthanc_study_id] = outcome
+    return Recorded(done, failed)
 
 
 def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_uid: str) -> None:
@@ -232,6 +287,36 @@ def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
     Returns that order's id."""
     if not services.settings.OrderStatusUpdates and not services.settings.EventEndpoints:
         return None
+    arrival = _arrival(services, orthanc_study_id)
+    if arrival is None:
+        return None
+    return order_status.study_arrived(services.engine, accession=arrival.accession, patient_id=arrival.patient_id,
+                                      study_uid=arrival.study_uid, orthanc_study_id=orthanc_study_id,
+                                      status_updates=services.settings.OrderStatusUpdates)
+
+
+def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> list[str]:
+    """study_arrived for several new studies, in one transaction. Returns those to try alone (their read from
+    Orthanc failed, or another of the batch has their StudyInstanceUID). Raises when the transaction fails."""
+    if not services.settings.OrderStatusUpdates and not services.settings.EventEndpoints:
+        return []
+    arrivals: dict[str, order_status.Arrived] = {}
+    alone = []
+    for study in dict.fromkeys(orthanc_study_ids):
+        try:
+            arrival = _arrival(services, study)
+        except Exception:  # noqa: BLE001 - tried alone, best effort
+            alone.append(study)
+            continue
+        if arrival is not None and arrival.study_uid in arrivals:
+            alone.append(study)
+        elif arrival is not None:
+            arrivals[arrival.study_uid] = arrival
+    order_status.studies_arrived(services.engine, list(arrivals.values()), services.settings.OrderStatusUpdates)
+    return alone
+
+
+def _arrival(services: Services, orthanc_study_id: str) -> order_status.Arrived | None:
     try:
         study = services.pacs.get_json(f"/studies/{orthanc_study_id}")
     except NotFound:  # gone already
@@ -240,7 +325,5 @@ def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
     uid = str(tags.get("StudyInstanceUID") or "")
     if not uid:
         return None
-    return order_status.study_arrived(services.engine, accession=_text(tags.get("AccessionNumber")),
-                                      patient_id=_text(patient.get("PatientID")), study_uid=uid,
-                                      orthanc_study_id=orthanc_study_id,
-                                      status_updates=services.settings.OrderStatusUpdates)
+    return order_status.Arrived(_text(tags.get("AccessionNumber")), _text(patient.get("PatientID")), uid,
+                                orthanc_study_id)

@@ -6,7 +6,9 @@ log (``/changes?since=<cursor>&limit=``) in Orthanc's order from a cursor kept i
 (store/ingest_cursor.py), and advances the cursor only once a change is handled (at-least-once; handling is
 idempotent), so a restart resumes where it stopped: its cost grows with the changes missed, not with the archive.
 The change callback (hooks/changes.py) only wakes it; it also polls every second. While PostgreSQL is down it
-waits and retries, so no ingest is lost and none is slowed.
+waits and retries, so no ingest is lost and none is slowed. In a flood it handles up to IngestBatchSize study
+changes together (app/ingest_changes.py: the stable studies among them recorded in one transaction), and the
+cursor never passes a change read but not handled yet.
 
 Several nodes sharing Orthanc's index in PostgreSQL share one change log and one cursor row: its lease makes one
 node at a time the follower, another takes over once the follower's lease runs out. A node with its own index
@@ -32,10 +34,8 @@ from ..store import db
 from ..store import ingest_cursor as cursors
 from . import ingest_repair
 from .deletion_spool import DeletionSpool
-from .ingest import process_stable_study, study_arrived, study_deleted
+from .ingest_changes import ARRIVED, DELETED, STABLE, ChangeHandler
 
-MAX_ATTEMPTS = 5
-STABLE, DELETED, ARRIVED = "stable", "deleted", "arrived"
 # Orthanc's change types the worker acts on (at study level); every other change only moves the cursor on.
 STUDY_CHANGES = {"StableStudy": STABLE, "NewStudy": ARRIVED}
 BATCH = 200  # changes read per request
@@ -62,11 +62,12 @@ class IngestWorker:
         self._node = node
         self._spool = spool or DeletionSpool(None)
         self._gap_grace = GAP_GRACE_SECONDS if shared_index else 0.0
+        self._batch_size = max(services.settings.IngestBatchSize, 1)  # study changes handled together
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._deleted_inbox: deque[str] = deque()  # DELETED events not yet in the spool
         self._handed: deque[tuple[str, str, float]] = deque()  # (STABLE or DELETED, study, when handed over)
-        self._attempts: dict[tuple[str, str], int] = {}
+        self._changes = ChangeHandler(services, log_warning, log_error)
         self._gaps: dict[int, float] = {}  # a missing sequence number near the head -> when first seen
         # Stable studies an upload on this node holds (it records them at its end) -> their change: the cursor
         # written to PostgreSQL stays before the earliest, so a crash during the upload replays it.
@@ -178,14 +179,14 @@ class IngestWorker:
         cursor then stays where it is."""
         self._spool_deletions()
         for study in self._spool.pending():
-            if self._handle(DELETED, study, time.monotonic()):
+            if self._changes.handle(DELETED, study, time.monotonic()):
                 self._spool.done(study)
         with self._lock:
             handed = self._handed.popleft() if self._handed else None
         if handed is not None:
             kind, study, queued_at = handed
             try:
-                self._handle(kind, study, queued_at)
+                self._changes.handle(kind, study, queued_at)
             except Exception:
                 with self._lock:
                     self._handed.appendleft(handed)  # retried first, after the pause
@@ -238,6 +239,7 @@ class IngestWorker:
         changes: list[dict[str, Any]] = answer.get("Changes", [])
         fetched_at = time.monotonic()
         handled = seq
+        pending: list[tuple[int, str, str]] = []  # changes read, handled together later: (change, kind, study)
         for change in changes:
             number = int(change["Seq"])
             if number > handled + 1 and self._gap_grace and last - number < GAP_NEAR_HEAD:
@@ -245,13 +247,20 @@ class IngestWorker:
                 if fetched_at - first_seen < self._gap_grace:
                     break  # maybe still committing on another node: read again at the next poll
             kind = STUDY_CHANGES.get(str(change.get("ChangeType")))
+            study = str(change.get("ID"))
             if kind is not None and change.get("ResourceType") == "Study":
-                if kind == STABLE and holds.is_held(str(change["ID"])):
-                    self._deferred.setdefault(str(change["ID"]), number)
-                self._handle(kind, str(change["ID"]), fetched_at)
+                if kind == STABLE and holds.is_held(study):
+                    self._deferred.setdefault(study, number)
+                if kind == ARRIVED and (STABLE, study) in {(k, s) for _, k, s in pending}:
+                    pending = self._changes.flush(pending, fetched_at)  # a study's changes in the log's order
+                pending.append((number, kind, study))
+                if len(pending) >= self._batch_size:
+                    pending = self._changes.flush(pending, fetched_at)
                 if time.monotonic() - self._advanced_at >= ADVANCE_EVERY_SECONDS:
-                    self._advance(number)
+                    # Never past a change not handled yet: a crash replays it.
+                    self._advance(pending[0][0] - 1 if pending else number)
             handled = number
+        self._changes.flush(pending, fetched_at)
         if handled > seq:
             self._advance(handled)
             self._gaps = {k: v for k, v in self._gaps.items() if k > handled}
@@ -316,46 +325,6 @@ class IngestWorker:
                                 " run make reconcile")
 
         threading.Thread(target=repair, name="ehr-ingest-repair", daemon=True).start()
-
-    # --- one change ----------------------------------------------------------------------------------------
-
-    def _handle(self, kind: str, study: str, queued_at: float) -> bool:
-        """Handle one change; True once handled (or given up: a bad study after MAX_ATTEMPTS). Raises to have it
-        retried after a pause (the database away: waited for indefinitely)."""
-        if kind == ARRIVED:
-            self._arrived(study)
-            return True
-        key = (kind, study)
-        try:
-            if kind == DELETED:
-                for message in study_deleted(self._services, study):
-                    self._log_warning(message)
-            else:
-                outcome = process_stable_study(self._services, study)
-                if outcome is not None:
-                    self._services.metrics.matched(time.monotonic() - queued_at)
-                if outcome is not None and outcome.order_id is None:
-                    self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")
-        except Exception as exc:
-            attempts = self._attempts.get(key, 0) + 1
-            self._attempts[key] = attempts
-            self._log_error(f"ehr-imaging: {kind} study {study} failed (attempt {attempts},"
-                            f" {type(exc).__name__}: {exc})")
-            if isinstance(exc, db.UNAVAILABLE) or attempts < MAX_ATTEMPTS:
-                raise
-            # Anything but the database away is a bug or a bad study: given up; make reconcile tries it again.
-            self._log_error(f"ehr-imaging: {kind} study {study} given up after {attempts} attempts")
-        self._attempts.pop(key, None)
-        return True
-
-    def _arrived(self, study: str) -> None:
-        """Best effort, once: an order in progress is a transient state (the link completes it), never worth
-        holding the log while the database is away."""
-        try:
-            study_arrived(self._services, study)
-        except Exception as exc:  # noqa: BLE001 - the stable study's link still completes the order
-            self._log_warning(f"ehr-imaging: order of study {study} not marked in progress ({type(exc).__name__})")
-
 
 class LeaseLost(Exception):
     """Another node follows the shared change log now: this one stops (and goes on with its own deletions)."""

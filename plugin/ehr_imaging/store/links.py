@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
@@ -65,50 +65,60 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
     Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in."""
     with Session(engine) as session, session.begin():
         _lock_study(session, seen.study_instance_uid)
-        quarantined = collisions.moved(session, seen.orthanc_study_id)
-        if quarantined is not None:  # a colliding study, moved to its own StudyInstanceUID: its counts only
-            previous_instances, previous_bytes = collisions.refresh(quarantined, seen)
-            seen = dataclasses.replace(seen, upload_source=quarantined.upload_source or seen.upload_source,
-                                       uploaded_by=quarantined.uploaded_by)
-            row = _upload_row(seen, None, audit, previous_instances, previous_bytes,
-                              note=f"{REASON_COLLISION}: quarantined for reconciliation")
-            if row is not None:
-                session.add(row)
-            return LinkOutcome(None, REASON_COLLISION, max(seen.number_of_instances - previous_instances, 0),
-                               row.id if row is not None else None, Arrival.COLLISION)
-        link = session.get(StudyLink, seen.study_instance_uid)
-        if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
-            arrival = classify_arrival(
-                StudyCopy(link.orthanc_study_id, link.patient_id), StudyCopy(seen.orthanc_study_id, seen.patient_id),
-                recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None,
-                accepted_patient_id=link.accepted_patient_id)
-            if arrival is Arrival.COLLISION:
-                # Counted (and audited as an upload) once moved, by the moved study's own ingest above.
-                target = collisions.quarantine(session, seen, link).quarantine_study_instance_uid
-                return LinkOutcome(None, REASON_COLLISION, 0, None, arrival, target)
-            if arrival is Arrival.MERGE:
-                return LinkOutcome(link.order_id, link.match_reason, 0, None, arrival)
-        previous_instances = link.number_of_instances if link else 0
-        previous_bytes = link.total_size_bytes if link else 0
-        if link is None:
-            outbox.study_arrived(session, study_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
-                                 accession=seen.accession_number, mrn=seen.patient_id, order_id=None, late=True)
-            # Column defaults apply only at INSERT; matching reads these before that.
-            link = StudyLink(study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
-                             upload_source=seen.upload_source, uploaded_by=seen.uploaded_by, auto_match=True,
-                             candidates=[], number_of_instances=0, total_size_bytes=0)
-            session.add(link)
-        _copy_facts(link, seen)
-        _match(session, link, policy)
-        new_instances = max(seen.number_of_instances - previous_instances, 0)
-        if previous_instances and new_instances:  # a later batch of a recorded study
-            order = session.get(ImagingOrder, link.order_id) if link.order_id else None
-            outbox.study_updated(session, link, new_instances=new_instances,
-                                 patient_id=order.patient_id if order is not None else None)
-        row = _upload_row(seen, link.order_id, audit, previous_instances, previous_bytes)
+        return record_in(session, seen, policy, audit, still_stored=still_stored, coerce=coerce)
+
+
+def record_in(session: Session, seen: StudyObservation, policy: MatchPolicy,
+              audit: uploads.UploadAudit | None = None, *, still_stored: Callable[[str], bool] = _always_stored,
+              coerce: bool = False, read: tuple[Mapping[str, Any], Mapping[str, StudyLink]] | None = None,
+              ) -> LinkOutcome:
+    """record_ingest within the caller's transaction, the study's lock already held; ``read``: its batch's
+    quarantine rows (by the Orthanc study moved to, locked) and links, read at once (store/link_batches.py)."""
+    quarantined = collisions.moved(session, seen.orthanc_study_id) if read is None else read[0].get(
+        seen.orthanc_study_id)
+    if quarantined is not None:  # a colliding study, moved to its own StudyInstanceUID: its counts only
+        previous_instances, previous_bytes = collisions.refresh(quarantined, seen)
+        seen = dataclasses.replace(seen, upload_source=quarantined.upload_source or seen.upload_source,
+                                   uploaded_by=quarantined.uploaded_by)
+        row = _upload_row(seen, None, audit, previous_instances, previous_bytes,
+                          note=f"{REASON_COLLISION}: quarantined for reconciliation")
         if row is not None:
             session.add(row)
-        return LinkOutcome(link.order_id, link.match_reason, new_instances, row.id if row is not None else None)
+        return LinkOutcome(None, REASON_COLLISION, max(seen.number_of_instances - previous_instances, 0),
+                           row.id if row is not None else None, Arrival.COLLISION)
+    link = session.get(StudyLink, seen.study_instance_uid) if read is None else read[1].get(seen.study_instance_uid)
+    if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
+        arrival = classify_arrival(
+            StudyCopy(link.orthanc_study_id, link.patient_id), StudyCopy(seen.orthanc_study_id, seen.patient_id),
+            recorded_still_stored=still_stored(link.orthanc_study_id), coerce=coerce and link.order_id is not None,
+            accepted_patient_id=link.accepted_patient_id)
+        if arrival is Arrival.COLLISION:
+            # Counted (and audited as an upload) once moved, by the moved study's own ingest above.
+            target = collisions.quarantine(session, seen, link).quarantine_study_instance_uid
+            return LinkOutcome(None, REASON_COLLISION, 0, None, arrival, target)
+        if arrival is Arrival.MERGE:
+            return LinkOutcome(link.order_id, link.match_reason, 0, None, arrival)
+    previous_instances = link.number_of_instances if link else 0
+    previous_bytes = link.total_size_bytes if link else 0
+    if link is None:
+        outbox.study_arrived(session, study_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
+                             accession=seen.accession_number, mrn=seen.patient_id, order_id=None, late=True)
+        # Column defaults apply only at INSERT; matching reads these before that.
+        link = StudyLink(study_instance_uid=seen.study_instance_uid, orthanc_study_id=seen.orthanc_study_id,
+                         upload_source=seen.upload_source, uploaded_by=seen.uploaded_by, auto_match=True,
+                         candidates=[], number_of_instances=0, total_size_bytes=0)
+        session.add(link)
+    _copy_facts(link, seen)
+    _match(session, link, policy)
+    new_instances = max(seen.number_of_instances - previous_instances, 0)
+    if previous_instances and new_instances:  # a later batch of a recorded study
+        order = session.get(ImagingOrder, link.order_id) if link.order_id else None
+        outbox.study_updated(session, link, new_instances=new_instances,
+                             patient_id=order.patient_id if order is not None else None)
+    row = _upload_row(seen, link.order_id, audit, previous_instances, previous_bytes)
+    if row is not None:
+        session.add(row)
+    return LinkOutcome(link.order_id, link.match_reason, new_instances, row.id if row is not None else None)
 
 
 def _upload_row(seen: StudyObservation, order_id: str | None, audit: uploads.UploadAudit | None,
@@ -161,7 +171,8 @@ def _copy_facts(link: StudyLink, seen: StudyObservation) -> None:
     link.modalities = list(seen.modalities)
     if seen.explicit_order_id:
         link.explicit_order_id = seen.explicit_order_id
-    link.updated_at = func.now()
+    if link.first_seen_at is not None:  # a new one's is the server's now() (so a batch's rows go in one INSERT)
+        link.updated_at = func.now()
 
 
 def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:

@@ -8,6 +8,9 @@ cancelled order never changes (core/orders.status_moves_forward).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
@@ -45,22 +48,50 @@ def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | No
     """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
     scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
     id, or None (no such order, or more than one)."""
-    acc, mrn = normalize_identifier(accession), normalize_identifier(patient_id)
     with Session(engine) as session, session.begin():
         # The study's lock (as store/links takes it): its events are written in the order its changes are.
         session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": study_uid})
-        orders = session.scalars(select(ImagingOrder).where(
-            func.upper(ImagingOrder.accession_number) == acc, func.upper(ImagingOrder.mrn) == mrn,
-            ImagingOrder.status == SCHEDULED,
-            ImagingOrder.study_instance_uid.is_(None) | (ImagingOrder.study_instance_uid == study_uid),
-        ).with_for_update()).all() if status_updates and acc and mrn else []
-        order = orders[0] if len(orders) == 1 else None
-        outbox.study_arrived(session, study_uid=study_uid, orthanc_study_id=orthanc_study_id, accession=accession,
-                             mrn=patient_id, order_id=order.order_id if order is not None else None)
-        if order is None:
-            return None
-        advance(session, order, IN_PROGRESS, study_uid=study_uid, reason="the study's first instance arrived")
-        return order.order_id
+        return _arrived(session, Arrived(accession, patient_id, study_uid, orthanc_study_id), status_updates)
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """A study's first instance, as study_arrived takes it."""
+
+    accession: str | None
+    patient_id: str | None
+    study_uid: str
+    orthanc_study_id: str = ""
+
+
+def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool = True) -> list[str | None]:
+    """study_arrived for several studies (each StudyInstanceUID once) in one transaction, every study's lock
+    taken first in UID order (as store/link_batches.py does); each one's order id, in the order given."""
+    if not arrivals:
+        return []
+    with Session(engine) as session, session.begin():
+        session.execute(text("SELECT count(pg_advisory_xact_lock(hashtextextended(u, 0))) FROM (SELECT u FROM"
+                             " unnest(CAST(:uids AS text[])) WITH ORDINALITY AS t(u, n) ORDER BY n) AS s"),
+                        {"uids": sorted({arrival.study_uid for arrival in arrivals})})
+        return [_arrived(session, arrival, status_updates) for arrival in arrivals]
+
+
+def _arrived(session: Session, arrival: Arrived, status_updates: bool) -> str | None:
+    acc, mrn, study_uid = normalize_identifier(arrival.accession), normalize_identifier(arrival.patient_id), \
+        arrival.study_uid
+    orders = session.scalars(select(ImagingOrder).where(
+        func.upper(ImagingOrder.accession_number) == acc, func.upper(ImagingOrder.mrn) == mrn,
+        ImagingOrder.status == SCHEDULED,
+        ImagingOrder.study_instance_uid.is_(None) | (ImagingOrder.study_instance_uid == study_uid),
+    ).with_for_update()).all() if status_updates and acc and mrn else []
+    order = orders[0] if len(orders) == 1 else None
+    outbox.study_arrived(session, study_uid=study_uid, orthanc_study_id=arrival.orthanc_study_id,
+                         accession=arrival.accession, mrn=arrival.patient_id,
+                         order_id=order.order_id if order is not None else None)
+    if order is None:
+        return None
+    advance(session, order, IN_PROGRESS, study_uid=study_uid, reason="the study's first instance arrived")
+    return order.order_id
 
 
 def _change(session: Session, order: ImagingOrder, to: str, *, study_uid: str | None, reason: str) -> None:

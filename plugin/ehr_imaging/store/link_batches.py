@@ -1,0 +1,49 @@
+"""Recording several stable studies in one transaction: what the ingest worker does in a flood.
+
+Each study is recorded exactly as ``links.record_ingest`` records it alone (its upload row, link, events and
+order), in one transaction for the batch: one commit instead of one per study. Every study's lock is taken
+first, all at once and in UID order, before any order row is locked: whoever else takes a study's lock (an
+upload, a manual link, coercion) takes one and then orders, so no cycle of waits can form with a batch, and
+two batches (a lease handed over) wait for each other in the same order. All or nothing: a failure rolls the
+whole batch back, and the caller records its studies one by one instead (app/ingest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from ..core.study_identity import StudyObservation
+from . import links
+from .models import StudyLink, StudyUidCollision
+
+# One statement for every lock of the batch, taken in the order given (the subquery's).
+_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(hashtextextended(u, 0)))"
+                 " FROM (SELECT u FROM unnest(CAST(:uids AS text[])) WITH ORDINALITY AS t(u, n) ORDER BY n) AS s")
+
+
+def record_ingests(engine: Engine, observations: Sequence[StudyObservation], policy: links.MatchPolicy, *,
+                   still_stored: Callable[[str], bool], coerce: bool = False) -> list[links.LinkOutcome]:
+    """links.record_ingest for each observation (no API upload's audit: C-STORE, stable studies), in one
+    transaction, in the order given; the outcomes in that order. Each StudyInstanceUID once (the caller
+    records a second Orthanc study under the same UID alone)."""
+    uids = [seen.study_instance_uid for seen in observations]
+    if not uids:
+        return []
+    if len(set(uids)) != len(uids):
+        raise ValueError("a batch records each StudyInstanceUID once")
+    with Session(engine) as session, session.begin():
+        session.execute(_LOCK_ALL, {"uids": sorted(uids)})
+        # Written at the commit, each table's rows in one statement: no study of the batch reads another's rows
+        # (each its own StudyInstanceUID; orders they share are the same objects in this session).
+        # What each study's record reads first, read for all at once: their quarantine rows, locked, and links.
+        moved = {str(row.quarantine_orthanc_study_id): row for row in session.scalars(
+            select(StudyUidCollision).where(StudyUidCollision.quarantine_orthanc_study_id.in_(
+                [seen.orthanc_study_id for seen in observations])).with_for_update())}
+        known = {link.study_instance_uid: link for link in session.scalars(
+            select(StudyLink).where(StudyLink.study_instance_uid.in_(uids)))}
+        with session.no_autoflush:
+            return [links.record_in(session, seen, policy, still_stored=still_stored, coerce=coerce,
+                                    read=(moved, known)) for seen in observations]
