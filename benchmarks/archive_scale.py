@@ -38,7 +38,7 @@ from pydicom.uid import UID, generate_uid
 
 from benchmarks.load import rss_mb
 from benchmarks.restart import caught_up, wait
-from benchmarks.stacks import start
+from benchmarks.stacks import start, stop_all
 from ehr_stack.dicom import storescu
 from ehr_stack.procs import stop_pid
 from ehr_stack.stack import Stack
@@ -331,9 +331,7 @@ def run(studies: int = 100_000, chunk: int = 1000, requests_each: int = 300, rou
                 "frames16_ratio": fps[16]["plugin"] / fps[16]["plain"], "restart_caught_up_s": restarted[1],
                 "memory_growth_beyond_plain_mb": growth["plugin"] - growth["plain"]}
     finally:
-        for stack in stacks.values():
-            stack.stop()
-            shutil.rmtree(stack.config.var_dir, ignore_errors=True)
+        stop_all()
 
 
 def main() -> int:

@@ -26,11 +26,11 @@ import time
 from functools import partial
 from pathlib import Path
 
+from benchmarks import stacks
 from benchmarks.archive_scale import Studies, pid_of, recorded, store
 from benchmarks.restart import caught_up, wait
-from ehr_stack.procs import free_port
-from ehr_stack.stack import Stack, StackConfig
-from tests.conftest import Client, stack_dir
+from ehr_stack.stack import Stack
+from tests.conftest import Client
 from tests.integration.helpers import execute, query
 
 STABLE_AGE = 2
@@ -38,11 +38,7 @@ PAUSED_BY = "bench-paused"
 
 
 def start(batch: int) -> Stack:
-    config = StackConfig(var_dir=stack_dir(), http_port=free_port(), dicom_port=free_port(), api_port=free_port(),
-                         pg_port=free_port(), stable_age=STABLE_AGE, extra_settings={"IngestBatchSize": batch})
-    stack = Stack(config)
-    stack.start()
-    return stack
+    return stacks.start(True, stable_age=STABLE_AGE, extra_settings={"IngestBatchSize": batch})
 
 
 def loadavg() -> str:
@@ -125,17 +121,17 @@ def drain(stack: Stack, client: Client, files: list[Path], before: int) -> tuple
 
 def run(studies: int, rounds: int, batch: int) -> None:
     print(f"load average before: {loadavg()}", flush=True)
-    stacks = {"one-by-one": start(1), f"batches of {batch}": start(batch)}
-    clients = {name: Client(stack) for name, stack in stacks.items()}
+    servers = {"one-by-one": start(1), f"batches of {batch}": start(batch)}
+    clients = {name: Client(stack) for name, stack in servers.items()}
     writer = Studies()
     measures = ("stored", "most", "lag", "rate", "cpu")
-    figures: dict[str, dict[str, list[float]]] = {name: {m: [] for m in measures} for name in stacks}
+    figures: dict[str, dict[str, list[float]]] = {name: {m: [] for m in measures} for name in servers}
     number = 0
     try:
         for client in clients.values():
             wait(partial(followed, client), timeout=60)
         for round_no in range(rounds):
-            order = list(stacks) if round_no % 2 == 0 else list(stacks)[::-1]
+            order = list(servers) if round_no % 2 == 0 else list(servers)[::-1]
             for phase in ("flood", "drain"):
                 folder, files = write(writer, number, studies)
                 number += studies
@@ -143,7 +139,7 @@ def run(studies: int, rounds: int, batch: int) -> None:
                     for name in order:
                         client, before = clients[name], recorded(clients[name])
                         if phase == "flood":
-                            stored, most, lag = flood(stacks[name], client, files, before)
+                            stored, most, lag = flood(servers[name], client, files, before)
                             figures[name]["stored"].append(stored)
                             figures[name]["most"].append(most)
                             figures[name]["lag"].append(lag)
@@ -151,7 +147,7 @@ def run(studies: int, rounds: int, batch: int) -> None:
                                   f" waiting {most}, all recorded {lag:.2f} s after the last store"
                                   f" (load {loadavg()})", flush=True)
                         else:
-                            rate, cpu = drain(stacks[name], client, files, before)
+                            rate, cpu = drain(servers[name], client, files, before)
                             figures[name]["rate"].append(rate)
                             figures[name]["cpu"].append(cpu)
                             print(f"  round {round_no + 1} {name:16} drain: {rate:.0f} studies/s,"
@@ -159,7 +155,7 @@ def run(studies: int, rounds: int, batch: int) -> None:
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
         med = {name: {k: statistics.median(v) for k, v in f.items()} for name, f in figures.items()}
-        names = list(stacks)
+        names = list(servers)
         base, new = med[names[0]], med[names[1]]
         print(f"Ingest worker in a flood: {studies} single-instance CT studies per phase, {rounds} rounds,"
               f" StableAge {STABLE_AGE} s, medians")
@@ -173,9 +169,7 @@ def run(studies: int, rounds: int, batch: int) -> None:
             print(f"  {label:44} {fmt.format(base[key]):>12} {fmt.format(new[key]):>16} {ratio:6.2f}")
         print(f"load average after: {loadavg()}", flush=True)
     finally:
-        for stack in stacks.values():
-            stack.stop()
-            shutil.rmtree(stack.config.var_dir, ignore_errors=True)
+        stacks.stop_all()
 
 
 def main() -> int:

@@ -117,11 +117,26 @@ def test_a_flood_is_recorded_one_transaction_per_batch_and_replays_record_nothin
     assert count(services, link_audit, linked_uid) == 1
 
 
+def good_recorded_bad_given_up(node: Node, services: Services, orthanc: FakeOrthanc,
+                               studies: list[tuple[str, str]], bad: int, error: type[Exception]) -> list[str]:
+    """The rounds until the log is handled: ``studies[bad]`` failed with ``error`` at each of its attempts and was
+    given up, every other study recorded once, the cursor at the log's end. Returns the good studies' UIDs."""
+    bad_uid, bad_id = studies[bad]
+    raised = node.rounds()
+    assert len(raised) == ingest_changes.MAX_ATTEMPTS - 1 and all(isinstance(e, error) for e in raised)
+    good = [uid for uid, _ in studies if uid != bad_uid]
+    assert [len(upload_rows(services, uid)) for uid in good] == [1] * len(good)
+    assert upload_rows(services, bad_uid) == []
+    assert f"ehr-imaging: stable study {bad_id} given up after {ingest_changes.MAX_ATTEMPTS} attempts" in node.log
+    assert node.cursor() == orthanc.changes[-1]["Seq"]
+    return good
+
+
 def test_a_study_orthanc_fails_to_answer_for_is_retried_alone_its_batch_mates_recorded(
         node: Node, services: Services, orthanc: FakeOrthanc, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     studies = flood(orthanc, tmp_path, 5)
-    bad_uid, bad_id = studies[1]
+    bad_id = studies[1][1]
     answer = orthanc.get_json
 
     def failing(uri: str) -> Any:
@@ -130,21 +145,15 @@ def test_a_study_orthanc_fails_to_answer_for_is_retried_alone_its_batch_mates_re
         return answer(uri)
 
     monkeypatch.setattr(orthanc, "get_json", failing)
-    raised = node.rounds()
-    assert len(raised) == ingest_changes.MAX_ATTEMPTS - 1 and all(isinstance(e, ArchiveError) for e in raised)
-    good = [uid for uid, _ in studies if uid != bad_uid]
-    assert [len(upload_rows(services, uid)) for uid in good] == [1] * 4
+    good = good_recorded_bad_given_up(node, services, orthanc, studies, 1, ArchiveError)
     assert transactions(services, good) == 1  # in one batch (and again so by each replay, recording nothing new)
-    assert upload_rows(services, bad_uid) == []
-    assert f"ehr-imaging: stable study {bad_id} given up after {ingest_changes.MAX_ATTEMPTS} attempts" in node.log
-    assert node.cursor() == orthanc.changes[-1]["Seq"]
 
 
 def test_a_batch_whose_transaction_fails_is_recorded_one_by_one(
         node: Node, services: Services, orthanc: FakeOrthanc, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     studies = flood(orthanc, tmp_path, 4)
-    bad_uid, bad_id = studies[2]
+    bad_uid = studies[2][0]
     record_in = links.record_in
 
     def failing(session: Any, seen: Any, *args: Any, **kwargs: Any) -> links.LinkOutcome:
@@ -153,16 +162,10 @@ def test_a_batch_whose_transaction_fails_is_recorded_one_by_one(
         return record_in(session, seen, *args, **kwargs)
 
     monkeypatch.setattr(links, "record_in", failing)
-    raised = node.rounds()
-    assert len(raised) == ingest_changes.MAX_ATTEMPTS - 1 and all(isinstance(e, ValueError) for e in raised)
+    good = good_recorded_bad_given_up(node, services, orthanc, studies, 2, ValueError)
     assert any(line.startswith("ehr-imaging: a batch of 4 stable studies failed (ValueError")
                and line.endswith("recording them one by one") for line in node.log), node.log
-    good = [uid for uid, _ in studies if uid != bad_uid]
-    assert [len(upload_rows(services, uid)) for uid in good] == [1] * 3
     assert transactions(services, good) == 3  # each batch rolled back, its studies recorded alone
-    assert upload_rows(services, bad_uid) == []
-    assert f"ehr-imaging: stable study {bad_id} given up after {ingest_changes.MAX_ATTEMPTS} attempts" in node.log
-    assert node.cursor() == orthanc.changes[-1]["Seq"]
 
 
 def test_a_batch_cut_by_a_database_error_records_nothing_and_the_cursor_stays_before_it(

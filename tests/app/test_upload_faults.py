@@ -27,24 +27,35 @@ from tests.fakes.orthanc import FakeOrthanc
 from tests.waiting import eventually
 
 
-class FullStorage(FakeOrthanc):
-    """Orthanc whose storage area takes ``room`` more files, then refuses as Orthanc does on ENOSPC."""
+class FailingAfter(FakeOrthanc):
+    """Orthanc that stores ``room`` more files, then raises ``error`` for each one after."""
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, room: int, error: Exception) -> None:
         super().__init__()
         self.room = room
+        self.error = error
 
     def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
         if uri == "/instances":
             if self.room <= 0:
-                raise errors.ArchiveError(uri, "Cannot write to file", 14)  # Orthanc's CannotWriteFile
+                raise self.error
             self.room -= 1
         return super().post_json_bytes(uri, body)
 
 
+def full_storage(room: int) -> FailingAfter:
+    """Refusing as Orthanc does on ENOSPC (its CannotWriteFile)."""
+    return FailingAfter(room, errors.ArchiveError("/instances", "Cannot write to file", 14))
+
+
+def broken_after(room: int) -> FailingAfter:
+    """Failing as no Orthanc error does (a bug, a fault below it)."""
+    return FailingAfter(room, RuntimeError("something unexpected"))
+
+
 def test_a_full_storage_refuses_with_503_and_records_nothing_as_stored(services: Services, tmp_path: Path) -> None:
     uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=2)
-    full = FullStorage(room=0)
+    full = full_storage(room=0)
     with Batch(dataclasses.replace(services, pacs=full), uploaded_by="tech", source="api") as batch:
         for path in files:
             batch.add(path.name, path.read_bytes())
@@ -61,7 +72,7 @@ def test_a_full_storage_refuses_with_503_and_records_nothing_as_stored(services:
 
 def test_with_some_files_stored_the_others_are_failed_results_not_a_503(services: Services, tmp_path: Path) -> None:
     uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=3)
-    with Batch(dataclasses.replace(services, pacs=FullStorage(room=1)), uploaded_by="tech", source="api") as batch:
+    with Batch(dataclasses.replace(services, pacs=full_storage(room=1)), uploaded_by="tech", source="api") as batch:
         for path in files:
             batch.add(path.name, path.read_bytes())
         batch.finish()
@@ -70,27 +81,12 @@ def test_with_some_files_stored_the_others_are_failed_results_not_a_503(services
     assert [(row[0], row[3]) for row in upload_rows(services, uid)] == [("partial", 1)]
 
 
-class BrokenAfter(FakeOrthanc):
-    """Orthanc that stores ``room`` files, then fails as no Orthanc error does (a bug, a fault below it)."""
-
-    def __init__(self, room: int) -> None:
-        super().__init__()
-        self.room = room
-
-    def post_json_bytes(self, uri: str, body: bytes | memoryview) -> Any:
-        if uri == "/instances":
-            if self.room <= 0:
-                raise RuntimeError("something unexpected")
-            self.room -= 1
-        return super().post_json_bytes(uri, body)
-
-
 def test_an_unexpected_error_records_the_files_stored_before_it_first(
         services: Services, handed: Handed, tmp_path: Path) -> None:
     """Issue 12, item 6: the two files stored are recorded (a partial row that says why) before the error goes
     on; nothing is left to the ingest worker, and recording what failed is not retried in a loop."""
     uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261201", instances=3)
-    broken = BrokenAfter(room=2)
+    broken = broken_after(room=2)
     with pytest.raises(RuntimeError, match="something unexpected"), \
             Batch(dataclasses.replace(services, pacs=broken), uploaded_by="tech-9", source="api") as batch:
         for path in files:
