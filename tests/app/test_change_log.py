@@ -137,8 +137,7 @@ def test_a_deletion_is_spooled_on_disk_until_recorded_and_a_stale_one_records_no
     node.drain()
     assert len(upload_rows(services, uid)) == 1
     orthanc.delete(f"/studies/{study_id}")
-    node.worker.submit_deleted(study_id)
-    node.worker._spool_deletions()  # what the worker does first in each round, and while it waits for the database
+    node.worker.submit_deleted(study_id)  # on Orthanc's change thread: on disk before the worker's next round
     assert spool_file.read_text() == f"{study_id}\n"
 
     # The process dies before recording it: the next one finds it in the spool and audits it.
@@ -155,6 +154,38 @@ def test_a_deletion_is_spooled_on_disk_until_recorded_and_a_stale_one_records_no
     again.worker.submit_deleted(back_id)
     again.drain()
     assert count(services, deletions, back_uid) == 0
+
+
+class RefusingOnce(DeletionSpool):
+    """A spool whose first write of the study ``refuse`` fails (a full or read-only disk for a moment)."""
+
+    refuse = ""
+
+    def add(self, orthanc_study_ids: list[str]) -> None:
+        if self.refuse in orthanc_study_ids:
+            self.refuse = ""
+            raise OSError(28, "No space left on device")
+        super().add(orthanc_study_ids)
+
+
+def test_a_deletion_the_spool_refuses_is_kept_and_spooled_in_the_next_round(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    spool_file = tmp_path / "deletions.spool"
+    spool = RefusingOnce(spool_file)
+    node = Node(services, f"log-{uuid.uuid4()}", "node-a", spool)
+    uid, study_id = stored(orthanc, tmp_path, "one")
+    node.drain()
+    node.worker.submit(study_id)
+    node.drain()
+    orthanc.delete(f"/studies/{study_id}")
+    spool.refuse = study_id
+    node.worker.submit_deleted(study_id)  # the write fails: kept in memory, said in the log
+    assert study_id not in spool.pending() and spool.refuse == ""
+    assert any("deletion spool write failed (OSError)" in line for line in node.log), node.log
+    node.drain()  # the next round spools it, then audits it
+    deletions = "SELECT count(*) FROM ehr_imaging.dicom_deletion_logs WHERE study_instance_uid = :u"
+    assert count(services, deletions, uid) == 1
+    assert spool_file.read_text() == ""
 
 
 def test_two_nodes_on_one_log_take_turns_by_the_lease(services: Services, orthanc: FakeOrthanc, tmp_path: Path,

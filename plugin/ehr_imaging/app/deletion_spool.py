@@ -2,8 +2,9 @@
 
 Orthanc 1.10 never writes a deletion into its change log (the DELETED event exists only in memory, and the
 deleted resource's earlier changes go with it), so a deletion signalled while PostgreSQL is away, or just before
-a crash, would be lost with the process. The worker appends each one here (one Orthanc study ID a line, fsync'd)
-before it tries to record it, and removes it once recorded; at the next start it records what is left first.
+a crash, would be lost with the process. Each one is appended here as Orthanc announces it (the change callback,
+through the worker's ``submit_deleted``; one Orthanc study ID a line, fsync'd) before anything tries to record it;
+the worker removes it once recorded, and at the next start records what is left first.
 Without a usable folder the spool keeps them in memory only (and the plugin says so at start-up).
 """
 

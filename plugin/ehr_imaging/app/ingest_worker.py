@@ -110,9 +110,15 @@ class IngestWorker:
         self._hand(STABLE, orthanc_study_id)
 
     def submit_deleted(self, orthanc_study_id: str) -> None:
-        """A study deleted in Orthanc (its DELETED event): spooled, then audited and its order freed."""
-        with self._lock:
-            self._deleted_inbox.append(orthanc_study_id)
+        """A study deleted in Orthanc (its DELETED event): spooled at once, on Orthanc's change thread (one fsync,
+        so no deletion waits in memory while the worker is busy with a long batch or coercion), then audited and
+        its order freed. Should the spool refuse the write, the worker tries again in its next round."""
+        try:
+            self._spool.add([orthanc_study_id])
+        except OSError as exc:
+            self._log_warning(f"ehr-imaging: deletion spool write failed ({type(exc).__name__}); retried")
+            with self._lock:
+                self._deleted_inbox.append(orthanc_study_id)
         self._wake.set()
 
     def _hand(self, kind: str, orthanc_study_id: str) -> None:
@@ -198,7 +204,12 @@ class IngestWorker:
         with self._lock:
             inbox = list(self._deleted_inbox)
             self._deleted_inbox.clear()
-        self._spool.add(inbox)
+        try:
+            self._spool.add(inbox)
+        except OSError:
+            with self._lock:
+                self._deleted_inbox.extendleft(reversed(inbox))  # kept, in order, for the next round
+            raise
 
     # --- the change log ----------------------------------------------------------------------------------------
 
