@@ -58,15 +58,29 @@ def observe_study(services: Services, orthanc_study_id: str, *, origin: bool = T
 
 
 def process_stable_study(services: Services, orthanc_study_id: str) -> links.LinkOutcome | None:
+    seen = _observe_unless_held(services, orthanc_study_id)
+    if seen is None:
+        return None
+    outcome = record(services, seen)
+    _coerce_if_linked(services, seen, outcome)
+    return outcome
+
+
+def _observe_unless_held(services: Services, orthanc_study_id: str) -> StudyObservation | None:
+    """The stable study to record, or None: an upload in progress holds it (it records it at its end, or hands it
+    back if that fails), it is gone, or it has no StudyInstanceUID."""
     if services.holds.is_held(orthanc_study_id):
-        return None  # an upload in progress records it at its end (or hands it back if that fails)
+        return None
     seen = observe_study(services, orthanc_study_id)
     if seen is None or not seen.study_instance_uid or services.holds.is_held(orthanc_study_id):
         return None  # (held again: an upload began while the study was being read)
-    outcome = record(services, seen)
+    return seen
+
+
+def _coerce_if_linked(services: Services, seen: StudyObservation, outcome: links.LinkOutcome) -> None:
+    """After a stable study's commit: a linked study's tags coerced to its order (CoerceTags)."""
     if services.settings.CoerceTags and outcome.order_id is not None:
         coerce_tags(services, seen)
-    return outcome
 
 
 def record(services: Services, seen: StudyObservation,
@@ -107,14 +121,12 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
     uids: set[str] = set()
     failed: dict[str, str] = {}
     for study in dict.fromkeys(orthanc_study_ids):  # once each, the latest read covers every change
-        if services.holds.is_held(study):
-            continue
         try:
-            seen = observe_study(services, study)
+            seen = _observe_unless_held(services, study)
         except Exception as exc:  # noqa: BLE001 - this study alone is retried by the caller
             failed[study] = f"{type(exc).__name__}: {exc}"
             continue
-        if seen is None or not seen.study_instance_uid or services.holds.is_held(study):
+        if seen is None:
             continue
         if seen.study_instance_uid in uids:
             failed[study] = "another Orthanc study of the batch has its StudyInstanceUID"
@@ -128,8 +140,7 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
     for seen, outcome in zip(observed, outcomes, strict=True):
         try:
             _quarantine(services, seen, outcome)
-            if services.settings.CoerceTags and outcome.order_id is not None:
-                coerce_tags(services, seen)
+            _coerce_if_linked(services, seen, outcome)
         except Exception as exc:  # noqa: BLE001 - recorded; the caller retries the rest of it alone
             failed[seen.orthanc_study_id] = f"{type(exc).__name__}: {exc}"
             continue

@@ -56,19 +56,19 @@ def check_dicom(data: bytes | memoryview, converted: dicom_file.Converted | None
         parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES, converted=converted)
     except dicom_file.DicomFileError as exc:
         raise UploadRejected(errors.Malformed, str(exc)) from None
-    for keyword in ("PatientID", *UID_KEYWORDS):  # recorded as text: PostgreSQL refuses NUL in text (was a 500)
-        if "\x00" in str(parsed.dataset.get(keyword, "")).rstrip("\x00 "):
+    ds = parsed.dataset
+    identity = {keyword: str(ds.get(keyword, "")) for keyword in ("PatientID", *UID_KEYWORDS)}  # read once
+    for keyword, value in identity.items():  # recorded as text: PostgreSQL refuses NUL in text (was a 500)
+        if "\x00" in value.rstrip("\x00 "):
             raise UploadRejected(errors.Malformed, f"{keyword} holds a NUL character")
+    missing = next((keyword for keyword in UID_KEYWORDS if not identity[keyword].strip()), None)
     if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
-        has_uids = all(str(parsed.dataset.get(k, "")).strip() for k in UID_KEYWORDS)
         raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}",
-                             parsed.dataset if has_uids else None)
+                             ds if missing is None else None)
     if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
         raise UploadRejected(errors.Malformed, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
-    ds = parsed.dataset
-    for keyword in UID_KEYWORDS:
-        if not str(ds.get(keyword, "")).strip():
-            raise UploadRejected(errors.Invalid, f"{keyword} is missing")
+    if missing is not None:
+        raise UploadRejected(errors.Invalid, f"{missing} is missing")
     return ds
 
 
