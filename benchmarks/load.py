@@ -171,7 +171,10 @@ class Load:
     def store(self, files: list[Path], calling: str) -> bool | str:
         result = storescu(files, host="127.0.0.1", port=self.stack.config.dicom_port,
                           calling_aet=self.stack.config.modality_aet, called_aet=self.stack.config.orthanc_aet)
-        return True if result.returncode == 0 else f"{calling}: storescu {result.returncode}: {result.stderr[-300:]}"
+        if result.returncode == 0:
+            return True
+        said = (result.stderr or result.stdout)[-300:]  # DCMTK may log to either (one failure here said nothing)
+        return f"{calling}: storescu {result.returncode}: {said}"
 
     # --- the three kinds of users --------------------------------------------------------------------------
     def modality(self, number: int) -> None:
