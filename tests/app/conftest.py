@@ -24,6 +24,8 @@ from tests.fakes.orthanc import FakeOrthanc
 
 SETTINGS = Settings(JwtSecret="app-tests-secret-0123456789abcdef", Timezone="America/Chicago", DatabasePoolSize=2,
                     DatabaseConnectTimeoutSeconds=5)
+URL = "http://127.0.0.1:9/ehr-events"  # an event endpoint never reached: the tests hand workers their own sender
+SECRET = "app-tests-event-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,18 @@ def base_services(postgres: PostgresCluster) -> Iterator[Services]:
     """The plugin's services as plugin.py builds them (its own database role), on the migrated schema."""
     services = build_services(dataclasses.replace(SETTINGS, DatabaseUrl=postgres.plugin_url), FakeOrthanc())
     migrations.migrate(services.engine, SETTINGS.DatabaseSchema)
+    try:
+        yield services
+    finally:
+        services.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def event_services(postgres: PostgresCluster, base_services: Services) -> Iterator[Services]:
+    """Services with an event endpoint configured (an engine of their own: base_services' writes no events)."""
+    settings = dataclasses.replace(SETTINGS, DatabaseUrl=postgres.plugin_url, EventRetryBaseSeconds=60,
+                                   EventEndpoints=[{"url": URL, "secret": SECRET}])
+    services = build_services(settings, FakeOrthanc())
     try:
         yield services
     finally:

@@ -4,7 +4,7 @@ event committed with its change or not at all, one arrival per study, in-order c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,31 +13,14 @@ from sqlalchemy import Connection, text
 
 from ehr_imaging.app import ingest
 from ehr_imaging.app.event_delivery import DeliveryFailed, EndpointWorker
-from ehr_imaging.bootstrap import build_services
 from ehr_imaging.core import events
 from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
 from ehr_imaging.store import outbox, studies
-from ehr_stack.postgres import PostgresCluster
-from tests.app.conftest import SETTINGS
+from tests.app.conftest import SECRET, URL
 from tests.app.records import accession, mrn, put_order
 from tests.dicom_factory import make_study
 from tests.fakes.orthanc import FakeOrthanc
-
-URL = "http://127.0.0.1:9/ehr-events"  # never reached: these tests hand the worker their own sender
-SECRET = "app-tests-event-secret-0123456789"
-
-
-@pytest.fixture(scope="module")
-def event_services(postgres: PostgresCluster, base_services: Services) -> Iterator[Services]:
-    """Services with an endpoint configured (an engine of their own: the session's writes no events)."""
-    settings = dataclasses.replace(SETTINGS, DatabaseUrl=postgres.plugin_url, EventRetryBaseSeconds=60,
-                                   EventEndpoints=[{"url": URL, "secret": SECRET}])
-    services = build_services(settings, FakeOrthanc())
-    try:
-        yield services
-    finally:
-        services.engine.dispose()
 
 
 @pytest.fixture()

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from ehr_imaging.app import ingest_changes, ingest_worker
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.core.errors import ArchiveError
+from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
 from ehr_imaging.store import links
 from tests.app.records import accession, mrn, put_order, upload_rows
@@ -195,3 +196,48 @@ def test_a_batch_cut_by_a_database_error_records_nothing_and_the_cursor_stays_be
     assert [len(upload_rows(services, uid)) for uid in uids] == [1] * 5
     assert transactions(services, uids) == 1
     assert node.cursor() == orthanc.changes[-1]["Seq"]
+
+
+def two_studies_of_one_order(services: Services, orthanc: FakeOrthanc, tmp_path: Path, batch: int,
+                             ) -> dict[str, Any]:
+    """Two studies with one order's accession and MRN, arrived and stable together, recorded by a worker that
+    handles ``batch`` changes at a time: what became of each study, of the order and what events say."""
+    node = Node(dataclasses.replace(services, settings=dataclasses.replace(services.settings,
+                                                                           IngestBatchSize=batch)))
+    assert node.rounds() == []
+    patient, acc = mrn(), accession()
+    order_id = put_order(services, mrn=patient, accession_number=acc)
+    first, second = (arrive(orthanc, tmp_path / f"b{batch}", name, patient=patient, acc=acc)
+                     for name in ("first", "second"))
+    for _, study_id in (first, second):
+        orthanc.make_stable(study_id)
+    assert node.rounds() == []
+    name = {first[0]: "first", second[0]: "second"}
+    ours = {"o": order_id, "u": list(name)}
+    with services.engine.connect() as conn:
+        studies = {name[uid]: (order == order_id, reason, [c == order_id for c in candidates])
+                   for uid, order, reason, candidates in conn.execute(text(
+                       "SELECT study_instance_uid, order_id, match_reason, candidates FROM ehr_imaging.study_links"
+                       " WHERE study_instance_uid = ANY(:u)"), ours)}
+        moves = [(f, t, name.get(uid)) for f, t, uid in conn.execute(text(
+            "SELECT from_status, to_status, study_instance_uid FROM ehr_imaging.order_status_audit"
+            " WHERE order_id = :o ORDER BY id"), ours)]
+        events = [(kind, name.get(uid), order == order_id) for kind, uid, order in conn.execute(text(
+            "SELECT type, study_instance_uid, order_id FROM ehr_imaging.event_outbox"
+            " WHERE study_instance_uid = ANY(:u) OR order_id = :o ORDER BY seq"), ours)]
+    return {"studies": studies, "moves": moves, "events": events}
+
+
+def test_studies_competing_for_one_order_in_a_batch_end_as_they_do_one_by_one(
+        event_services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    # The batch reads every study's candidate orders (and every first instance's scheduled ones) in one
+    # statement; an order its first study takes must be seen taken by the second, as one by one.
+    services = dataclasses.replace(event_services, pacs=orthanc, holds=StudyHolds())
+    alone, together = (two_studies_of_one_order(services, orthanc, tmp_path, batch) for batch in (1, 50))
+    assert together == alone
+    first, second = together["studies"]["first"], together["studies"]["second"]
+    assert first[0] and not second[0] and second[2] == [True]  # the first linked, the second waits
+    assert together["moves"] == [("scheduled", "in-progress", "first"), ("in-progress", "completed", "first")]
+    # Only the first study's arrival names the order (the second's came when it was in progress already).
+    assert [e for e in together["events"] if e[0] == "study.arrived"] == [("study.arrived", "first", True),
+                                                                         ("study.arrived", "second", False)]

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from ..core.study_identity import StudyObservation
-from . import links
+from . import link_candidates, links
 from .models import StudyLink, StudyUidCollision
 
 # One statement for every lock of the batch, taken in the order given (the subquery's).
@@ -38,12 +38,26 @@ def record_ingests(engine: Engine, observations: Sequence[StudyObservation], pol
         session.execute(_LOCK_ALL, {"uids": sorted(uids)})
         # Written at the commit, each table's rows in one statement: no study of the batch reads another's rows
         # (each its own StudyInstanceUID; orders they share are the same objects in this session).
-        # What each study's record reads first, read for all at once: their quarantine rows, locked, and links.
+        # What each study's record reads first, read for all at once: their quarantine rows and candidate orders
+        # (both locked), and links.
         moved = {str(row.quarantine_orthanc_study_id): row for row in session.scalars(
             select(StudyUidCollision).where(StudyUidCollision.quarantine_orthanc_study_id.in_(
                 [seen.orthanc_study_id for seen in observations])).with_for_update())}
         known = {link.study_instance_uid: link for link in session.scalars(
             select(StudyLink).where(StudyLink.study_instance_uid.in_(uids)))}
+        keys = [_candidate_key(seen, known.get(seen.study_instance_uid)) for seen in observations
+                if seen.orthanc_study_id not in moved]
+        read = link_candidates.BatchReads(moved, known, link_candidates.candidate_orders(
+            session, [key for key in keys if key is not None]))
         with session.no_autoflush:
-            return [links.record_in(session, seen, policy, still_stored=still_stored, coerce=coerce,
-                                    read=(moved, known)) for seen in observations]
+            return [links.record_in(session, seen, policy, still_stored=still_stored, coerce=coerce, read=read)
+                    for seen in observations]
+
+
+def _candidate_key(seen: StudyObservation, link: StudyLink | None) -> link_candidates.CandidateKey | None:
+    """The key links._match will look the study's candidates up by (its facts once recorded), or None when it
+    will not match (linked already, or a person unlinked it). Should it differ, _match reads them itself."""
+    if link is not None and (link.order_id is not None or not link.auto_match):
+        return None
+    explicit = seen.explicit_order_id or (link.explicit_order_id if link is not None else None)
+    return link_candidates.candidate_key(seen.study_instance_uid, seen.accession_number, seen.patient_id, explicit)

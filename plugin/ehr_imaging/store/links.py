@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..core.errors import Conflict, NotFound
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
-from . import collisions, order_status, outbox
+from . import collisions, link_candidates, order_status, outbox
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import Order, order_of
@@ -70,11 +69,10 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
 
 def record_in(session: Session, seen: StudyObservation, policy: MatchPolicy,
               audit: uploads.UploadAudit | None = None, *, still_stored: Callable[[str], bool] = _always_stored,
-              coerce: bool = False, read: tuple[Mapping[str, Any], Mapping[str, StudyLink]] | None = None,
-              ) -> LinkOutcome:
-    """record_ingest within the caller's transaction, the study's lock already held; ``read``: its batch's
-    quarantine rows (by the Orthanc study moved to, locked) and links, read at once (store/link_batches.py)."""
-    quarantined = collisions.moved(session, seen.orthanc_study_id) if read is None else read[0].get(
+              coerce: bool = False, read: link_candidates.BatchReads | None = None) -> LinkOutcome:
+    """record_ingest within the caller's transaction, the study's lock already held; ``read``: what its batch
+    read at once (store/link_batches.py)."""
+    quarantined = collisions.moved(session, seen.orthanc_study_id) if read is None else read.moved.get(
         seen.orthanc_study_id)
     if quarantined is not None:  # a colliding study, moved to its own StudyInstanceUID: its counts only
         previous_instances, previous_bytes = collisions.refresh(quarantined, seen)
@@ -86,7 +84,7 @@ def record_in(session: Session, seen: StudyObservation, policy: MatchPolicy,
             session.add(row)
         return LinkOutcome(None, REASON_COLLISION, max(seen.number_of_instances - previous_instances, 0),
                            row.id if row is not None else None, Arrival.COLLISION)
-    link = session.get(StudyLink, seen.study_instance_uid) if read is None else read[1].get(seen.study_instance_uid)
+    link = session.get(StudyLink, seen.study_instance_uid) if read is None else read.known.get(seen.study_instance_uid)
     if link is not None and link.orthanc_study_id != seen.orthanc_study_id:
         arrival = classify_arrival(
             StudyCopy(link.orthanc_study_id, link.patient_id), StudyCopy(seen.orthanc_study_id, seen.patient_id),
@@ -109,7 +107,7 @@ def record_in(session: Session, seen: StudyObservation, policy: MatchPolicy,
                          candidates=[], number_of_instances=0, total_size_bytes=0)
         session.add(link)
     _copy_facts(link, seen)
-    _match(session, link, policy)
+    _match(session, link, policy, read.candidates if read is not None else None)
     new_instances = max(seen.number_of_instances - previous_instances, 0)
     if previous_instances and new_instances:  # a later batch of a recorded study
         order = session.get(ImagingOrder, link.order_id) if link.order_id else None
@@ -175,8 +173,10 @@ def _copy_facts(link: StudyLink, seen: StudyObservation) -> None:
         link.updated_at = func.now()
 
 
-def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
-    """Decide on the study's link with the candidate orders locked, then write the outcome.
+def _match(session: Session, link: StudyLink, policy: MatchPolicy,
+           read: Mapping[link_candidates.CandidateKey, list[ImagingOrder]] | None = None) -> bool:
+    """Decide on the study's link with the candidate orders locked (``read`` by its batch, if it read them
+    for the facts the study has now), then write the outcome.
 
     A link is final once made (only a person unlinks), and a study a person unlinked is not
     matched automatically again; either way the linked order's counts are kept current.
@@ -189,7 +189,10 @@ def _match(session: Session, link: StudyLink, policy: MatchPolicy) -> bool:
     if not link.auto_match:
         return False
     study = _study_facts(link)
-    orders = _candidate_orders(session, study)
+    key = link_candidates.key_of(study)
+    orders = read.get(key) if read is not None else None
+    if orders is None:
+        orders = link_candidates.candidate_orders(session, [key])[key]
     decision = decide(study, [_facts(o, policy.timezone) for o in orders], window_days=policy.window_days)
     before = (link.match_reason, list(link.candidates or ()))
     _apply(link, decision)
@@ -218,20 +221,6 @@ def _apply(link: StudyLink, decision: Decision) -> None:
     link.match_rule = decision.rule
     link.match_reason = decision.reason
     link.candidates = list(decision.candidates)
-
-
-def _candidate_orders(session: Session, study: StudyFacts) -> Sequence[ImagingOrder]:
-    conditions: list[Any] = [ImagingOrder.study_instance_uid == study.study_instance_uid]
-    accession = normalize_identifier(study.accession_number)
-    mrn = normalize_identifier(study.patient_id)
-    if accession:
-        conditions.append(func.upper(ImagingOrder.accession_number) == accession)
-    if mrn:
-        conditions.append(func.upper(ImagingOrder.mrn) == mrn)
-    if study.explicit_order_id:
-        conditions.append(ImagingOrder.order_id == study.explicit_order_id)
-    query = select(ImagingOrder).where(or_(*conditions)).order_by(ImagingOrder.order_id).with_for_update()
-    return session.scalars(query).all()
 
 
 def _facts(order: ImagingOrder, timezone: tzinfo) -> OrderFacts:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from ..core.matching import normalize_identifier
 from ..core.orders import status_moves_forward
-from . import outbox
+from . import link_candidates, outbox
 from .models import ImagingOrder, OrderStatusAudit
 
 ACTOR = "ehr-imaging"
@@ -51,7 +50,8 @@ def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | No
     with Session(engine) as session, session.begin():
         # The study's lock (as store/links takes it): its events are written in the order its changes are.
         session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": study_uid})
-        return _arrived(session, Arrived(accession, patient_id, study_uid, orthanc_study_id), status_updates)
+        return _all_arrived(session, [Arrived(accession, patient_id, study_uid, orthanc_study_id)],
+                            status_updates)[0]
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,21 @@ def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates:
         session.execute(text("SELECT count(pg_advisory_xact_lock(hashtextextended(u, 0))) FROM (SELECT u FROM"
                              " unnest(CAST(:uids AS text[])) WITH ORDINALITY AS t(u, n) ORDER BY n) AS s"),
                         {"uids": sorted({arrival.study_uid for arrival in arrivals})})
-        return [_arrived(session, arrival, status_updates) for arrival in arrivals]
+        return _all_arrived(session, arrivals, status_updates)
 
 
-def _arrived(session: Session, arrival: Arrived, status_updates: bool) -> str | None:
-    acc, mrn, study_uid = normalize_identifier(arrival.accession), normalize_identifier(arrival.patient_id), \
-        arrival.study_uid
-    orders = session.scalars(select(ImagingOrder).where(
-        func.upper(ImagingOrder.accession_number) == acc, func.upper(ImagingOrder.mrn) == mrn,
-        ImagingOrder.status == SCHEDULED,
-        ImagingOrder.study_instance_uid.is_(None) | (ImagingOrder.study_instance_uid == study_uid),
-    ).with_for_update()).all() if status_updates and acc and mrn else []
+def _all_arrived(session: Session, arrivals: Sequence[Arrived], status_updates: bool) -> list[str | None]:
+    """Every arrival's scheduled orders read (and locked) in one statement, then each arrival in turn."""
+    keys = [link_candidates.candidate_key(a.study_uid, a.accession, a.patient_id) for a in arrivals]
+    wanted = [key for key in keys if status_updates and key.accession and key.mrn]
+    orders = link_candidates.scheduled_orders(session, wanted)
+    return [_arrived(session, arrival, orders.get(key, [])) for arrival, key in zip(arrivals, keys, strict=True)]
+
+
+def _arrived(session: Session, arrival: Arrived, scheduled: list[ImagingOrder]) -> str | None:
+    study_uid = arrival.study_uid
+    # As they are now: an earlier arrival of the batch may have moved one of them on, or linked it.
+    orders = [o for o in scheduled if o.status == SCHEDULED and o.study_instance_uid in (None, study_uid)]
     order = orders[0] if len(orders) == 1 else None
     outbox.study_arrived(session, study_uid=study_uid, orthanc_study_id=arrival.orthanc_study_id,
                          accession=arrival.accession, mrn=arrival.patient_id,
