@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from ehr_imaging.app import ingest_changes, ingest_worker
+from ehr_imaging.app import ingest_changes, ingest_worker, observation
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.core.errors import ArchiveError
 from ehr_imaging.core.holds import StudyHolds
@@ -241,3 +241,22 @@ def test_studies_competing_for_one_order_in_a_batch_end_as_they_do_one_by_one(
     # Only the first study's arrival names the order (the second's came when it was in progress already).
     assert [e for e in together["events"] if e[0] == "study.arrived"] == [("study.arrived", "first", True),
                                                                          ("study.arrived", "second", False)]
+
+
+def test_a_batch_reads_its_studies_from_orthanc_in_bulk_and_records_the_same_facts(
+        node: Node, services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
+    studies = flood(orthanc, tmp_path, 6)
+    orthanc.calls.clear()
+    assert node.rounds() == []
+    ids = [study_id for _, study_id in studies]
+    per_study = [uri for method, uri in orthanc.calls if method == "GET" and any(i in uri for i in ids)]
+    # Only the statistics study by study (Orthanc has no bulk form): no study, series or metadata read alone.
+    assert sorted(per_study) == sorted(f"/studies/{i}/statistics" for i in ids)
+    assert [uri for method, uri in orthanc.calls if method == "POST"] == ["/tools/bulk-content"] * 4
+    alone = dataclasses.replace(services, pacs=orthanc)
+    for uid, study_id in studies:
+        assert observation.observe_studies(alone, [study_id, "gone-0000"])[study_id] == \
+            observation.observe_study(alone, study_id)
+        assert upload_rows(services, uid) == [("success", "modality", "MODALITY", 2,
+                                               sum(len(i.data) for i in orthanc.instances_of(study_id)), None)]
+    assert observation.observe_studies(alone, ["gone-0000", ids[0]])["gone-0000"] is None

@@ -3,9 +3,10 @@
 It holds DICOM files as Orthanc does, as patients > studies > series > instances with Orthanc's own IDs
 (SHA-1 of the UIDs), and answers the REST-in-process calls the use cases make: storing a file
 (``POST /instances``), the study, its statistics, series and instances, a series' instances, an instance's
-study and metadata (who sent it, its SOP class), shared tags, ``/tools/lookup``, deletes, the change log
-(``/changes``: NewStudy, NewInstance, StableStudy; as in Orthanc 1.10, a deleted study's changes leave the log
-with it and no deletion is ever logged) and the paged study list (``/studies?expand&since=&limit=``).
+study and metadata (who sent it, its SOP class), shared tags, ``/tools/lookup``, ``/tools/bulk-content``
+(studies, series, instances), deletes, the change log (``/changes``: NewStudy, NewInstance, StableStudy; as in
+Orthanc 1.10, a deleted study's changes leave the log with it and no deletion is ever logged) and the paged
+study list (``/studies?expand&since=&limit=``).
 A call it does not know fails loudly (``UnknownRoute``) rather than answering something a real Orthanc would
 not: a use case that starts asking for more shows up here first. ``calls`` records every call, for tests
 that care what was asked.
@@ -201,6 +202,8 @@ class FakeOrthanc:
             found = [{"ID": i, "Type": level, "Path": f"/{level.lower()}s/{i}"}
                      for level in ("Study", "Series", "Instance") for i in self._lookup(uid.strip(), level)]
             return json.dumps(found).encode()
+        if uri == "/tools/bulk-content":
+            return json.dumps(self._bulk(json.loads(body))).encode()
         if uri == "/instances":
             return json.dumps(self.receive(body.encode() if isinstance(body, str) else body, origin="Plugins",
                                            remote_aet=None)).encode()
@@ -266,6 +269,24 @@ class FakeOrthanc:
         if rest == ["shared-tags"] and query == "simplify":
             return self._shared_tags(instances)
         raise UnknownRoute(f"the fake Orthanc does not answer GET /studies/{study.id}/{'/'.join(rest)}?{query}")
+
+    def _bulk(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """``/tools/bulk-content`` at one level: the resources it holds, in the order asked; the others left out
+        (as Orthanc 1.10 does); ``Metadata``: each one's metadata too (instances only, here)."""
+        level, found = request["Level"], []
+        for resource in request["Resources"]:
+            if level == "Study" and resource in self.studies:
+                found.append(self._study_json(self.studies[resource], [], ""))
+            elif level == "Series":
+                found += [s for study in self.studies.values() if resource in study.series
+                          for s in self._study_json(study, ["series"], "") if s["ID"] == resource]
+            elif level == "Instance" and resource in self.instances:
+                instance = self.instances[resource]
+                found.append({**self._instance_json(instance),
+                              **({"Metadata": dict(instance.metadata)} if request.get("Metadata") else {})})
+            elif level not in ("Study", "Series", "Instance"):
+                raise UnknownRoute(f"the fake Orthanc does not answer bulk content at level {level}")
+        return found
 
     @staticmethod
     def _instance_json(instance: Instance) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import date
 
-from ..app import deletion, ingest, study_resolution
+from ..app import deletion, observation, study_resolution
 from ..core import errors
 from ..core.dicom_values import parse_date
 from ..core.orders import ORDER_STATUSES, OrderValidationError, validate_order_id
@@ -112,7 +112,7 @@ def get_study(api: Api, request: Request) -> Response:
     services = api.services
     uid = _path_text(request, "study_uid")
     orthanc_id = study_resolution.resolve_one(services, uid)
-    seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+    seen = observation.observe_study(services, orthanc_id) if orthanc_id else None
     if seen is None:
         raise errors.NotFound(f"study {uid} not found")
     recorded = studies.get(services.engine, uid)

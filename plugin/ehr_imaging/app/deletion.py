@@ -19,7 +19,7 @@ from ..core import errors
 from ..core.study_identity import StudyObservation
 from ..services import Services
 from ..store import deletions, studies
-from . import deletion_recovery, ingest, study_resolution
+from . import deletion_recovery, observation, study_resolution
 
 APPROVAL_REQUIRED = "required"
 
@@ -103,7 +103,7 @@ def delete_study(services: Services, study_uid: str, *, actor: str, reason: str,
 
 def _study(services: Services, study_uid: str) -> tuple[studies.StudyFacts, StudyObservation | None]:
     orthanc_id = study_resolution.resolve_one(services, study_uid)
-    seen = ingest.observe_study(services, orthanc_id) if orthanc_id else None
+    seen = observation.observe_study(services, orthanc_id) if orthanc_id else None
     if seen is not None:
         return studies.StudyFacts(study_uid, seen.orthanc_study_id, seen.patient_id, seen.patient_name,
                                   seen.accession_number, seen.study_date, seen.modalities, seen.number_of_series,

@@ -7,54 +7,20 @@ several stable studies per transaction (record_stable_studies).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core import study_identity
 from ..core.coercion import COERCED_TAGS, tag_changes
-from ..core.dicom_values import parse_da, parse_tm
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
 from ..store import collisions, link_batches, links, order_status, studies
 from ..store import upload_log as uploads
+from . import observation
 
-# Orthanc's "Origin" instance metadata -> the upload_source the EHR knows.
-ORIGIN_TO_SOURCE = {"DicomProtocol": "modality", "RestApi": "manual", "Plugins": "api", "Lua": "api",
-                    "WebDav": "manual"}
-
-
-def observe_study(services: Services, orthanc_study_id: str, *, origin: bool = True) -> StudyObservation | None:
-    """The study's facts as Orthanc holds them; None if it is gone (deleted meanwhile). ``origin=False``: who
-    sent it is not read (an upload knows: it says so itself)."""
-    pacs = services.pacs
-    try:
-        study = pacs.get_json(f"/studies/{orthanc_study_id}")
-        stats = pacs.get_json(f"/studies/{orthanc_study_id}/statistics")
-        series = pacs.get_json(f"/studies/{orthanc_study_id}/series")
-    except NotFound:  # deleted before we got to it
-        return None
-    tags = study.get("MainDicomTags", {})
-    patient = study.get("PatientMainDicomTags", {})
-    modalities = sorted({s.get("MainDicomTags", {}).get("Modality", "").strip().upper() for s in series} - {""})
-    source, uploaded_by = _origin(pacs, series) if origin else ("api", None)
-    return StudyObservation(
-        study_instance_uid=tags.get("StudyInstanceUID", ""),
-        orthanc_study_id=orthanc_study_id,
-        patient_id=_text(patient.get("PatientID")),
-        patient_name=_text(patient.get("PatientName")),
-        accession_number=_text(tags.get("AccessionNumber")),
-        study_date=parse_da(tags.get("StudyDate")),
-        study_time=parse_tm(tags.get("StudyTime")),
-        study_description=_text(tags.get("StudyDescription")),
-        modalities=tuple(modalities),
-        number_of_series=len(series),
-        number_of_instances=int(stats.get("CountInstances", 0)),
-        total_size_bytes=int(stats.get("DiskSize", 0)),
-        upload_source=source,
-        uploaded_by=uploaded_by,
-    )
+T = TypeVar("T")
 
 
 def process_stable_study(services: Services, orthanc_study_id: str) -> links.LinkOutcome | None:
@@ -66,12 +32,16 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     return outcome
 
 
-def _observe_unless_held(services: Services, orthanc_study_id: str) -> StudyObservation | None:
+def _observe_unless_held(services: Services, orthanc_study_id: str,
+                         read: Mapping[str, StudyObservation | None] | None = None) -> StudyObservation | None:
     """The stable study to record, or None: an upload in progress holds it (it records it at its end, or hands it
-    back if that fails), it is gone, or it has no StudyInstanceUID."""
+    back if that fails), it is gone, or it has no StudyInstanceUID. ``read``: what its batch read of it."""
     if services.holds.is_held(orthanc_study_id):
         return None
-    seen = observe_study(services, orthanc_study_id)
+    if read is not None and orthanc_study_id in read:
+        seen = read[orthanc_study_id]
+    else:
+        seen = observation.observe_study(services, orthanc_study_id)
     if seen is None or not seen.study_instance_uid or services.holds.is_held(orthanc_study_id):
         return None  # (held again: an upload began while the study was being read)
     return seen
@@ -120,9 +90,11 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
     observed: list[StudyObservation] = []
     uids: set[str] = set()
     failed: dict[str, str] = {}
+    read = _read_together(services, [s for s in dict.fromkeys(orthanc_study_ids) if not services.holds.is_held(s)],
+                          observation.observe_studies)
     for study in dict.fromkeys(orthanc_study_ids):  # once each, the latest read covers every change
         try:
-            seen = _observe_unless_held(services, study)
+            seen = _observe_unless_held(services, study, read)
         except Exception as exc:  # noqa: BLE001 - this study alone is retried by the caller
             failed[study] = f"{type(exc).__name__}: {exc}"
             continue
@@ -146,6 +118,18 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
             continue
         done[seen.orthanc_study_id] = outcome
     return Recorded(done, failed)
+
+
+def _read_together(services: Services, studies: list[str], read: Callable[[Services, list[str]], dict[str, T]],
+                   ) -> dict[str, T]:
+    """A batch's studies read from Orthanc at once; nothing if that fails (each is then read alone, and fails
+    alone if it must)."""
+    try:
+        return read(services, studies) if len(studies) > 1 else {}
+    except Exception as exc:  # noqa: BLE001 - read one by one instead
+        services.log_warning(f"ehr-imaging: {len(studies)} studies not read together ({type(exc).__name__}: {exc}):"
+                             " one by one")
+        return {}
 
 
 def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_uid: str) -> None:
@@ -258,26 +242,6 @@ def _rewrite_instances(services: Services, orthanc_study_id: str,
     return new_study_id
 
 
-def _origin(pacs: Any, series: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """Who sent the study, from the first instance's metadata (Origin, RemoteAET / RemoteIP)."""
-    instances = series[0].get("Instances", []) if series else []
-    if not instances:
-        return "manual", None
-    metadata = pacs.get_json(f"/instances/{instances[0]}/metadata?expand")
-    origin = metadata.get("Origin", "")
-    source = ORIGIN_TO_SOURCE.get(origin, "manual")
-    if origin == "DicomProtocol":
-        return source, metadata.get("RemoteAET") or None
-    return source, metadata.get("HttpUsername") or metadata.get("RemoteIP") or None
-
-
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value or None
-
-
 def study_deleted(services: Services, orthanc_study_id: str) -> list[str]:
     """A study deleted in Orthanc: out of reconciliation if it was a quarantined copy, else its deletion
     audited (when the EHR API did not delete it itself) and its order freed. Returns what to log. Nothing when
@@ -313,9 +277,11 @@ def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> lis
         return []
     arrivals: dict[str, order_status.Arrived] = {}
     alone = []
+    read = _read_together(services, list(dict.fromkeys(orthanc_study_ids)),
+                          lambda svc, ids: observation.bulk(svc, "Study", ids))
     for study in dict.fromkeys(orthanc_study_ids):
         try:
-            arrival = _arrival(services, study)
+            arrival = _arrival(services, study, read)
         except Exception:  # noqa: BLE001 - tried alone, best effort
             alone.append(study)
             continue
@@ -327,14 +293,22 @@ def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> lis
     return alone
 
 
-def _arrival(services: Services, orthanc_study_id: str) -> order_status.Arrived | None:
-    try:
-        study = services.pacs.get_json(f"/studies/{orthanc_study_id}")
-    except NotFound:  # gone already
-        return None
+def _arrival(services: Services, orthanc_study_id: str, read: Mapping[str, Any] | None = None,
+             ) -> order_status.Arrived | None:
+    """A new study's accession, PatientID and UID; None when it is gone. ``read``: the studies its batch read
+    (one left out is gone)."""
+    if read:
+        study = read.get(orthanc_study_id)
+        if study is None:
+            return None
+    else:
+        try:
+            study = services.pacs.get_json(f"/studies/{orthanc_study_id}")
+        except NotFound:  # gone already
+            return None
     tags, patient = study.get("MainDicomTags", {}), study.get("PatientMainDicomTags", {})
     uid = str(tags.get("StudyInstanceUID") or "")
     if not uid:
         return None
-    return order_status.Arrived(_text(tags.get("AccessionNumber")), _text(patient.get("PatientID")), uid,
-                                orthanc_study_id)
+    return order_status.Arrived(observation.text(tags.get("AccessionNumber")), observation.text(
+        patient.get("PatientID")), uid, orthanc_study_id)

@@ -18,7 +18,7 @@ from ...core.metrics import UPLOAD_FAILURES
 from ...core.study_identity import orthanc_study_id
 from ...services import Services
 from ...store import upload_log as uploads
-from .. import ingest, study_resolution
+from .. import ingest, observation, study_resolution
 
 MB = 1024 * 1024
 CHUNK = MB
@@ -293,7 +293,7 @@ class Batch:
 
     def _record(self, study_uid: str, orthanc_id: str, audit: uploads.UploadAudit, names: list[str]) -> StudyOutcome:
         services = self._services
-        seen = ingest.observe_study(services, orthanc_id, origin=False)  # its source and uploader: ours
+        seen = observation.observe_study(services, orthanc_id, origin=False)  # its source and uploader: ours
         if seen is None:  # deleted by someone else while it was being uploaded
             self._recorded.add(orthanc_id)
             error = "the study was deleted while it was being uploaded"
