@@ -3,6 +3,10 @@ found by the upload-speed work, it passed the DICOM check (pydicom keeps the NUL
 reached PostgreSQL, which refuses NUL in text: the whole request answered 500 after storing the files before it.
 Now the check refuses that file (400's reason, per file) and the others are stored and recorded as usual.
 
+By C-STORE there is no check of ours before the store: Orthanc (DCMTK) reads a UID up to its NUL, and the
+plugin records the study under the UID as Orthanc holds it, like any other (nothing refused by PostgreSQL, the
+ingest worker never stuck retrying it).
+
 (What an unexpected error in the middle of a batch does, that the files stored before it are recorded as
 ``partial`` before the 500, is tested with the fake Orthanc in tests/app/test_upload_faults.py: no real input is
 known to cause one any more.)"""
@@ -16,9 +20,10 @@ import pydicom
 import pytest
 import requests
 
+from ehr_stack.dicom import storescu
 from tests.conftest import Client
 from tests.dicom_factory import make_study
-from tests.integration.helpers import mrn, query
+from tests.integration.helpers import mrn, query, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +69,23 @@ def test_a_nul_in_a_uid_refuses_that_file_and_the_others_are_stored_and_recorded
     [(patient_id, instances)] = query(client, "SELECT patient_id, number_of_instances FROM ehr_imaging.study_links"
                                       " WHERE study_instance_uid = :u", u=study_uid)
     assert (patient_id, instances) == (patient, 3)
+
+
+def test_a_nul_in_a_uid_sent_by_c_store_is_recorded_as_orthanc_reads_it(client: Client, tmp_path: Path) -> None:
+    patient = mrn()
+    _, [source] = make_study(tmp_path / "a", patient_id=patient, accession=None, study_date="20261201", instances=1)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(with_nul_in_study_uid(source))
+    sent_uid = str(pydicom.dcmread(broken).StudyInstanceUID)
+    after_it_uid, after_it = make_study(tmp_path / "b", patient_id=patient, accession=None, study_date="20261201",
+                                        instances=1)
+    stack = client.stack
+    result = storescu([broken, *after_it], host="127.0.0.1", port=stack.config.dicom_port,
+                      calling_aet=stack.config.modality_aet, called_aet=stack.config.orthanc_aet)
+    assert result.returncode == 0, result.stderr
+    as_read = sent_uid.split("\x00")[0]
+    assert as_read and as_read != sent_uid
+    wait_for_ingest(client, as_read, 1)
+    wait_for_ingest(client, after_it_uid, 1)  # the worker went on past it
+    assert query(client, "SELECT patient_id FROM ehr_imaging.study_links WHERE study_instance_uid = :u",
+                 u=as_read) == [(patient,)]
