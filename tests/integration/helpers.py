@@ -4,10 +4,12 @@ would, wait until a study is ingested, read an error answer's detail (JSON, or a
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fhir.resources.operationoutcome import OperationOutcome
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from ehr_imaging.store.db import normalize_url
 from ehr_stack.stack import Stack
@@ -57,6 +59,20 @@ def query(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def schema_connection(stack: Stack, *settings: str) -> Iterator[Connection]:
+    """A connection to the plugin's schema as its superuser, with these session settings (``SET ...``) made."""
+    engine = create_engine(normalize_url(stack.postgres.url))
+    try:
+        with engine.connect() as conn:
+            for setting in ('SET search_path TO "ehr_imaging"', *settings):
+                conn.execute(text(setting))
+            conn.commit()  # session settings; each test's transaction then ends with it (no lock held between tests)
+            yield conn
     finally:
         engine.dispose()
 

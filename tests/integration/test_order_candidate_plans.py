@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import Compiled
 
-from ehr_imaging.store import db, link_candidates
+from ehr_imaging.store import link_candidates
 from ehr_stack.stack import Stack
+from tests.integration.helpers import schema_connection
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,8 @@ KEYS = [link_candidates.candidate_key(f"1.2.3.{n}", f"acc-{n}", f"mrn-{n}", f"OR
 
 @pytest.fixture(scope="module")
 def connection(stack: Stack) -> Iterator[Connection]:
-    engine = create_engine(db.normalize_url(stack.postgres.url))
-    try:
-        with engine.connect() as conn:
-            conn.execute(text('SET search_path TO "ehr_imaging"'))
-            conn.commit()
-            yield conn
-    finally:
-        engine.dispose()
+    with schema_connection(stack) as conn:
+        yield conn
 
 
 ORDERS = 20_000

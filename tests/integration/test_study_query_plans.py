@@ -20,6 +20,7 @@ from sqlalchemy.engine import Compiled
 from ehr_imaging.store import db, migrations
 from ehr_imaging.store.studies import StudyFilter, search_statements
 from ehr_stack.stack import Stack
+from tests.integration.helpers import schema_connection
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +42,8 @@ INDEXED_FILTERS = {
 
 @pytest.fixture(scope="module")
 def connection(stack: Stack) -> Iterator[Connection]:
-    engine = create_engine(db.normalize_url(stack.postgres.url))
-    try:
-        with engine.connect() as conn:
-            conn.execute(text('SET search_path TO "ehr_imaging"'))
-            conn.execute(text("SET enable_seqscan = off"))
-            conn.commit()  # session settings; each plan's transaction then ends with it (no lock held between tests)
-            yield conn
-    finally:
-        engine.dispose()
+    with schema_connection(stack, "SET enable_seqscan = off") as conn:
+        yield conn
 
 
 def plan(conn: Connection, statement: object) -> str:
