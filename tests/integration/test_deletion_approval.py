@@ -328,6 +328,11 @@ def test_an_approval_never_deletes_another_study_stored_since_under_the_uid(
     _, files = make_study(tmp_path / "again", patient_id=mrn(), accession=None, study_date="20261120",
                           instances=1, study_uid=uid)
     send(client.stack, files)
+    # Recorded again: the link names the new Orthanc study (the old row also had 1 instance until the deletion
+    # outside the API was audited, so waiting for the instance count alone could pass before either happened).
+    eventually(lambda: query(client, "SELECT orthanc_study_id FROM ehr_imaging.study_links"
+                                     " WHERE study_instance_uid = :u", u=uid) not in ([], [(orthanc_id,)]),
+               timeout=30, what="the study stored again to be recorded")
     wait_for_ingest(client, uid, 1)
     approved = as_user(client, "POST", f"{API}/deletion-requests/{request_id}/approve", "admin", "bob")
     assert approved.status_code == 409, approved.text

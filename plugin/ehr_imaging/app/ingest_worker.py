@@ -166,8 +166,8 @@ class IngestWorker:
                 while self.step():
                     pass
                 delay = 1.0
-                if self._wake.wait(POLL_SECONDS):
-                    time.sleep(GATHER_SECONDS)
+                if self._wake.wait(POLL_SECONDS) and not self._deletions_waiting():
+                    time.sleep(GATHER_SECONDS)  # (a deletion is audited at once: rare, and a person may wait on it)
                 self._wake.clear()
             except Exception as exc:  # noqa: BLE001 - waited for and retried, never lost silently
                 if isinstance(exc, LeaseLost):
@@ -176,6 +176,11 @@ class IngestWorker:
                     self._log_error(f"ehr-imaging: ingest worker: {type(exc).__name__}: {exc}")
                 self._pause(delay)
                 delay = min(delay * 2, 30.0)
+
+    def _deletions_waiting(self) -> bool:
+        with self._lock:
+            inbox = bool(self._deleted_inbox)
+        return inbox or bool(self._spool.pending())
 
     def _pause(self, seconds: float) -> None:
         """Wait before a retry; DELETED events arriving meanwhile still reach the spool at once."""
