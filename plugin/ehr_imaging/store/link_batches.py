@@ -12,16 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ..core.study_identity import StudyObservation
-from . import link_candidates, links
+from . import link_candidates, links, study_locks
 from .models import StudyLink, StudyUidCollision
-
-# One statement for every lock of the batch, taken in the order given (the subquery's).
-_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(hashtextextended(u, 0)))"
-                 " FROM (SELECT u FROM unnest(CAST(:uids AS text[])) WITH ORDINALITY AS t(u, n) ORDER BY n) AS s")
 
 
 def record_ingests(engine: Engine, observations: Sequence[StudyObservation], policy: links.MatchPolicy, *,
@@ -35,7 +31,7 @@ def record_ingests(engine: Engine, observations: Sequence[StudyObservation], pol
     if len(set(uids)) != len(uids):
         raise ValueError("a batch records each StudyInstanceUID once")
     with Session(engine) as session, session.begin():
-        session.execute(_LOCK_ALL, {"uids": sorted(uids)})
+        study_locks.lock_studies(session, uids)
         # Written at the commit, each table's rows in one statement: no study of the batch reads another's rows
         # (each its own StudyInstanceUID; orders they share are the same objects in this session).
         # What each study's record reads first, read for all at once: their quarantine rows and candidate orders

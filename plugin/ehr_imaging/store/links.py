@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
 
-from sqlalchemy import Engine, func, or_, select, text
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..core.errors import Conflict, NotFound
@@ -25,6 +25,7 @@ from . import collisions, link_candidates, order_status, outbox
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import Order, order_of
+from .study_locks import lock_study
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
     (core.study_identity): another patient's is quarantined; ``still_stored`` tells whether the recorded
     Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in."""
     with Session(engine) as session, session.begin():
-        _lock_study(session, seen.study_instance_uid)
+        lock_study(session, seen.study_instance_uid)
         return record_in(session, seen, policy, audit, still_stored=still_stored, coerce=coerce)
 
 
@@ -151,15 +152,11 @@ def rematch_for_order(engine: Engine, order_id: str, policy: MatchPolicy) -> lis
     linked = []
     for uid in uids:
         with Session(engine) as session, session.begin():
-            _lock_study(session, uid)
+            lock_study(session, uid)
             link = session.get(StudyLink, uid)
             if link is not None and link.order_id is None and _match(session, link, policy):
                 linked.append(link.orthanc_study_id)
     return linked
-
-
-def _lock_study(session: Session, study_uid: str) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": study_uid})
 
 
 def _copy_facts(link: StudyLink, seen: StudyObservation) -> None:
@@ -261,7 +258,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
     """A person links a study to an order. Conflict when either side is taken, the order is cancelled, or
     the patient differs (unless ``force``: an admin or radiologist who checked); NotFound for either side."""
     with Session(engine) as session, session.begin():
-        _lock_study(session, study_uid)
+        lock_study(session, study_uid)
         link = session.get(StudyLink, study_uid)
         if link is None:
             raise NotFound(f"study {study_uid} is not known")
@@ -292,7 +289,7 @@ def link_manually(engine: Engine, study_uid: str, order_id: str, *, actor: str, 
 def unlink(engine: Engine, study_uid: str, *, actor: str, reason: str | None) -> str:
     """A person removes a link; the study then waits for a person (no automatic re-link)."""
     with Session(engine) as session, session.begin():
-        _lock_study(session, study_uid)
+        lock_study(session, study_uid)
         link = session.get(StudyLink, study_uid)
         if link is None:
             raise NotFound(f"study {study_uid} is not known")
@@ -358,13 +355,8 @@ def coercion(engine: Engine, study_uid: str) -> Iterator[LockedStudy]:
     """Hold the study's lock for a whole tag coercion (the rewrite in Orthanc included): another node's
     ingest, coercion or deletion audit of the same study waits, then sees the coerced study recorded."""
     with Session(engine) as session, session.begin():
-        _lock_study(session, study_uid)
+        lock_study(session, study_uid)
         yield LockedStudy(session, session.get(StudyLink, study_uid))
-
-
-def lock_study(session: Session, study_uid: str) -> None:
-    """The per-study advisory lock every link change holds (for other store modules)."""
-    _lock_study(session, study_uid)
 
 
 def detach_order(session: Session, link: StudyLink, *, actor: str, reason: str) -> str | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from ..core.orders import status_moves_forward
-from . import link_candidates, outbox
+from . import link_candidates, outbox, study_locks
 from .models import ImagingOrder, OrderStatusAudit
 
 ACTOR = "ehr-imaging"
@@ -49,7 +49,7 @@ def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | No
     id, or None (no such order, or more than one)."""
     with Session(engine) as session, session.begin():
         # The study's lock (as store/links takes it): its events are written in the order its changes are.
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": study_uid})
+        study_locks.lock_study(session, study_uid)
         return _all_arrived(session, [Arrived(accession, patient_id, study_uid, orthanc_study_id)],
                             status_updates)[0]
 
@@ -70,9 +70,7 @@ def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates:
     if not arrivals:
         return []
     with Session(engine) as session, session.begin():
-        session.execute(text("SELECT count(pg_advisory_xact_lock(hashtextextended(u, 0))) FROM (SELECT u FROM"
-                             " unnest(CAST(:uids AS text[])) WITH ORDINALITY AS t(u, n) ORDER BY n) AS s"),
-                        {"uids": sorted({arrival.study_uid for arrival in arrivals})})
+        study_locks.lock_studies(session, [arrival.study_uid for arrival in arrivals])
         return _all_arrived(session, arrivals, status_updates)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from ..core.matching import normalize_identifier
-from . import deletions, links, outbox
+from . import deletions, links, outbox, study_locks
 from .models import DicomDeletionLog, DicomUploadLog, ImagingOrder, StudyLink
 
 
@@ -233,7 +233,7 @@ def record_deletion(engine: Engine, study: StudyFacts, *, actor: str, reason: st
     """
     deletion_id = deletion_id or uuid.uuid4()
     with Session(engine) as session, session.begin():
-        links.lock_study(session, study.study_instance_uid)
+        study_locks.lock_study(session, study.study_instance_uid)
         order_id = _delete(session, session.get(StudyLink, study.study_instance_uid), study, actor=actor, reason=reason,
                            deletion_id=deletion_id, approval=approval)
         if approval is not None:
@@ -282,7 +282,7 @@ def record_deleted_in_orthanc(engine: Engine, orthanc_study_id: str) -> str | No
     if uid is None:
         return None
     with Session(engine) as session, session.begin():
-        links.lock_study(session, uid)
+        study_locks.lock_study(session, uid)
         link = session.get(StudyLink, uid)
         if link is None or link.orthanc_study_id != orthanc_study_id:
             return None  # deleted through the API meanwhile, or moved to a new Orthanc ID (tag coercion)
