@@ -97,9 +97,14 @@ function resourceStats() {
     });
     const started = Date.now();
     await page.goto(url);
+    let rendered = null;
     if (mode === 'render') {
-      await page.waitForFunction(
-        `(${canvasStats.toString()})().nonblank > 0.01`, null, { timeout: TIMEOUT_MS, polling: 100 });
+      // The canvas as it was when the image first showed: read again later, a WebGL canvas between two
+      // redraws can read back blank (a fresh-clone run saw the image on the screenshot and 0 lit pixels).
+      const shown = await page.waitForFunction(
+        `(() => { const s = (${canvasStats.toString()})(); return s.nonblank > 0.01 ? s : false; })()`, null,
+        { timeout: TIMEOUT_MS, polling: 100 });
+      rendered = await shown.jsonValue();
     } else if (mode === 'unavailable') {
       await page.waitForFunction(() => /not available/i.test(document.body.innerText), null,
                                  { timeout: TIMEOUT_MS, polling: 100 });
@@ -109,7 +114,7 @@ function resourceStats() {
     const elapsed = Date.now() - started;
     const resources = await page.evaluate(resourceStats);
     await page.waitForTimeout(500);  // let the overlays and the thumbnails settle for the screenshot
-    outcome = { ok: true, elapsed_ms: elapsed, canvas: await page.evaluate(canvasStats),
+    outcome = { ok: true, elapsed_ms: elapsed, canvas: rendered || await page.evaluate(canvasStats),
                 location: page.url(), resources };
   } catch (error) {
     outcome = { ok: false, error: String(error) };
