@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
-from ehr_imaging.app import ingest
+from ehr_imaging.app import deletion, ingest
 from ehr_imaging.services import Services
 from ehr_imaging.store import links, orders
 from tests.app.records import accession, mrn, put_order
@@ -91,3 +92,30 @@ def test_a_status_the_ehr_set_is_never_undone_and_updates_can_be_off(
     outcome = ingest.process_stable_study(off, study_id)
     assert outcome is not None and outcome.order_id == untouched  # linked all the same
     assert status(off, untouched) == "scheduled" and changes(off, untouched) == []
+
+
+def test_a_first_instance_handled_after_its_study_was_deleted_leaves_the_freed_order_alone(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker reads a NewStudy's study from Orthanc, then waits for the study's lock while an API deletion
+    # holds it (Orthanc's delete and the order freed, in one transaction): seen by a fresh-clone run, the order
+    # went back to in progress. Under the lock the study is gone, so nothing of it is written.
+    services = dataclasses.replace(services, settings=dataclasses.replace(
+        services.settings, DeletedStudyRetentionDays=0))
+    patient, acc = mrn(), accession()
+    order_id = put_order(services, mrn=patient, accession_number=acc, scheduled_start="2026-03-10T09:00:00Z")
+    uid, files = make_study(tmp_path / "a", patient_id=patient, accession=acc, study_date="20260310", instances=1)
+    study_id = arrive(orthanc, files)
+    orthanc.make_stable(study_id)
+    assert ingest.process_stable_study(services, study_id) is not None
+    _, others = make_study(tmp_path / "b", patient_id=mrn(), accession=accession(), study_date="20260310",
+                           instances=1)
+    other_id = arrive(orthanc, others)
+    read_before = {s: ingest._arrival(services, s) for s in (study_id, other_id)}
+    deletion.delete_study(services, uid, actor="rita", reason="duplicate")
+    assert status(services, order_id) == "scheduled"
+    monkeypatch.setattr(ingest, "_arrival", lambda _services, study, read=None: read_before[study])
+
+    assert ingest.study_arrived(services, study_id) is None
+    assert ingest.studies_arrived(services, [study_id, other_id]) == []  # (none to try alone)
+    assert status(services, order_id) == "scheduled"
+    assert changes(services, order_id) == [("scheduled", "completed"), ("completed", "scheduled")]

@@ -265,9 +265,8 @@ def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
     arrival = _arrival(services, orthanc_study_id)
     if arrival is None:
         return None
-    return order_status.study_arrived(services.engine, accession=arrival.accession, patient_id=arrival.patient_id,
-                                      study_uid=arrival.study_uid, orthanc_study_id=orthanc_study_id,
-                                      status_updates=services.settings.OrderStatusUpdates)
+    return order_status.study_arrived(services.engine, arrival, services.settings.OrderStatusUpdates,
+                                      _still_stored(services))
 
 
 def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> list[str]:
@@ -289,8 +288,14 @@ def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> lis
             alone.append(study)
         elif arrival is not None:
             arrivals[arrival.study_uid] = arrival
-    order_status.studies_arrived(services.engine, list(arrivals.values()), services.settings.OrderStatusUpdates)
+    order_status.studies_arrived(services.engine, list(arrivals.values()), services.settings.OrderStatusUpdates,
+                                 _still_stored(services))
     return alone
+
+
+def _still_stored(services: Services) -> order_status.StillStored:
+    """Which of these Orthanc studies Orthanc holds now (one call, asked under the studies' locks)."""
+    return lambda orthanc_study_ids: set(observation.bulk(services, "Study", orthanc_study_ids))
 
 
 def _arrival(services: Services, orthanc_study_id: str, read: Mapping[str, Any] | None = None,

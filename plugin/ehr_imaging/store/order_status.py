@@ -8,7 +8,7 @@ cancelled order never changes (core/orders.status_moves_forward).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
@@ -42,18 +42,6 @@ def reopen(session: Session, order: ImagingOrder, *, study_uid: str | None, reas
     return True
 
 
-def study_arrived(engine: Engine, *, accession: str | None, patient_id: str | None, study_uid: str,
-                  orthanc_study_id: str = "", status_updates: bool = True) -> str | None:
-    """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
-    scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
-    id, or None (no such order, or more than one)."""
-    with Session(engine) as session, session.begin():
-        # The study's lock (as store/links takes it): its events are written in the order its changes are.
-        study_locks.lock_study(session, study_uid)
-        return _all_arrived(session, [Arrived(accession, patient_id, study_uid, orthanc_study_id)],
-                            status_updates)[0]
-
-
 @dataclass(frozen=True)
 class Arrived:
     """A study's first instance, as study_arrived takes it."""
@@ -64,14 +52,33 @@ class Arrived:
     orthanc_study_id: str = ""
 
 
-def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool = True) -> list[str | None]:
+StillStored = Callable[[list[str]], set[str]]  # Orthanc study IDs -> those Orthanc holds now
+
+
+def study_arrived(engine: Engine, arrival: Arrived, status_updates: bool = True,
+                  still_stored: StillStored | None = None) -> str | None:
+    """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
+    scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
+    id, or None (no such order, or more than one, or the study gone: see studies_arrived)."""
+    return studies_arrived(engine, [arrival], status_updates, still_stored)[0]
+
+
+def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool = True,
+                    still_stored: StillStored | None = None) -> list[str | None]:
     """study_arrived for several studies (each StudyInstanceUID once) in one transaction, every study's lock
-    taken first in UID order (as store/link_batches.py does); each one's order id, in the order given."""
+    taken first in UID order (as store/link_batches.py does); each one's order id, in the order given.
+
+    ``still_stored`` is asked under the locks: an arrival is read from Orthanc before them, and a deletion holds
+    the study's lock through Orthanc's delete and its commit, so a study deleted while this waited is gone now
+    and nothing of it is written (its order, freed by the deletion, stays freed)."""
     if not arrivals:
         return []
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, [arrival.study_uid for arrival in arrivals])
-        return _all_arrived(session, arrivals, status_updates)
+        present = still_stored([a.orthanc_study_id for a in arrivals]) if still_stored is not None else None
+        kept = [a for a in arrivals if present is None or a.orthanc_study_id in present]
+        order_ids = dict(zip(kept, _all_arrived(session, kept, status_updates), strict=True))
+        return [order_ids.get(arrival) for arrival in arrivals]
 
 
 def _all_arrived(session: Session, arrivals: Sequence[Arrived], status_updates: bool) -> list[str | None]:
