@@ -36,6 +36,18 @@ def status(services: Services, order_id: str) -> str:
     return order.status
 
 
+def linked_study(services: Services, orthanc: FakeOrthanc, folder: Path) -> tuple[str, str, str]:
+    """An order and a one-instance study with its accession and MRN, arrived, stable and linked to it:
+    (order id, StudyInstanceUID, Orthanc study ID)."""
+    patient, acc = mrn(), accession()
+    order_id = put_order(services, mrn=patient, accession_number=acc, scheduled_start="2026-03-10T09:00:00Z")
+    uid, files = make_study(folder, patient_id=patient, accession=acc, study_date="20260310", instances=1)
+    study_id = arrive(orthanc, files)
+    orthanc.make_stable(study_id)
+    assert ingest.process_stable_study(services, study_id) is not None
+    return order_id, uid, study_id
+
+
 def test_first_instance_in_progress_then_linked_completed_and_unlinked_scheduled_again(
         services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
     patient, acc = mrn(), accession()
@@ -71,12 +83,7 @@ def test_a_cancelled_order_and_another_patients_study_change_nothing(
 
 def test_a_status_the_ehr_set_is_never_undone_and_updates_can_be_off(
         services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
-    patient, acc = mrn(), accession()
-    order_id = put_order(services, mrn=patient, accession_number=acc, scheduled_start="2026-03-10T09:00:00Z")
-    uid, files = make_study(tmp_path / "a", patient_id=patient, accession=acc, study_date="20260310", instances=1)
-    study_id = arrive(orthanc, files)
-    orthanc.make_stable(study_id)
-    assert ingest.process_stable_study(services, study_id) is not None
+    order_id, uid, study_id = linked_study(services, orthanc, tmp_path / "a")
     with services.engine.begin() as conn:  # the EHR says so (PUT /orders keeps its own status)
         conn.execute(text("UPDATE imaging_orders SET status = 'in-progress' WHERE order_id = :o"), {"o": order_id})
     links.unlink(services.engine, uid, actor="rita", reason=None)
@@ -101,12 +108,7 @@ def test_a_first_instance_handled_after_its_study_was_deleted_leaves_the_freed_o
     # went back to in progress. Under the lock the study is gone, so nothing of it is written.
     services = dataclasses.replace(services, settings=dataclasses.replace(
         services.settings, DeletedStudyRetentionDays=0))
-    patient, acc = mrn(), accession()
-    order_id = put_order(services, mrn=patient, accession_number=acc, scheduled_start="2026-03-10T09:00:00Z")
-    uid, files = make_study(tmp_path / "a", patient_id=patient, accession=acc, study_date="20260310", instances=1)
-    study_id = arrive(orthanc, files)
-    orthanc.make_stable(study_id)
-    assert ingest.process_stable_study(services, study_id) is not None
+    order_id, uid, study_id = linked_study(services, orthanc, tmp_path / "a")
     _, others = make_study(tmp_path / "b", patient_id=mrn(), accession=accession(), study_date="20260310",
                            instances=1)
     other_id = arrive(orthanc, others)

@@ -121,15 +121,17 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
 
 
 def _read_together(services: Services, studies: list[str], read: Callable[[Services, list[str]], dict[str, T]],
-                   ) -> dict[str, T]:
-    """A batch's studies read from Orthanc at once; nothing if that fails (each is then read alone, and fails
-    alone if it must)."""
+                   ) -> dict[str, T] | None:
+    """A batch's studies read from Orthanc at once; None for a study alone, or when that fails (each is then read
+    alone, and fails alone if it must)."""
+    if len(studies) < 2:
+        return None
     try:
-        return read(services, studies) if len(studies) > 1 else {}
+        return read(services, studies)
     except Exception as exc:  # noqa: BLE001 - read one by one instead
         services.log_warning(f"ehr-imaging: {len(studies)} studies not read together ({type(exc).__name__}: {exc}):"
                              " one by one")
-        return {}
+        return None
 
 
 def move_out_of_the_way(services: Services, orthanc_study_id: str, quarantine_uid: str) -> None:
@@ -302,7 +304,7 @@ def _arrival(services: Services, orthanc_study_id: str, read: Mapping[str, Any] 
              ) -> order_status.Arrived | None:
     """A new study's accession, PatientID and UID; None when it is gone. ``read``: the studies its batch read
     (one left out is gone)."""
-    if read:
+    if read is not None:
         study = read.get(orthanc_study_id)
         if study is None:
             return None

@@ -15,7 +15,8 @@ from typing import Any
 from .dicom_values import SEXES
 from .errors import FieldError
 
-ORDER_STATUSES = ("scheduled", "in-progress", "completed", "cancelled")
+SCHEDULED, IN_PROGRESS, COMPLETED, CANCELLED = "scheduled", "in-progress", "completed", "cancelled"
+ORDER_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELLED)
 # Where the images take an order (OrderStatusUpdates): forward only, and never a cancelled order.
 _STATUS_RANK = {"scheduled": 0, "in-progress": 1, "completed": 2}
 

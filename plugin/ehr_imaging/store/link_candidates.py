@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from ..core.matching import StudyFacts, normalize_identifier
+from ..core.orders import SCHEDULED
 from .models import ImagingOrder, StudyLink, StudyUidCollision
-
-SCHEDULED = "scheduled"
 
 
 @dataclass(frozen=True)

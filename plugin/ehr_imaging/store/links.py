@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..core.errors import Conflict, NotFound
 from ..core.matching import Decision, OrderFacts, StudyFacts, decide, normalize_identifier
+from ..core.orders import COMPLETED
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyCopy, StudyObservation, classify_arrival
 from . import collisions, link_candidates, order_status, outbox
 from . import upload_log as uploads
@@ -231,7 +232,7 @@ def _facts(order: ImagingOrder, timezone: tzinfo) -> OrderFacts:
 
 def _fill_order(session: Session, order: ImagingOrder, link: StudyLink, status_updates: bool) -> None:
     if status_updates:
-        order_status.advance(session, order, order_status.COMPLETED, study_uid=link.study_instance_uid,
+        order_status.advance(session, order, COMPLETED, study_uid=link.study_instance_uid,
                              reason="a study is linked to it")
     order.study_instance_uid = link.study_instance_uid
     order.orthanc_study_id = link.orthanc_study_id

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from ..core.orders import status_moves_forward
+from ..core.orders import COMPLETED, IN_PROGRESS, SCHEDULED, status_moves_forward
 from . import link_candidates, outbox, study_locks
 from .models import ImagingOrder, OrderStatusAudit
 
 ACTOR = "ehr-imaging"
-IN_PROGRESS, COMPLETED, SCHEDULED = "in-progress", "completed", "scheduled"
 
 
 def advance(session: Session, order: ImagingOrder, to: str, *, study_uid: str | None, reason: str) -> bool:
