@@ -159,3 +159,34 @@ def test_a_purge_skips_a_locked_deletion_and_removes_it_once_free(
     assert not kept.exists()
     record = deletions.deletion(own.engine, done.record.id)
     assert record is not None and not record.restorable and record.purged_at is not None
+
+
+def test_a_stable_study_read_before_its_deletion_is_not_recorded_again(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker reads a stable study from Orthanc, then waits for its lock while an API deletion holds it
+    # (Orthanc's delete, the link removed, the audit row: one transaction). Recorded again after that, the study
+    # came back as a link of nothing Orthanc holds, and the deletion change that followed audited it a second
+    # time, as "deleted in Orthanc outside the EHR API". Under the lock it is gone, so nothing of it is written.
+    own = dataclasses.replace(services, settings=dataclasses.replace(services.settings, DeletedStudyRetentionDays=0))
+    uid, order_id = linked_study(own, orthanc, tmp_path / "a")
+    other_uid, other_order = linked_study(own, orthanc, tmp_path / "b")
+    recorded = studies.get(own.engine, uid)
+    other = studies.get(own.engine, other_uid)
+    assert recorded is not None and other is not None
+    study_id, other_id = recorded.orthanc_study_id, other.orthanc_study_id
+    read_before = {s: ingest._observe_unless_held(own, s) for s in (study_id, other_id)}
+    deletion.delete_study(own, uid, actor="rita", reason="duplicate")
+    monkeypatch.setattr(ingest, "_observe_unless_held", lambda _services, study, read=None: read_before[study])
+
+    assert ingest.process_stable_study(own, study_id) is None
+    batch = ingest.record_stable_studies(own, [study_id, other_id])
+    assert (set(batch.outcomes), batch.failed) == ({other_id}, {})  # its batch-mate recorded as ever
+    assert batch.outcomes[other_id].order_id == other_order
+    assert studies.get(own.engine, uid) is None
+    assert ingest.study_deleted(own, study_id) == []  # the deletion change after it: nothing to audit
+    with own.engine.connect() as conn:
+        audited = conn.execute(text("SELECT deleted_by, reason, order_id FROM ehr_imaging.dicom_deletion_logs"
+                                    " WHERE study_instance_uid = :u"), {"u": uid}).all()
+    assert [tuple(row) for row in audited] == [("rita", "duplicate", order_id)]
+    freed = orders.get(own.engine, order_id)
+    assert freed is not None and freed.status == "scheduled"  # freed by the deletion, and left so

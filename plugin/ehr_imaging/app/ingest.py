@@ -16,7 +16,7 @@ from ..core.coercion import COERCED_TAGS, tag_changes
 from ..core.errors import NotFound
 from ..core.study_identity import REASON_COLLISION, Arrival, StudyObservation, same_patient
 from ..services import Services
-from ..store import collisions, link_batches, links, order_status, studies
+from ..store import collisions, link_batches, links, order_status, studies, study_locks
 from ..store import upload_log as uploads
 from . import observation
 
@@ -27,7 +27,10 @@ def process_stable_study(services: Services, orthanc_study_id: str) -> links.Lin
     seen = _observe_unless_held(services, orthanc_study_id)
     if seen is None:
         return None
-    outcome = record(services, seen)
+    [outcome] = _record_stable(services, [seen])
+    if outcome is None:
+        return None  # deleted while it waited for its lock
+    _quarantine(services, seen, outcome)
     _coerce_if_linked(services, seen, outcome)
     return outcome
 
@@ -105,11 +108,10 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
         else:
             uids.add(seen.study_instance_uid)
             observed.append(seen)
-    outcomes = link_batches.record_ingests(services.engine, observed, services.match_policy,
-                                           still_stored=lambda orthanc_id: stored(services, orthanc_id),
-                                           coerce=services.settings.CoerceTags)
     done: dict[str, links.LinkOutcome] = {}
-    for seen, outcome in zip(observed, outcomes, strict=True):
+    for seen, outcome in zip(observed, _record_stable(services, observed), strict=True):
+        if outcome is None:
+            continue  # deleted while it waited for its lock
         try:
             _quarantine(services, seen, outcome)
             _coerce_if_linked(services, seen, outcome)
@@ -118,6 +120,13 @@ def record_stable_studies(services: Services, orthanc_study_ids: Sequence[str]) 
             continue
         done[seen.orthanc_study_id] = outcome
     return Recorded(done, failed)
+
+
+def _record_stable(services: Services, observed: list[StudyObservation]) -> list[links.LinkOutcome | None]:
+    """Stable studies recorded in one transaction; None for one Orthanc no longer holds once its lock is held."""
+    return link_batches.record_ingests(services.engine, observed, services.match_policy,
+                                       still_stored=lambda orthanc_id: stored(services, orthanc_id),
+                                       held_now=_held_now(services), coerce=services.settings.CoerceTags)
 
 
 def _read_together(services: Services, studies: list[str], read: Callable[[Services, list[str]], dict[str, T]],
@@ -268,7 +277,7 @@ def study_arrived(services: Services, orthanc_study_id: str) -> str | None:
     if arrival is None:
         return None
     return order_status.study_arrived(services.engine, arrival, services.settings.OrderStatusUpdates,
-                                      _still_stored(services))
+                                      _held_now(services))
 
 
 def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> list[str]:
@@ -291,11 +300,11 @@ def studies_arrived(services: Services, orthanc_study_ids: Sequence[str]) -> lis
         elif arrival is not None:
             arrivals[arrival.study_uid] = arrival
     order_status.studies_arrived(services.engine, list(arrivals.values()), services.settings.OrderStatusUpdates,
-                                 _still_stored(services))
+                                 _held_now(services))
     return alone
 
 
-def _still_stored(services: Services) -> order_status.StillStored:
+def _held_now(services: Services) -> study_locks.HeldNow:
     """Which of these Orthanc studies Orthanc holds now (one call, asked under the studies' locks)."""
     return lambda orthanc_study_ids: set(observation.bulk(services, "Study", orthanc_study_ids))
 

@@ -21,10 +21,16 @@ from .models import StudyLink, StudyUidCollision
 
 
 def record_ingests(engine: Engine, observations: Sequence[StudyObservation], policy: links.MatchPolicy, *,
-                   still_stored: Callable[[str], bool], coerce: bool = False) -> list[links.LinkOutcome]:
+                   still_stored: Callable[[str], bool], held_now: study_locks.HeldNow,
+                   coerce: bool = False) -> list[links.LinkOutcome | None]:
     """links.record_ingest for each observation (no API upload's audit: C-STORE, stable studies), in one
     transaction, in the order given; the outcomes in that order. Each StudyInstanceUID once (the caller
-    records a second Orthanc study under the same UID alone)."""
+    records a second Orthanc study under the same UID alone).
+
+    ``held_now``: which of these Orthanc studies Orthanc holds, asked once the locks are held. The studies were
+    read before, and an API deletion holds a study's lock through Orthanc's delete and its commit: one deleted
+    while this waited is gone now, and recording it again would only have it removed later as "deleted outside
+    the EHR API". Its outcome is None: nothing of it is written."""
     uids = [seen.study_instance_uid for seen in observations]
     if not uids:
         return []
@@ -32,22 +38,34 @@ def record_ingests(engine: Engine, observations: Sequence[StudyObservation], pol
         raise ValueError("a batch records each StudyInstanceUID once")
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, uids)
-        # Written at the commit, each table's rows in one statement: no study of the batch reads another's rows
-        # (each its own StudyInstanceUID; orders they share are the same objects in this session).
-        # What each study's record reads first, read for all at once: their quarantine rows and candidate orders
-        # (both locked), and links.
-        moved = {str(row.quarantine_orthanc_study_id): row for row in session.scalars(
-            select(StudyUidCollision).where(StudyUidCollision.quarantine_orthanc_study_id.in_(
-                [seen.orthanc_study_id for seen in observations])).with_for_update())}
-        known = {link.study_instance_uid: link for link in session.scalars(
-            select(StudyLink).where(StudyLink.study_instance_uid.in_(uids)))}
-        keys = [_candidate_key(seen, known.get(seen.study_instance_uid)) for seen in observations
-                if seen.orthanc_study_id not in moved]
-        read = link_candidates.BatchReads(moved, known, link_candidates.candidate_orders(
-            session, [key for key in keys if key is not None]))
-        with session.no_autoflush:
-            return [links.record_in(session, seen, policy, still_stored=still_stored, coerce=coerce, read=read)
-                    for seen in observations]
+        held = held_now([seen.orthanc_study_id for seen in observations])
+        kept = [seen for seen in observations if seen.orthanc_study_id in held]
+        recorded = {seen.orthanc_study_id: outcome for seen, outcome in zip(
+            kept, _record_all(session, kept, policy, still_stored, coerce), strict=True)}
+        return [recorded.get(seen.orthanc_study_id) for seen in observations]
+
+
+def _record_all(session: Session, observations: Sequence[StudyObservation], policy: links.MatchPolicy,
+                still_stored: Callable[[str], bool], coerce: bool) -> list[links.LinkOutcome]:
+    """Each observation recorded in the caller's transaction, the studies' locks held.
+
+    Written at the commit, each table's rows in one statement: no study of the batch reads another's rows (each
+    its own StudyInstanceUID; orders they share are the same objects in this session). What each study's record
+    reads first is read for all at once: their quarantine rows and candidate orders (both locked), and links."""
+    if not observations:
+        return []
+    moved = {str(row.quarantine_orthanc_study_id): row for row in session.scalars(
+        select(StudyUidCollision).where(StudyUidCollision.quarantine_orthanc_study_id.in_(
+            [seen.orthanc_study_id for seen in observations])).with_for_update())}
+    known = {link.study_instance_uid: link for link in session.scalars(
+        select(StudyLink).where(StudyLink.study_instance_uid.in_([seen.study_instance_uid for seen in observations])))}
+    keys = [_candidate_key(seen, known.get(seen.study_instance_uid)) for seen in observations
+            if seen.orthanc_study_id not in moved]
+    read = link_candidates.BatchReads(moved, known, link_candidates.candidate_orders(
+        session, [key for key in keys if key is not None]))
+    with session.no_autoflush:
+        return [links.record_in(session, seen, policy, still_stored=still_stored, coerce=coerce, read=read)
+                for seen in observations]
 
 
 def _candidate_key(seen: StudyObservation, link: StudyLink | None) -> link_candidates.CandidateKey | None:

@@ -8,7 +8,7 @@ cancelled order never changes (core/orders.status_moves_forward).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
@@ -51,30 +51,29 @@ class Arrived:
     orthanc_study_id: str = ""
 
 
-StillStored = Callable[[list[str]], set[str]]  # Orthanc study IDs -> those Orthanc holds now
 
 
 def study_arrived(engine: Engine, arrival: Arrived, status_updates: bool = True,
-                  still_stored: StillStored | None = None) -> str | None:
+                  held_now: study_locks.HeldNow | None = None) -> str | None:
     """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
     scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
     id, or None (no such order, or more than one, or the study gone: see studies_arrived)."""
-    return studies_arrived(engine, [arrival], status_updates, still_stored)[0]
+    return studies_arrived(engine, [arrival], status_updates, held_now)[0]
 
 
 def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool = True,
-                    still_stored: StillStored | None = None) -> list[str | None]:
+                    held_now: study_locks.HeldNow | None = None) -> list[str | None]:
     """study_arrived for several studies (each StudyInstanceUID once) in one transaction, every study's lock
     taken first in UID order (as store/link_batches.py does); each one's order id, in the order given.
 
-    ``still_stored`` is asked under the locks: an arrival is read from Orthanc before them, and a deletion holds
+    ``held_now`` is asked under the locks: an arrival is read from Orthanc before them, and a deletion holds
     the study's lock through Orthanc's delete and its commit, so a study deleted while this waited is gone now
     and nothing of it is written (its order, freed by the deletion, stays freed)."""
     if not arrivals:
         return []
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, [arrival.study_uid for arrival in arrivals])
-        present = still_stored([a.orthanc_study_id for a in arrivals]) if still_stored is not None else None
+        present = held_now([a.orthanc_study_id for a in arrivals]) if held_now is not None else None
         kept = [a for a in arrivals if present is None or a.orthanc_study_id in present]
         order_ids = dict(zip(kept, _all_arrived(session, kept, status_updates), strict=True))
         return [order_ids.get(arrival) for arrival in arrivals]

@@ -5,10 +5,14 @@ in a cycle (store/link_batches.py); whoever takes study locks takes them before 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+# Which of these Orthanc studies Orthanc holds now: asked once a study's lock is held by whoever read the study
+# from Orthanc before taking it (a deletion holds the lock through Orthanc's delete and its commit).
+HeldNow = Callable[[list[str]], set[str]]
 
 _ONE = text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))")
 # Every lock of a batch in one statement, taken in the order given (the subquery's).
