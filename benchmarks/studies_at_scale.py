@@ -68,6 +68,7 @@ def filters(studies: int) -> dict[str, dict[str, str]]:
         "patient_name (trigram index)": {"patient_name": "doe john1234"},
         "patient_name, broad (john12)": {"patient_name": "john12"},
         "patient_name, two letters": {"patient_name": "jo"},
+        "patient_name, two letters, no match": {"patient_name": "zq"},
     }
 
 

@@ -119,8 +119,10 @@ def catalog_drift(conn: Connection, metadata: MetaData) -> list[str]:
     try:
         migrated = catalog(conn, SCHEMA)
         conn.execute(text(f'CREATE SCHEMA "{SCRATCH}"'))
-        conn.execute(text(f'SET LOCAL search_path TO "{SCRATCH}"'))
-        metadata.create_all(conn)
+        # The migrated schema second: its functions (name_grams, which a generated column calls) are found there;
+        # the tables are made in the first (checkfirst off: the migrated ones are visible too).
+        conn.execute(text(f'SET LOCAL search_path TO "{SCRATCH}", "{SCHEMA}"'))
+        metadata.create_all(conn, checkfirst=False)
         return differences(migrated, catalog(conn, SCRATCH))
     finally:
         transaction.rollback()

@@ -37,6 +37,8 @@ INDEXED_FILTERS = {
     "study date range": StudyFilter(study_date_from=date(2020, 1, 1), study_date_to=date(2020, 12, 31)),
     "order_status": StudyFilter(order_status="completed"),
     "patient_name": StudyFilter(patient_name="doe jo"),
+    "patient_name of two letters": StudyFilter(patient_name="jo"),
+    "patient_name of short parts": StudyFilter(patient_name="li w"),
 }
 
 
@@ -79,6 +81,14 @@ def test_the_patient_name_search_counts_from_the_trigram_index(connection: Conne
     count, _ = search_statements(StudyFilter(patient_name="smith"))
     explained = plan(connection, count)
     assert "ix_study_links_patient_name_trgm" in explained, explained
+
+
+def test_a_name_search_of_one_or_two_letters_reads_the_names_letter_pairs(connection: Connection) -> None:
+    # Trigrams cannot answer it (pg_trgm finds no trigram in "jo"): without the letter pairs it read every study.
+    for name in ("jo", "li w"):
+        count, _ = search_statements(StudyFilter(patient_name=name))
+        explained = plan(connection, count)
+        assert "ix_study_links_patient_name_grams" in explained, explained
 
 
 def test_the_trigram_index_is_made_whenever_pg_trgm_is_installed(stack: Stack) -> None:

@@ -13,7 +13,7 @@ import uuid
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Text, func, text
+from sqlalchemy import BigInteger, Computed, DateTime, Double, ForeignKey, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.schema import CheckConstraint, Index, UniqueConstraint
@@ -107,12 +107,17 @@ class StudyLink(Base):
         # The name's contains-match, when pg_trgm is installed (store/migrations.py ensure_trigram_index).
         Index("ix_study_links_patient_name_trgm", "patient_name", postgresql_using="gin",
               postgresql_ops={"patient_name": "ehr_imaging_ext.gin_trgm_ops"}),
+        # ... and of one or two letters, which trigrams cannot answer (migration 17).
+        Index("ix_study_links_patient_name_grams", "patient_name_grams", postgresql_using="gin"),
     )
 
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)
     orthanc_study_id: Mapped[str]
     patient_id: Mapped[str | None]
     patient_name: Mapped[str | None]
+    # Every letter and letter pair of the name, lower-cased (PostgreSQL computes it: name_grams, migration 17).
+    patient_name_grams: Mapped[list[str] | None] = mapped_column(
+        ARRAY(Text), Computed("name_grams(patient_name)", persisted=True), deferred=True)
     accession_number: Mapped[str | None]
     study_date: Mapped[date | None]
     study_time: Mapped[time | None]

@@ -156,4 +156,19 @@ MIGRATIONS += (
         CREATE INDEX ix_dicom_upload_logs_patient_norm ON dicom_upload_logs (upper(patient_id));
         """,
     ),
+    Migration(
+        17,
+        "the patient-name search of one or two letters from an index: every name's letters and letter pairs",
+        """
+        -- What a contains-match of one or two characters needs (pg_trgm's trigrams need three): lower() as ILIKE
+        -- folds case. IMMUTABLE, so a generated column may call it.
+        CREATE FUNCTION name_grams(name TEXT) RETURNS TEXT[] LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+            SELECT coalesce(array_agg(DISTINCT substr(lower(name), i, n)), '{}')
+            FROM generate_series(1, 2) AS n, generate_series(1, length(name) - n + 1) AS i
+        $$;
+        ALTER TABLE study_links
+            ADD COLUMN patient_name_grams TEXT[] GENERATED ALWAYS AS (name_grams(patient_name)) STORED;
+        CREATE INDEX ix_study_links_patient_name_grams ON study_links USING gin (patient_name_grams);
+        """,
+    ),
 )
