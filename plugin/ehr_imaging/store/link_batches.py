@@ -38,7 +38,8 @@ def record_ingests(engine: Engine, observations: Sequence[StudyObservation], pol
         raise ValueError("a batch records each StudyInstanceUID once")
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, uids)
-        held = held_now([seen.orthanc_study_id for seen in observations])
+        held = study_locks.still_held(session, {seen.study_instance_uid: seen.orthanc_study_id
+                                                for seen in observations}, held_now)
         kept = [seen for seen in observations if seen.orthanc_study_id in held]
         recorded = {seen.orthanc_study_id: outcome for seen, outcome in zip(
             kept, _record_all(session, kept, policy, still_stored, coerce), strict=True)}

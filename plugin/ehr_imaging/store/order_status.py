@@ -73,7 +73,8 @@ def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates:
         return []
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, [arrival.study_uid for arrival in arrivals])
-        present = held_now([a.orthanc_study_id for a in arrivals]) if held_now is not None else None
+        present = study_locks.still_held(session, {a.study_uid: a.orthanc_study_id for a in arrivals},
+                                         held_now) if held_now is not None else None
         kept = [a for a in arrivals if present is None or a.orthanc_study_id in present]
         order_ids = dict(zip(kept, _all_arrived(session, kept, status_updates), strict=True))
         return [order_ids.get(arrival) for arrival in arrivals]
