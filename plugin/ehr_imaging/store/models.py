@@ -92,6 +92,7 @@ class StudyLink(Base):
     """The matching state of one study: its facts, and its order or why it has none."""
 
     __tablename__ = "study_links"
+    __mapper_args__ = {"exclude_properties": ("patient_name_grams",)}  # noqa: RUF012 - read once, when mapped
     __table_args__ = (
         Index("ix_study_links_unmatched", "first_seen_at", postgresql_where=text("order_id IS NULL")),
         Index("ix_study_links_accession", "accession_number"),
@@ -115,9 +116,11 @@ class StudyLink(Base):
     orthanc_study_id: Mapped[str]
     patient_id: Mapped[str | None]
     patient_name: Mapped[str | None]
-    # Every letter and letter pair of the name, lower-cased (PostgreSQL computes it: name_grams, migration 17).
+    # Every letter and letter pair of the name, lower-cased (PostgreSQL computes it: name_grams, migration 17). In
+    # the table, not mapped: only searches read it (NAME_GRAMS), and a mapped generated column is fetched back
+    # by every INSERT and expired by every UPDATE.
     patient_name_grams: Mapped[list[str] | None] = mapped_column(
-        ARRAY(Text), Computed("name_grams(patient_name)", persisted=True), deferred=True)
+        ARRAY(Text), Computed("name_grams(patient_name)", persisted=True))
     accession_number: Mapped[str | None]
     study_date: Mapped[date | None]
     study_time: Mapped[time | None]
@@ -140,6 +143,10 @@ class StudyLink(Base):
     accepted_patient_id: Mapped[str | None]
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The name's letters and letter pairs as a column of the table (unmapped: see StudyLink.patient_name_grams).
+NAME_GRAMS = StudyLink.__table__.c.patient_name_grams
 
 
 class StudyUidCollision(Base):

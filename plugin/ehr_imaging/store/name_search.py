@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, text
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
-from .models import StudyLink
+from .models import NAME_GRAMS, StudyLink
 
 TRIGRAM = 3  # the shortest part pg_trgm's index answers
 
@@ -27,7 +27,7 @@ def contains(name: str) -> Any:
     if not _short(parts):
         return pattern
     # lower(), as ILIKE and the generated pairs fold case.
-    grams = StudyLink.patient_name_grams.contains(array([func.lower(part) for part in parts]))
+    grams = NAME_GRAMS.contains(array([func.lower(part) for part in parts]))
     # One part: having it as a letter or pair is containing it. Several: the pairs find the candidates, the
     # pattern keeps their order.
     return grams if len(parts) == 1 else and_(grams, pattern)
