@@ -27,10 +27,11 @@ def record_ingests(engine: Engine, observations: Sequence[StudyObservation], pol
     transaction, in the order given; the outcomes in that order. Each StudyInstanceUID once (the caller
     records a second Orthanc study under the same UID alone).
 
-    ``held_now``: which of these Orthanc studies Orthanc holds, asked once the locks are held. The studies were
-    read before, and an API deletion holds a study's lock through Orthanc's delete and its commit: one deleted
-    while this waited is gone now, and recording it again would only have it removed later as "deleted outside
-    the EHR API". Its outcome is None: nothing of it is written."""
+    ``held_now``: which of these Orthanc studies Orthanc holds, asked once the locks are held about those the
+    deletion log names (study_locks.still_held). The studies were read before, and an API deletion holds a
+    study's lock through Orthanc's delete and its commit: one deleted while this waited is gone now, and recording
+    it again would only have it removed later as "deleted outside the EHR API". Its outcome is None: nothing of
+    it is written."""
     uids = [seen.study_instance_uid for seen in observations]
     if not uids:
         return []

@@ -51,8 +51,6 @@ class Arrived:
     orthanc_study_id: str = ""
 
 
-
-
 def study_arrived(engine: Engine, arrival: Arrived, status_updates: bool = True,
                   held_now: study_locks.HeldNow | None = None) -> str | None:
     """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
