@@ -18,7 +18,7 @@ from .errors import FieldError
 SCHEDULED, IN_PROGRESS, COMPLETED, CANCELLED = "scheduled", "in-progress", "completed", "cancelled"
 ORDER_STATUSES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELLED)
 # Where the images take an order (OrderStatusUpdates): forward only, and never a cancelled order.
-_STATUS_RANK = {"scheduled": 0, "in-progress": 1, "completed": 2}
+_STATUS_RANK = {SCHEDULED: 0, IN_PROGRESS: 1, COMPLETED: 2}
 
 
 def status_moves_forward(current: str, to: str) -> bool:

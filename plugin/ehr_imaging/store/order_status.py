@@ -51,16 +51,16 @@ class Arrived:
     orthanc_study_id: str = ""
 
 
-def study_arrived(engine: Engine, arrival: Arrived, status_updates: bool = True,
-                  held_now: study_locks.HeldNow | None = None) -> str | None:
+def study_arrived(engine: Engine, arrival: Arrived, status_updates: bool, held_now: study_locks.HeldNow,
+                  ) -> str | None:
     """The first instance of a study: its study.arrived event (store/outbox.py), and (``status_updates``) the one
     scheduled order with its accession and MRN (and no other study) is in progress now. Returns that order's
     id, or None (no such order, or more than one, or the study gone: see studies_arrived)."""
     return studies_arrived(engine, [arrival], status_updates, held_now)[0]
 
 
-def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool = True,
-                    held_now: study_locks.HeldNow | None = None) -> list[str | None]:
+def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates: bool,
+                    held_now: study_locks.HeldNow) -> list[str | None]:
     """study_arrived for several studies (each StudyInstanceUID once) in one transaction, every study's lock
     taken first in UID order (as store/link_batches.py does); each one's order id, in the order given.
 
@@ -71,9 +71,8 @@ def studies_arrived(engine: Engine, arrivals: Sequence[Arrived], status_updates:
         return []
     with Session(engine) as session, session.begin():
         study_locks.lock_studies(session, [arrival.study_uid for arrival in arrivals])
-        present = study_locks.still_held(session, {a.study_uid: a.orthanc_study_id for a in arrivals},
-                                         held_now) if held_now is not None else None
-        kept = [a for a in arrivals if present is None or a.orthanc_study_id in present]
+        held = study_locks.still_held(session, {a.study_uid: a.orthanc_study_id for a in arrivals}, held_now)
+        kept = [a for a in arrivals if a.orthanc_study_id in held]
         order_ids = dict(zip(kept, _all_arrived(session, kept, status_updates), strict=True))
         return [order_ids.get(arrival) for arrival in arrivals]
 
