@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from ehr_imaging.app import deletion, deletion_recovery, ingest
+from ehr_imaging.app import deletion, deletion_recovery, ingest, observation
+from ehr_imaging.app.uploading import Batch
 from ehr_imaging.core import errors
+from ehr_imaging.core.study_identity import StudyObservation
 from ehr_imaging.services import Services
 from ehr_imaging.store import deletions, orders, studies
-from tests.app.records import accession, mrn, put_order
+from tests.app.records import accession, mrn, put_order, upload_rows
 from tests.dicom_factory import make_study
 from tests.fakes.orthanc import FakeOrthanc
 from tests.waiting import eventually
@@ -159,6 +162,49 @@ def test_a_purge_skips_a_locked_deletion_and_removes_it_once_free(
     assert not kept.exists()
     record = deletions.deletion(own.engine, done.record.id)
     assert record is not None and not record.restorable and record.purged_at is not None
+
+
+def test_an_upload_whose_study_is_deleted_after_its_read_records_a_failed_row_and_no_link(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An upload's second batch of a linked study: the upload reads the study from Orthanc, and an API deletion of
+    # it runs before the upload takes the study's lock. Recorded after that, the link came back for a study
+    # Orthanc no longer holds. Under the lock it is gone: the upload's row says so, nothing else is written.
+    own = dataclasses.replace(services, settings=dataclasses.replace(services.settings, DeletedStudyRetentionDays=0))
+    patient, acc = mrn(), accession()
+    order_id = put_order(own, mrn=patient, accession_number=acc)
+    uid, files = make_study(tmp_path / "study", patient_id=patient, accession=acc, study_date="20261120",
+                            instances=4)
+    with Batch(own, uploaded_by="tech-1", source="api") as first:
+        for path in files[:2]:
+            first.add(path.name, path.read_bytes())
+        assert first.finish()[uid].order_id == order_id
+    read = observation.observe_study
+
+    def read_then_deleted(svc: Services, orthanc_study_id: str, **kwargs: Any) -> StudyObservation | None:
+        seen = read(svc, orthanc_study_id, **kwargs)
+        monkeypatch.setattr(observation, "observe_study", read)  # the deletion reads it as ever
+        deletion.delete_study(own, uid, actor="rita", reason="duplicate")
+        return seen
+
+    monkeypatch.setattr(observation, "observe_study", read_then_deleted)
+    with Batch(own, uploaded_by="tech-2", source="api") as second:
+        stored = [second.add(path.name, path.read_bytes()) for path in files[2:]]
+        assert [r.status for r in stored] == ["stored", "stored"]
+        outcome = second.finish()[uid]
+    assert (outcome.orthanc_study_id, outcome.order_id, outcome.upload_status) == (None, None, "failed")
+    gone = "the study was deleted while it was being uploaded"
+    assert [(r.status, r.error) for r in stored] == [("failed", gone)] * 2
+    assert studies.get(own.engine, uid) is None  # no link of a study Orthanc does not hold
+    assert orthanc.studies == {}
+    sent = sum(len(path.read_bytes()) for path in files[2:])
+    assert upload_rows(own, uid)[-1] == ("failed", "api", "tech-2", 2, sent, None)
+    assert len(upload_rows(own, uid)) == 2  # the first upload's row, and this one's
+    with own.engine.connect() as conn:
+        audited = conn.execute(text("SELECT deleted_by, reason, order_id FROM ehr_imaging.dicom_deletion_logs"
+                                    " WHERE study_instance_uid = :u"), {"u": uid}).all()
+    assert [tuple(row) for row in audited] == [("rita", "duplicate", order_id)]
+    freed = orders.get(own.engine, order_id)
+    assert freed is not None and freed.status == "scheduled" and freed.study_instance_uid is None
 
 
 def test_a_stable_study_read_before_its_deletion_is_not_recorded_again(

@@ -57,13 +57,16 @@ def _coerce_if_linked(services: Services, seen: StudyObservation, outcome: links
 
 
 def record(services: Services, seen: StudyObservation,
-           audit: uploads.UploadAudit | None = None) -> links.LinkOutcome:
+           audit: uploads.UploadAudit | None = None) -> links.LinkOutcome | None:
     """Record one observation of a study (links.record_ingest), telling it whether the recorded Orthanc study
-    of the same StudyInstanceUID still exists; a quarantined collision is logged."""
+    of the same StudyInstanceUID still exists; a quarantined collision is logged. None: an API deletion removed
+    the study after it was read (nothing recorded)."""
     outcome = links.record_ingest(services.engine, seen, services.match_policy, audit,
+                                  held_now=_held_now(services),
                                   still_stored=lambda orthanc_id: stored(services, orthanc_id),
                                   coerce=services.settings.CoerceTags)
-    _quarantine(services, seen, outcome)
+    if outcome is not None:
+        _quarantine(services, seen, outcome)
     return outcome
 
 

@@ -26,7 +26,7 @@ from . import collisions, link_candidates, order_status, outbox
 from . import upload_log as uploads
 from .models import DicomUploadLog, ImagingOrder, LinkAudit, StudyLink
 from .orders import Order, order_of
-from .study_locks import lock_study
+from .study_locks import HeldNow, lock_study, still_held
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,23 @@ MANUAL_RULE = "manual"
 
 
 def record_ingest(engine: Engine, seen: StudyObservation, policy: MatchPolicy,
-                  audit: uploads.UploadAudit | None = None, *,
-                  still_stored: Callable[[str], bool] = _always_stored, coerce: bool = False) -> LinkOutcome:
+                  audit: uploads.UploadAudit | None = None, *, held_now: HeldNow,
+                  still_stored: Callable[[str], bool] = _always_stored, coerce: bool = False) -> LinkOutcome | None:
     """Record what arrived (upload log), keep the study's facts current, and link it if a rule allows.
 
     Without ``audit`` the upload row counts the instances that are new since the last record (C-STORE,
     stable studies); an API upload passes ``audit`` and gets one row for exactly what it sent.
     An Orthanc study other than the recorded one under the same StudyInstanceUID never changes the record
     (core.study_identity): another patient's is quarantined; ``still_stored`` tells whether the recorded
-    Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in."""
+    Orthanc study still exists, ``coerce`` whether tag coercion may fold the same patient's copy in.
+
+    ``held_now`` (study_locks.still_held): the study was read from Orthanc before its lock was taken; an API
+    deletion that ran meanwhile has removed it from Orthanc and its link. Then nothing is written and the
+    answer is None: recording it would bring its link back for a study Orthanc no longer holds."""
     with Session(engine) as session, session.begin():
         lock_study(session, seen.study_instance_uid)
+        if not still_held(session, {seen.study_instance_uid: seen.orthanc_study_id}, held_now):
+            return None
         return record_in(session, seen, policy, audit, still_stored=still_stored, coerce=coerce)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Computed, DateTime, Double, ForeignKey, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Unmapped, mapped_column, unmapped_column
 from sqlalchemy.schema import CheckConstraint, Index, UniqueConstraint
 
 # The deletion log and deletion requests live in store/deletion_models.py, who was given access and who used it in
@@ -92,7 +92,6 @@ class StudyLink(Base):
     """The matching state of one study: its facts, and its order or why it has none."""
 
     __tablename__ = "study_links"
-    __mapper_args__ = {"exclude_properties": ("patient_name_grams",)}  # noqa: RUF012 - read once, when mapped
     __table_args__ = (
         Index("ix_study_links_unmatched", "first_seen_at", postgresql_where=text("order_id IS NULL")),
         Index("ix_study_links_accession", "accession_number"),
@@ -119,7 +118,7 @@ class StudyLink(Base):
     # Every letter and letter pair of the name, lower-cased (PostgreSQL computes it: name_grams, migration 17). In
     # the table, not mapped: only searches read it (NAME_GRAMS), and a mapped generated column is fetched back
     # by every INSERT and expired by every UPDATE.
-    patient_name_grams: Mapped[list[str] | None] = mapped_column(
+    patient_name_grams: Unmapped[list[str] | None] = unmapped_column(
         ARRAY(Text), Computed("name_grams(patient_name)", persisted=True))
     accession_number: Mapped[str | None]
     study_date: Mapped[date | None]

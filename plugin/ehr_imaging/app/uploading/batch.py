@@ -294,8 +294,10 @@ class Batch:
     def _record(self, study_uid: str, orthanc_id: str, audit: uploads.UploadAudit, names: list[str]) -> StudyOutcome:
         services = self._services
         seen = observation.observe_study(services, orthanc_id, origin=False)  # its source and uploader: ours
-        if seen is None:  # deleted by someone else while it was being uploaded
-            self._recorded.add(orthanc_id)
+        outcome = None if seen is None else ingest.record(services, dataclasses.replace(
+            seen, upload_source=self.source, uploaded_by=self.uploaded_by, explicit_order_id=self.order_id), audit)
+        self._recorded.add(orthanc_id)
+        if outcome is None:  # deleted by someone else while it was being uploaded (or recorded)
             error = "the study was deleted while it was being uploaded"
             for result in self._parts[study_uid].stored:
                 result.status, result.error, result.failure = "failed", error, errors.Conflict
@@ -304,10 +306,6 @@ class Batch:
                                   file_names=names, size=audit.total_size_bytes, error=error, study_uid=study_uid,
                                   patient_id=self.patient_id, duration=audit.duration)
             return StudyOutcome(study_uid, None, None, error, "failed", 0, None)
-        seen = dataclasses.replace(seen, upload_source=self.source, uploaded_by=self.uploaded_by,
-                                   explicit_order_id=self.order_id)
-        outcome = ingest.record(services, seen, audit)
-        self._recorded.add(orthanc_id)
         services.revisit_study(orthanc_id)
         return StudyOutcome(study_uid, orthanc_id, outcome.order_id, outcome.reason, audit.status,
                             audit.number_of_files, outcome.upload_log_id)
