@@ -1,9 +1,22 @@
-"""ZIP archives crafted byte by byte: central directories that lie about their size or count (zip bombs,
-ZIP64 end records), to test that the limits apply before ``zipfile`` parses anything."""
+"""ZIP archives for upload tests: a study's files as a CD export would pack them (``files_zip``), and archives
+crafted byte by byte: central directories that lie about their size or count (zip bombs, ZIP64 end records), to
+test that the limits apply before ``zipfile`` parses anything."""
 
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
+from pathlib import Path
+
+
+def files_zip(files: list[Path], *, compression: int = zipfile.ZIP_STORED) -> bytes:
+    """The files in a ZIP, each as ``IMG/<name>``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for path in files:
+            archive.writestr(f"IMG/{path.name}", path.read_bytes())
+    return buffer.getvalue()
 
 
 def crafted_zip(entries: int, *, declared: int = 1, zip64: bool = False, name: bytes = b"a") -> bytes:

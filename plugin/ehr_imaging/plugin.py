@@ -28,6 +28,7 @@ from .app.deletion_recovery import PurgeWorker
 from .app.deletion_spool import DeletionSpool
 from .app.dicomweb_gate import ViewerGate
 from .app.event_delivery import start_delivery
+from .app.hold_exchange import HoldExchange
 from .app.ingest_worker import IngestWorker
 from .app.metrics_publisher import MetricsPublisher
 from .app.study_hierarchy import StudyHierarchy
@@ -144,6 +145,8 @@ def _set_up() -> Any:
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
         worker.schema_ready()  # follows Orthanc's change log from its cursor
+        if shared_index:  # the follower may be another node: it sees this node's uploads' holds
+            HoldExchange(services, services.node, pacs.log_warning).start()
         gate.revocations.start()  # each loads at once, then every few seconds
         sessions.start()
         api.jobs.start()

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from ehr_imaging.app import ingest, ingest_repair, ingest_worker
+from ehr_imaging.app import hold_exchange, ingest, ingest_repair, ingest_worker
 from ehr_imaging.app.deletion_spool import DeletionSpool
+from ehr_imaging.app.hold_exchange import HoldExchange
 from ehr_imaging.app.ingest_worker import IngestWorker
+from ehr_imaging.app.uploading import Batch
 from ehr_imaging.core import metrics
 from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
@@ -245,6 +247,64 @@ def test_a_study_held_by_an_upload_is_replayed_after_a_crash_during_the_upload(
     again = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-a")
     again.drain()
     assert len(upload_rows(services, uid)) == 1
+    assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
+
+
+def test_a_study_an_upload_on_another_node_holds_waits_for_its_end_or_for_its_hold_to_run_out(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes on one Orthanc index: node b follows the change log, node a runs an upload that stalls past
+    StableAge. b sees a's hold (the hold exchange) and passes the study over; once a's upload ended, b's record
+    adds nothing to a's one upload row. A node that dies mid-upload stops renewing its hold: once it ran out, b
+    records what was stored."""
+    log_id = f"log-{uuid.uuid4()}"
+    a = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-a")
+    b = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-b")
+    exchanges = [HoldExchange(node.services, name, node.log.append) for node, name in ((a, "node-a"), (b, "node-b"))]
+
+    def exchange() -> None:
+        for round_ in exchanges:
+            round_.exchange_once()
+
+    b.drain()  # b follows the log
+    uid, files = make_study(tmp_path / "slow", patient_id=mrn(), accession=None, study_date="20261120", instances=4)
+    with Batch(a.services, uploaded_by="tech-1", source="api") as upload:
+        first = [upload.add(path.name, path.read_bytes()) for path in files[:2]]
+        assert first[0].orthanc_instance_id is not None
+        study_id = orthanc.instances[first[0].orthanc_instance_id].study_id
+        exchange()
+        assert b.services.holds.is_held(study_id) and not b.services.holds.held_here()
+        orthanc.make_stable(study_id)  # the upload stalls past StableAge
+        stable_seq = orthanc.changes[-1]["Seq"]
+        b.drain()
+        assert upload_rows(services, uid) == []  # not half of it: the upload's to record
+        assert cursor_of(services, log_id) == stable_seq - 1
+        for path in files[2:]:
+            upload.add(path.name, path.read_bytes())
+        upload.finish()
+    exchange()
+    b.drain()
+    assert [row[0::3] for row in upload_rows(services, uid)] == [("success", 4)]  # one row, the upload's
+    assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
+
+    # Node a dies with an upload half stored: its hold runs out and b records the two files stored.
+    monkeypatch.setattr(hold_exchange, "TTL_SECONDS", 1.0)
+    cut_uid, cut_files = make_study(tmp_path / "cut", patient_id=mrn(), accession=None, study_date="20261120",
+                                    instances=2)
+    cut_id = {str(orthanc.receive(path.read_bytes(), origin="RestApi")["ParentStudy"]) for path in cut_files}.pop()
+    a.services.holds.hold(cut_id)
+    exchange()
+    orthanc.make_stable(cut_id)
+    b.drain()
+    assert upload_rows(services, cut_uid) == []
+    exchanges.pop(0)  # node a is gone: it renews nothing
+
+    def recorded_once_run_out() -> bool:
+        exchange()
+        b.drain()
+        return len(upload_rows(services, cut_uid)) == 1
+
+    eventually(recorded_once_run_out, timeout=10, what="node a's hold to run out", interval=0.2)
+    assert [row[0::3] for row in upload_rows(services, cut_uid)] == [("success", 2)]
     assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
 
 

@@ -10,15 +10,32 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
+from sqlalchemy import text
 
+from ehr_imaging.app.ingest_worker import POLL_SECONDS
+from ehr_imaging.core.study_identity import orthanc_study_id
 from ehr_stack.stack import Stack
 from tests.conftest import Client, running_second_node, running_stack
 from tests.dicom_factory import make_study, send
-from tests.integration.helpers import accession, execute, mrn, order, put_order, query, wait_for_ingest
+from tests.integration.helpers import (
+    STABLE_WAIT,
+    accession,
+    execute,
+    finished_job,
+    mrn,
+    order,
+    put_order,
+    query,
+    schema_connection,
+    wait_for_ingest,
+)
 from tests.integration.viewer_helpers import FRAME_ACCEPT, as_viewer, store_study, viewer_token
 from tests.waiting import eventually
+from tests.zip_factory import files_zip
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +71,6 @@ def test_one_study_through_two_nodes_is_linked_once(two_nodes: tuple[Stack, Stac
 
 def test_a_logout_on_one_node_ends_the_session_on_the_other(two_nodes: tuple[Stack, Stack]) -> None:
     """Issue 9: the ended session is shared through PostgreSQL; the other node reloads it within 5 s."""
-    import requests
 
     from ehr_imaging.core.auth import SESSION_COOKIE
 
@@ -153,4 +169,66 @@ def test_the_shared_change_log_is_followed_by_one_node_and_the_other_takes_over(
     finally:
         second.start()
     assert b.get("/api/v1/dicom/health").status_code == 200
+
+
+
+STALLED_JOB_FILES = 450  # a ZIP job (over UploadJobAboveFiles) that runs well over a second
+
+
+def uploads(client: Client, study_uid: str) -> list[tuple[Any, ...]]:
+    return query(client, "SELECT upload_status, number_of_files FROM ehr_imaging.dicom_upload_logs"
+                         " WHERE study_instance_uid = :u", u=study_uid)
+
+
+def test_an_upload_job_stalled_on_one_node_is_not_recorded_half_by_the_follower_on_the_other(
+        two_nodes: tuple[Stack, Stack], tmp_path: Path) -> None:
+    """Issue 12: an upload holds its studies from the ingest worker until it records them itself, and with one
+    shared index the follower of the change log may be the other node. Here a ZIP job on the first node stalls
+    halfway (the test locks the job's row: its next progress write waits, as on a slow database) until Orthanc has
+    logged the study stable: the second node, following the log, sees the first node's hold (its row in
+    upload_holds) and records nothing of the study; released, the job records it once, and the follower's own
+    record after that adds no row."""
+    first, second = two_nodes
+    api = Client(first, first.api_url)
+    name = {node.config.http_port: f"{socket.gethostname()}:{node.config.http_port}" for node in (first, second)}
+    execute(first, "UPDATE ehr_imaging.ingest_cursors SET holder = :h, lease_until = now() + interval '1 hour'",
+            h=name[second.config.http_port])  # the second node follows; the upload goes through the first
+    patient = mrn()
+    uid, files = make_study(tmp_path / "stalled", patient_id=patient, accession=None, study_date="20261120",
+                            instances=STALLED_JOB_FILES)
+    study_id = orthanc_study_id(patient, uid)
+    orthanc = Client(first)  # Orthanc's own routes (the change log) are on its port, not the API's
+    since = int(orthanc.get("/changes?last", auth=first.admin_auth).json()["Last"])
+    try:
+        with schema_connection(first) as locker:
+            answer = api.request("POST", "/api/v1/dicom/upload-zip", "technician",
+                                 files={"file": ("cd.zip", files_zip(files), "application/zip")})
+            assert answer.status_code == 202, answer.text
+            job_id = answer.json()["job_id"]
+            holders = eventually(lambda: query(api, "SELECT node FROM ehr_imaging.upload_holds WHERE"
+                                                    " orthanc_study_id = :s", s=study_id) or None,
+                                 timeout=30, interval=0.01, what="the job's hold in upload_holds")
+            locker.execute(text("SELECT 1 FROM ehr_imaging.upload_jobs WHERE job_id = :j FOR UPDATE"), {"j": job_id})
+            assert holders == [(name[first.config.http_port],)]
+
+            def logged_stable() -> bool:
+                changes = orthanc.get(f"/changes?since={since}&limit=1000", auth=first.admin_auth).json()["Changes"]
+                return any(c["ChangeType"] == "StableStudy" and c["ID"] == study_id for c in changes)
+
+            eventually(logged_stable, timeout=STABLE_WAIT, what="Orthanc to log the stalled study stable")
+            time.sleep(3 * POLL_SECONDS)  # the follower's rounds that would have recorded it
+            [(processed,)] = query(api, "SELECT processed_files FROM ehr_imaging.upload_jobs WHERE job_id = :j",
+                                   j=job_id)
+            assert 0 < processed < STALLED_JOB_FILES, processed  # stalled halfway
+            assert uploads(api, uid) == []  # the follower passed the held study over
+            locker.rollback()
+        status = finished_job(api, f"/api/v1/dicom/upload-jobs/{job_id}")
+    finally:
+        execute(first, "UPDATE ehr_imaging.ingest_cursors SET lease_until = now()")
+    assert (status["status"], status["successful"]) == ("completed", STALLED_JOB_FILES), status
+    time.sleep(3 * POLL_SECONDS)  # the follower's record of the released study, which adds no row
+    assert uploads(api, uid) == [("success", STALLED_JOB_FILES)]
+    assert eventually(lambda: not query(api, "SELECT 1 FROM ehr_imaging.upload_holds WHERE orthanc_study_id = :s",
+                                        s=study_id), timeout=5, what="the released hold to leave upload_holds")
+
 

@@ -3,7 +3,6 @@ a private upload-job folder that is refused when it is not private, and least-pr
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -25,6 +24,7 @@ from ehr_stack.stack import Stack
 from tests.conftest import Client, running_stack
 from tests.dicom_factory import make_study, send
 from tests.integration.helpers import finished_job, mrn
+from tests.zip_factory import files_zip
 
 pytestmark = pytest.mark.integration
 
@@ -82,13 +82,6 @@ def non_loopback_address() -> str:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
     return address
 
-
-def zip_of(files: list[Path]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in files:
-            archive.writestr(f"IMG/{file.name}", file.read_bytes())
-    return buffer.getvalue()
 
 
 def upload_zip(api: Client, data: bytes) -> requests.Response:
@@ -229,7 +222,7 @@ def test_upload_jobs_use_a_private_folder_and_refuse_an_unsafe_one(pg_stack: Sta
     [node_dir] = list(base.iterdir())  # made at start-up, one per node
     assert mode(base) == 0o700 and mode(node_dir) == 0o700
     _, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=5)
-    data = zip_of(files)
+    data = files_zip(files, compression=zipfile.ZIP_DEFLATED)
 
     def refused_job(reason: str) -> None:
         before, log_size = job_rows(stack), stack.log_file.stat().st_size

@@ -6,12 +6,10 @@ upload history, the unmatched queue, the job's status), never how the ingest wor
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import subprocess
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from tests.integration.helpers import (
     wait_for_ingest,
 )
 from tests.waiting import eventually
+from tests.zip_factory import files_zip
 
 pytestmark = pytest.mark.integration
 
@@ -120,13 +119,6 @@ def test_a_c_store_killed_midway_and_sent_again_is_linked_once(stack: Stack, tmp
     assert uid not in unmatched_uids(client)
 
 
-def zip_of(files: list[Path]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in files:
-            archive.writestr(f"IMG/{path.name}", path.read_bytes())
-    return buffer.getvalue()
-
 
 def test_a_zip_job_interrupted_by_a_restart_finishes_without_storing_twice(stack: Stack, tmp_path: Path) -> None:
     client, api = Client(stack), Client(stack, stack.api_url)
@@ -134,7 +126,7 @@ def test_a_zip_job_interrupted_by_a_restart_finishes_without_storing_twice(stack
     order_id = put_order(client, mrn=patient, accession_number=accession())
     uid, files = make_study(tmp_path, patient_id=patient, accession=None, study_date="20261120", instances=400)
     answer = api.request("POST", "/api/v1/dicom/upload-zip", "technician",
-                         files={"file": ("cd.zip", zip_of(files), "application/zip")}, data={"order_id": order_id})
+                         files={"file": ("cd.zip", files_zip(files), "application/zip")}, data={"order_id": order_id})
     assert answer.status_code == 202, answer.text
     status_url = answer.json()["status_url"]
     kill_when(stack, client, uid, 100)
@@ -171,7 +163,7 @@ def test_a_zip_job_interrupted_twice_fails_clearly_and_the_ehr_s_resend_stores_n
     patient = mrn()
     order_id = put_order(client, mrn=patient, accession_number=accession())
     uid, files = make_study(tmp_path, patient_id=patient, accession=None, study_date="20261120", instances=400)
-    data = zip_of(files)
+    data = files_zip(files)
     answer = api.request("POST", "/api/v1/dicom/upload-zip", "technician",
                          files={"file": ("cd.zip", data, "application/zip")}, data={"order_id": order_id})
     assert answer.status_code == 202, answer.text

@@ -315,3 +315,16 @@ def test_study_holds_count_nested_holds_per_study() -> None:
     assert holds.is_held("a") and not holds.is_held("b")
     holds.release("a")
     assert not holds.is_held("a")
+
+
+def test_study_holds_answer_for_other_nodes_as_last_read_but_publish_only_their_own() -> None:
+    from ehr_imaging.core.holds import StudyHolds
+
+    holds = StudyHolds()
+    holds.hold("here")
+    holds.held_elsewhere(["there", "here"])
+    assert holds.is_held("there") and holds.is_held("here")
+    assert holds.held_here() == {"here"}  # what this node publishes: never another node's holds echoed back
+    holds.held_elsewhere([])  # the other node's upload ended
+    holds.release("here")
+    assert not holds.is_held("there") and not holds.is_held("here") and holds.held_here() == set()

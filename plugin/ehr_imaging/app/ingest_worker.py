@@ -74,8 +74,9 @@ class IngestWorker:
         self._handed: deque[tuple[str, str, float]] = deque()  # (STABLE or DELETED, study, when handed over)
         self._changes = ChangeHandler(services, log_warning, log_error)
         self._gaps: dict[int, float] = {}  # a missing sequence number near the head -> when first seen
-        # Stable studies an upload on this node holds (it records them at its end) -> their change: the cursor
-        # written to PostgreSQL stays before the earliest, so a crash during the upload replays it.
+        # Stable studies an upload holds (it records them at its end; on this node or another of a shared index)
+        # -> their change: the cursor written to PostgreSQL stays before the earliest, so a crash during the
+        # upload replays it, and they are recorded here once released.
         self._deferred: dict[str, int] = {}
         self._following = False
         self._seq = 0  # the cursor as this node last read or advanced it
@@ -256,7 +257,13 @@ class IngestWorker:
             seq = self._resumed(seq, last)
         self._set_behind(max(last - seq, 0))
         holds = self._services.holds
-        self._deferred = {study: number for study, number in self._deferred.items() if holds.is_held(study)}
+        released = [study for study in self._deferred if not holds.is_held(study)]
+        if released:
+            # Its upload ended (and recorded it, or handed it over) or, on another node, stopped renewing its hold
+            # (that node died mid-upload): recorded now, idempotently, before the cursor passes its change.
+            self._changes.record(released, time.monotonic())
+            self._deferred = {study: number for study, number in self._deferred.items() if study not in released}
+            self._advance(seq)  # the cursor held back for them moves on, even with no new change
         answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
         changes: list[dict[str, Any]] = answer.get("Changes", [])
         fetched_at = time.monotonic()

@@ -31,6 +31,7 @@ from .event_models import OutboxEvent as OutboxEvent
 from .ingest_cursor import IngestCursor as IngestCursor
 from .model_base import EMPTY_JSON_LIST, EMPTY_JSON_OBJECT, EMPTY_TEXT_ARRAY, FALSE, TRUE, ZERO
 from .model_base import Base as Base
+from .upload_holds import UploadHold as UploadHold
 
 
 class ImagingOrder(Base):

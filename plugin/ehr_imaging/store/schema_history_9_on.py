@@ -171,4 +171,16 @@ MIGRATIONS += (
         CREATE INDEX ix_study_links_patient_name_grams ON study_links USING gin (patient_name_grams);
         """,
     ),
+    Migration(
+        18,
+        "uploads' study holds shared by the nodes of one Orthanc index: the follower of the change log sees them",
+        """
+        CREATE TABLE upload_holds (
+            orthanc_study_id TEXT NOT NULL,
+            node             TEXT NOT NULL,
+            expires_at       TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (orthanc_study_id, node)
+        );
+        """,
+    ),
 )

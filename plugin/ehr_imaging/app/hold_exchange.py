@@ -1,0 +1,55 @@
+"""Uploads' study holds shared between the nodes of one Orthanc index, from one thread per node.
+
+Every ``INTERVAL_SECONDS``, and at once when an upload holds a new study, the thread publishes what this node's
+uploads hold (store/upload_holds.py, each row renewed for ``TTL_SECONDS``) and reads what the other nodes hold
+into ``services.holds``, so the follower of the shared change log passes over a study an upload on another node is
+still writing, as it does for its own. A study turns stable ``StableAge`` seconds (1 at least) after its last
+instance, and a new hold reaches the other nodes within one round (half a second) plus a transaction, so no
+follower records half an upload (while PostgreSQL is away nothing is published, nor recorded). A node that dies
+mid-upload stops renewing: its holds run out after TTL_SECONDS and the follower records what was stored. Runs only
+with Orthanc's index in PostgreSQL, once the plugin's tables exist (plugin.py): with its own index a node follows
+its own change log.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..services import Services
+from ..store import upload_holds
+
+INTERVAL_SECONDS = 0.5
+TTL_SECONDS = 30.0  # a dead node's holds run out this long after its last round
+
+
+class HoldExchange:
+    def __init__(self, services: Services, node: str, log_warning: Callable[[str], None]) -> None:
+        self._services = services
+        self._node = node
+        self._log_warning = log_warning
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="ehr-hold-exchange", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.exchange_once()
+            self._services.holds.wait_for_new_hold(INTERVAL_SECONDS)  # a new hold is published at once
+
+    def exchange_once(self) -> None:
+        """One round. While the database is away the last reading stands (the follower cannot record then
+        either); said once."""
+        holds = self._services.holds
+        try:
+            elsewhere = upload_holds.exchange(self._services.engine, self._node, holds.held_here(), TTL_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            if not self._failing:
+                self._log_warning(f"ehr-imaging: uploads' holds not shared with the other nodes"
+                                  f" ({type(exc).__name__}); retried every {INTERVAL_SECONDS:g} s")
+            self._failing = True
+            return
+        self._failing = False
+        holds.held_elsewhere(elsewhere)
