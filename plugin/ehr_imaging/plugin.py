@@ -144,9 +144,13 @@ def _set_up() -> Any:
     orthanc.ExtendOrthancExplorer(EXPLORER_EXTENSION.read_text())
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
-        worker.schema_ready()  # follows Orthanc's change log from its cursor
         if shared_index:  # the follower may be another node: it sees this node's uploads' holds
-            HoldExchange(services, services.node, pacs.log_warning).start()
+            holds = HoldExchange(services, services.node, pacs.log_warning, engine=db.create_probe_engine(
+                settings.DatabaseUrl, connect_timeout=settings.DatabaseConnectTimeoutSeconds,
+                schema=settings.DatabaseSchema))
+            holds.exchange_once()  # the other nodes' holds read before this node's worker may follow the log
+            holds.start()
+        worker.schema_ready()  # follows Orthanc's change log from its cursor
         gate.revocations.start()  # each loads at once, then every few seconds
         sessions.start()
         api.jobs.start()

@@ -78,7 +78,7 @@ class Services:
     node: str = ""  # this Orthanc node (host:HTTP port): who runs an upload job whose archive is on its disk
     log_error: Callable[[str], None] = _ignore
     log_warning: Callable[[str], None] = _ignore
-    holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing on this node
+    holds: StudyHolds = field(default_factory=StudyHolds)  # studies an upload is writing (here; others' as read)
     metrics: Metrics = field(default_factory=Metrics)  # this node's metrics (app/metrics_publisher.py)
     upload_limiter: RateLimiter = field(default_factory=_no_limit)  # per caller, this node (app/upload_limits.py)
     # Open while the database does not answer (app/database_monitor.py): the engine refuses at once (503).

@@ -3,12 +3,14 @@
 Every ``INTERVAL_SECONDS``, and at once when an upload holds a new study, the thread publishes what this node's
 uploads hold (store/upload_holds.py, each row renewed for ``TTL_SECONDS``) and reads what the other nodes hold
 into ``services.holds``, so the follower of the shared change log passes over a study an upload on another node is
-still writing, as it does for its own. A study turns stable ``StableAge`` seconds (1 at least) after its last
-instance, and a new hold reaches the other nodes within one round (half a second) plus a transaction, so no
-follower records half an upload (while PostgreSQL is away nothing is published, nor recorded). A node that dies
-mid-upload stops renewing: its holds run out after TTL_SECONDS and the follower records what was stored. Runs only
-with Orthanc's index in PostgreSQL, once the plugin's tables exist (plugin.py): with its own index a node follows
-its own change log.
+still writing, as it does for its own. A study turns stable ``StableAge`` seconds after its last instance (the
+README asks for 1 at least; nothing enforces it); a new hold is published in this node's next transaction and
+seen at the follower's next round (half a second), well within that. Its connection is its own (plugin.py), so
+requests that use up the pool never keep it from renewing. A node that dies mid-upload stops renewing: its holds
+run out after TTL_SECONDS and the follower records what was stored. A node that cannot reach PostgreSQL for that
+long while it uploads lets its holds run out too (its upload cannot record either; the follower may then record
+the part stored, and the upload its own row after). Runs only with Orthanc's index in PostgreSQL, once the
+plugin's tables exist (plugin.py): with its own index a node follows its own change log.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from collections.abc import Callable
 
 from ..services import Services
 from ..store import upload_holds
+from ..store.db import Engine
 
 INTERVAL_SECONDS = 0.5
 TTL_SECONDS = 30.0  # a dead node's holds run out this long after its last round
 
 
 class HoldExchange:
-    def __init__(self, services: Services, node: str, log_warning: Callable[[str], None]) -> None:
+    def __init__(self, services: Services, node: str, log_warning: Callable[[str], None], *,
+                 engine: Engine | None = None) -> None:
         self._services = services
+        self._engine = engine or services.engine
         self._node = node
         self._log_warning = log_warning
         self._failing = False
@@ -44,7 +49,7 @@ class HoldExchange:
         either); said once."""
         holds = self._services.holds
         try:
-            elsewhere = upload_holds.exchange(self._services.engine, self._node, holds.held_here(), TTL_SECONDS)
+            elsewhere = upload_holds.exchange(self._engine, self._node, holds.held_here(), TTL_SECONDS)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             if not self._failing:
                 self._log_warning(f"ehr-imaging: uploads' holds not shared with the other nodes"

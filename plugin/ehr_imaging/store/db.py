@@ -48,8 +48,9 @@ def create_db_engine(url: str, *, pool_size: int, connect_timeout: int, schema: 
 
 
 def create_probe_engine(url: str, *, connect_timeout: int, schema: str) -> Engine:
-    """The health monitor's own single connection: its pings never queue behind the requests' connections
-    (a pool used up by waiting requests is no answer about the database itself)."""
+    """A single connection of its own, for the health monitor (its pings never queue behind the requests'
+    connections: a pool used up by waiting requests is no answer about the database itself) and for the
+    cluster's upload holds (app/hold_exchange.py: renewed whatever the requests hold)."""
     engine = create_engine(normalize_url(url), poolclass=GuardedPool, pool_size=1, max_overflow=0,
                            pool_pre_ping=True, pool_timeout=connect_timeout,
                            connect_args=_connect_args(connect_timeout, schema, connect_timeout))
