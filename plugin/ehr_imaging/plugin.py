@@ -145,9 +145,7 @@ def _set_up() -> Any:
     def once_migrated() -> None:
         """What reads the plugin's tables starts once they exist (not before: a fresh database has none)."""
         if shared_index:  # the follower may be another node: it sees this node's uploads' holds
-            holds = HoldExchange(services, services.node, pacs.log_warning, engine=db.create_probe_engine(
-                settings.DatabaseUrl, connect_timeout=settings.DatabaseConnectTimeoutSeconds,
-                schema=settings.DatabaseSchema))
+            holds = HoldExchange(services, services.node, pacs.log_warning, engine=_own_connection(settings))
             holds.exchange_once()  # the other nodes' holds read before this node's worker may follow the log
             holds.start()
         worker.schema_ready()  # follows Orthanc's change log from its cursor
@@ -180,8 +178,7 @@ def _set_up() -> Any:
 def _database_monitor(services: Services) -> DatabaseMonitor:
     """Pings the database; while it does not answer, its breaker refuses at once (README "Resilience")."""
     engine, settings = services.engine, services.settings
-    probe = db.create_probe_engine(settings.DatabaseUrl, connect_timeout=settings.DatabaseConnectTimeoutSeconds,
-                                   schema=settings.DatabaseSchema)
+    probe = _own_connection(settings)
 
     def interrupt() -> int:  # the hung ping's connection, and every connection of the requests and workers
         return db.interrupt(probe) + db.interrupt(engine)
@@ -189,6 +186,12 @@ def _database_monitor(services: Services) -> DatabaseMonitor:
     return DatabaseMonitor(partial(db.ping, probe), interrupt, services.database,
                            interval=settings.DatabaseHealthIntervalSeconds,
                            timeout=settings.DatabaseHealthTimeoutSeconds, log_warning=pacs.log_warning)
+
+
+def _own_connection(settings: Settings) -> db.Engine:
+    """A single database connection apart from the requests' pool (db.create_probe_engine)."""
+    return db.create_probe_engine(settings.DatabaseUrl, connect_timeout=settings.DatabaseConnectTimeoutSeconds,
+                                  schema=settings.DatabaseSchema)
 
 
 def _deletion_spool(orthanc_config: dict[str, Any], node: str) -> DeletionSpool:
