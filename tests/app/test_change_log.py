@@ -308,6 +308,40 @@ def test_a_study_an_upload_on_another_node_holds_waits_for_its_end_or_for_its_ho
     assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
 
 
+def test_a_study_held_only_once_its_change_was_read_is_deferred_as_one_held_before(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload's hold appears between the worker reading a STABLE_STUDY change and handling it (another node's
+    upload, seen at the hold exchange's next round): the handler passes the study over, and the worker defers it
+    as it defers one held when read. The cursor stays before its change; once the hold runs out (that node died
+    mid-upload) the study is recorded, its match latency counted from the change's reading."""
+    log_id = f"log-{uuid.uuid4()}"
+    node = Node(dataclasses.replace(services, holds=StudyHolds()), log_id, "node-a")
+    node.drain()
+    uid, files = make_study(tmp_path / "late", patient_id=mrn(), accession=None, study_date="20261120", instances=1)
+    study_id = str(orthanc.receive(files[0].read_bytes(), origin="RestApi")["ParentStudy"])
+    orthanc.make_stable(study_id)
+    stable_seq = orthanc.changes[-1]["Seq"]
+    handler = node.worker._changes
+    flush = handler.flush
+
+    def held_meanwhile(pending: list[tuple[int, str, str]], queued_at: float) -> list[tuple[int, str, str]]:
+        node.services.holds.held_elsewhere({study_id})
+        return flush(pending, queued_at)
+
+    monkeypatch.setattr(handler, "flush", held_meanwhile)
+    node.drain()
+    assert upload_rows(services, uid) == []
+    assert cursor_of(services, log_id) == stable_seq - 1
+    monkeypatch.setattr(handler, "flush", flush)
+    waited = 0.5
+    threading.Event().wait(waited)
+    node.services.holds.held_elsewhere(set())  # its hold ran out
+    node.drain()
+    assert len(upload_rows(services, uid)) == 1
+    assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
+    assert (node.services.metrics.get(metrics.MATCH_LATENCY) or 0.0) >= waited
+
+
 def test_the_repair_pages_through_orthancs_studies(services: Services, orthanc: FakeOrthanc, tmp_path: Path) -> None:
     """Every study in pages (never one answer): the unrecorded stable ones, and the recorded ones Orthanc lost."""
     held = [stored(orthanc, tmp_path, f"s{n}")[1] for n in range(5)]

@@ -76,8 +76,9 @@ class IngestWorker:
         self._gaps: dict[int, float] = {}  # a missing sequence number near the head -> when first seen
         # Stable studies an upload holds (it records them at its end; on this node or another of a shared index)
         # -> their change: the cursor written to PostgreSQL stays before the earliest, so a crash during the
-        # upload replays it, and they are recorded here once released.
-        self._deferred: dict[str, int] = {}
+        # upload replays it, and they are recorded here once released. Each with when its change was read (the
+        # match latency counts from then, as for every other stable study).
+        self._deferred: dict[str, tuple[int, float]] = {}
         self._following = False
         self._seq = 0  # the cursor as this node last read or advanced it
         self._advanced_at = 0.0  # when it last wrote the cursor
@@ -261,8 +262,9 @@ class IngestWorker:
         if released:
             # Its upload ended (and recorded it, or handed it over) or, on another node, stopped renewing its hold
             # (that node died mid-upload): recorded now, idempotently, before the cursor passes its change.
-            self._changes.record(released, time.monotonic())
-            self._deferred = {study: number for study, number in self._deferred.items() if study not in released}
+            for read_at in sorted({self._deferred[study][1] for study in released}):
+                self._changes.record([s for s in released if self._deferred[s][1] == read_at], read_at)
+            self._deferred = {study: held for study, held in self._deferred.items() if study not in released}
             self._advance(seq)  # the cursor held back for them moves on, even with no new change
         answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
         changes: list[dict[str, Any]] = answer.get("Changes", [])
@@ -279,25 +281,35 @@ class IngestWorker:
             study = str(change.get("ID"))
             if kind is not None and change.get("ResourceType") == "Study":
                 if kind == STABLE and holds.is_held(study):
-                    self._deferred.setdefault(study, number)
+                    self._deferred.setdefault(study, (number, fetched_at))
                 if kind == ARRIVED and (STABLE, study) in {(k, s) for _, k, s in pending}:
-                    pending = self._changes.flush(pending, fetched_at)  # a study's changes in the log's order
+                    pending = self._flush(pending, fetched_at)  # a study's changes in the log's order
                 pending.append((number, kind, study))
                 if len(pending) >= self._batch_size:
-                    pending = self._changes.flush(pending, fetched_at)
+                    pending = self._flush(pending, fetched_at)
                 if time.monotonic() - self._advanced_at >= ADVANCE_EVERY_SECONDS:
                     # Never past a change not handled yet: a crash replays it.
                     self._advance(pending[0][0] - 1 if pending else number)
             handled = number
-        self._changes.flush(pending, fetched_at)
+        self._flush(pending, fetched_at)
         if handled > seq:
             self._advance(handled)
             self._gaps = {k: v for k, v in self._gaps.items() if k > handled}
         self._set_behind(max(last - handled, 0))
         return bool(changes) and handled > seq and not answer.get("Done", True)
 
+    def _flush(self, pending: list[tuple[int, str, str]], fetched_at: float) -> list[tuple[int, str, str]]:
+        """Handle the changes read (ChangeHandler.flush); a stable study an upload holds by then is deferred too:
+        its upload began between the change's reading and its handling, which passed it over."""
+        self._changes.flush(pending, fetched_at)
+        holds = self._services.holds
+        for number, kind, study in pending:
+            if kind == STABLE and holds.is_held(study):
+                self._deferred.setdefault(study, (number, fetched_at))
+        return []
+
     def _advance(self, seq: int) -> None:
-        durable = min([seq, *(number - 1 for number in self._deferred.values())])
+        durable = min([seq, *(number - 1 for number, _ in self._deferred.values())])
         try:
             advanced = cursors.advance(self._services.engine, self._log_id, self._node, durable, LEASE_SECONDS)
         except db.UNAVAILABLE:
