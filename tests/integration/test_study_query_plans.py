@@ -94,8 +94,13 @@ def test_a_name_search_with_few_matches_sorts_them_rather_than_walk_the_newest_f
         name_search.sort_the_matches(Session(bind=connection), matches)
         return str(connection.exec_driver_sql("SHOW enable_indexscan").scalar())
 
+    def plan_cache_mode() -> str:  # a prepared page is planned again under this transaction's settings
+        return str(connection.exec_driver_sql("SHOW plan_cache_mode").scalar())
+
     _, page = search_statements(StudyFilter(patient_name="doe john1234", limit=50))
+    assert plan_cache_mode() == "auto"
     assert index_walks_after(name_search.FEW_MATCHES) == "off"
+    assert plan_cache_mode() == "force_custom_plan"
     explained = plan(connection, page)  # (rolled back: the setting ends with it)
     assert "ix_study_links_patient_name_trgm" in explained and "ix_study_links_newest" not in explained, explained
     assert "Seq Scan on study_links" not in explained, explained
