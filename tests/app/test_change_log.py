@@ -18,7 +18,7 @@ from ehr_imaging.app.deletion_spool import DeletionSpool
 from ehr_imaging.app.hold_exchange import HoldExchange
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.app.uploading import Batch
-from ehr_imaging.core import metrics
+from ehr_imaging.core import errors, metrics
 from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
 from ehr_imaging.store import ingest_cursor
@@ -306,6 +306,36 @@ def test_a_study_an_upload_on_another_node_holds_waits_for_its_end_or_for_its_ho
     eventually(recorded_once_run_out, timeout=10, what="node a's hold to run out", interval=0.2)
     assert [row[0::3] for row in upload_rows(services, cut_uid)] == [("success", 2)]
     assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
+
+
+def test_a_node_whose_holds_may_have_run_out_elsewhere_stores_no_more_files_of_its_uploads(
+        services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that cannot renew its holds (PostgreSQL out of its reach, the follower on another node not) refuses
+    its uploads' next files once the other nodes may no longer see its holds: 503, nothing stored, so the
+    follower records a study that no longer grows. Once renewed, files go in again."""
+    monkeypatch.setattr(hold_exchange, "TTL_SECONDS", 1.2)
+    monkeypatch.setattr(hold_exchange, "MARGIN_SECONDS", 0.2)
+    node = Node(dataclasses.replace(services, holds=StudyHolds()), f"log-{uuid.uuid4()}", "node-a")
+    exchange = HoldExchange(node.services, "node-a", node.log.append)
+    _, files = make_study(tmp_path / "cut-off", patient_id=mrn(), accession=None, study_date="20261120",
+                          instances=3)
+    exchange.exchange_once()
+    with Batch(node.services, uploaded_by="tech-1", source="api") as upload:
+        assert upload.add(files[0].name, files[0].read_bytes()).status == "stored"
+        threading.Event().wait(1.1)  # no renewal since: the other nodes may have dropped this node's holds
+        stored_before = len(orthanc.instances)
+        refused = upload.add(files[1].name, files[1].read_bytes())
+        assert (refused.status, refused.failure) == ("failed", errors.Unavailable)
+        assert "send it again later" in (refused.error or "")
+        assert len(orthanc.instances) == stored_before  # nothing of it kept
+        exchange.exchange_once()  # renewed: files go in again
+        assert upload.add(files[2].name, files[2].read_bytes()).status == "stored"
+    alone = Batch(node.services, uploaded_by="tech-1", source="api")
+    threading.Event().wait(1.1)
+    with alone:
+        alone.add(files[1].name, files[1].read_bytes())
+        refusal = alone.storage_refusal()  # nothing stored: the request as a whole is refused, 503
+        assert isinstance(refusal, errors.Unavailable) and refusal.retry_after_seconds > 0
 
 
 def test_a_study_held_only_once_its_change_was_read_is_deferred_as_one_held_before(

@@ -202,7 +202,8 @@ def _uploaded(result: uploading.FileResult, study: uploading.StudyOutcome, **ext
 
 
 def _raise_storage_refusal(work: uploading.Batch) -> None:
-    """Nothing stored because Orthanc's storage is full: the request as a whole is refused (503, Retry-After)."""
+    """Nothing stored, for now (Orthanc's storage full, the cluster's holds out of reach): the request as a whole
+    is refused (503, Retry-After)."""
     refusal = work.storage_refusal()
     if refusal is not None:
         raise refusal

@@ -7,15 +7,17 @@ still writing, as it does for its own. A study turns stable ``StableAge`` second
 README asks for 1 at least; nothing enforces it); a new hold is published in this node's next transaction and
 seen at the follower's next round (half a second), well within that. Its connection is its own (plugin.py), so
 requests that use up the pool never keep it from renewing. A node that dies mid-upload stops renewing: its holds
-run out after TTL_SECONDS and the follower records what was stored. A node that cannot reach PostgreSQL for that
-long while it uploads lets its holds run out too (its upload cannot record either; the follower may then record
-the part stored, and the upload its own row after). Runs only with Orthanc's index in PostgreSQL, once the
+run out after TTL_SECONDS and the follower records what was stored. A node that cannot renew them (PostgreSQL out
+of its reach while the follower reaches it) stores no more files of its uploads once its holds may have run out
+(``StudyHolds.may_hold``; 503, the file to send again): the follower records the part stored, never a study still
+growing. Runs only with Orthanc's index in PostgreSQL, once the
 plugin's tables exist (plugin.py): with its own index a node follows its own change log.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from ..services import Services
@@ -24,6 +26,9 @@ from ..store.db import Engine
 
 INTERVAL_SECONDS = 0.5
 TTL_SECONDS = 30.0  # a dead node's holds run out this long after its last round
+# An upload on a node whose holds were not renewed for TTL_SECONDS less this stores no more files (503): the
+# follower on another node may no longer see them, and records what the study holds by then.
+MARGIN_SECONDS = 10.0
 
 
 class HoldExchange:
@@ -48,6 +53,7 @@ class HoldExchange:
         """One round. While the database is away the last reading stands (the follower cannot record then
         either); said once."""
         holds = self._services.holds
+        began = time.monotonic()  # (PostgreSQL's clock starts each row's TTL later than this)
         try:
             elsewhere = upload_holds.exchange(self._engine, self._node, holds.held_here(), TTL_SECONDS)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
@@ -58,3 +64,4 @@ class HoldExchange:
             return
         self._failing = False
         holds.held_elsewhere(elsewhere)
+        holds.seen_elsewhere_until(began + TTL_SECONDS - MARGIN_SECONDS)

@@ -18,6 +18,7 @@ class StudyHolds:
     def __init__(self) -> None:
         self._held: Counter[str] = Counter()
         self._elsewhere: frozenset[str] = frozenset()
+        self._seen_until: float | None = None  # the other nodes see this node's holds until then (monotonic)
         self._lock = threading.Lock()
         self._new_hold = threading.Event()
 
@@ -52,3 +53,15 @@ class StudyHolds:
         """What the other nodes hold, as last read (replaces the previous reading)."""
         with self._lock:
             self._elsewhere = frozenset(orthanc_study_ids)
+
+    def seen_elsewhere_until(self, deadline: float) -> None:
+        """The hold exchange renewed this node's holds: the other nodes see them until ``deadline``
+        (``time.monotonic()``; set only with several nodes on one index)."""
+        with self._lock:
+            self._seen_until = deadline
+
+    def may_hold(self, now: float) -> bool:
+        """Whether a new file may go into a held study now: not once the other nodes may have stopped seeing this
+        node's holds (the exchange could not renew them), for the follower there may record the study then."""
+        with self._lock:
+            return self._seen_until is None or now < self._seen_until

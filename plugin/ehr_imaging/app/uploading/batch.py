@@ -225,6 +225,10 @@ class Batch:
         conflict = self._collision(study_uid, patient_id)
         if conflict is not None:
             return self.fail(file_name, conflict, size, errors.Conflict, header)
+        if not self._services.holds.may_hold(time.monotonic()):
+            return self.fail(file_name, "not stored: this node could not tell the cluster's other nodes which studies"
+                             " its uploads are writing (the database out of its reach); nothing of this file was"
+                             " kept, send it again later", size, errors.Unavailable, header)
         # Held before the file goes in, so the worker never records a study this upload is still writing.
         self._hold(orthanc_study_id(patient_id, study_uid))
         try:
@@ -311,12 +315,14 @@ class Batch:
                             audit.number_of_files, outcome.upload_log_id)
 
     def storage_refusal(self) -> errors.DomainError | None:
-        """The request's answer when Orthanc's storage refused its files and none was stored (503), else None:
-        with some files stored, the per-file results say which were not."""
-        refused = next((r for r in self.results if r.failure is errors.StorageFull), None)
+        """The request's answer when its files were refused for now (Orthanc's storage full, or the cluster's
+        holds out of reach: errors.Unavailable) and none was stored (503), else None: with some files stored, the
+        per-file results say which were not."""
+        refused = next((r for r in self.results if r.status == "failed" and issubclass(r.failure, errors.Unavailable)),
+                       None)
         if refused is None or self.successful:
             return None
-        return errors.StorageFull(f"{refused.file_name}: {refused.error}")
+        return refused.failure(f"{refused.file_name}: {refused.error}")
 
     def summary(self) -> dict[str, Any]:
         return {"total_files": len(self.results), "successful": self.successful, "failed": self.failed,
