@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -18,10 +20,11 @@ from ehr_imaging.app.deletion_spool import DeletionSpool
 from ehr_imaging.app.hold_exchange import HoldExchange
 from ehr_imaging.app.ingest_worker import IngestWorker
 from ehr_imaging.app.uploading import Batch
+from ehr_imaging.app.uploading import batch as batch_module
 from ehr_imaging.core import errors, metrics
 from ehr_imaging.core.holds import StudyHolds
 from ehr_imaging.services import Services
-from ehr_imaging.store import ingest_cursor
+from ehr_imaging.store import ingest_cursor, upload_holds
 from tests.app.records import accession, mrn, put_order, upload_rows
 from tests.dicom_factory import make_study
 from tests.fakes.orthanc import FakeOrthanc
@@ -308,34 +311,80 @@ def test_a_study_an_upload_on_another_node_holds_waits_for_its_end_or_for_its_ho
     assert cursor_of(services, log_id) == orthanc.changes[-1]["Seq"]
 
 
-def test_a_node_whose_holds_may_have_run_out_elsewhere_stores_no_more_files_of_its_uploads(
+def test_an_upload_stores_a_file_only_while_the_other_nodes_see_its_studys_hold(
         services: Services, orthanc: FakeOrthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A node that cannot renew its holds (PostgreSQL out of its reach, the follower on another node not) refuses
-    its uploads' next files once the other nodes may no longer see its holds: 503, nothing stored, so the
-    follower records a study that no longer grows. Once renewed, files go in again."""
+    """With Orthanc's index in PostgreSQL a file goes into a study only once the hold exchange has published the
+    study's hold, and while it is renewed. A node that cannot renew (PostgreSQL out of its reach, the follower on
+    another node not) refuses its uploads' files (503, nothing stored); a study whose hold may have run out
+    meanwhile gets no more of that upload, even once renewed (the follower may have recorded it); a new upload
+    stores again."""
     monkeypatch.setattr(hold_exchange, "TTL_SECONDS", 1.2)
-    monkeypatch.setattr(hold_exchange, "MARGIN_SECONDS", 0.2)
+    monkeypatch.setattr(hold_exchange, "MARGIN_SECONDS", 0.4)
+    monkeypatch.setattr(batch_module, "HOLD_PUBLISHED_WITHIN_SECONDS", 0.3)
     node = Node(dataclasses.replace(services, holds=StudyHolds()), f"log-{uuid.uuid4()}", "node-a")
-    exchange = HoldExchange(node.services, "node-a", node.log.append)
-    _, files = make_study(tmp_path / "cut-off", patient_id=mrn(), accession=None, study_date="20261120",
-                          instances=3)
-    exchange.exchange_once()
-    with Batch(node.services, uploaded_by="tech-1", source="api") as upload:
-        assert upload.add(files[0].name, files[0].read_bytes()).status == "stored"
-        threading.Event().wait(1.1)  # no renewal since: the other nodes may have dropped this node's holds
-        stored_before = len(orthanc.instances)
-        refused = upload.add(files[1].name, files[1].read_bytes())
-        assert (refused.status, refused.failure) == ("failed", errors.Unavailable)
-        assert "send it again later" in (refused.error or "")
-        assert len(orthanc.instances) == stored_before  # nothing of it kept
-        exchange.exchange_once()  # renewed: files go in again
-        assert upload.add(files[2].name, files[2].read_bytes()).status == "stored"
-    alone = Batch(node.services, uploaded_by="tech-1", source="api")
-    threading.Event().wait(1.1)
-    with alone:
-        alone.add(files[1].name, files[1].read_bytes())
-        refusal = alone.storage_refusal()  # nothing stored: the request as a whole is refused, 503
-        assert isinstance(refusal, errors.Unavailable) and refusal.retry_after_seconds > 0
+    holds = node.services.holds
+    cut_off = threading.Event()
+    exchange_rows = upload_holds.exchange
+
+    def exchange_unless_cut_off(*args: Any, **kwargs: Any) -> set[str]:
+        if cut_off.is_set():
+            raise OSError("PostgreSQL out of reach")
+        return exchange_rows(*args, **kwargs)
+
+    monkeypatch.setattr(upload_holds, "exchange", exchange_unless_cut_off)
+    exchange, stop = HoldExchange(node.services, "node-a", node.log.append), threading.Event()
+
+    def rounds() -> None:  # the exchange's thread, stoppable
+        while not stop.is_set():
+            exchange.exchange_once()
+            holds.wait_for_new_hold(0.05)
+
+    def study(name: str) -> list[Path]:
+        return make_study(tmp_path / name, patient_id=mrn(), accession=None, study_date="20261120", instances=3)[1]
+
+    def lapse() -> None:
+        cut_off.set()
+        threading.Event().wait(1.0)  # past TTL less the margin since the last renewal
+
+    thread = threading.Thread(target=rounds, daemon=True)
+    thread.start()
+    try:
+        files, other = study("cut-off"), study("after")
+        eventually(lambda: holds.ready_for("no study", 0.0) is False, timeout=10, what="the exchange's first round")
+        with Batch(node.services, uploaded_by="tech-1", source="api") as upload:
+            first = upload.add(files[0].name, files[0].read_bytes())
+            assert first.status == "stored" and first.orthanc_instance_id is not None
+            study_id = orthanc.instances[first.orthanc_instance_id].study_id
+            with node.services.engine.connect() as conn:  # published before its first file went in
+                assert conn.execute(text("SELECT count(*) FROM ehr_imaging.upload_holds WHERE orthanc_study_id = :s"),
+                                    {"s": study_id}).scalar_one() == 1
+            lapse()
+            stored_before = len(orthanc.instances)
+            refused = upload.add(files[1].name, files[1].read_bytes())
+            assert (refused.status, refused.failure) == ("failed", errors.Unavailable)
+            assert "send it again later" in (refused.error or "") and len(orthanc.instances) == stored_before
+            cut_off.clear()
+            exchange.exchange_once()  # renewed
+            again = upload.add(files[2].name, files[2].read_bytes())  # its hold may have run out: still refused
+            assert (again.status, again.failure) == ("failed", errors.Unavailable)
+        with Batch(node.services, uploaded_by="tech-1", source="api") as later:  # a new upload: stored again
+            assert later.add(other[0].name, other[0].read_bytes()).status == "stored"
+        lapse()
+        with Batch(node.services, uploaded_by="tech-1", source="api") as alone:  # a new study, never published
+            assert alone.add(other[1].name, other[1].read_bytes()).status == "failed"
+            refusal = alone.storage_refusal()  # nothing stored: the request as a whole is refused, 503
+            assert isinstance(refusal, errors.Unavailable) and refusal.retry_after_seconds > 0
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_without_a_hold_exchange_every_held_study_takes_files_at_once() -> None:
+    """Orthanc's own SQLite index: no other node, no exchange; a held study is ready without any wait."""
+    holds = StudyHolds()
+    holds.hold("study")
+    began = time.monotonic()
+    assert holds.ready_for("study", 5.0) and time.monotonic() - began < 1.0
 
 
 def test_a_study_held_only_once_its_change_was_read_is_deferred_as_one_held_before(

@@ -7,10 +7,12 @@ still writing, as it does for its own. A study turns stable ``StableAge`` second
 README asks for 1 at least; nothing enforces it); a new hold is published in this node's next transaction and
 seen at the follower's next round (half a second), well within that. Its connection is its own (plugin.py), so
 requests that use up the pool never keep it from renewing. A node that dies mid-upload stops renewing: its holds
-run out after TTL_SECONDS and the follower records what was stored. A node that cannot renew them (PostgreSQL out
-of its reach while the follower reaches it) stores no more files of its uploads once its holds may have run out
-(``StudyHolds.may_hold``; 503, the file to send again): the follower records the part stored, never a study still
-growing. Runs only with Orthanc's index in PostgreSQL, once the
+run out after TTL_SECONDS and the follower records what was stored. An upload's file goes into a study only once
+its hold is published (a new study's first file waits for the next round: one transaction) and while it is seen
+(``StudyHolds.ready_for``): a node that cannot renew its holds (PostgreSQL out of its reach while the follower
+reaches it; or, alone on a PostgreSQL index, the plugin's database away) refuses its uploads' files once they
+may have run out (503, to send again), and a study whose hold may have lapsed gets no more of that upload: the
+follower records the part stored, never a study still growing. Runs only with Orthanc's index in PostgreSQL, once the
 plugin's tables exist (plugin.py): with its own index a node follows its own change log.
 """
 
@@ -26,8 +28,8 @@ from ..store.db import Engine
 
 INTERVAL_SECONDS = 0.5
 TTL_SECONDS = 30.0  # a dead node's holds run out this long after its last round
-# An upload on a node whose holds were not renewed for TTL_SECONDS less this stores no more files (503): the
-# follower on another node may no longer see them, and records what the study holds by then.
+# An upload's files go into a study only while the other nodes see its hold: published, and renewed within
+# TTL_SECONDS less this margin (core/holds.py ready_for); else refused with a 503 (app/uploading/batch.py).
 MARGIN_SECONDS = 10.0
 
 
@@ -54,8 +56,9 @@ class HoldExchange:
         either); said once."""
         holds = self._services.holds
         began = time.monotonic()  # (PostgreSQL's clock starts each row's TTL later than this)
+        held_here = holds.held_here()
         try:
-            elsewhere = upload_holds.exchange(self._engine, self._node, holds.held_here(), TTL_SECONDS)
+            elsewhere = upload_holds.exchange(self._engine, self._node, held_here, TTL_SECONDS)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             if not self._failing:
                 self._log_warning(f"ehr-imaging: uploads' holds not shared with the other nodes"
@@ -64,4 +67,4 @@ class HoldExchange:
             return
         self._failing = False
         holds.held_elsewhere(elsewhere)
-        holds.seen_elsewhere_until(began + TTL_SECONDS - MARGIN_SECONDS)
+        holds.published(held_here, began + TTL_SECONDS - min(MARGIN_SECONDS, TTL_SECONDS / 2))

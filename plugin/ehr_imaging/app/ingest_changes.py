@@ -110,7 +110,7 @@ class ChangeHandler:
 
     def _recorded(self, kind: str, study: str, outcome: LinkOutcome | None, queued_at: float) -> None:
         self._attempts.pop((kind, study), None)
-        if outcome is not None:
+        if outcome is not None and outcome.new_instances:  # (a replay, or a study its upload recorded: no match)
             self._services.metrics.matched(time.monotonic() - queued_at)
         if outcome is not None and outcome.order_id is None:
             self._log_warning(f"ehr-imaging: study {study} unmatched: {outcome.reason}")

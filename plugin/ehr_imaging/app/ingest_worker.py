@@ -300,7 +300,8 @@ class IngestWorker:
 
     def _flush(self, pending: list[tuple[int, str, str]], fetched_at: float) -> list[tuple[int, str, str]]:
         """Handle the changes read (ChangeHandler.flush); a stable study an upload holds by then is deferred too:
-        its upload began between the change's reading and its handling, which passed it over."""
+        its upload began between the change's reading and its handling, which may have passed it over (or
+        recorded it just before: then recorded again, idempotently, once released)."""
         self._changes.flush(pending, fetched_at)
         holds = self._services.holds
         for number, kind, study in pending:

@@ -27,6 +27,9 @@ IDENTITY_TAGS = tuple(Tag(keyword) for keyword in ("PatientID", *UID_KEYWORDS))
 # Orthanc's error codes when its storage area cannot take the file (a full volume: ENOSPC is CannotWriteFile;
 # MaximumStorageSize reached is FullStorage): not the file's fault, so errors.StorageFull (503), never 400.
 ORTHANC_STORAGE_REFUSALS = frozenset({14, 19})  # CannotWriteFile, FullStorage
+# With Orthanc's index in PostgreSQL, how long a file waits for its study's hold to be seen by the other nodes
+# (core/holds.py ready_for: one round of app/hold_exchange.py, or a renewal after a blip) before it is refused.
+HOLD_PUBLISHED_WITHIN_SECONDS = 5.0
 
 
 class UploadRejected(Exception):
@@ -225,12 +228,13 @@ class Batch:
         conflict = self._collision(study_uid, patient_id)
         if conflict is not None:
             return self.fail(file_name, conflict, size, errors.Conflict, header)
-        if not self._services.holds.may_hold(time.monotonic()):
+        # Held before the file goes in, so the worker never records a study this upload is still writing.
+        held = orthanc_study_id(patient_id, study_uid)
+        self._hold(held)
+        if not self._services.holds.ready_for(held, HOLD_PUBLISHED_WITHIN_SECONDS):
             return self.fail(file_name, "not stored: this node could not tell the cluster's other nodes which studies"
                              " its uploads are writing (the database out of its reach); nothing of this file was"
                              " kept, send it again later", size, errors.Unavailable, header)
-        # Held before the file goes in, so the worker never records a study this upload is still writing.
-        self._hold(orthanc_study_id(patient_id, study_uid))
         try:
             stored = store()
         except errors.ArchiveError as exc:  # Orthanc refused the file: say so, it stored nothing
