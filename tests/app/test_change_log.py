@@ -320,7 +320,7 @@ def test_an_upload_stores_a_file_only_while_the_other_nodes_see_its_studys_hold(
     stores again."""
     monkeypatch.setattr(hold_exchange, "TTL_SECONDS", 1.2)
     monkeypatch.setattr(hold_exchange, "MARGIN_SECONDS", 0.4)
-    monkeypatch.setattr(batch_module, "HOLD_PUBLISHED_WITHIN_SECONDS", 0.3)
+    monkeypatch.setattr(batch_module, "HOLD_PUBLISHED_WITHIN_SECONDS", 2.0)
     node = Node(dataclasses.replace(services, holds=StudyHolds()), f"log-{uuid.uuid4()}", "node-a")
     holds = node.services.holds
     cut_off = threading.Event()
@@ -363,6 +363,9 @@ def test_an_upload_stores_a_file_only_while_the_other_nodes_see_its_studys_hold(
             refused = upload.add(files[1].name, files[1].read_bytes())
             assert (refused.status, refused.failure) == ("failed", errors.Unavailable)
             assert "send it again later" in (refused.error or "") and len(orthanc.instances) == stored_before
+            began = time.monotonic()  # the study's next file is refused at once, not after another wait
+            assert upload.add(files[1].name, files[1].read_bytes()).status == "failed"
+            assert time.monotonic() - began < 1.5
             cut_off.clear()
             exchange.exchange_once()  # renewed
             again = upload.add(files[2].name, files[2].read_bytes())  # its hold may have run out: still refused

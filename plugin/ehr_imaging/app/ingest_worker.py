@@ -264,7 +264,8 @@ class IngestWorker:
             # (that node died mid-upload): recorded now, idempotently, before the cursor passes its change.
             for read_at in sorted({self._deferred[study][1] for study in released}):
                 self._changes.record([s for s in released if self._deferred[s][1] == read_at], read_at)
-            self._deferred = {study: held for study, held in self._deferred.items() if study not in released}
+            self._deferred = {study: held for study, held in self._deferred.items()
+                              if study not in released or holds.is_held(study)}  # (held again: passed over)
             self._advance(seq)  # the cursor held back for them moves on, even with no new change
         answer = pacs.get_json(f"/changes?since={seq}&limit={BATCH}")
         changes: list[dict[str, Any]] = answer.get("Changes", [])

@@ -147,6 +147,7 @@ class Batch:
         self.studies: dict[str, StudyOutcome] = {}
         self._parts: dict[str, _Study] = {}
         self._held: set[str] = set()
+        self._not_seen: set[str] = set()  # held studies the other nodes may not see (their files refused)
         self._recorded: set[str] = set()
         self._collisions: dict[tuple[str, str], str | None] = {}
         self._converted: dicom_file.Converted = set()  # header values its files converted (check_dicom)
@@ -231,7 +232,11 @@ class Batch:
         # Held before the file goes in, so the worker never records a study this upload is still writing.
         held = orthanc_study_id(patient_id, study_uid)
         self._hold(held)
-        if not self._services.holds.ready_for(held, HOLD_PUBLISHED_WITHIN_SECONDS):
+        # (A study refused once is refused at once after: its hold may have lapsed, and a job's files must not
+        # each wait.)
+        wait = 0.0 if held in self._not_seen else HOLD_PUBLISHED_WITHIN_SECONDS
+        if not self._services.holds.ready_for(held, wait):
+            self._not_seen.add(held)
             return self.fail(file_name, "not stored: this node could not tell the cluster's other nodes which studies"
                              " its uploads are writing (the database out of its reach); nothing of this file was"
                              " kept, send it again later", size, errors.Unavailable, header)
