@@ -12,8 +12,8 @@ its hold is published (a new study's first file waits for the next round: one tr
 (``StudyHolds.ready_for``): a node that cannot renew its holds (PostgreSQL out of its reach while the follower
 reaches it; or, alone on a PostgreSQL index, the plugin's database away) refuses its uploads' files once they
 may have run out (503, to send again), and a study whose hold may have lapsed gets no more of that upload: the
-follower records the part stored, never a study still growing. Runs only with Orthanc's index in PostgreSQL, once the
-plugin's tables exist (plugin.py): with its own index a node follows its own change log.
+follower records the part stored, never a study still growing. Runs only with Orthanc's index in PostgreSQL, once
+the plugin's tables exist (plugin.py): with its own index a node follows its own change log.
 """
 
 from __future__ import annotations
