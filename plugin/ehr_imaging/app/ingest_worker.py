@@ -281,8 +281,7 @@ class IngestWorker:
             kind = STUDY_CHANGES.get(str(change.get("ChangeType")))
             study = str(change.get("ID"))
             if kind is not None and change.get("ResourceType") == "Study":
-                if kind == STABLE and holds.is_held(study):
-                    self._deferred.setdefault(study, (number, fetched_at))
+                self._defer_if_held(number, kind, study, fetched_at)
                 if kind == ARRIVED and (STABLE, study) in {(k, s) for _, k, s in pending}:
                     pending = self._flush(pending, fetched_at)  # a study's changes in the log's order
                 pending.append((number, kind, study))
@@ -304,11 +303,13 @@ class IngestWorker:
         its upload began between the change's reading and its handling, which may have passed it over (or
         recorded it just before: then recorded again, idempotently, once released)."""
         self._changes.flush(pending, fetched_at)
-        holds = self._services.holds
         for number, kind, study in pending:
-            if kind == STABLE and holds.is_held(study):
-                self._deferred.setdefault(study, (number, fetched_at))
+            self._defer_if_held(number, kind, study, fetched_at)
         return []
+
+    def _defer_if_held(self, number: int, kind: str, study: str, read_at: float) -> None:
+        if kind == STABLE and self._services.holds.is_held(study):
+            self._deferred.setdefault(study, (number, read_at))
 
     def _advance(self, seq: int) -> None:
         durable = min([seq, *(number - 1 for number, _ in self._deferred.values())])
