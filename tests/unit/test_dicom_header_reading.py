@@ -72,7 +72,7 @@ def test_the_upload_check_leaves_pixel_data_unread_and_still_measures_it() -> No
 def test_a_batch_s_remembered_conversions_change_no_finding() -> None:
     """``parse(converted=)``: one set shared by every file and cut of every file read here, as a batch shares it;
     each reading finds what a reading without it finds, and the set did spare conversions."""
-    converted: dicom_file.Converted = set()
+    converted: dicom_file.Converted = {}
     for name in FILES:
         for piece in cuts(data(name)):
             shared = findings_with(piece, converted)
@@ -97,7 +97,7 @@ def test_a_value_that_failed_to_convert_is_never_remembered() -> None:
     assert whole.count(rows) == 1
     at = whole.index(rows)
     broken = whole[:at] + rows[:6] + b"\x03\x00" + whole[at + 8:at + 10] + b"\x00" + whole[at + 10:]
-    converted: dicom_file.Converted = set()
+    converted: dicom_file.Converted = {}
     assert dicom_file.parse(whole, defer_size=HEADER_VALUES_UP_TO, converted=converted).problems == []
     for _ in range(2):
         with pytest.raises(dicom_file.DicomFileError, match="BytesLengthException"):

@@ -195,6 +195,26 @@ def test_check_dicom_refuses_a_nul_inside_an_identifying_value(keyword: str) -> 
     assert (status_of(refused.value.error), refused.value.detail) == (400, f"{keyword} holds a NUL character")
 
 
+def test_check_dicom_refuses_an_identifying_value_it_cannot_convert_instead_of_raising() -> None:
+    """Seed 20261203, channel "header-scan", mutant 502 (from MR_small_bigendian.dcm): a PatientID of the unknown
+    VR 'L ' and a length of 19,535, cut short. Values over 16 KB are left unread by the check, so this one was
+    first converted when the identity was read, and its NotImplementedError left the check (an upload's 500).
+    And an empty value of an unknown VR (pydicom leaves it unconverted) is refused like a non-empty one."""
+    from tests.fuzz.dicom_mutator import default_sources, mutant
+
+    whole = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
+    head = b"\x10\x00\x20\x00LO"  # (0010,0020) PatientID, LO, then its 2-byte length
+    at = whole.index(head)
+    length = struct.unpack_from("<H", whole, at + 6)[0]
+    empty_unknown = whole[:at] + b"\x10\x00\x20\x00L \x00\x00" + whole[at + 8 + length:]
+    for data in (mutant(default_sources(), 20261203, "header-scan", 502).data, empty_unknown):
+        with pytest.raises(uploading.UploadRejected) as refused:
+            uploading.check_dicom(data)
+        assert status_of(refused.value.error) == 400
+        assert refused.value.detail.startswith(("incomplete DICOM file", "not a readable DICOM file")), \
+            refused.value.detail
+
+
 def _zip(entries: int, comment: bytes = b"") -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -64,7 +64,8 @@ MEMO_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS"
                       "OL", "OV", "OW", "PN", "SH", "SL", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UR", "US",
                       "UT", "UV"})
 MEMO_VALUE_BYTES = 1024  # longer values are converted each time (not kept)
-Converted = set[tuple[object, ...]]
+MemoKey = tuple[object, ...]
+Converted = dict[MemoKey, DataElement]  # a memo key -> the element its value was converted to
 
 
 def parse(source: Source, *, defer_size: int | None = None, converted: Converted | None = None) -> ParsedFile:
@@ -75,10 +76,10 @@ def parse(source: Source, *, defer_size: int | None = None, converted: Converted
     the truncation check compares with the bytes there are (the same findings, without copying them); such
     a value is read on first use. For a caller that needs the header only (the upload check).
 
-    ``converted``: a set the caller keeps across the files of one batch, of the values already converted without
-    error (filled here); an identical value (same tag, VR, bytes, byte order and character set) is not converted
-    again. The files of a series share most of their header, so this skips most conversions; the findings are
-    the same, conversion being a function of exactly those."""
+    ``converted``: a dict the caller keeps across the files of one batch, of the values already converted without
+    error (filled here: the element each became); an identical value (same tag, VR, bytes, byte order and
+    character set) is not converted again. The files of a series share most of their header, so this skips most
+    conversions; the findings are the same, conversion being a function of exactly those."""
     data = source if isinstance(source, bytes | memoryview) else source.read()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -142,13 +143,13 @@ def _check_values(ds: Dataset, defer_size: int | None, converted: Converted | No
         for tag, raw in _as_read(ds):
             if not isinstance(raw, RawDataElement):
                 continue
-            if raw.value is not None:
+            if raw.value is not None or raw.length == 0:  # (empty: None for some VRs; an unknown VR still raises)
                 key = _memo_key(raw, charset) if converted is not None else None
                 if key is not None and key in converted:  # type: ignore[operator]
                     continue
-                convert_raw_data_element(raw, encoding=encoding, ds=ds)
+                element = convert_raw_data_element(raw, encoding=encoding, ds=ds)
                 if key is not None:
-                    converted.add(key)  # type: ignore[union-attr]
+                    converted[key] = element  # type: ignore[index]
             elif defer_size is None or raw.length <= defer_size:
                 ds.get_item(tag)  # a value pydicom left to read on first use (e.g. an unknown VR): read it now
 
@@ -160,13 +161,16 @@ def _as_read(ds: Dataset) -> list[tuple[BaseTag, object]]:
     return sorted(ds._dict.items())
 
 
-def _memo_key(raw: RawDataElement, charset: tuple[str, ...]) -> tuple[object, ...] | None:
+def _memo_key(raw: RawDataElement, charset: tuple[str, ...]) -> MemoKey | None:
+    return memo_key(int(raw.tag), raw.VR, raw.value, raw.length, raw.is_implicit_VR, raw.is_little_endian, charset)
+
+
+def memo_key(tag: int, vr: str | None, value: object, length: int, implicit: bool, little: bool,
+             charset: tuple[str, ...]) -> MemoKey | None:
     """What a value's conversion depends on, when nothing else does (see ``MEMO_VRS``); None: convert it."""
-    if raw.VR not in MEMO_VRS or raw.tag.is_private or not isinstance(raw.value, bytes):
+    if vr not in MEMO_VRS or tag >> 16 & 1 or not isinstance(value, bytes) or len(value) > MEMO_VALUE_BYTES:
         return None
-    if len(raw.value) > MEMO_VALUE_BYTES:
-        return None
-    return (int(raw.tag), raw.VR, raw.value, raw.length, raw.is_implicit_VR, raw.is_little_endian, charset)
+    return (tag, vr, value, length, implicit, little, charset)
 
 
 def _truncation(ds: Dataset, size: int) -> list[str]:

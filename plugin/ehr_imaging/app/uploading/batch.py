@@ -13,7 +13,7 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.tag import Tag
 
-from ...core import dicom_file, errors
+from ...core import dicom_file, errors, header_scan
 from ...core.metrics import UPLOAD_FAILURES
 from ...core.study_identity import orthanc_study_id
 from ...services import Services
@@ -49,26 +49,38 @@ class UploadRejected(Exception):
 
 def check_dicom(data: bytes | memoryview, converted: dicom_file.Converted | None = None) -> Dataset:
     """A readable, complete DICOM Part 10 file with the UIDs Orthanc needs (the same reading as ``/validate``:
-    a truncated file is refused here, not stored); returns its dataset.
+    a truncated file is refused here, not stored); returns its header (PatientID and the UIDs at least).
 
     What cannot be read as a DICOM file (not DICOM, unreadable, cut short, no Part 10 header) is ``Malformed``
     (400, what the EHR's client expects for an invalid DICOM file); a readable DICOM file lacking a UID is
     ``Invalid`` (422): its content, not its form, is what is wrong. ``converted``: the values a batch's earlier
     files converted already (``dicom_file.parse``), not converted again."""
-    try:  # the header is what is checked
-        parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES, converted=converted)
-    except dicom_file.DicomFileError as exc:
-        raise UploadRejected(errors.Malformed, str(exc)) from None
-    ds = parsed.dataset
-    identity = {keyword: str(ds.get(keyword, "")) for keyword in ("PatientID", *UID_KEYWORDS)}  # read once
+    # The common file (explicit VR little endian, well formed) is read by header_scan, about 2.5 times faster
+    # than pydicom's whole reading; what it declines is read by pydicom, which also words each refusal.
+    ds = header_scan.identity(data, converted)
+    parsed = None
+    if ds is None:
+        try:  # the header is what is checked
+            parsed = dicom_file.parse(data, defer_size=dicom_file.BULK_VALUE_BYTES, converted=converted)
+        except dicom_file.DicomFileError as exc:
+            raise UploadRejected(errors.Malformed, str(exc)) from None
+        ds = parsed.dataset
+    try:  # read once; a value over 16 KB is read (and converted) only here
+        identity = {keyword: str(ds.get(keyword, "")) for keyword in ("PatientID", *UID_KEYWORDS)}
+    except Exception as exc:  # noqa: BLE001 - e.g. an unknown VR on a long PatientID (was a 500)
+        if parsed is not None and parsed.problems:
+            raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}") from None
+        raise UploadRejected(errors.Malformed, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     for keyword, value in identity.items():  # recorded as text: PostgreSQL refuses NUL in text (was a 500)
         if "\x00" in value.rstrip("\x00 "):
             raise UploadRejected(errors.Malformed, f"{keyword} holds a NUL character")
     missing = next((keyword for keyword in UID_KEYWORDS if not identity[keyword].strip()), None)
-    if parsed.problems:  # cut short: refused, but counted against its study when its UIDs were read
+    # (header_scan only answers for a complete Part 10 file.) Cut short: refused, but counted against its study
+    # when its UIDs were read. A bare dataset: /validate reports it, the archive stores Part 10 files only.
+    if parsed is not None and parsed.problems:
         raise UploadRejected(errors.Malformed, f"incomplete DICOM file: {parsed.problems[0]}",
                              ds if missing is None else None)
-    if not parsed.has_preamble:  # /validate reports bare datasets; the archive stores Part 10 files only
+    if parsed is not None and not parsed.has_preamble:
         raise UploadRejected(errors.Malformed, "not a DICOM Part 10 file (no preamble and 'DICM' prefix)")
     if missing is not None:
         raise UploadRejected(errors.Invalid, f"{missing} is missing")
@@ -150,7 +162,7 @@ class Batch:
         self._not_seen: set[str] = set()  # held studies the other nodes may not see (their files refused)
         self._recorded: set[str] = set()
         self._collisions: dict[tuple[str, str], str | None] = {}
-        self._converted: dicom_file.Converted = set()  # header values its files converted (check_dicom)
+        self._converted: dicom_file.Converted = {}  # header values its files converted (check_dicom)
         self._began = time.monotonic()
         self._finishing = False
         self.interrupted: str | None = None  # why the batch stopped before its last file, when it did
