@@ -70,6 +70,18 @@ def test_a_full_storage_refuses_with_503_and_records_nothing_as_stored(services:
     assert [row[0] for row in upload_rows(services, uid)] == ["failed"]
 
 
+def test_files_refused_for_several_reasons_get_the_longest_retry_after(services: Services) -> None:
+    """Holds out of reach (5 s) first, then a full storage (a minute): the request's 503 says a minute, as a
+    retry after 5 s would find the storage still full."""
+    with Batch(services, uploaded_by="tech", source="api") as batch:
+        batch.fail("a.dcm", "not stored: the holds are out of reach", kind=errors.Unavailable)
+        batch.fail("b.dcm", "not stored: the storage is full", kind=errors.StorageFull)
+        batch.fail("c.dcm", "not DICOM", kind=errors.Malformed)
+    refusal = batch.storage_refusal()
+    assert isinstance(refusal, errors.StorageFull) and refusal.detail == "b.dcm: not stored: the storage is full"
+    assert headers_of(refusal) == {"Retry-After": "60"}
+
+
 def test_with_some_files_stored_the_others_are_failed_results_not_a_503(services: Services, tmp_path: Path) -> None:
     uid, files = make_study(tmp_path, patient_id=mrn(), accession=None, study_date="20261120", instances=3)
     with Batch(dataclasses.replace(services, pacs=full_storage(room=1)), uploaded_by="tech", source="api") as batch:

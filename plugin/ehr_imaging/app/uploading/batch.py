@@ -338,12 +338,16 @@ class Batch:
     def storage_refusal(self) -> errors.DomainError | None:
         """The request's answer when its files were refused for now (Orthanc's storage full, or the cluster's
         holds out of reach: errors.Unavailable) and none was stored (503), else None: with some files stored, the
-        per-file results say which were not."""
-        refused = next((r for r in self.results if r.status == "failed" and issubclass(r.failure, errors.Unavailable)),
-                       None)
-        if refused is None or self.successful:
+        per-file results say which were not. Files refused for several reasons: the answer whose Retry-After is
+        longest (storage full, a minute, over holds out of reach, 5 s): a retry sooner would be refused again."""
+        if self.successful:
             return None
-        return refused.failure(f"{refused.file_name}: {refused.error}")
+        first_of_each: dict[type[errors.DomainError], FileResult] = {}
+        for r in self.results:
+            if r.status == "failed" and issubclass(r.failure, errors.Unavailable):
+                first_of_each.setdefault(r.failure, r)
+        answers = [r.failure(f"{r.file_name}: {r.error}") for r in first_of_each.values()]
+        return max(answers, key=lambda answer: getattr(answer, "retry_after_seconds", 0), default=None)
 
     def summary(self) -> dict[str, Any]:
         return {"total_files": len(self.results), "successful": self.successful, "failed": self.failed,
