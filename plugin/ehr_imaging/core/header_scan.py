@@ -142,17 +142,7 @@ def _walk(data: memoryview, pos: int, end: int, *, file_meta: bool = False,
 
 def _sequence(data: memoryview, pos: int, end: int) -> int:
     """An undefined-length sequence's items, up to just after its delimiter."""
-    while True:
-        if end - pos < 8:
-            raise _Declined
-        group, number, length = _TAG_LENGTH(data, pos)
-        tag = group << 16 | number
-        if tag == SEQUENCE_END:
-            if length != 0:
-                raise _Declined
-            return pos + 8
-        if tag != ITEM:
-            raise _Declined
+    while (length := _item(data, pos, end)) is not None:
         if length == UNDEFINED_LENGTH:
             _, pos = _walk(data, pos + 8, end, in_item=True)
         else:
@@ -163,24 +153,33 @@ def _sequence(data: memoryview, pos: int, end: int) -> int:
             if stop != item_end:
                 raise _Declined
             pos = item_end
+    return pos + 8
 
 
 def _fragments(data: memoryview, pos: int, end: int) -> int:
     """Encapsulated pixel data's items (the offset table, then fragments), up to just after its delimiter, read as
     pydicom reads them (by their lengths); declined when its value would be small enough to be read whole."""
     start = pos
-    while True:
-        if end - pos < 8:
-            raise _Declined
-        group, number, length = _TAG_LENGTH(data, pos)
-        tag = group << 16 | number
-        if tag == SEQUENCE_END:
-            if length != 0 or pos + 4 - start <= BULK_VALUE_BYTES:
-                raise _Declined
-            return pos + 8
-        if tag != ITEM or length == UNDEFINED_LENGTH or pos + 8 + length > end:
+    while (length := _item(data, pos, end)) is not None:
+        if length == UNDEFINED_LENGTH or pos + 8 + length > end:
             raise _Declined
         pos += 8 + length
+    if pos + 4 - start <= BULK_VALUE_BYTES:
+        raise _Declined
+    return pos + 8
+
+
+def _item(data: memoryview, pos: int, end: int) -> int | None:
+    """The length of the item at ``pos``, or None at the delimiter that ends the items (its length zero)."""
+    if end - pos < 8:
+        raise _Declined
+    group, number, length = _TAG_LENGTH(data, pos)
+    tag = group << 16 | number
+    if tag == SEQUENCE_END and length == 0:
+        return None
+    if tag != ITEM:
+        raise _Declined
+    return int(length)
 
 
 def _syntax(data: memoryview, meta: list[Element]) -> UID:
