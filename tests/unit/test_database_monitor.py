@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from ehr_imaging.api.router import PUBLIC, Request, Response, Router, json_response
-from ehr_imaging.app.database_monitor import DatabaseMonitor
+from ehr_imaging.app.database_monitor import WATCH_STEP_SECONDS, DatabaseMonitor
 from ehr_imaging.core import errors
 from ehr_imaging.core.auth import DOCTOR, Authenticator, BasicAuthenticator, TokenVerifier, mint_token
 from ehr_imaging.store import db
@@ -108,8 +108,9 @@ def test_a_ping_unanswered_past_the_deadline_opens_the_breaker_and_cuts_the_conn
     worker.start()
     try:
         assert blocked.wait(5)
-        h.clock.now += 2  # at the deadline: not yet
-        assert h.monitor.watch() is False and not h.is_open()
+        for _ in range(9):  # the deadline thread's steps, to 1.8 s of the 2 s deadline: not yet
+            h.clock.now += WATCH_STEP_SECONDS
+            assert h.monitor.watch() is False and not h.is_open()
         h.clock.now += 0.5
         assert h.monitor.watch() is True
         assert h.is_open() and h.reason() == "no answer within 2 s" and h.cuts == 1
@@ -119,6 +120,38 @@ def test_a_ping_unanswered_past_the_deadline_opens_the_breaker_and_cuts_the_conn
         worker.join(5)
     assert h.reason() == "no answer within 2 s"  # the first reason stands while it is open
     assert any("cut 3 waiting connections" in line for line in h.logged)
+
+
+def test_a_pause_of_the_plugin_itself_is_not_the_database_failing_to_answer() -> None:
+    """orthanc-python holds the GIL through a call into Orthanc (a large file stored): every Python thread, the
+    ping's and the deadline's, stops for seconds. That gap counts as one step; the steps seen after it still
+    reach the deadline of a ping that goes on unanswered."""
+    h = Harness()
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def slow_ping() -> None:
+        blocked.set()
+        release.wait(10)
+
+    h.monitor._ping = slow_ping
+    worker = threading.Thread(target=h.monitor.probe)
+    worker.start()
+    try:
+        assert blocked.wait(5)
+        h.clock.now += WATCH_STEP_SECONDS
+        assert h.monitor.watch() is False
+        h.clock.now += 30  # Python stopped for 30 s, the ping's answer waiting
+        assert h.monitor.watch() is False and not h.is_open() and h.cuts == 0
+        for _ in range(7):  # 0.2 + 0.2 (the pause) + 7 x 0.2 = 1.8 s seen
+            h.clock.now += WATCH_STEP_SECONDS
+            assert h.monitor.watch() is False
+        h.clock.now += 0.5  # and unanswered past the deadline as seen step by step
+        assert h.monitor.watch() is True and h.is_open() and h.cuts == 1
+    finally:
+        release.set()
+        worker.join(5)
+    assert not h.is_open()  # it answered after all: closed again
 
 
 def test_the_monitor_threads_close_the_breaker_once_the_database_answers() -> None:

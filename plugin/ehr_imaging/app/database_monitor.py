@@ -6,6 +6,12 @@ Retry-After at once, and, for a hung database, the sockets of the connections al
 their threads (Orthanc's HTTP threads, the ingest worker) get an error instead of waiting for ever. The
 next answered ping closes it. So a request waits at most about ``interval + timeout`` seconds after the
 database stops answering, then none waits at all.
+
+The deadline counts the time the deadline thread saw pass step by step, not the clock between the ping's start
+and now: orthanc-python holds the GIL through every call into Orthanc, so one long call (a large file stored)
+stops every Python thread, the ping's included, for seconds. A gap between two checks longer than
+``STALL_SECONDS`` counts as one step: the database is not judged by a pause of the plugin's own (it opened the
+breaker and cut every connection while PostgreSQL was answering; a large upload did it in a CI run).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable
 from ..store.db import Breaker
 
 WATCH_STEP_SECONDS = 0.2  # how often the deadline is checked
+STALL_SECONDS = 1.0  # a longer gap between two checks: Python was stopped, the ping too; it counts as one step
 
 
 class DatabaseMonitor:
@@ -32,6 +39,8 @@ class DatabaseMonitor:
         self._clock = clock
         self._lock = threading.Lock()
         self._started: float | None = None  # when the ping in progress began
+        self._waited = 0.0  # how long it has waited, as the deadline thread saw it
+        self._seen: float = 0.0  # when the deadline thread last looked (or the ping began)
         self._overdue: float | None = None  # the start of the ping already declared overdue
         self._stop = threading.Event()
 
@@ -45,7 +54,8 @@ class DatabaseMonitor:
     def probe(self) -> None:
         """One ping, with its outcome applied to the breaker (the pinging thread's step; tests call it)."""
         with self._lock:
-            self._started = self._clock()
+            self._started = self._seen = self._clock()
+            self._waited = 0.0
         try:
             with self.breaker.probing():
                 self._ping()
@@ -62,9 +72,14 @@ class DatabaseMonitor:
     def watch(self) -> bool:
         """Is the ping in progress overdue? Then open the breaker and cut the waiting connections (once per
         ping). The deadline thread's step; tests call it."""
+        now = self._clock()
         with self._lock:
             started = self._started
-            if started is None or self._clock() - started <= self._timeout or self._overdue == started:
+            if started is None:
+                return False
+            gap, self._seen = now - self._seen, now
+            self._waited += gap if gap <= STALL_SECONDS else WATCH_STEP_SECONDS
+            if self._waited <= self._timeout or self._overdue == started:
                 return False
             self._overdue = started
         self._set_down(f"no answer within {self._timeout:g} s")
