@@ -191,7 +191,7 @@ def _truncation(ds: Dataset, size: int) -> list[str]:
             pixels_held = held
     if not problems and "PixelData" in ds and not _is_encapsulated(ds):
         try:
-            expected = _native_pixel_bytes(ds)
+            expected = native_pixel_bytes(ds)
             actual = pixels_held if pixels_held is not None else len(ds.PixelData)
         except Exception:  # noqa: BLE001 - missing or odd image attributes: nothing to compare with
             return problems
@@ -210,7 +210,8 @@ def _held_bytes(raw: object, size: int) -> tuple[int, int] | None:
     return (max(0, min(raw.length, size - raw.value_tell)), raw.length) if raw.length else None
 
 
-def _native_pixel_bytes(ds: Dataset) -> int:
+def native_pixel_bytes(ds: Dataset) -> int:
+    """The bytes native (not encapsulated) pixel data of this image holds: rows x columns x samples x bits x frames."""
     bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
     bits *= int(ds.get("NumberOfFrames", 1) or 1)
     return (bits + 7) // 8

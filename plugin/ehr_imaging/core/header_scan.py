@@ -26,13 +26,13 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .dicom_file import BULK_VALUE_BYTES, UNDEFINED_LENGTH, Converted, _native_pixel_bytes, memo_key
+from .dicom_file import BULK_VALUE_BYTES, UNDEFINED_LENGTH, Converted, memo_key, native_pixel_bytes
 
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 IDENTITY = (0x00100020, 0x0020000D, 0x0020000E, 0x00080018)  # PatientID, Study/Series/SOP Instance UID
 CHARSET, PIXEL_DATA, ITEM, ITEM_END, SEQUENCE_END = 0x00080005, 0x7FE00010, 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-IMAGE_SIZE = (0x00280002, 0x00280008, 0x00280010, 0x00280011, 0x00280100)  # what _native_pixel_bytes reads
+IMAGE_SIZE = (0x00280002, 0x00280008, 0x00280010, 0x00280011, 0x00280100)  # what native_pixel_bytes reads
 WANTED = frozenset(IDENTITY + IMAGE_SIZE)
 _KNOWN_VRS = frozenset(vr for vr in ENCODED_VR if len(vr) == 2 and vr != b"UN")
 _LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)
@@ -229,7 +229,7 @@ def _check_pixels(small: Dataset, syntax: UID, elements: list[Element]) -> None:
     if pixels[0] == UNDEFINED_LENGTH:
         raise _Declined
     try:
-        expected = _native_pixel_bytes(small)
+        expected = native_pixel_bytes(small)
     except Exception:  # noqa: BLE001 - odd image attributes
         raise _Declined from None
     if pixels[0] < expected:
