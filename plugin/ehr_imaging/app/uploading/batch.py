@@ -11,7 +11,6 @@ from functools import partial
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.tag import Tag
 
 from ...core import dicom_file, errors, header_scan
 from ...core.metrics import UPLOAD_FAILURES
@@ -23,7 +22,7 @@ from .. import ingest, observation, study_resolution
 MB = 1024 * 1024
 CHUNK = MB
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-IDENTITY_TAGS = tuple(Tag(keyword) for keyword in ("PatientID", *UID_KEYWORDS))
+IDENTITY_TAGS = header_scan.IDENTITY  # PatientID and the three UIDs: what a batch keeps of a header
 # Orthanc's error codes when its storage area cannot take the file (a full volume: ENOSPC is CannotWriteFile;
 # MaximumStorageSize reached is FullStorage): not the file's fault, so errors.StorageFull (503), never 400.
 ORTHANC_STORAGE_REFUSALS = frozenset({14, 19})  # CannotWriteFile, FullStorage
