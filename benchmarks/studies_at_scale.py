@@ -68,6 +68,8 @@ def filters(studies: int) -> dict[str, dict[str, str]]:
         "patient_name (trigram index)": {"patient_name": "doe john1234"},
         "patient_name, broad (john12)": {"patient_name": "john12"},
         "patient_name, two letters": {"patient_name": "jo"},
+        # Three letters that every name holds: a typeahead's third key. Its count tests every match's name.
+        "patient_name, three letters (joh)": {"patient_name": "joh"},
         "patient_name, two letters, no match": {"patient_name": "zq"},
     }
 

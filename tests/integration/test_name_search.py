@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
+from ehr_imaging.store import name_search
 from ehr_imaging.store.studies import StudyFilter, search_statements
 from ehr_stack.stack import Stack
 from tests.integration.helpers import schema_connection
@@ -45,8 +47,29 @@ def test_a_search_finds_what_a_contains_match_finds_for_parts_of_every_length(co
             connection.execute(text("INSERT INTO study_links (study_instance_uid, orthanc_study_id, patient_name)"
                                     " VALUES (:uid, :uid, :name)"), {"uid": f"{PREFIX}.{i}", "name": name})
         for search in SEARCHES:
-            count, page = search_statements(StudyFilter(patient_name=search, limit=100))
-            found = {row.study_instance_uid for row in connection.execute(page)}
-            assert (found, connection.scalar(count)) == (expected(search), len(expected(search))), search
+            for broad in (False, True):  # the same matches however the search is spelled for its indexes
+                count, page = search_statements(StudyFilter(patient_name=search, limit=100), broad_name=broad)
+                found = {row.study_instance_uid for row in connection.execute(page)}
+                assert (found, connection.scalar(count)) == (expected(search), len(expected(search))), (search, broad)
+    finally:
+        connection.rollback()
+
+
+def test_a_search_is_broad_when_the_planner_expects_it_to_match_a_quarter_of_the_studies_or_more(
+        connection: Connection) -> None:
+    try:
+        connection.execute(text("CREATE TEMPORARY TABLE study_links (LIKE ehr_imaging.study_links INCLUDING ALL)"))
+        # 300 studies: 240 Johns, 60 others, one of them Zoe Quinn
+        connection.execute(text(
+            "INSERT INTO study_links (study_instance_uid, orthanc_study_id, patient_name)"
+            " SELECT :prefix || '.' || i, :prefix || '.' || i,"
+            "        CASE WHEN i < 240 THEN 'DOE^JOHN' || i WHEN i = 299 THEN 'QUINN^ZOE' ELSE 'ROE^MARY' || i END"
+            " FROM generate_series(0, 299) AS i"), {"prefix": PREFIX})
+        connection.execute(text("ANALYZE study_links"))
+        session = Session(bind=connection)
+        broad = {search: name_search.is_broad(session, search) for search in ("jo", "JOH", "doe j", "e", "mary",
+                                                                              "zoe", "zq", "quinn zoe", " ")}
+        assert broad == {"jo": True, "JOH": True, "doe j": True, "e": True, "mary": False, "zoe": False,
+                         "zq": False, "quinn zoe": False, " ": False}, broad
     finally:
         connection.rollback()

@@ -110,6 +110,9 @@ class StudyLink(Base):
               postgresql_ops={"patient_name": "ehr_imaging_ext.gin_trgm_ops"}),
         # ... and of one or two letters, which trigrams cannot answer (migration 17).
         Index("ix_study_links_patient_name_grams", "patient_name_grams", postgresql_using="gin"),
+        # ... and of many matches: their count read from the lowered names alone (migration 19).
+        Index("ix_study_links_patient_name_lower", func.lower(text("patient_name")),
+              postgresql_include=["patient_name"]),
     )
 
     study_instance_uid: Mapped[str] = mapped_column(primary_key=True)

@@ -183,4 +183,14 @@ MIGRATIONS += (
         );
         """,
     ),
+    Migration(
+        19,
+        "a patient-name search that matches most studies counted from the lowered names alone (an index-only scan)",
+        """
+        -- lower(name) LIKE lower(pattern) is exactly ILIKE (PostgreSQL lowers both sides the same way), and
+        -- testing a lowered name is ~5x cheaper than ILIKE lowering it per row. INCLUDE (patient_name): the
+        -- planner uses an index-only scan for lower(patient_name) only when the column itself is there too.
+        CREATE INDEX ix_study_links_patient_name_lower ON study_links (lower(patient_name)) INCLUDE (patient_name);
+        """,
+    ),
 )

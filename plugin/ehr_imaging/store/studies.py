@@ -84,10 +84,11 @@ def _record(link: StudyLink) -> StudyRecord:
 
 def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
     """Matching studies, newest first (StudyDate, StudyTime), with their link."""
-    count, page = search_statements(where)
     with Session(engine) as session:
-        if where.patient_name and name_search.reads_letter_pairs(where.patient_name):
-            name_search.prefer_the_index(session)
+        broad = name_search.is_broad(session, where.patient_name) if where.patient_name else False
+        if where.patient_name:
+            name_search.plan_the_search(session, where.patient_name, broad)
+        count, page = search_statements(where, broad_name=broad)
         # Two statements, also for the name's contains-match: its count comes from the trigram index and its page
         # from the newest-first index, or, when few match, from the name's index and sorted (name_search
         # .sort_the_matches); one statement with count() OVER read every match in date order: 2-4x slower.
@@ -97,9 +98,10 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
         return total, [_record(link) for link in session.scalars(page).all()]
 
 
-def search_statements(where: StudyFilter) -> tuple[Any, Any]:
-    """The two statements of a search: how many match, and the page (tests read their query plans)."""
-    query = _filtered(select(StudyLink), where)
+def search_statements(where: StudyFilter, *, broad_name: bool = False) -> tuple[Any, Any]:
+    """The two statements of a search: how many match, and the page (tests read their query plans);
+    ``broad_name``: the name search matches most studies (name_search.is_broad)."""
+    query = _filtered(select(StudyLink), where, broad_name)
     if where.order_status:  # the only filter on the order: otherwise no join at all
         query = query.join(ImagingOrder, ImagingOrder.order_id == StudyLink.order_id).where(
             ImagingOrder.status == where.order_status)
@@ -131,7 +133,7 @@ def _of_patients(patient_ids: Iterable[str]) -> Any:
                and_(StudyLink.order_id.is_(None), func.upper(StudyLink.patient_id) == any_(mrns)))
 
 
-def _filtered(query: Any, where: StudyFilter) -> Any:
+def _filtered(query: Any, where: StudyFilter, broad_name: bool = False) -> Any:
     if where.patient_id:
         query = query.where(_of_patients([where.patient_id]))
     if where.study_uid:
@@ -141,7 +143,7 @@ def _filtered(query: Any, where: StudyFilter) -> Any:
     if where.mrn:
         query = query.where(func.upper(StudyLink.patient_id) == normalize_identifier(where.mrn))
     if where.patient_name:
-        query = query.where(name_search.contains(where.patient_name))
+        query = query.where(name_search.contains(where.patient_name, broad=broad_name))
     if where.modality:  # containment, so ix_study_links_modalities (GIN) can answer it
         query = query.where(StudyLink.modalities.contains([where.modality.strip().upper()]))
     if where.accession:
