@@ -54,8 +54,8 @@ def contains(name: str, *, broad: bool = False) -> Any:
 
 def is_broad(session: Session, name: str) -> bool:
     """Whether the search matches at least BROAD of the studies, as the planner estimates it (from the lowered
-    names' statistics, which ANALYZE keeps for that index: within a few % in the benchmark's archive). One
-    EXPLAIN, no rows read."""
+    names' statistics, which ANALYZE keeps for that index: 4,040 estimated for 3,444 matches and 34,343 for
+    34,445 in the benchmark's archive). One EXPLAIN and the table's row estimate, no row read: ~2.5 ms."""
     if not _parts(name):
         return False
     matches = _estimated_rows(session, select(literal(1)).where(contains(name, broad=True)))
