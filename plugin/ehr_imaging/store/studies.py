@@ -93,7 +93,7 @@ def search(engine: Engine, where: StudyFilter) -> tuple[int, list[StudyRecord]]:
         # from the newest-first index, or, when few match, from the name's index and sorted (name_search
         # .sort_the_matches); one statement with count() OVER read every match in date order: 2-4x slower.
         total = session.scalar(count) or 0
-        if where.patient_name:
+        if where.patient_name and not broad:  # a broad spelling has no index to find a few matches by
             name_search.sort_the_matches(session, total)
         return total, [_record(link) for link in session.scalars(page).all()]
 
